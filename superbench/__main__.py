@@ -1,0 +1,3 @@
+from superbench.cli import main
+import sys
+sys.exit(main())

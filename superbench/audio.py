@@ -1,0 +1,58 @@
+"""Reading and checking waveforms.
+
+Policy (documented in the README): audio at another sample rate is resampled to
+16 kHz with soxr (high quality), multichannel audio is down-mixed by averaging the
+channels, and NaN/Inf samples or clips shorter than the upstream's receptive
+field are refused with an error naming the file.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+log = logging.getLogger(__name__)
+
+TARGET_SAMPLE_RATE = 16000
+
+
+class AudioError(ValueError):
+    """Bad audio; the message names the file."""
+
+
+def load_audio(path: str | Path, target_sr: int = TARGET_SAMPLE_RATE) -> np.ndarray:
+    """Read a file as mono float32 at `target_sr`."""
+    path = Path(path)
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise AudioError(f"{path}: cannot read audio ({exc})") from exc
+    wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if sr != target_sr:
+        wav = resample(wav, sr, target_sr)
+    return check_waveform(wav, name=str(path))
+
+
+def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    import soxr
+
+    return soxr.resample(np.asarray(wav, dtype=np.float32), orig_sr, target_sr, quality="HQ").astype(np.float32)
+
+
+def check_waveform(wav: np.ndarray, name: str = "<array>", min_samples: int = 1) -> np.ndarray:
+    """Refuse what would silently poison features: empty, too short, non-finite, not 1-D."""
+    wav = np.asarray(wav, dtype=np.float32)
+    if wav.ndim != 1:
+        raise AudioError(f"{name}: expected mono audio (1-D), got shape {wav.shape}")
+    if wav.size == 0:
+        raise AudioError(f"{name}: empty audio (0 samples)")
+    if wav.size < min_samples:
+        raise AudioError(
+            f"{name}: {wav.size} samples is shorter than the upstream's receptive field "
+            f"({min_samples} samples = {1000 * min_samples / TARGET_SAMPLE_RATE:.0f} ms at 16 kHz)")
+    if not np.isfinite(wav).all():
+        raise AudioError(f"{name}: audio contains NaN or Inf samples")
+    return wav

@@ -1,0 +1,9 @@
+"""`superbench upstreams ...` commands (being built)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    pass

@@ -1,0 +1,22 @@
+"""Where superbench keeps data, caches and results (override with SUPERBENCH_HOME)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    return Path(os.environ.get("SUPERBENCH_HOME", Path.home() / ".cache" / "superbench")).expanduser()
+
+
+def data_dir() -> Path:
+    return home() / "data"
+
+
+def cache_dir() -> Path:
+    return home() / "features"
+
+
+def results_dir() -> Path:
+    return Path(os.environ.get("SUPERBENCH_RESULTS", "results"))

@@ -1,0 +1,140 @@
+"""The upstream contract, in three lines:
+
+    An upstream has `name`, `sample_rate` (16000), `num_layers`, `hidden_size`,
+    `downsample_rate` and `receptive_field` (both in input samples), and
+    `forward(wavs (B, S) float32, wav_lengths (B,) int64) -> (list of num_layers tensors (B, T, hidden_size), frame_lengths (B,))`.
+
+Frame counts follow one rule for every upstream (it is Kaldi's snip_edges rule
+and also what the wav2vec 2.0 convolution stack computes):
+
+    frames(n) = (n - receptive_field) // downsample_rate + 1,   n >= receptive_field
+
+Padding must not matter: the frames inside `frame_lengths` must equal what the
+upstream gives for the same utterance alone (within float tolerance).
+`forward` runs under `torch.inference_mode`: upstreams are frozen.
+`superbench.validate.validate_upstream` checks all of this on synthetic audio.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+
+class Upstream(torch.nn.Module):
+    """Base class for upstreams; subclasses implement `_forward` (padded batch in, all layers out)."""
+
+    name: str = "upstream"
+    sample_rate: int = 16000
+    num_layers: int = 1
+    hidden_size: int = 0
+    downsample_rate: int = 160
+    receptive_field: int = 400
+
+    def num_frames(self, wav_lengths: torch.Tensor) -> torch.Tensor:
+        """The documented frame-count rule; short inputs are the caller's error (see audio.check_waveform)."""
+        wav_lengths = torch.as_tensor(wav_lengths, dtype=torch.long)
+        frames = torch.div(wav_lengths - self.receptive_field, self.downsample_rate,
+                           rounding_mode="floor") + 1
+        return frames.clamp_min(0)
+
+    def forward(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        with torch.inference_mode():
+            wavs = torch.as_tensor(wavs, dtype=torch.float32)
+            if wavs.dim() != 2:
+                raise ValueError(f"wavs must be (batch, samples), got shape {tuple(wavs.shape)}")
+            wav_lengths = torch.as_tensor(wav_lengths, dtype=torch.long)
+            short = (wav_lengths < self.receptive_field).nonzero().flatten().tolist()
+            if short:
+                raise ValueError(
+                    f"{self.name}: utterance(s) at batch index {short} shorter than the receptive "
+                    f"field ({self.receptive_field} samples)")
+            return self._forward(wavs, wav_lengths)
+
+    def _forward(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        raise NotImplementedError
+
+    def config_dict(self) -> dict[str, Any]:
+        """What, besides the weights, makes the features what they are (part of the fingerprint)."""
+        return {"name": self.name, "num_layers": self.num_layers, "hidden_size": self.hidden_size,
+                "downsample_rate": self.downsample_rate, "receptive_field": self.receptive_field}
+
+    def fingerprint(self) -> str:
+        """Content hash of config and weights: cache keys and result provenance use it."""
+        h = hashlib.sha256(json.dumps(self.config_dict(), sort_keys=True, default=str).encode())
+        for key, tensor in sorted(self.state_dict().items()):
+            h.update(key.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def extract(self, wavs: Sequence[np.ndarray | torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Pad a list of 1-D waveforms and run `forward`; a convenience for callers and tests."""
+        batch, lengths = pad_batch(wavs)
+        return self(batch, lengths)
+
+
+def pad_batch(wavs: Sequence[np.ndarray | torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad 1-D waveforms into (B, S) plus their lengths."""
+    tensors = [torch.as_tensor(np.asarray(w, dtype=np.float32)) for w in wavs]
+    lengths = torch.tensor([t.shape[0] for t in tensors], dtype=torch.long)
+    batch = torch.zeros(len(tensors), int(lengths.max()) if len(tensors) else 0)
+    for i, t in enumerate(tensors):
+        batch[i, : t.shape[0]] = t
+    return batch, lengths
+
+
+# --------------------------------------------------------------------------- registry
+
+def _load_builtins() -> None:
+    import upstreams  # noqa: F401  (its modules register themselves with the decorator)
+
+
+UPSTREAMS: "Registry[Callable[..., Upstream]]"  # set below; factories take `path=None` plus keywords
+
+
+def load_upstream(spec: str, path: str | None = None, **kwargs: Any) -> Upstream:
+    """Build an upstream from a spec.
+
+    `NAME` (built-in or entry point), `NAME=DIR` (same family, weights from a local
+    directory), `path/to/file.py:ClassName` (an unpackaged plugin) or `s3prl:HUBNAME`.
+    """
+    if "=" in spec and path is None:
+        spec, path = spec.split("=", 1)
+    if spec.startswith("s3prl:"):
+        from upstreams.s3prl_hub import S3PRLUpstream
+        return S3PRLUpstream(spec.split(":", 1)[1], path=path, **kwargs)
+    if ":" in spec and spec.split(":", 1)[0].endswith(".py"):
+        factory = load_class_from_file(spec)
+        return factory(path=path, **kwargs) if path else factory(**kwargs)
+    factory = UPSTREAMS.get(spec)
+    return factory(path=path, **kwargs) if path else factory(**kwargs)
+
+
+def load_class_from_file(spec: str) -> Callable[..., Upstream]:
+    """Import `ClassName` from `path/to/file.py` without it being installed."""
+    import importlib.util
+    from pathlib import Path
+
+    file_name, _, class_name = spec.rpartition(":")
+    file_path = Path(file_name)
+    if not file_path.is_file():
+        raise FileNotFoundError(f"upstream plugin file not found: {file_path}")
+    module_name = f"superbench_plugin_{hashlib.sha1(str(file_path.resolve()).encode()).hexdigest()[:10]}"
+    module_spec = importlib.util.spec_from_file_location(module_name, file_path)
+    assert module_spec and module_spec.loader
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    try:
+        return getattr(module, class_name)
+    except AttributeError:
+        names = [n for n in dir(module) if not n.startswith("_")]
+        raise AttributeError(f"{file_path} has no {class_name!r} (it defines: {', '.join(names)})") from None
+
+
+from superbench.registry import Registry  # noqa: E402
+
+UPSTREAMS = Registry("upstream", entry_point_group="superbench.upstreams", loader=_load_builtins)

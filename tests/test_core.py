@@ -1,0 +1,89 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from superbench.audio import AudioError, check_waveform, load_audio
+from superbench.featurizer import WeightedSum
+from superbench.manifest import Fold, ManifestError, load_task_manifest, write_task_manifest
+from superbench.registry import DuplicateNameError, Registry, UnknownNameError
+from superbench.results import RecordError, ResultRecord, read_record, write_record
+
+
+def test_registry_refuses_duplicates_and_suggests_near_matches():
+    reg = Registry("upstream")
+    reg.register("hubert", 1)
+    with pytest.raises(DuplicateNameError, match="'hubert' is already registered"):
+        reg.register("hubert", 2)
+    with pytest.raises(UnknownNameError, match="did you mean 'hubert'"):
+        reg.get("hubret")
+    assert reg.get("hubert") == 1
+
+
+def test_weighted_sum_starts_as_the_plain_average_and_probes_one_layer():
+    layers = torch.randn(3, 2, 5, 4)
+    ws = WeightedSum(3)
+    assert torch.allclose(ws.normalized_weights(), torch.full((3,), 1 / 3))
+    assert torch.allclose(ws(layers), layers.mean(0), atol=1e-6)
+    with torch.no_grad():
+        ws.weights.copy_(torch.tensor([0.0, math.log(3.0), 0.0]))
+    # softmax([0, ln3, 0]) = [1/5, 3/5, 1/5]
+    assert torch.allclose(ws.normalized_weights(), torch.tensor([0.2, 0.6, 0.2]))
+    assert torch.allclose(ws(layers), 0.2 * layers[0] + 0.6 * layers[1] + 0.2 * layers[2], atol=1e-6)
+    assert torch.equal(WeightedSum(3, layer=1)(layers), layers[1])
+    assert torch.equal(WeightedSum(3, layer="last")(layers), layers[2])
+    with pytest.raises(ValueError, match="layers 0..2"):
+        WeightedSum(3, layer=3)
+
+
+def test_audio_policy(tmp_path):
+    stereo = np.stack([np.full(8000, 0.5), np.full(8000, -0.1)], axis=1)
+    sf.write(tmp_path / "st.wav", stereo, 8000, subtype="FLOAT")
+    wav = load_audio(tmp_path / "st.wav")
+    assert wav.shape == (16000,)  # resampled 8 kHz -> 16 kHz
+    assert abs(float(np.median(wav)) - 0.2) < 1e-3  # channels averaged
+    with pytest.raises(AudioError, match="NaN or Inf"):
+        check_waveform(np.array([0.0, np.nan] * 300), "x.wav")
+    with pytest.raises(AudioError, match="x.wav: 100 samples is shorter"):
+        check_waveform(np.zeros(100), "x.wav", min_samples=400)
+
+
+def _write(tmp_path, rows, labels=("a", "b")):
+    (tmp_path / "ks").mkdir(exist_ok=True)
+    for r in rows:
+        sf.write((tmp_path / "ks" / r["audio"]).resolve(), np.zeros(800, dtype=np.float32), 16000)
+    return write_task_manifest(tmp_path / "ks", task="ks", corpus="t", version="1", label_field="label",
+                               labels=labels, splits={"train": rows, "dev": rows[:1], "test": rows[:1]},
+                               folds=[Fold("default", "train", "dev", "test")])
+
+
+def test_manifest_round_trip_and_errors(tmp_path):
+    rows = [{"id": f"u{i}", "audio": f"../u{i}.wav", "sample_rate": 16000, "num_samples": 800,
+             "speaker": "s", "label": "ab"[i % 2]} for i in range(3)]
+    m = load_task_manifest(_write(tmp_path, rows))
+    assert [u.id for u in m.splits["train"]] == ["u0", "u1", "u2"]
+    assert len(m.utterances()) == 3 and m.labels == ["a", "b"]
+    bad = rows + [{**rows[0], "id": "u9", "label": "zzz"}, {**rows[0], "id": "u8", "audio": "../gone.wav"}]
+    d = write_task_manifest(tmp_path / "ks", task="ks", corpus="t", version="1", label_field="label",
+                            labels=["a", "b"], splits={"train": bad, "dev": rows, "test": rows})
+    with pytest.raises(ManifestError) as err:
+        load_task_manifest(d)
+    assert "1 row(s) with missing audio files" in str(err.value) and "gone.wav" in str(err.value)
+    assert "'zzz'" in str(err.value)
+
+
+def test_record_round_trip_and_refusals(tmp_path):
+    rec = ResultRecord(upstream="fbank", upstream_fingerprint="f", task="ks", metric="acc",
+                       higher_is_better=True, test=50.0, dev=51.0, seed=0, recipe_version="1")
+    path = write_record(rec, tmp_path)
+    assert read_record(path) == rec
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "test": float("nan")}))
+    with pytest.raises(RecordError, match="test metric is nan"):
+        read_record(path)
+    path.write_text(json.dumps({**data, "task": "kss"}))
+    with pytest.raises(RecordError, match="did you mean 'ks'"):
+        read_record(path)
