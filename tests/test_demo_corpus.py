@@ -1,0 +1,129 @@
+"""The eSpeak demo corpus: determinism, manifest contract, split hygiene, learnability."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from recipes.prepare import demo
+from recipes.prepare.espeak import EXCLUDED_VARIANTS, Engine, list_variants, tokenize_ipa
+from superbench.manifest import load_task_manifest
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    # the same SUPERBENCH_HOME as conftest's autouse fixture (which is not active yet at module scope),
+    # so the tiny corpus is generated once per test session and shared
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SUPERBENCH_HOME", str(tmp_path_factory.getbasetemp() / "superbench-home"))
+        out = demo.ensure_demo("tiny")
+    return out, {t: out / t for t in ("ks", "sid", "er", "asr", "pr")}
+
+
+def test_espeak_binding_speaks_and_transcribes():
+    engine = Engine.get()
+    assert engine.sample_rate == 22050
+    wav = engine.synth("yes", "en-us+m3")
+    assert wav.dtype == np.float32 and 0.1 < len(wav) / 22050 < 1.5 and np.abs(wav).max() > 0.05
+    assert engine.phonemes("yes", "en-us") == ["j", "ɛ", "s"]
+    assert tokenize_ipa("ð ə  k w ˈɪ k") == ["ð", "ə", "k", "w", "ɪ", "k"]
+    variants = list_variants()
+    assert "m3" in variants and "f2" in variants
+    assert not any(v.lower().startswith(("robosoft", "klatt", "whisper")) for v in variants)
+    assert "Demonic" not in variants and "croak" in EXCLUDED_VARIANTS
+
+
+def test_unknown_voice_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="no voice 'en-us\\+nosuchvariant'"):
+        Engine.get().synth("yes", "en-us+nosuchvariant")
+
+
+def test_manifests_load_and_follow_the_contract(tiny):
+    out, dirs = tiny
+    assert set(dirs) == {"ks", "sid", "er", "asr", "pr"}
+    ks = load_task_manifest(out / "ks")
+    assert ks.labels == list(demo.KS_LABELS)
+    for split in ("train", "dev", "test"):
+        assert {u.label for u in ks.splits[split]} == set(demo.KS_LABELS)  # every class in every split
+        assert all(u.num_samples == 16000 for u in ks.splits[split])
+    spk = {s: {u.speaker for u in ks.splits[s] if u.label != "_silence_"} for s in ks.splits}
+    assert not spk["train"] & spk["dev"] and not spk["train"] & spk["test"] and not spk["dev"] & spk["test"]
+
+    info = sf.info(ks.splits["train"][0].audio)
+    assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+
+    sid = load_task_manifest(out / "sid")
+    assert {u.label for u in sid.splits["test"]} == set(sid.labels)  # split within speaker
+    assert all(u.label == u.speaker for u in sid.utterances())
+
+    er = load_task_manifest(out / "er")
+    assert [f.name for f in er.folds] == [f"fold{k}" for k in range(1, 6)]
+    groups = [{u.speaker for u in er.splits[f"fold{k}_test"]} for k in range(1, 6)]
+    for k, fold in enumerate(er.folds):
+        train_dev = {u.speaker for u in er.splits[fold.train] + er.splits[fold.dev]}
+        assert not train_dev & groups[k]
+        n_pool = len(er.splits[fold.train]) + len(er.splits[fold.dev])
+        assert len(er.splits[fold.dev]) == round(0.2 * n_pool)
+    assert {u.label for u in er.splits["fold1_test"]} == set(demo.EMOTIONS)
+
+    asr, pr = load_task_manifest(out / "asr"), load_task_manifest(out / "pr")
+    texts = [u.text for u in asr.utterances()]
+    assert len(set(texts)) == len(texts) and all(t == t.upper() for t in texts)
+    assert {u.id for u in asr.utterances()} == {u.id for u in pr.utterances()}
+    spk = {s: {u.speaker for u in asr.splits[s]} for s in asr.splits}
+    assert not spk["train"] & spk["test"] and not spk["dev"] & spk["test"]
+    inventory = set(pr.labels)
+    assert all(set(u.phones.split()) <= inventory for u in pr.utterances())
+    assert "ˈ" not in "".join(pr.labels)  # stress marks are not phones
+
+
+def test_same_seed_gives_identical_corpus(tiny, tmp_path):
+    out, _ = tiny
+    Engine.get().synth("state left over from another call", "en+f3")  # must not leak into the corpus
+    again = tmp_path / "again"
+    demo.prepare_demo(again, size="tiny", seed=0, workers=1)
+    assert (again / "checksums.json").read_text() == (out / "checksums.json").read_text()
+    for task in ("ks", "sid", "er", "asr", "pr"):
+        for f in sorted((out / task).iterdir()):
+            assert (again / task / f.name).read_bytes() == f.read_bytes(), f
+    marker = json.loads((out / demo.MARKER).read_text())
+    assert marker["seed"] == 0 and marker["summary"]["sid"]["speakers"] == demo.SIZES["tiny"].sid_speakers
+
+
+def test_summary_counts_match_manifests(tiny):
+    out, _ = tiny
+    summary = demo.summarize_corpus(out)
+    ks = load_task_manifest(out / "ks")
+    assert summary["ks"]["utterances"] == len(ks.utterances()) == 12 * sum(demo.SIZES["tiny"].ks_per_class)
+    assert summary["ks"]["minutes"] == pytest.approx(len(ks.utterances()) / 60, abs=0.01)
+    assert summary["er"]["classes"] == 4
+    assert "total audio" in demo.format_summary(summary)
+
+
+def test_ensure_demo_reuses_a_complete_corpus(tiny, monkeypatch):
+    out, _ = tiny
+    assert demo.is_complete(out) and out == demo.demo_dir("tiny")
+    monkeypatch.setattr(demo, "prepare_demo", lambda *a, **k: pytest.fail("regenerated a complete corpus"))
+    assert demo.ensure_demo("tiny") == out
+
+
+def test_incomplete_corpus_is_regenerated(tiny, monkeypatch):
+    out, _ = tiny
+    calls = []
+    monkeypatch.setattr(demo, "prepare_demo", lambda o, size, seed: calls.append((o, size, seed)))
+    marker = out / demo.MARKER
+    saved = marker.read_text()
+    marker.unlink()
+    try:
+        demo.ensure_demo("tiny")
+    finally:
+        marker.write_text(saved)
+    assert calls == [(out, "tiny", 0)]
+
+
+def test_unknown_size_is_refused():
+    with pytest.raises(ValueError, match="unknown demo size 'huge'"):
+        demo.demo_dir("huge")
