@@ -3,3 +3,78 @@
 `demo` synthesises the offline demo corpus with eSpeak NG; the others index real corpora
 (Speech Commands v0.01, VoxCeleb1, IEMOCAP, LibriSpeech, any Hugging Face audio dataset).
 """
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class PrepareError(ValueError):
+    """The corpus on disk has problems; the message lists them by path (first few + count)."""
+
+
+@dataclass
+class Problems:
+    """Collects bad inputs so a preparer reports all of them at once instead of the first only.
+
+    With `skip_bad=True` the offending utterances are left out and logged; otherwise
+    `raise_if_any()` fails before anything is written (never a half manifest).
+    """
+
+    corpus: str
+    skip_bad: bool = False
+    items: list[str] = field(default_factory=list)
+
+    def add(self, message: str) -> None:
+        self.items.append(message)
+
+    def raise_if_any(self) -> None:
+        if not self.items:
+            return
+        shown = "\n  ".join(self.items[:10])
+        more = f"\n  ... and {len(self.items) - 10} more" if len(self.items) > 10 else ""
+        text = f"{self.corpus}: {len(self.items)} problem(s):\n  {shown}{more}"
+        if self.skip_bad:
+            log.warning("%s\n(skipped: --skip-bad)", text)
+            return
+        raise PrepareError(text + "\n(fix them, or pass skip_bad=True / --skip-bad to leave those files out)")
+
+
+def probe_audio(path: Path, problems: Problems) -> dict[str, Any] | None:
+    """`sample_rate` and `num_samples` of a file, or None after recording why it is unusable."""
+    import soundfile as sf
+
+    if not path.is_file():
+        problems.add(f"{path}: missing audio file")
+        return None
+    if path.stat().st_size == 0:
+        problems.add(f"{path}: zero-length file")
+        return None
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # soundfile raises several types for corrupt files
+        problems.add(f"{path}: unreadable audio ({str(exc).strip()[:120]})")
+        return None
+    if info.frames == 0:
+        problems.add(f"{path}: audio has 0 samples")
+        return None
+    return {"sample_rate": int(info.samplerate), "num_samples": int(info.frames)}
+
+
+def audio_row(uid: str, path: Path, speaker: str, problems: Problems, **label: Any) -> dict[str, Any] | None:
+    """A manifest row for a file on disk (absolute path: the corpus stays where it is)."""
+    info = probe_audio(path, problems)
+    if info is None:
+        return None
+    return {"id": uid, "audio": str(path.resolve()), "speaker": speaker, **info, **label}
+
+
+def default_out(corpus: str) -> Path:
+    from superbench.paths import data_dir
+
+    return data_dir() / corpus

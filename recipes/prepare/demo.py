@@ -101,9 +101,9 @@ SIZES: dict[str, DemoSize] = {
     "tiny": DemoSize(ks_speakers=(8, 4, 4), ks_per_class=(12, 4, 4), sid_speakers=10,
                      sid_per_speaker=(4, 2, 2), er_speakers_per_group=2, er_sentences=3,
                      asr_speakers=(6, 2, 2), asr_sentences=(40, 10, 10)),
-    "default": DemoSize(ks_speakers=(40, 10, 10), ks_per_class=(40, 8, 8), sid_speakers=40,
-                        sid_per_speaker=(6, 2, 2), er_speakers_per_group=3, er_sentences=5,
-                        asr_speakers=(30, 6, 6), asr_sentences=(240, 30, 30)),
+    "default": DemoSize(ks_speakers=(40, 10, 10), ks_per_class=(36, 8, 8), sid_speakers=40,
+                        sid_per_speaker=(4, 2, 2), er_speakers_per_group=3, er_sentences=4,
+                        asr_speakers=(30, 6, 6), asr_sentences=(200, 30, 30)),
     "large": DemoSize(ks_speakers=(120, 20, 20), ks_per_class=(200, 30, 30), sid_speakers=100,
                       sid_per_speaker=(12, 3, 3), er_speakers_per_group=8, er_sentences=10,
                       asr_speakers=(80, 10, 10), asr_sentences=(2000, 200, 200)),
@@ -292,7 +292,7 @@ class _Plan:
         job: dict[str, Any] = {"id": uid, "path": f"audio/{folder}/{uid}.wav", "text": text, "clip": clip,
                                "seed": int(r.integers(2**31)), "snr_db": _u(r, *j.snr_db),
                                "noise_alpha": _u(r, *j.noise_alpha), "phones": phones,
-                               "offset": _u(r, 0.0, 1.0), "lead": _u(r, 0.05, 0.25), "trail": _u(r, 0.05, 0.25)}
+                               "offset": _u(r, 0.0, 1.0), "lead": _u(r, 0.05, 0.15), "trail": _u(r, 0.05, 0.15)}
         if spk is None:  # noise only (KS _silence_)
             job["level_db"] = _u(r, *j.silence_level_db)
             return job

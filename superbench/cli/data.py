@@ -1,9 +1,76 @@
-"""`superbench data ...` commands (being built)."""
+"""`superbench data ...`: build the offline demo corpus or index a real corpus already on disk."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+
+CORPORA = ("speech_commands", "voxceleb1", "iemocap", "librispeech", "hf")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    pass
+    data = sub.add_parser("data", help="prepare datasets (demo corpus, real corpora)")
+    dsub = data.add_subparsers(dest="data_command", metavar="ACTION")
+
+    demo = dsub.add_parser("demo", help="synthesise the offline eSpeak NG demo corpus (all five tasks)")
+    demo.add_argument("--size", default="default", choices=("tiny", "default", "large"))
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", type=Path, default=None, help="output folder (default: the data dir)")
+    demo.add_argument("--force", action="store_true", help="regenerate even if a complete corpus exists")
+    demo.set_defaults(func=_demo)
+
+    prep = dsub.add_parser("prepare", help="write manifests for a corpus already on disk")
+    prep.add_argument("corpus", choices=CORPORA)
+    prep.add_argument("--root", required=True, help="corpus folder (for hf: hub id, save_to_disk dir or "
+                                                    "audiofolder:DIR)")
+    prep.add_argument("--out", type=Path, default=None, help="output root (one folder per task)")
+    prep.add_argument("--skip-bad", action="store_true", help="leave out unreadable/missing files (logged)")
+    prep.add_argument("--test-root", default=None, help="speech_commands: the official test-set folder")
+    prep.add_argument("--task", default=None, help="hf: the task the dataset is for (ks, sid, er, asr, pr)")
+    prep.add_argument("--columns", default=None, help='hf: JSON column map, e.g. {"label": "intent"}')
+    prep.add_argument("--splits", default=None, help='hf: JSON split map, e.g. {"dev": "validation"}')
+    prep.add_argument("--config", default=None, help="hf: dataset configuration name")
+    prep.set_defaults(func=_prepare)
+    data.set_defaults(func=lambda args: data.print_help() or 2)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from recipes.prepare import demo
+
+    if args.out is None and not args.force:
+        out = demo.ensure_demo(args.size, args.seed)
+    else:
+        out = args.out or demo.demo_dir(args.size)
+        demo.prepare_demo(out, size=args.size, seed=args.seed)
+    print(f"demo corpus ({args.size}, seed {args.seed}): {out}")
+    print(demo.format_summary(demo.summarize_corpus(out)))
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from recipes.prepare.demo import format_summary, summarize_corpus
+
+    out = args.out
+    if args.corpus == "speech_commands":
+        from recipes.prepare.speech_commands import prepare_speech_commands
+        root = prepare_speech_commands(args.root, out, test_root=args.test_root, skip_bad=args.skip_bad).parent
+    elif args.corpus == "voxceleb1":
+        from recipes.prepare.voxceleb1 import prepare_voxceleb1
+        root = prepare_voxceleb1(args.root, out, skip_bad=args.skip_bad).parent
+    elif args.corpus == "iemocap":
+        from recipes.prepare.iemocap import prepare_iemocap
+        root = prepare_iemocap(args.root, out, skip_bad=args.skip_bad).parent
+    elif args.corpus == "librispeech":
+        from recipes.prepare.librispeech import prepare_librispeech
+        root = prepare_librispeech(args.root, out, skip_bad=args.skip_bad)["asr"].parent
+    else:
+        from recipes.prepare.hf_datasets import prepare_hf_dataset
+        if not args.task:
+            raise ValueError("data prepare hf needs --task (ks, sid, er, asr or pr)")
+        root = prepare_hf_dataset(args.root, args.task, out, columns=json.loads(args.columns or "{}"),
+                                  splits=json.loads(args.splits) if args.splits else None, config=args.config,
+                                  skip_bad=args.skip_bad).parent
+    print(f"{args.corpus}: manifests in {root}")
+    print(format_summary(summarize_corpus(root)))
+    return 0
