@@ -1,9 +1,170 @@
-"""`superbench leaderboard ...` commands (being built)."""
+"""`superbench leaderboard`, `superbench report` and `superbench check`.
+
+    superbench leaderboard [--db PATH] [--reference paper|local] [--sort COL] [--format md|csv|json|html]
+    superbench leaderboard import PATHS... [--overwrite]
+    superbench leaderboard export -o FILE
+    superbench report -o report.html
+    superbench check --baseline FILE [--db PATH | --records DIR] [--tolerance ABS] [--std-tolerance K]
+    superbench check --write-baseline FILE --upstream NAME [--profile P] [--recipe-version V]
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("superbench.leaderboard")
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+SHOW_SKIPPED = 10  # skipped rows listed one by one before summarising
+
+
+def _add_db(p: argparse.ArgumentParser, suppress: bool = False) -> None:
+    p.add_argument("--db", type=Path, default=argparse.SUPPRESS if suppress else None,
+                   help="results database (default: $SUPERBENCH_DB or <SUPERBENCH_HOME>/leaderboard.db)")
+
+
+def _store(args: argparse.Namespace, must_exist: bool = True):
+    from leaderboard.store import ResultStore
+
+    return ResultStore(getattr(args, "db", None), create=not must_exist)
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        return
+    from superbench.manifest import atomic_write_text
+
+    atomic_write_text(output, text)
+    log.info("wrote %s", output)
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from leaderboard.table import build_leaderboard
+
+    board = build_leaderboard(_store(args).records(), reference=args.reference, sort=args.sort)
+    _emit(board.render(args.format), args.output)
+    return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from leaderboard.store import load_record_files
+
+    records, errors = load_record_files(args.paths)
+    if errors:
+        for e in errors:
+            log.error("%s", e)
+        log.error("import refused: %d bad input(s); nothing was written", len(errors))
+        return EXIT_USAGE
+    store = _store(args, must_exist=False)
+    report = store.add_many(records, overwrite=args.overwrite)
+    for key in report.skipped[:SHOW_SKIPPED]:
+        log.warning("skipped (already stored): %s", "/".join(map(str, key)))
+    if len(report.skipped) > SHOW_SKIPPED:
+        log.warning("... and %d more skipped row(s)", len(report.skipped) - SHOW_SKIPPED)
+    print(f"{store.path}: {report.summary()}; {len(store)} row(s) in store")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    n = _store(args).export_json(args.output)
+    print(f"exported {n} record(s) to {args.output}")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from leaderboard.report import build_report
+
+    text = build_report(_store(args).records(), reference=args.reference, sort=args.sort, title=args.title)
+    _emit(text, args.output)
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from leaderboard.check import compare, load_baseline, make_baseline, write_baseline
+    from leaderboard.store import load_record_files
+
+    if args.records is not None and args.db is not None:
+        raise ValueError("pass either --db or --records, not both")
+    if args.write_baseline is not None:
+        if not args.upstream:
+            raise ValueError("--write-baseline needs --upstream NAME")
+        records = _current_records(args, load_record_files)
+        base = make_baseline(records, args.upstream, profile=args.profile, recipe_version=args.recipe_version)
+        write_baseline(base, args.write_baseline)
+        print(f"wrote baseline for {base.upstream} ({', '.join(base.tasks)}) to {args.write_baseline}")
+        return EXIT_OK
+    baseline = load_baseline(args.baseline)
+    report = compare(baseline, _current_records(args, load_record_files), tolerance=args.tolerance,
+                     std_tolerance=args.std_tolerance, allow_missing=args.allow_missing)
+    sys.stdout.write(report.format())
+    return report.exit_code
+
+
+def _current_records(args: argparse.Namespace, load_record_files) -> list:
+    if args.records is not None:
+        records, errors = load_record_files([args.records])
+        if errors:
+            raise ValueError("bad result records:\n  " + "\n  ".join(errors))
+        return records
+    return _store(args).records()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    pass
+    from leaderboard.score import REFERENCE_MODES
+    from leaderboard.table import FORMATS
+
+    lb = sub.add_parser("leaderboard", help="show the results table; import/export results",
+                        description="Upstreams x tasks (mean ± std over seeds) with the SUPERB score. "
+                                    "Subcommands: import, export.")
+    _add_db(lb)
+    lb.add_argument("--reference", choices=REFERENCE_MODES, default="paper",
+                    help="SUPERB score reference points: published (paper) or measured in this store (local)")
+    lb.add_argument("--sort", default="score", metavar="COLUMN",
+                    help="score (default), upstream, recipe, profile or a task name (best first)")
+    lb.add_argument("--format", choices=FORMATS, default="md")
+    lb.add_argument("-o", "--output", type=Path, help="write to a file instead of stdout")
+    lb.set_defaults(func=cmd_table)
+    lbsub = lb.add_subparsers(dest="leaderboard_command", metavar="SUBCOMMAND")
+
+    imp = lbsub.add_parser("import", help="add result record files/directories (or an export) to the store")
+    imp.add_argument("paths", nargs="+", type=Path, help="record JSON files, export files or directories")
+    imp.add_argument("--overwrite", action="store_true", help="replace rows that are already stored")
+    _add_db(imp, suppress=True)
+    imp.set_defaults(func=cmd_import)
+
+    exp = lbsub.add_parser("export", help="write every stored record to one JSON file")
+    exp.add_argument("-o", "--output", type=Path, required=True)
+    _add_db(exp, suppress=True)
+    exp.set_defaults(func=cmd_export)
+
+    rep = sub.add_parser("report", help="write a self-contained HTML report (table, bar chart, layer weights)")
+    _add_db(rep)
+    rep.add_argument("-o", "--output", type=Path, default=Path("report.html"))
+    rep.add_argument("--reference", choices=REFERENCE_MODES, default="paper")
+    rep.add_argument("--sort", default="score", metavar="COLUMN")
+    rep.add_argument("--title", default="superbench report")
+    rep.set_defaults(func=cmd_report)
+
+    chk = sub.add_parser("check", help="fail (exit 1) when results regressed against a baseline",
+                         description="Direction-aware regression check. Exit 0: ok, 1: regression, "
+                                     "2: usage/data error.")
+    mode = chk.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--baseline", type=Path, help="baseline JSON to check against")
+    mode.add_argument("--write-baseline", type=Path, metavar="FILE",
+                      help="write a baseline for --upstream from the current results instead")
+    _add_db(chk)
+    chk.add_argument("--records", type=Path, help="read current results from this directory instead of --db")
+    chk.add_argument("--tolerance", type=float, default=0.5,
+                     help="allowed drop in metric points (percent) before it counts (default 0.5)")
+    chk.add_argument("--std-tolerance", type=float, default=2.0, metavar="K",
+                     help="also allow K x the seeds' std (default 2.0); allowed = max(tolerance, K*std)")
+    chk.add_argument("--allow-missing", action="store_true", help="tasks missing from the current results "
+                                                                   "are reported, not an error")
+    chk.add_argument("--upstream", help="upstream to write the baseline for (with --write-baseline)")
+    chk.add_argument("--profile", help="with --write-baseline: only results of this profile")
+    chk.add_argument("--recipe-version", help="with --write-baseline: only results of this recipe version")
+    chk.set_defaults(func=cmd_check)

@@ -1,0 +1,138 @@
+"""SUPERB score: one number per upstream, always reported with its task set.
+
+    score_task = 1000 * (m - m_FBANK) / (m_SOTA - m_FBANK)
+    SUPERB score = mean of score_task over the tasks present
+
+FBANK maps to 0 and SOTA to 1000 on every task; the same formula handles error
+rates (their SOTA is lower, so the denominator is negative). Scores are not
+capped: worse than FBANK is negative, better than SOTA exceeds 1000.
+
+Two reference modes, named in every output:
+- `paper`: the official leaderboard's reference points (leaderboard/references.yaml,
+  with sources). Meaningful only for full-protocol runs on the official data.
+- `local`: FBANK measured here (the `fbank` upstream's records on the same data,
+  recipe version and profile) and SOTA = best upstream in the store per task.
+  Use it for shrunken profiles / other corpora where paper constants do not apply.
+
+A score over five tasks is not comparable with the official ten-task score, nor
+with a score over a different subset; `SuperbScore.tasks` travels with the value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from superbench.tasks import TASK_ORDER, TASKS
+
+REFERENCE_MODES = ("paper", "local")
+REFERENCES_FILE = Path(__file__).with_name("references.yaml")
+FBANK_UPSTREAM = "fbank"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """FBANK and SOTA values of one task's metric (percent)."""
+
+    task: str
+    metric: str
+    fbank: float
+    sota: float
+    source: str = ""
+
+    def score(self, value: float) -> float:
+        """1000 * (m - FBANK) / (SOTA - FBANK); NaN if the reference is degenerate."""
+        span = self.sota - self.fbank
+        if span == 0 or not math.isfinite(span):
+            return math.nan
+        return 1000.0 * (value - self.fbank) / span
+
+
+@dataclass
+class SuperbScore:
+    """A SUPERB score together with what it is computed over."""
+
+    score: float
+    tasks: tuple[str, ...]
+    per_task: dict[str, float]
+    reference: str
+    missing: tuple[str, ...] = field(default=())  # tasks with a metric but no usable reference
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.tasks)
+
+    def label(self) -> str:
+        """e.g. '912.1 (5 tasks: pr,ks,sid,er,asr; paper ref)'."""
+        if not self.tasks:
+            return "n/a"
+        return f"{self.score:.1f} ({self.n_tasks} tasks: {','.join(self.tasks)}; {self.reference} ref)"
+
+
+def _ordered(tasks: Iterable[str]) -> tuple[str, ...]:
+    tasks = set(tasks)
+    return tuple([t for t in TASK_ORDER if t in tasks] + sorted(tasks - set(TASK_ORDER)))
+
+
+@lru_cache(maxsize=4)
+def paper_references(path: str | Path = REFERENCES_FILE) -> dict[str, Reference]:
+    """Load the published reference points (kept as data, with their source)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read SUPERB reference points ({exc})") from exc
+    source = str(data.get("source", ""))
+    refs = {}
+    for task, entry in (data.get("tasks") or {}).items():
+        try:
+            expected = TASKS.get(task).metric
+            if entry["metric"] != expected:
+                raise ValueError(f"metric {entry['metric']!r} but task {task!r} reports {expected!r}")
+            refs[task] = Reference(task, entry["metric"], float(entry["fbank"]), float(entry["sota"]), source)
+        except (KeyError, TypeError, ValueError, LookupError) as exc:
+            raise ValueError(f"{path}: bad reference entry for task {task!r} ({exc})") from exc
+    return refs
+
+
+def local_references(task_means: Mapping[str, Mapping[str, float]],
+                     fbank_upstream: str = FBANK_UPSTREAM) -> dict[str, Reference]:
+    """References measured in this store.
+
+    `task_means` maps upstream -> {task: mean metric} for ONE comparable group
+    (same recipe version, profile and data). FBANK is `fbank_upstream`'s mean;
+    SOTA is the best mean over all upstreams (direction-aware). Tasks without an
+    FBANK measurement get no reference (and are listed as missing in scores).
+    """
+    fbank = task_means.get(fbank_upstream, {})
+    refs = {}
+    for task, fb in fbank.items():
+        if task not in TASKS or not math.isfinite(fb):
+            continue
+        spec = TASKS.get(task)
+        values = [m[task] for m in task_means.values() if task in m and math.isfinite(m[task])]
+        best = max(values) if spec.higher_is_better else min(values)
+        refs[task] = Reference(task, spec.metric, fb, best, f"local: {fbank_upstream} vs best upstream in store")
+    return refs
+
+
+def superb_score(metrics: Mapping[str, float], references: Mapping[str, Reference],
+                 reference: str = "paper") -> SuperbScore:
+    """Average per-task scores over the tasks that have both a metric and a usable reference."""
+    per_task, missing = {}, []
+    for task in _ordered(metrics):
+        value = metrics[task]
+        ref = references.get(task)
+        s = ref.score(value) if ref is not None and math.isfinite(value) else math.nan
+        if math.isnan(s):
+            missing.append(task)
+        else:
+            per_task[task] = s
+    tasks = _ordered(per_task)
+    score = sum(per_task.values()) / len(per_task) if per_task else math.nan
+    return SuperbScore(score, tasks, per_task, reference, tuple(missing))

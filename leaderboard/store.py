@@ -1,0 +1,301 @@
+"""Results store: every result record in one embedded SQLite database.
+
+Why SQLite: runs on several machines/processes append results at the same time
+(a sweep launching one process per task), and a JSON-file-per-run directory
+cannot answer "give me every seed of hubert on ks under recipe 1.0" without
+re-reading everything. The database keeps the record's full JSON (nothing is
+lost, new record fields need no migration) plus indexed key columns.
+
+Concurrency: WAL journal + a generous busy timeout + `BEGIN IMMEDIATE` write
+transactions, so parallel writers queue instead of failing or losing rows.
+A connection is opened per process (never shared across fork()).
+
+Identity: one row per (upstream, upstream_fingerprint, task, recipe_version,
+profile, layer, seed). Profile and layer are part of the key because a
+`fast`-profile run and a single-layer probe are different measurements from the
+full weighted-sum SUPERB run of the same model and seed, and must not replace it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from superbench import paths
+from superbench.results import RecordError, ResultRecord, now_iso
+
+log = logging.getLogger(__name__)
+
+STORE_SCHEMA_VERSION = 1
+APPLICATION_ID = 0x53425042  # "SBPB": marks the file as a superbench store
+BUSY_TIMEOUT_MS = 60_000
+
+KEY_COLUMNS = ("upstream", "upstream_fingerprint", "task", "recipe_version", "profile", "layer", "seed")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    upstream TEXT NOT NULL,
+    upstream_fingerprint TEXT NOT NULL,
+    task TEXT NOT NULL,
+    recipe_version TEXT NOT NULL,
+    profile TEXT NOT NULL,
+    layer TEXT NOT NULL,          -- '' for the weighted sum, else the probed layer
+    seed INTEGER NOT NULL,
+    metric TEXT NOT NULL,
+    higher_is_better INTEGER NOT NULL,
+    test REAL NOT NULL,
+    dev REAL NOT NULL,
+    created_at TEXT NOT NULL,
+    stored_at TEXT NOT NULL,
+    record_json TEXT NOT NULL,
+    PRIMARY KEY (upstream, upstream_fingerprint, task, recipe_version, profile, layer, seed)
+);
+CREATE INDEX IF NOT EXISTS results_by_task ON results (task, recipe_version, profile);
+CREATE INDEX IF NOT EXISTS results_by_upstream ON results (upstream, task);
+"""
+
+
+class StoreError(ValueError):
+    """The database cannot be used (corrupt, foreign or newer schema); the message names the file."""
+
+
+def default_db_path() -> Path:
+    """$SUPERBENCH_DB if set, else <superbench home>/leaderboard.db."""
+    env = os.environ.get("SUPERBENCH_DB")
+    return Path(env).expanduser() if env else paths.home() / "leaderboard.db"
+
+
+def _layer_key(layer: int | str | None) -> str:
+    return "" if layer is None else str(layer)
+
+
+def record_key(record: ResultRecord) -> tuple[str, str, str, str, str, str, int]:
+    """The store's identity of a record (see module docstring for why profile/layer are in it)."""
+    return (record.upstream, record.upstream_fingerprint, record.task, record.recipe_version,
+            record.profile, _layer_key(record.layer), int(record.seed))
+
+
+@dataclass
+class ImportReport:
+    """What an import did; `skipped` lists rows that already existed and were kept."""
+
+    inserted: list[tuple] = field(default_factory=list)
+    replaced: list[tuple] = field(default_factory=list)
+    skipped: list[tuple] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"{len(self.inserted)} inserted, {len(self.replaced)} replaced, "
+                f"{len(self.skipped)} skipped (already stored; use --overwrite to replace)")
+
+
+class ResultStore:
+    """A SQLite-backed set of ResultRecords; safe for concurrent writers."""
+
+    def __init__(self, path: str | Path | None = None, *, create: bool = True) -> None:
+        self.path = Path(path) if path is not None else default_db_path()
+        self._create = create
+        self._conn: sqlite3.Connection | None = None
+        self._pid: int | None = None
+
+    # -- connection -----------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        if not self.path.exists():
+            if not self._create:
+                raise StoreError(f"{self.path}: results database does not exist "
+                                 f"(run something first, import records, or pass --db)")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif self.path.is_dir():
+            raise StoreError(f"{self.path}: is a directory, not a results database")
+        try:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._init_schema(conn)
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed", ...
+            raise StoreError(f"{self.path}: not a usable superbench results database ({exc}); "
+                             f"move it away or pass another --db") from exc
+        self._conn, self._pid = conn, os.getpid()
+        return conn
+
+    def _init_schema(self, conn: sqlite3.Connection) -> None:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if app_id == APPLICATION_ID:
+            if version > STORE_SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: written by a newer superbench (store schema {version}, "
+                                 f"this version reads {STORE_SCHEMA_VERSION}); upgrade superbench")
+            return
+        if tables:
+            raise StoreError(f"{self.path}: an SQLite database but not a superbench results store "
+                             f"(tables: {sorted(tables)})")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:  # lost a race?
+                for stmt in _SCHEMA.strip().split(";\n"):
+                    if stmt.strip():
+                        conn.execute(stmt)
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version = {STORE_SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None and self._pid == os.getpid():
+            self._conn.close()
+        self._conn = None
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing --------------------------------------------------------------------
+    @staticmethod
+    def _row(record: ResultRecord) -> tuple:
+        return (*record_key(record), record.metric, int(bool(record.higher_is_better)), float(record.test),
+                float(record.dev), record.created_at or "", now_iso(), record.to_json())
+
+    def add(self, record: ResultRecord, overwrite: bool = False) -> bool:
+        """Store one record; returns True if a row was written (inserted or, with overwrite, replaced).
+
+        An existing row with the same key is kept unless `overwrite`, so re-importing
+        old files can never clobber a newer result by accident.
+        """
+        report = self.add_many([record], overwrite=overwrite)
+        return bool(report.inserted or report.replaced)
+
+    def add_many(self, records: Iterable[ResultRecord], overwrite: bool = False) -> ImportReport:
+        """Store records in ONE transaction: all of them land, or (on error) none."""
+        records = [r.validate() for r in records]
+        report = ImportReport()
+        conn = self._connect()
+        verb = "INSERT OR REPLACE" if overwrite else "INSERT OR IGNORE"
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for rec in records:
+                    key = record_key(rec)
+                    exists = conn.execute(
+                        "SELECT 1 FROM results WHERE " + " AND ".join(f"{c} = ?" for c in KEY_COLUMNS),
+                        key).fetchone() is not None
+                    if exists and not overwrite:
+                        report.skipped.append(key)
+                        continue
+                    conn.execute(f"{verb} INTO results VALUES ({', '.join('?' * 14)})", self._row(rec))
+                    (report.replaced if exists else report.inserted).append(key)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: write failed ({exc})") from exc
+        return report
+
+    # -- reading --------------------------------------------------------------------
+    def _select(self, where: str = "", params: tuple = ()) -> Iterator[tuple[tuple, str]]:
+        conn = self._connect()
+        sql = f"SELECT {', '.join(KEY_COLUMNS)}, record_json FROM results {where} ORDER BY " \
+              f"upstream, task, recipe_version, profile, layer, seed"
+        try:
+            rows = conn.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: read failed ({exc})") from exc
+        for row in rows:
+            yield tuple(row[:-1]), row[-1]
+
+    def records(self, *, upstream: str | None = None, task: str | None = None) -> list[ResultRecord]:
+        """Every stored record (optionally of one upstream/task), validated on the way out."""
+        clauses, params = [], []
+        if upstream is not None:
+            clauses.append("upstream = ?")
+            params.append(upstream)
+        if task is not None:
+            clauses.append("task = ?")
+            params.append(task)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        out = []
+        for key, text in self._select(where, tuple(params)):
+            try:
+                out.append(ResultRecord.from_dict(json.loads(text)))
+            except (json.JSONDecodeError, RecordError) as exc:
+                raise StoreError(f"{self.path}: stored row {key} is not a valid record ({exc})") from exc
+        return out
+
+    def __len__(self) -> int:
+        try:
+            return int(self._connect().execute("SELECT COUNT(*) FROM results").fetchone()[0])
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: read failed ({exc})") from exc
+
+    def export_json(self, path: str | Path) -> int:
+        """Write every record as one JSON list (importable again); returns the count."""
+        from superbench.manifest import atomic_write_text
+
+        records = self.records()
+        atomic_write_text(path, json.dumps([asdict(r) for r in records], indent=2, sort_keys=True) + "\n")
+        return len(records)
+
+
+# -- reading record files for import --------------------------------------------------
+def _records_from_json(data: Any, origin: str) -> list[ResultRecord]:
+    items = data if isinstance(data, list) else [data]
+    out = []
+    for i, item in enumerate(items):
+        where = f"{origin}[{i}]" if isinstance(data, list) else origin
+        if not isinstance(item, dict):
+            raise RecordError(f"{where}: not a result record (expected a JSON object)")
+        try:
+            out.append(ResultRecord.from_dict(item))
+        except RecordError as exc:
+            raise RecordError(f"{where}: {exc}") from exc
+        except (TypeError, ValueError) as exc:
+            raise RecordError(f"{where}: not a result record ({exc})") from exc
+    return out
+
+
+def load_record_files(inputs: Iterable[str | Path]) -> tuple[list[ResultRecord], list[str]]:
+    """Read record files, `leaderboard export` files and directories of them.
+
+    Returns (records, errors); each error names the offending file (and list index),
+    so one bad file in a directory of hundreds is found at once.
+    """
+    records: list[ResultRecord] = []
+    errors: list[str] = []
+    for p in map(Path, inputs):
+        if p.is_dir():
+            files = sorted(p.rglob("*.json"))
+            if not files:
+                errors.append(f"{p}: directory holds no *.json result records")
+        elif p.exists():
+            files = [p]
+        else:
+            errors.append(f"{p}: no such file or directory")
+            continue
+        for f in files:
+            try:
+                data = json.loads(f.read_text(encoding="utf-8"), parse_constant=_json_constant)
+                records.extend(_records_from_json(data, str(f)))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                errors.append(f"{f}: cannot read result record ({exc})")
+            except RecordError as exc:
+                errors.append(str(exc))
+    return records, errors
+
+
+def _json_constant(name: str) -> float:
+    # json accepts NaN/Infinity by default; keep them as floats so validate() names the field
+    return {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}[name]

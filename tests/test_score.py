@@ -1,0 +1,107 @@
+import math
+
+import pytest
+
+from leaderboard.score import Reference, local_references, paper_references, superb_score
+from leaderboard.table import build_leaderboard
+from superbench.results import ResultRecord
+from superbench.tasks import TASKS
+
+HUBERT_BASE = {"pr": 5.41, "ks": 96.30, "sid": 81.42, "er": 64.92, "asr": 6.42}
+
+
+def rec(upstream, task, value, seed=0, recipe="1.0", profile="superb", layer=None):
+    spec = TASKS.get(task)
+    return ResultRecord(upstream, f"fp-{upstream}", task, spec.metric, spec.higher_is_better, value, value,
+                        seed, recipe, profile=profile, layer=layer)
+
+
+def test_paper_references_are_the_published_points():
+    refs = paper_references()
+    assert {t: (r.fbank, r.sota) for t, r in refs.items()} == {
+        "pr": (82.01, 3.53), "ks": (41.3826674, 96.66), "sid": (20.058174, 90.3),
+        "er": (48.23672168, 67.62), "asr": (23.18, 3.62)}
+    assert all("superbenchmark.org" in r.source for r in refs.values())
+
+
+def test_task_score_hand_computed():
+    ref = Reference("ks", "acc", 40.0, 90.0)
+    assert ref.score(40.0) == 0.0
+    assert ref.score(90.0) == 1000.0
+    assert ref.score(65.0) == pytest.approx(500.0)
+    assert ref.score(30.0) == pytest.approx(-200.0)  # below FBANK is negative, not capped
+    assert ref.score(95.0) == pytest.approx(1100.0)  # beyond SOTA exceeds 1000
+    err = Reference("asr", "wer", 20.0, 4.0)  # error rate: SOTA is lower
+    assert err.score(12.0) == pytest.approx(500.0)
+    assert err.score(24.0) == pytest.approx(-250.0)
+
+
+def test_hubert_base_worked_example():
+    s = superb_score(HUBERT_BASE, paper_references())
+    # per task: PR 976.05, KS 993.49, SID 873.58, ER 860.70, ASR 856.85 -> 912.1
+    assert s.per_task["pr"] == pytest.approx(1000 * (5.41 - 82.01) / (3.53 - 82.01))
+    assert s.score == pytest.approx(912.1, abs=0.1)
+    assert s.tasks == ("pr", "ks", "sid", "er", "asr")
+    assert s.n_tasks == 5
+    assert "5 tasks" in s.label() and "paper" in s.label()
+
+
+def test_subset_reports_its_task_set():
+    s = superb_score({"ks": 96.30, "sid": 81.42}, paper_references())
+    assert s.tasks == ("ks", "sid")
+    assert s.score == pytest.approx((1000 * (96.30 - 41.3826674) / (96.66 - 41.3826674)
+                                     + 1000 * (81.42 - 20.058174) / (90.3 - 20.058174)) / 2)
+
+
+def test_local_references_use_fbank_and_best_upstream():
+    means = {"fbank": {"ks": 50.0, "asr": 40.0}, "a": {"ks": 70.0, "asr": 20.0}, "b": {"ks": 90.0, "asr": 30.0}}
+    refs = local_references(means)
+    assert (refs["ks"].fbank, refs["ks"].sota) == (50.0, 90.0)
+    assert (refs["asr"].fbank, refs["asr"].sota) == (40.0, 20.0)  # lower WER is best
+    s = superb_score(means["a"], refs, reference="local")
+    assert s.per_task == {"ks": pytest.approx(500.0), "asr": pytest.approx(1000.0)}
+    assert s.score == pytest.approx(750.0)
+    assert local_references({"a": {"ks": 1.0}}) == {}  # no fbank, no local reference
+
+
+def test_leaderboard_table_scores_and_separates_profiles():
+    records = [rec("hubert", t, v + d, seed) for t, v in HUBERT_BASE.items() for seed, d in ((0, -0.1), (1, 0.1))]
+    records += [rec("hubert", "ks", 80.0, profile="fast")]
+    board = build_leaderboard(records, reference="paper")
+    f = board.frame
+    assert len(f) == 2  # superb and fast profiles are separate rows, never averaged
+    full = f[f["profile"] == "superb"].iloc[0]
+    assert full["ks"] == pytest.approx(96.30)
+    assert full["ks_std"] == pytest.approx(math.sqrt(0.02))  # sample std of +-0.1
+    assert full["ks_n"] == 2
+    assert full["score"] == pytest.approx(912.1, abs=0.1)
+    assert full["tasks"] == "pr,ks,sid,er,asr"
+    md = board.to_markdown()
+    assert "KS ACC% ↑" in md and "ASR WER% ↓" in md and "SUPERB (paper ref)" in md
+    assert "96.30 ± 0.14" in md
+    assert any("different task sets" in n for n in board.notes)
+    assert any("profile(s) ['fast']" in n for n in board.notes)
+
+
+def test_leaderboard_local_mode_and_sorting():
+    records = []
+    for up, ks, asr in (("fbank", 50.0, 40.0), ("a", 70.0, 20.0), ("b", 90.0, 30.0)):
+        records += [rec(up, "ks", ks), rec(up, "asr", asr)]
+    board = build_leaderboard(records, reference="local")
+    assert list(board.frame["label"]) == ["a", "b", "fbank"]  # 750, 750 -> label order, then 0
+    assert list(board.frame["score"]) == pytest.approx([750.0, 750.0, 0.0])
+    by_asr = build_leaderboard(records, reference="local", sort="asr")
+    assert list(by_asr.frame["label"]) == ["a", "b", "fbank"]
+    by_ks = build_leaderboard(records, reference="local", sort="ks")
+    assert list(by_ks.frame["label"]) == ["b", "a", "fbank"]
+    with pytest.raises(ValueError, match="cannot sort by 'nope'"):
+        build_leaderboard(records, sort="nope")
+    assert '"reference": "local"' in board.render("json")
+    csv = board.render("csv").splitlines()
+    assert csv[0].startswith("row,upstream,") and len(csv) == 4
+
+
+def test_layer_probe_is_its_own_row():
+    records = [rec("h", "ks", 90.0), rec("h", "ks", 60.0, layer=3)]
+    board = build_leaderboard(records)
+    assert sorted(board.frame["label"]) == ["h", "h [layer 3]"]
