@@ -220,16 +220,33 @@ def test_cli_prepare_writes_manifests(tmp_path, capsys):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("datasets") is None, reason="optional extra 'datasets' not installed")
-def test_hf_dataset_audiofolder(tmp_path):
+def test_hf_dataset_from_disk(tmp_path):
+    import datasets
+
     from recipes.prepare.hf_datasets import prepare_hf_dataset
 
-    src = tmp_path / "af"
+    src = tmp_path / "src"
+    # audio stored as the {bytes, path} struct Audio uses on disk (writing an Audio feature needs torchcodec)
+    feats = datasets.Features({"audio": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")},
+                               "intent": datasets.ClassLabel(names=["down", "up"]), "who": datasets.Value("string")})
+    parts = {}
     for split in ("train", "validation", "test"):
-        for label in ("up", "down"):
-            wav(src / split / label / f"{label}0.wav", sr=8000)
-    m = load_task_manifest(prepare_hf_dataset(f"audiofolder:{src}", "ks", tmp_path / "out"))
+        rows = {"audio": [], "intent": [], "who": []}
+        for label in (0, 1):
+            path = wav(src / split / f"{label}.wav", sr=8000)
+            rows["audio"].append({"bytes": path.read_bytes(), "path": None})
+            rows["intent"].append(label)
+            rows["who"].append(f"spk{label}")
+        parts[split] = datasets.Dataset.from_dict(rows, features=feats)
+    datasets.DatasetDict(parts).save_to_disk(str(tmp_path / "saved"))
+    task_dir = prepare_hf_dataset(str(tmp_path / "saved"), "ks", tmp_path / "out",
+                                  columns={"label": "intent", "speaker": "who"})
+    m = load_task_manifest(task_dir)
     assert m.labels == ["down", "up"] and len(m.splits["dev"]) == 2
-    assert m.splits["train"][0].sample_rate == 16000 and m.splits["train"][0].num_samples == 4800
+    first = m.splits["train"][0]
+    assert (first.label, first.speaker, first.sample_rate, first.num_samples) == ("down", "spk0", 16000, 4800)
+    with pytest.raises(PrepareError, match=r"columns \['nope'\] not found"):
+        prepare_hf_dataset(str(tmp_path / "saved"), "ks", tmp_path / "out2", columns={"label": "nope"})
 
 
 def test_hf_dataset_without_the_extra_is_a_clear_error(monkeypatch):

@@ -99,7 +99,9 @@ def prepare_hf_dataset(source: str, task: str, out: str | Path | None = None, co
     audio_dir = out / "audio" / task
     audio_dir.mkdir(parents=True, exist_ok=True)
     for role, name in splits.items():
-        d = dsd[name].cast_column(columns["audio"], ds_lib.Audio(decode=False))
+        d = dsd[name]
+        if isinstance(d.features[columns["audio"]], ds_lib.Audio):  # read undecoded: bytes or path
+            d = d.cast_column(columns["audio"], ds_lib.Audio(decode=False))
         feature = d.features.get(columns[spec.label_field])
         names = getattr(feature, "names", None)  # ClassLabel -> class names
         rows[role] = []
