@@ -1,0 +1,101 @@
+"""Frame-level CTC heads (PR, ASR) and their token vocabularies.
+
+PR (s3prl `ctc/libriphone.yaml`, `FrameLevel`): Linear(D, 256) -> Linear(256, V+1).
+ASR (s3prl `asr/config.yaml`, `RNNs`): Linear(D, 1024) -> 2-layer BiLSTM (1024 per
+direction, dropout 0.2 after each layer) -> Linear(2048, V+1).
+Index 0 is the CTC blank; decoding is greedy (argmax, merge repeats, drop blanks).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import torch
+
+from superbench.featurizer import WeightedSum
+
+BLANK = "<blank>"
+WORD_SEP = "|"
+
+
+class CTCVocab:
+    """Tokens for CTC: phones (space-separated) or characters with `|` between words."""
+
+    def __init__(self, tokens: Iterable[str], mode: str) -> None:
+        if mode not in ("phones", "chars"):
+            raise ValueError(f"CTC vocab mode must be 'phones' or 'chars', got {mode!r}")
+        self.mode = mode
+        self.tokens = [BLANK] + sorted(set(tokens) - {BLANK})
+        self.index = {t: i for i, t in enumerate(self.tokens)}
+
+    @classmethod
+    def for_texts(cls, texts: Iterable[str]) -> "CTCVocab":
+        chars = {c for t in texts for c in t.strip() if not c.isspace()}
+        return cls(chars | {WORD_SEP}, "chars")
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def split(self, text: str) -> list[str]:
+        if self.mode == "phones":
+            return text.split()
+        return list(WORD_SEP.join(text.split()))
+
+    def encode(self, text: str) -> list[int]:
+        out = []
+        for tok in self.split(text):
+            if tok not in self.index:
+                raise ValueError(f"token {tok!r} (in {text!r}) is not in the vocabulary")
+            out.append(self.index[tok])
+        return out
+
+    def decode(self, ids: Sequence[int]) -> str:
+        toks = [self.tokens[i] for i in ids if i != 0]
+        if self.mode == "phones":
+            return " ".join(toks)
+        return " ".join(w for w in "".join(toks).split(WORD_SEP) if w)
+
+
+def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+    """Best path: argmax per frame, merge repeats, drop blanks (index 0). log_probs is (B, T, V)."""
+    best = log_probs.argmax(dim=-1)
+    out = []
+    for row, n in zip(best.tolist(), lengths.tolist()):
+        ids, prev = [], -1
+        for t in row[:n]:
+            if t != prev and t != 0:
+                ids.append(t)
+            prev = t
+        out.append(ids)
+    return out
+
+
+class CTCHead(torch.nn.Module):
+    """Weighted sum -> Linear(D, proj_dim) -> optional stacked BiLSTMs -> Linear(., vocab)."""
+
+    def __init__(self, num_layers: int, input_dim: int, vocab_size: int, proj_dim: int = 256,
+                 rnn_dims: Sequence[int] = (), dropout: float = 0.2, layer: int | str | None = None) -> None:
+        super().__init__()
+        self.featurizer = WeightedSum(num_layers, layer=layer)
+        self.projector = torch.nn.Linear(input_dim, proj_dim)
+        self.rnns = torch.nn.ModuleList()
+        dim = proj_dim
+        for hidden in rnn_dims:
+            self.rnns.append(torch.nn.LSTM(dim, hidden, batch_first=True, bidirectional=True))
+            dim = 2 * hidden
+        self.dropout = torch.nn.Dropout(dropout)
+        self.output = torch.nn.Linear(dim, vocab_size)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities (B, T, V) from (L, B, T, D) frames."""
+        if features.dim() != 4:
+            raise ValueError(f"expected (L, B, T, D) frames, got shape {tuple(features.shape)}")
+        x = self.projector(self.featurizer(features))
+        total = x.shape[1]
+        for rnn in self.rnns:
+            packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True,
+                                                             enforce_sorted=False)
+            out, _ = rnn(packed)
+            x, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=total)
+            x = self.dropout(x)
+        return torch.log_softmax(self.output(x), dim=-1)

@@ -1,0 +1,191 @@
+"""The SUPERB training protocol for one head: Adam, gradient clipping, periodic dev
+evaluation, keep the best checkpoint on dev, evaluate that checkpoint on test.
+
+Deterministic given the seed (same seed, same machine -> same score): the seed sets
+the head's initialisation, dropout and a private generator that draws the batches.
+A non-finite loss stops the run and names the step, instead of training on garbage.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from downstreams.ctc import CTCVocab, greedy_decode
+from superbench import metrics
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue (e.g. a non-finite loss); the message names the step."""
+
+
+class FeatureSource(Protocol):
+    def batch(self, ids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@dataclass
+class TrainConfig:
+    steps: int
+    batch_size: int
+    lr: float
+    eval_interval: int
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    balanced_sampling: bool = False
+    eval_batch_size: int = 32
+    seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    dev: float
+    test: float
+    best_step: int
+    steps: int
+    lr: float
+    layer_weights: list[float]
+    seconds: float
+    history: list[tuple[int, float]] = field(default_factory=list)
+
+
+class Objective:
+    """Loss, prediction and metric for one kind of head."""
+
+    metric: str
+    higher_is_better: bool
+
+    def loss(self, output: torch.Tensor, lengths: torch.Tensor, targets: list) -> torch.Tensor:
+        raise NotImplementedError
+
+    def predict(self, output: torch.Tensor, lengths: torch.Tensor) -> list:
+        raise NotImplementedError
+
+    def score(self, targets: list, predictions: list) -> float:
+        raise NotImplementedError
+
+
+class ClassificationObjective(Objective):
+    """Cross-entropy over class indices; accuracy in percent."""
+
+    metric, higher_is_better = "acc", True
+
+    def loss(self, output, lengths, targets):
+        return F.cross_entropy(output, torch.as_tensor(targets, dtype=torch.long))
+
+    def predict(self, output, lengths):
+        return output.argmax(dim=-1).tolist()
+
+    def score(self, targets, predictions):
+        return metrics.accuracy(targets, predictions)
+
+
+class CTCObjective(Objective):
+    """CTC over a token vocabulary (blank = 0), greedy decoding, WER or PER in percent."""
+
+    higher_is_better = False
+
+    def __init__(self, vocab: CTCVocab, metric: str) -> None:
+        if metric not in ("wer", "per"):
+            raise ValueError(f"CTC metric must be 'wer' or 'per', got {metric!r}")
+        self.vocab, self.metric = vocab, metric
+
+    def loss(self, output, lengths, targets):
+        encoded = [self.vocab.encode(t) for t in targets]
+        flat = torch.tensor([i for e in encoded for i in e], dtype=torch.long)
+        target_lengths = torch.tensor([len(e) for e in encoded], dtype=torch.long)
+        return F.ctc_loss(output.transpose(0, 1), flat, lengths, target_lengths, blank=0,
+                          reduction="mean", zero_infinity=True)
+
+    def predict(self, output, lengths):
+        return [self.vocab.decode(ids) for ids in greedy_decode(output, lengths)]
+
+    def score(self, targets, predictions):
+        return metrics.METRICS[self.metric](targets, predictions)
+
+
+def _batches(ids: Sequence[str], targets: Sequence, cfg: TrainConfig, gen: torch.Generator):
+    """Endless stream of training batches: epoch shuffles, or class-balanced draws (KS)."""
+    n = len(ids)
+    if cfg.balanced_sampling:
+        classes = torch.as_tensor(targets, dtype=torch.long)
+        counts = torch.bincount(classes).double()
+        weights = 1.0 / counts[classes]
+        while True:
+            idx = torch.multinomial(weights, cfg.batch_size, replacement=True, generator=gen).tolist()
+            yield [ids[i] for i in idx], [targets[i] for i in idx]
+    while True:
+        order = torch.randperm(n, generator=gen).tolist()
+        for s in range(0, n - cfg.batch_size + 1 if n >= cfg.batch_size else 1, cfg.batch_size):
+            idx = order[s:s + cfg.batch_size]
+            yield [ids[i] for i in idx], [targets[i] for i in idx]
+
+
+def evaluate(head: torch.nn.Module, objective: Objective, source: FeatureSource, ids: Sequence[str],
+             targets: Sequence, batch_size: int = 32) -> tuple[float, list]:
+    """Metric (percent) and predictions of `head` on `ids`."""
+    head.eval()
+    predictions: list = []
+    with torch.no_grad():
+        for s in range(0, len(ids), batch_size):
+            x, lengths = source.batch(ids[s:s + batch_size])
+            predictions.extend(objective.predict(head(x, lengths), lengths))
+    head.train()
+    return objective.score(list(targets), predictions), predictions
+
+
+def train(make_head: Callable[[], torch.nn.Module], objective: Objective, source: FeatureSource,
+          train_data: tuple[Sequence[str], Sequence], dev_data: tuple[Sequence[str], Sequence],
+          test_data: tuple[Sequence[str], Sequence], cfg: TrainConfig, progress: bool = True,
+          desc: str = "train") -> TrainResult:
+    """Train a fresh head, select the best dev checkpoint, score it on test."""
+    start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    head = make_head()
+    head.train()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    params = [p for p in head.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    stream = _batches(list(train_data[0]), list(train_data[1]), cfg, gen)
+    better = (lambda a, b: a > b) if objective.higher_is_better else (lambda a, b: a < b)
+    best_dev, best_step, best_state = math.nan, 0, None
+    history: list[tuple[int, float]] = []
+    bar = tqdm(total=cfg.steps, desc=desc, unit="step", disable=not progress, leave=False)
+    for step in range(1, cfg.steps + 1):
+        optimizer.zero_grad(set_to_none=True)
+        for _ in range(cfg.grad_accum):
+            ids, targets = next(stream)
+            x, lengths = source.batch(ids)
+            loss = objective.loss(head(x, lengths), lengths, targets)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"{desc}: loss is {loss.item()} at step {step} (lr={cfg.lr:g}); "
+                                    f"try a smaller learning rate or check the features")
+            (loss / cfg.grad_accum).backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        bar.update(1)
+        if step % cfg.eval_interval == 0 or step == cfg.steps:
+            dev, _ = evaluate(head, objective, source, list(dev_data[0]), dev_data[1], cfg.eval_batch_size)
+            history.append((step, dev))
+            bar.set_postfix(loss=f"{loss.item():.3f}", dev=f"{dev:.1f}")
+            log.debug("%s step %d loss %.4f dev %s %.2f", desc, step, loss.item(), objective.metric, dev)
+            if best_state is None or better(dev, best_dev):
+                best_dev, best_step = dev, step
+                best_state = copy.deepcopy(head.state_dict())
+    bar.close()
+    assert best_state is not None
+    head.load_state_dict(best_state)
+    test, _ = evaluate(head, objective, source, list(test_data[0]), test_data[1], cfg.eval_batch_size)
+    weights = head.featurizer.normalized_weights().detach().tolist()
+    return TrainResult(dev=best_dev, test=test, best_step=best_step, steps=cfg.steps, lr=cfg.lr,
+                       layer_weights=[round(w, 6) for w in weights], seconds=time.perf_counter() - start,
+                       history=history)
