@@ -2,7 +2,12 @@ import math
 
 import pytest
 
-from leaderboard.score import Reference, local_references, paper_references, superb_score
+from leaderboard.score import (
+    Reference,
+    local_references,
+    paper_references,
+    superb_score,
+)
 from leaderboard.table import build_leaderboard
 from superbench.results import ResultRecord
 from superbench.tasks import TASKS

@@ -4,7 +4,12 @@ import sqlite3
 
 import pytest
 
-from leaderboard.store import ResultStore, StoreError, default_db_path, load_record_files
+from leaderboard.store import (
+    ResultStore,
+    StoreError,
+    default_db_path,
+    load_record_files,
+)
 from superbench.cli import main
 from superbench.results import ResultRecord, write_record
 from superbench.tasks import TASKS
