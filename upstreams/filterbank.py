@@ -224,3 +224,9 @@ def mfcc(path: str | None = None, **overrides: Any) -> KaldiFeatures:
     if path:
         raise ValueError("mfcc has no weights; drop the path / NAME=DIR part")
     return KaldiFeatures("mfcc", KaldiFeatureConfig(**{**asdict(MFCC), **overrides}))
+
+
+fbank.info = {"family": "kaldi", "layers": 1, "hidden_size": 240, "source": "computed",  # type: ignore[attr-defined]
+              "description": "80 log-mel + deltas, CMVN (s3prl baseline)"}
+mfcc.info = {"family": "kaldi", "layers": 1, "hidden_size": 39, "source": "computed",  # type: ignore[attr-defined]
+             "description": "13 MFCC + deltas, CMVN (s3prl baseline)"}

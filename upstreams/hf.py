@@ -61,6 +61,17 @@ class HFSpec:
     seed: int = 0
     description: str = ""
 
+    def info(self) -> dict[str, Any]:
+        """Listing metadata without building the model (sizes come from the config class)."""
+        if self.random_config is not None:
+            config_cls, _ = _transformers_classes(self.family)
+            cfg = config_cls(**self.random_config)
+            layers, hidden = cfg.num_hidden_layers + 1, cfg.hidden_size
+        else:  # the published checkpoints: Base 12 x 768, Large 24 x 1024
+            layers, hidden = (25, 1024) if self.name.endswith("-large") else (13, 768)
+        return {"family": self.family, "layers": layers, "hidden_size": hidden,
+                "source": self.hub_id or "random init", "description": self.description}
+
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
             conv_dim=(32,) * 7, conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2),
@@ -169,6 +180,7 @@ class HFUpstream(Upstream):
 
     def _forward(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         frame_lengths = self.num_frames(wav_lengths)
+        wavs = wavs[:, : int(wav_lengths.max())]  # surplus padding would only add frames to drop
         valid = torch.arange(wavs.shape[1]).unsqueeze(0) < wav_lengths.unsqueeze(1)
         wavs = wavs * valid
         if self.normalize:
@@ -216,7 +228,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 def _missing_weights_message(name: str, hub_id: str, reason: str) -> str:
     return (f"upstream {name!r}: the weights of {hub_id} are not available ({reason}). "
-            f"On a machine with internet, run `huggingface-cli download {hub_id} --local-dir DIR` "
+            f"On a machine with internet, run `hf download {hub_id} --local-dir DIR` "
             f"(or `python -c \"from transformers import AutoModel; "
             f"AutoModel.from_pretrained('{hub_id}').save_pretrained('DIR')\"`), copy DIR here and pass "
             f"`--upstream-path DIR` or the spec `{name}=DIR`.")
@@ -258,7 +270,7 @@ def build_hf_upstream(spec: HFSpec, path: str | None = None, normalize: bool | N
         if not (directory / "config.json").is_file():
             raise WeightsNotFoundError(
                 f"upstream {spec.name!r}: {directory} is not a checkpoint directory (no config.json); "
-                f"expected what `save_pretrained` or `huggingface-cli download --local-dir` writes")
+                f"expected what `save_pretrained` or `hf download --local-dir` writes")
         model = _from_pretrained(spec, str(directory), local_only=True)
         checkpoint_norm = _read_do_normalize(str(directory), local_only=True)
         source = str(directory)
@@ -298,7 +310,8 @@ def _make_factory(spec: HFSpec):
 
     factory.__name__ = spec.name.replace("-", "_")
     factory.__doc__ = f"{spec.description} ({spec.hub_id or 'random initialisation'})."
-    factory.spec = spec  # type: ignore[attr-defined]  (read by `superbench upstreams list`)
+    factory.spec = spec  # type: ignore[attr-defined]
+    factory.info = spec.info  # type: ignore[attr-defined]  (called lazily by `superbench upstreams list`)
     return factory
 
 

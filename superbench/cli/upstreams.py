@@ -1,9 +1,80 @@
-"""`superbench upstreams ...` commands (being built)."""
+"""`superbench upstreams list` and `superbench upstreams validate NAME [--upstream-path DIR]`."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    pass
+    parser = sub.add_parser("upstreams", help="list built-in and plugin upstreams, check the contract",
+                            description="Upstreams are frozen speech encoders returning every hidden layer.")
+    commands = parser.add_subparsers(dest="upstreams_command", metavar="SUBCOMMAND")
+
+    listing = commands.add_parser("list", help="all registered upstreams (built-ins and entry points)")
+    listing.set_defaults(func=cmd_list)
+
+    validate = commands.add_parser(
+        "validate", help="run the upstream contract checks on synthetic audio (exit 0 = all pass)",
+        description="Checks attributes, layer count, shapes, frame lengths, determinism, batch-vs-single "
+                    "equality, padding invariance, finite values and the too-short-input error.")
+    validate.add_argument("name", help="NAME, NAME=DIR, path/to/file.py:Class or s3prl:HUBNAME")
+    validate.add_argument("--upstream-path", metavar="DIR", default=None,
+                          help="load NAME's weights from this local checkpoint directory")
+    validate.add_argument("--atol", type=float, default=None,
+                          help="tolerance relative to the feature scale (default 1e-4)")
+    validate.set_defaults(func=cmd_validate)
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+
+def upstream_rows() -> list[dict[str, Any]]:
+    """One row per registered upstream, from factory metadata (no model is built)."""
+    from superbench.upstream import UPSTREAMS
+
+    rows = []
+    for name in UPSTREAMS.names():
+        factory = UPSTREAMS.get(name)
+        info = getattr(factory, "info", None)
+        if callable(info):
+            try:
+                info = info()
+            except Exception as exc:  # listing must survive one odd plugin
+                log.debug("no metadata for %s: %s", name, exc)
+                info = None
+        info = info if isinstance(info, dict) else {}
+        for attr in ("num_layers", "hidden_size"):  # a plugin class may carry them as class attributes
+            if attr not in info and isinstance(getattr(factory, attr, None), int) and getattr(factory, attr):
+                info["layers" if attr == "num_layers" else attr] = getattr(factory, attr)
+        origin = UPSTREAMS.source(name)
+        rows.append({"name": name, "family": info.get("family", "plugin" if origin != "built-in" else "-"),
+                     "layers": info.get("layers", "?"), "hidden": info.get("hidden_size", "?"),
+                     "source": info.get("source", origin), "registered": origin})
+    return rows
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = upstream_rows()
+    headers = ["name", "family", "layers", "hidden", "weights / hub id", "registered by"]
+    keys = ["name", "family", "layers", "hidden", "source", "registered"]
+    table = [[str(r[k]) for k in keys] for r in rows]
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    print("  ".join("-" * w for w in widths))
+    for row in table:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    print("\nAlso: s3prl:HUBNAME (needs `pip install 'superbench[s3prl]'`), path/to/file.py:Class, NAME=DIR.")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from superbench.upstream import load_upstream
+    from superbench.validate import DEFAULT_ATOL, all_passed, format_checks, validate_upstream
+
+    upstream = load_upstream(args.name, path=args.upstream_path)
+    checks = validate_upstream(upstream, atol=args.atol if args.atol is not None else DEFAULT_ATOL)
+    print(f"upstream {upstream.name} (fingerprint {upstream.fingerprint()})")
+    print(format_checks(checks))
+    return 0 if all_passed(checks) else 1

@@ -1,0 +1,133 @@
+"""`s3prl:<hub-name>`: any s3prl hub upstream, when the optional `s3prl` package is installed.
+
+s3prl is imported lazily (never by core code). s3prl 0.4.18 predates torchaudio 2.9, which
+removed `set_audio_backend`, the backend query functions and `torchaudio.sox_effects`; before
+importing s3prl we add inert stand-ins for whichever of those are missing so the import succeeds
+(feature extraction never needs them: superbench reads audio itself).
+
+Frame counts: s3prl reports its own lengths (roughly n / downsample_rate). They are mapped onto
+superbench's frame rule `(n - receptive_field) // downsample_rate + 1` by trimming the extra
+frame(s) or repeating the last one, so every upstream obeys one contract.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import types
+from typing import Any
+
+import torch
+
+from superbench.upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'superbench[s3prl]'"
+
+
+class S3PRLNotInstalledError(RuntimeError):
+    """The optional s3prl dependency is missing."""
+
+
+def patch_torchaudio_for_s3prl() -> list[str]:
+    """Add no-op versions of torchaudio APIs that s3prl 0.4.18 touches at import time.
+
+    Returns the names that were added (empty when torchaudio is absent or complete).
+    """
+    try:
+        import torchaudio
+    except Exception:  # not installed or broken: s3prl's own import will report it
+        return []
+    added = []
+
+    def _add(name: str, value: Any) -> None:
+        if not hasattr(torchaudio, name):
+            setattr(torchaudio, name, value)
+            added.append(name)
+
+    _add("set_audio_backend", lambda backend=None: None)
+    _add("get_audio_backend", lambda: None)
+    _add("list_audio_backends", lambda: ["soundfile"])
+    if "torchaudio.sox_effects" not in sys.modules:
+        try:
+            importlib.import_module("torchaudio.sox_effects")
+        except Exception:
+            sox = types.ModuleType("torchaudio.sox_effects")
+
+            def _unavailable(*_args: Any, **_kwargs: Any) -> Any:
+                raise RuntimeError("torchaudio.sox_effects is not available in this torchaudio version")
+
+            sox.apply_effects_tensor = _unavailable
+            sox.apply_effects_file = _unavailable
+            sox.effect_names = lambda: []
+            sox.init_sox_effects = lambda: None
+            sox.shutdown_sox_effects = lambda: None
+            sys.modules["torchaudio.sox_effects"] = sox
+            torchaudio.sox_effects = sox
+            added.append("sox_effects")
+    if added:
+        log.debug("added torchaudio shims for s3prl: %s", ", ".join(added))
+    return added
+
+
+def import_s3prl_nn() -> types.ModuleType:
+    """`s3prl.nn`, or an error saying how to install it."""
+    patch_torchaudio_for_s3prl()
+    try:
+        return importlib.import_module("s3prl.nn")
+    except ImportError as exc:
+        raise S3PRLNotInstalledError(
+            f"the s3prl:NAME upstreams need the optional s3prl package ({exc}); install it with "
+            f"`{INSTALL_HINT}`") from exc
+
+
+class S3PRLUpstream(Upstream):
+    """Adapter from `s3prl.nn.S3PRLUpstream` (all hidden states + lengths) to the superbench contract."""
+
+    def __init__(self, name: str, path: str | None = None, receptive_field: int = 400,
+                 **kwargs: Any) -> None:
+        super().__init__()
+        s3prl_nn = import_s3prl_nn()
+        if path is not None:
+            kwargs["path_or_url"] = path
+        self.hub_name = name
+        self.name = f"s3prl:{name}"
+        self.model = s3prl_nn.S3PRLUpstream(name, **kwargs).eval()
+        self.num_layers = int(self.model.num_layers)
+        sizes = {int(s) for s in self.model.hidden_sizes}
+        rates = {int(r) for r in self.model.downsample_rates}
+        if len(sizes) != 1 or len(rates) != 1:
+            raise ValueError(f"{self.name}: layers differ in size {sorted(sizes)} or rate {sorted(rates)}; "
+                             f"a weighted sum over layers needs them equal")
+        self.hidden_size = sizes.pop()
+        self.downsample_rate = rates.pop()
+        self.receptive_field = int(receptive_field)
+
+    def config_dict(self) -> dict[str, Any]:
+        return {**super().config_dict(), "s3prl_hub": self.hub_name}
+
+    def _forward(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        out = self.model(wavs, wav_lengths)
+        if isinstance(out, dict):
+            hidden, hidden_lens = out["hidden_states"], out["hidden_states_len"]
+        else:
+            hidden, hidden_lens = out
+        if len(hidden) != self.num_layers:
+            raise RuntimeError(f"{self.name}: s3prl returned {len(hidden)} layers, announced {self.num_layers}")
+        frame_lengths = self.num_frames(wav_lengths)
+        t_max = int(frame_lengths.max())
+        layers = []
+        for h, h_len in zip(hidden, hidden_lens):
+            fixed = torch.zeros(h.shape[0], t_max, h.shape[-1], dtype=torch.float32)
+            for i, (want, got) in enumerate(zip(frame_lengths.tolist(), torch.as_tensor(h_len).tolist())):
+                got = min(int(got), h.shape[1])
+                if got <= 0:
+                    raise RuntimeError(f"{self.name}: s3prl returned no frames for batch index {i}")
+                n = min(want, got)
+                fixed[i, :n] = h[i, :n].float()
+                if want > got:  # s3prl rounds down more than the frame rule: repeat the last frame
+                    fixed[i, got:want] = h[i, got - 1].float()
+            layers.append(fixed)
+        return layers, frame_lengths
