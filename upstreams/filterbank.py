@@ -139,13 +139,15 @@ def compute_deltas_masked(x: torch.Tensor, lengths: torch.Tensor, win_length: in
 
 def masked_cmvn(x: torch.Tensor, lengths: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     """Per-utterance mean/variance normalisation using valid frames only (unbiased std, as s3prl)."""
+    dtype = x.dtype
+    x = x.double()  # float64 statistics: constant features centre to exactly 0 instead of rounding noise
     mask = (torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(-1)
     count = lengths.to(x.dtype).clamp_min(1).view(-1, 1, 1)
     mean = (x * mask).sum(1, keepdim=True) / count
     centred = (x - mean) * mask
     var = centred.pow(2).sum(1, keepdim=True) / (count - 1).clamp_min(1)
     std = torch.where(count > 1, var.sqrt(), torch.zeros_like(var))
-    return centred / (eps + std)
+    return (centred / (eps + std)).to(dtype)
 
 
 class KaldiFeatures(Upstream):
