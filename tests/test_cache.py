@@ -54,8 +54,8 @@ class ToneUpstream(Upstream):
         frames = wavs.unfold(1, self.receptive_field, self.downsample_rate)  # (B, T, 400)
         spec = torch.fft.rfft(frames * torch.hann_window(400), dim=-1).abs() ** 2
         bands = torch.stack([b.sum(-1) for b in spec[..., 1:193].chunk(16, dim=-1)], dim=-1)
-        h0 = torch.log(bands + 1e-6)
-        h1 = torch.tanh(self.proj(h0 / 10))
+        h0 = (torch.log(bands + 1e-6) + 4.0) / 4.0  # roughly unit scale
+        h1 = torch.tanh(self.proj(h0))
         h2 = torch.tanh(self.proj(h1))
         layers = [h0, h1, h2]
         if self.nan_layer is not None:
@@ -93,7 +93,7 @@ def make_class_corpus(root: Path, task: str = "ks", n_classes: int = 3, per_clas
 
 def make_sequence_corpus(root: Path, task: str = "pr", n: tuple = (24, 6, 6), seed: int = 0) -> Path:
     """Frame task: a 'phone' is a 0.12 s tone; PR labels are phone names, ASR text uses one letter per tone
-    and a 0.1 s silence between words."""
+    and a 0.1 s silence after the first (one-letter) word."""
     rng = np.random.default_rng(seed)
     phones = ["a", "b", "c", "d"]
     splits = {}
@@ -104,7 +104,7 @@ def make_sequence_corpus(root: Path, task: str = "pr", n: tuple = (24, 6, 6), se
             parts, words = [], []
             for j, p in enumerate(seq):
                 parts.append(_tone(TONES[p], 0.12, rng))
-                if task == "asr" and j == 1:
+                if task == "asr" and j == 0:
                     parts.append(0.01 * rng.standard_normal(int(0.1 * SR)))
             wav = np.concatenate(parts).astype(np.float32)
             rel = f"wav/{split}_{k}.wav"
@@ -115,7 +115,7 @@ def make_sequence_corpus(root: Path, task: str = "pr", n: tuple = (24, 6, 6), se
                 row["phones"] = " ".join(phones[p] for p in seq)
             else:
                 letters = "".join("ABCD"[p] for p in seq)
-                row["text"] = letters[:2] + (" " + letters[2:] if len(letters) > 2 else "")
+                row["text"] = letters[:1] + " " + letters[1:]
             rows.append(row)
         splits[split] = rows
     write_task_manifest(root / task, task=task, corpus="tones", version="1",

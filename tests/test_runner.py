@@ -1,0 +1,114 @@
+"""End to end through the runner: records on disk, folds, skip/overwrite, label checks before extraction."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from recipes import RecipeError, load_recipe
+from superbench.manifest import Fold, write_task_manifest
+from superbench.results import read_record
+from superbench.runner import RunOptions, run_task, resolve_tasks
+from superbench.tasks import get_task
+from test_cache import ToneUpstream, make_class_corpus, make_sequence_corpus
+
+FAST = {"steps": 40, "eval_interval": 20, "batch_size": 8, "lr_grid": [1e-3, 1e-2]}
+
+
+def _opts(tmp_path, **kw):
+    base = dict(data=str(tmp_path), results_dir=tmp_path / "results", store=False, progress=False,
+                cache_root=tmp_path / "cache", profile="fast", overrides=dict(FAST))
+    base.update(kw)
+    return RunOptions(**base)
+
+
+def test_ks_run_writes_a_complete_record(tmp_path):
+    make_class_corpus(tmp_path, task="ks")
+    (rec,) = run_task(ToneUpstream(), get_task("ks"), tmp_path, _opts(tmp_path), is_demo=False)
+    on_disk = read_record(tmp_path / "results" / rec.file_name())
+    assert on_disk.test == rec.test and rec.test > 60
+    assert rec.profile == "fast+overrides" and rec.recipe_version == load_recipe("ks", "fast")["version"]
+    assert rec.lr in FAST["lr_grid"] and len(rec.layer_weights) == 3
+    assert set(rec.wall_time) == {"extraction", "training"}
+    assert rec.manifest_fingerprint and rec.upstream_fingerprint == ToneUpstream().fingerprint()
+
+
+def test_existing_record_is_skipped_unless_overwrite(tmp_path):
+    make_class_corpus(tmp_path, task="sid")
+    opts = _opts(tmp_path, lr=1e-2)
+    (first,) = run_task(ToneUpstream(), get_task("sid"), tmp_path, opts, is_demo=False)
+    path = tmp_path / "results" / first.file_name()
+    stamp = path.stat().st_mtime_ns
+    (again,) = run_task(ToneUpstream(), get_task("sid"), tmp_path, opts, is_demo=False)
+    assert path.stat().st_mtime_ns == stamp and again.created_at == first.created_at
+    opts.overwrite = True
+    run_task(ToneUpstream(), get_task("sid"), tmp_path, opts, is_demo=False)
+    assert path.stat().st_mtime_ns != stamp
+
+
+def test_er_reports_the_mean_over_folds(tmp_path):
+    task_dir = make_class_corpus(tmp_path, task="er", n_classes=4, per_class=(8, 3, 3))
+    meta = json.loads((task_dir / "meta.json").read_text())
+    splits = {s: [json.loads(x) for x in (task_dir / f"{s}.jsonl").read_text().splitlines()]
+              for s in ("train", "dev", "test")}
+    folds = [Fold("fold1", "train", "dev", "test"), Fold("fold2", "train", "test", "dev")]
+    write_task_manifest(task_dir, task="er", corpus="tones", version="1", label_field="label",
+                        labels=meta["labels"], splits=splits, folds=folds)
+    (rec,) = run_task(ToneUpstream(), get_task("er"), tmp_path, _opts(tmp_path, lr=1e-2), is_demo=False)
+    assert set(rec.folds) == {"fold1", "fold2"}
+    assert rec.test == pytest.approx(sum(f["test"] for f in rec.folds.values()) / 2, abs=1e-3)
+    assert rec.dev == pytest.approx(sum(f["dev"] for f in rec.folds.values()) / 2, abs=1e-3)
+
+
+@pytest.mark.parametrize("task", ["pr", "asr"])
+def test_ctc_tasks_run_and_beat_the_empty_output(tmp_path, task):
+    make_sequence_corpus(tmp_path, task=task)
+    overrides = {"steps": 150, "eval_interval": 50, "batch_size": 8, "lr_grid": [3e-2]}
+    if task == "asr":
+        overrides.update(proj_dim=32, rnn_dims=[32])
+    (rec,) = run_task(ToneUpstream(), get_task(task), tmp_path, _opts(tmp_path, overrides=overrides),
+                      is_demo=False)
+    assert rec.metric == ("per" if task == "pr" else "wer")
+    assert rec.test < 100.0  # an empty hypothesis scores exactly 100
+
+
+def test_missing_labels_fail_before_extraction(tmp_path):
+    rows = [{"id": "u1", "audio": "x.wav", "sample_rate": 16000, "num_samples": 16000, "text": "HI"}]
+    write_task_manifest(tmp_path / "ks", task="ks", corpus="x", version="1", label_field="text", labels=[],
+                        splits={"train": rows, "dev": rows, "test": rows})
+    (tmp_path / "ks" / "x.wav").write_bytes(b"")
+    with pytest.raises(ValueError, match="needs 'label' labels"):
+        run_task(ToneUpstream(), get_task("ks"), tmp_path, _opts(tmp_path), is_demo=False)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_recipe_validation_and_task_lists():
+    assert [t.name for t in resolve_tasks("all")] == ["pr", "ks", "sid", "er", "asr"]
+    with pytest.raises(RecipeError, match="no profile 'huge'; available: superb, fast"):
+        load_recipe("ks", "huge")
+    with pytest.raises(RecipeError, match="no recipe for task 'qa'"):
+        load_recipe("qa", "fast")
+    asr = load_recipe("asr", "superb")
+    assert asr["proj_dim"] == 1024 and asr["rnn_dims"] == [1024, 1024] and asr["dropout"] == 0.2
+
+
+def test_unknown_recipe_key_is_a_clear_error(tmp_path, monkeypatch):
+    import recipes
+
+    (tmp_path / "ks.yaml").write_text("version: '1'\nprofiles:\n  fast: {steps: 1, batch_size: 1, lr: 0.1, "
+                                      "eval_interval: 1, hidden: 3}\n")
+    monkeypatch.setattr(recipes, "RECIPE_DIR", tmp_path)
+    with pytest.raises(RecipeError, match=r"unknown key\(s\) \['hidden'\]"):
+        recipes.load_recipe("ks", "fast")
+
+
+def test_cli_tasks_list_and_run_help(capsys):
+    from superbench.cli import main
+
+    assert main(["tasks", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "asr" in out and "wer" in out and "lower is better" in out and "frame" in out
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "--no-cache" in capsys.readouterr().out

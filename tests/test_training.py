@@ -1,0 +1,82 @@
+"""Training protocol: determinism, best-dev checkpoint selection, NaN stop, class-balanced sampling."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+
+from downstreams import UtteranceHead
+from superbench.cache import extract_features
+from superbench.manifest import load_task_manifest
+from superbench.training import (ClassificationObjective, TrainConfig, TrainingError, _batches, train)
+from test_cache import ToneUpstream, make_class_corpus
+
+
+@pytest.fixture()
+def tone_task(tmp_path):
+    manifest = load_task_manifest(make_class_corpus(tmp_path))
+    cache = extract_features(ToneUpstream(), manifest, "utterance", root=tmp_path / "cache", progress=False)
+    index = {name: i for i, name in enumerate(manifest.labels)}
+
+    def data(split):
+        rows = manifest.splits[split]
+        return [u.id for u in rows], [index[u.label] for u in rows]
+
+    return cache, data
+
+
+def _run(cache, data, seed, lr=1e-2, steps=60):
+    cfg = TrainConfig(steps=steps, batch_size=8, lr=lr, eval_interval=20, seed=seed)
+    return train(lambda: UtteranceHead(3, 16, 3, proj_dim=16), ClassificationObjective(), cache,
+                 data("train"), data("dev"), data("test"), cfg, progress=False)
+
+
+def test_same_seed_same_result_and_it_learns(tone_task):
+    cache, data = tone_task
+    a, b = _run(cache, data, seed=1), _run(cache, data, seed=1)
+    assert (a.dev, a.test, a.layer_weights, a.history) == (b.dev, b.test, b.layer_weights, b.history)
+    assert a.test > 100 / 3 + 20  # 3 tone classes: far above chance
+    c = _run(cache, data, seed=2)
+    assert c.layer_weights != a.layer_weights  # the seed really reaches init and batches
+    assert abs(sum(a.layer_weights) - 1) < 1e-5
+
+
+def test_best_dev_checkpoint_is_kept(tone_task):
+    cache, data = tone_task
+    r = _run(cache, data, seed=0)
+    assert r.dev == max(d for _, d in r.history)
+    assert r.best_step == next(s for s, d in r.history if d == r.dev)  # first step reaching the best
+
+
+def test_non_finite_loss_stops_naming_the_step(tone_task):
+    cache, data = tone_task
+
+    class Exploding(ClassificationObjective):
+        """Finite for the first two training batches, NaN from the third on."""
+
+        calls = 0
+
+        def loss(self, output, lengths, targets):
+            self.calls += 1
+            return super().loss(output, lengths, targets) * (float("nan") if self.calls >= 3 else 1.0)
+
+    obj = Exploding()
+    cfg = TrainConfig(steps=10, batch_size=4, lr=1e-3, eval_interval=5, seed=0)
+    with pytest.raises(TrainingError, match="loss is nan at step 3 "):
+        train(lambda: UtteranceHead(3, 16, 3, proj_dim=8), obj, cache, data("train"), data("dev"),
+              data("test"), cfg, progress=False)
+
+
+def test_class_balanced_sampling_evens_out_a_skewed_set():
+    ids = [str(i) for i in range(100)]
+    targets = [0] * 90 + [1] * 10
+    cfg = TrainConfig(steps=1, batch_size=50, lr=1.0, eval_interval=1, balanced_sampling=True)
+    stream = _batches(ids, targets, cfg, torch.Generator().manual_seed(0))
+    counts = Counter(t for _ in range(40) for t in next(stream)[1])
+    assert 0.4 < counts[1] / (counts[0] + counts[1]) < 0.6
+    plain = _batches(ids, targets, TrainConfig(steps=1, batch_size=50, lr=1.0, eval_interval=1),
+                     torch.Generator().manual_seed(0))
+    epoch = [t for _ in range(2) for t in next(plain)[1]]
+    assert Counter(epoch) == {0: 90, 1: 10}  # an epoch shuffle sees every example once
