@@ -154,3 +154,19 @@ def test_hubert_base_random_is_the_default_config():
     assert (up.num_layers, up.hidden_size, up.receptive_field, up.downsample_rate) == (13, 768, 400, 320)
     hs, lens = up.extract(clips(3200))
     assert len(hs) == 13 and hs[0].shape == (1, 9, 768) and lens.tolist() == [9]
+
+
+@pytest.mark.parametrize("name", TINY_NAMES)
+def test_hidden_states_equal_transformers_output_hidden_states(name):
+    """For one unpadded clip the result is exactly what transformers itself returns."""
+    up = load_upstream(name)
+    wav = clips(9000)[0]
+    ours, _ = up.extract([wav])
+    x = torch.from_numpy(wav).unsqueeze(0)
+    if up.normalize:
+        x = torch.nn.functional.layer_norm(x, x.shape[1:])
+    with torch.inference_mode():
+        theirs = up.model(x, output_hidden_states=True).hidden_states
+    assert len(theirs) == len(ours) == 3
+    for a, b in zip(ours, theirs):
+        assert torch.allclose(a, b, atol=1e-5)
