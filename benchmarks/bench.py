@@ -1,0 +1,188 @@
+"""Feature-cache benchmark (`make bench`): does caching the frozen upstream pay off?
+
+Runs on the demo corpus (built on first use) with `hubert-base-random` (base-sized,
+random init: same compute as HuBERT Base, no download) and `fbank`, and prints:
+
+  1. time-to-score, cached vs --no-cache, same number of updates (KS subset)   goal >= 10x
+  2. total time-to-score / one extraction pass (KS, fast recipe incl. lr sweep) goal <= 1.3x
+  3. extraction throughput vs the bare upstream forward on the same batches    goal >= 0.9x
+  4. peak RSS and cache bytes per utterance as the PR corpus grows x4          goal: flat
+
+Everything goes to a temporary SUPERBENCH_HOME, so every number includes a cold
+extraction. Medians over repeats where a repeat is cheap (fbank). This is a
+benchmark, not a test: it prints numbers and never fails on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from superbench.manifest import load_task_manifest, write_task_manifest  # noqa: E402
+
+log = logging.getLogger("bench")
+
+
+def subset(task_dir: Path, out_root: Path, n_train: int, n_eval: int) -> Path:
+    """A smaller copy of a task manifest (evenly strided rows, absolute audio paths)."""
+    m = load_task_manifest(task_dir)
+    fold = m.folds[0]
+    splits = {}
+    for split, n in ((fold.train, n_train), (fold.dev, n_eval), (fold.test, n_eval)):
+        rows = m.splits[split]
+        step = max(1, len(rows) // n)
+        splits[split] = [{"id": u.id, "audio": u.audio, "sample_rate": u.sample_rate, "num_samples": u.num_samples,
+                          "speaker": u.speaker, m.label_field: getattr(u, m.label_field)}
+                         for u in rows[::step][:n]]
+    out = out_root / f"{m.task}-{n_train}" / m.task
+    write_task_manifest(out, task=m.task, corpus=m.corpus, version=m.version, label_field=m.label_field,
+                        labels=m.labels, splits=splits, folds=[fold.__class__("default", fold.train, fold.dev,
+                                                                               fold.test)])
+    return out.parent
+
+
+def timed_run(upstream, task: str, data_root: Path, work: Path, **opts) -> tuple[float, object]:
+    from superbench.runner import RunOptions, run_task
+    from superbench.tasks import get_task
+
+    o = RunOptions(data=str(data_root), results_dir=work / "results", store=False, progress=False,
+                   cache_root=work / "cache", profile="fast", overwrite=True, **opts)
+    t0 = time.perf_counter()
+    (rec,) = run_task(upstream, get_task(task), data_root, o, is_demo=False)
+    return time.perf_counter() - t0, rec
+
+
+def bench_cached_vs_online(upstream, ks_root: Path, work: Path, steps: int) -> dict:
+    over = {"steps": steps, "eval_interval": steps, "batch_size": 16}
+    t_cached, r_cached = timed_run(upstream, "ks", ks_root, work / "cached", lr=1e-3, overrides=over)
+    t_online, r_online = timed_run(upstream, "ks", ks_root, work / "online", lr=1e-3, overrides=over,
+                                   use_cache=False)
+    return {"cached_s": t_cached, "no_cache_s": t_online, "ratio": t_online / t_cached,
+            "cached_acc": r_cached.test, "no_cache_acc": r_online.test}
+
+
+def bench_time_to_score(upstream, ks_dir: Path, work: Path) -> dict:
+    t_total, rec = timed_run(upstream, "ks", ks_dir, work)
+    ext = rec.wall_time["extraction"]
+    return {"total_s": t_total, "extraction_s": ext, "training_s": rec.wall_time["training"],
+            "ratio": t_total / ext, "acc": rec.test}
+
+
+def bench_throughput(upstream, task_dir: Path, work: Path, repeats: int) -> dict:
+    """extract_features vs a bare loop of upstream forwards over the same (pre-loaded) batches."""
+    import torch
+
+    from superbench.audio import load_audio
+    from superbench.cache import DEFAULT_BATCH_SAMPLES, DEFAULT_CHUNK_BYTES, extract_features, plan_chunks
+    from superbench.upstream import pad_batch
+
+    m = load_task_manifest(task_dir)
+    utts = {u.id: u for u in m.utterances()}
+    batches = [b for c in plan_chunks(upstream, list(utts.values()), "utterance", DEFAULT_BATCH_SAMPLES,
+                                      DEFAULT_CHUNK_BYTES) for b in c]
+    wavs = {uid: load_audio(u.audio) for uid, u in utts.items()}
+    bare, full = [], []
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for b in batches:
+                upstream(*pad_batch([wavs[i] for i in b]))
+        bare.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        extract_features(upstream, m, "utterance", root=work / f"tp{r}", progress=False)
+        full.append(time.perf_counter() - t0)
+    b, f = statistics.median(bare), statistics.median(full)
+    seconds = sum(u.duration for u in utts.values())
+    return {"bare_s": b, "extract_s": f, "ratio": b / f, "audio_s": seconds, "x_realtime": seconds / f}
+
+
+_RSS_CHILD = r"""
+import json, resource, sys, time
+sys.path.insert(0, {root!r})
+from superbench.runner import RunOptions, run_task
+from superbench.tasks import get_task
+from superbench.upstream import load_upstream
+from pathlib import Path
+up = load_upstream({upstream!r})
+o = RunOptions(data={data!r}, results_dir=Path({work!r}) / "results", store=False, progress=False,
+               cache_root=Path({work!r}) / "cache", profile="fast", overwrite=True, lr=1e-2,
+               overrides={{"steps": 50, "eval_interval": 50}})
+(rec,) = run_task(up, get_task("pr"), Path({data!r}), o, is_demo=False)
+cache = next(Path({work!r}, "cache").rglob("index.json"))
+idx = json.loads(cache.read_text())
+print(json.dumps({{"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "bytes_per_utt": idx["bytes"] / idx["num_utterances"], "n": idx["num_utterances"]}}))
+"""
+
+
+def bench_memory(upstream_name: str, pr_dir: Path, work: Path, sizes: tuple[int, int]) -> dict:
+    out = {}
+    for n in sizes:
+        root = subset(pr_dir / "pr", work / "subsets", n, max(8, n // 8))
+        code = _RSS_CHILD.format(root=str(ROOT), upstream=upstream_name, data=str(root), work=str(work / f"m{n}"))
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
+        if res.returncode:
+            raise RuntimeError(res.stderr[-2000:])
+        out[n] = json.loads(res.stdout.strip().splitlines()[-1])
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=60, help="updates for the cached-vs-no-cache comparison")
+    ap.add_argument("--ks-train", type=int, default=96, help="KS training utterances in the no-cache comparison")
+    ap.add_argument("--repeats", type=int, default=3, help="repeats for the cheap (fbank) measurements")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    home = Path(tempfile.mkdtemp(prefix="superbench-bench-"))
+    demo_home = os.environ.get("SUPERBENCH_HOME")
+    from recipes.prepare.demo import ensure_demo  # the demo lives in the user's home: built once
+    from superbench.upstream import load_upstream
+
+    data = Path(ensure_demo(size="default"))
+    os.environ["SUPERBENCH_HOME"] = str(home)  # caches and results of this benchmark only
+    print(f"demo corpus: {data}\nscratch: {home}  (SUPERBENCH_HOME was {demo_home or 'unset'})\n")
+    ups = {"fbank": load_upstream("fbank"), "hubert-base-random": load_upstream("hubert-base-random")}
+    ks_small = subset(data / "ks", home / "subsets", args.ks_train, 24)
+
+    print(f"1. time-to-score, cached vs --no-cache, {args.steps} updates of 16 on KS "
+          f"({args.ks_train} train / 24 dev / 24 test utterances; cached includes extraction)")
+    for name, up in ups.items():
+        r = bench_cached_vs_online(up, ks_small, home / f"c1-{name}", args.steps)
+        print(f"   {name:<20} cached {r['cached_s']:7.1f} s   no-cache {r['no_cache_s']:7.1f} s   "
+              f"speed-up {r['ratio']:5.1f}x  (goal >= 10x; acc {r['cached_acc']:.1f} vs {r['no_cache_acc']:.1f})")
+
+    print("\n2. total time-to-score / one extraction pass (full demo KS, fast recipe with its lr sweep)")
+    for name, up in ups.items():
+        r = bench_time_to_score(up, data, home / f"c2-{name}")
+        print(f"   {name:<20} total {r['total_s']:7.1f} s  extraction {r['extraction_s']:7.1f} s  "
+              f"training {r['training_s']:6.1f} s  ratio {r['ratio']:4.2f}x  (goal <= 1.3x; acc {r['acc']:.1f})")
+
+    print("\n3. extraction throughput vs the bare upstream forward on the same batches (KS subset)")
+    for name, up in ups.items():
+        r = bench_throughput(up, ks_small / "ks", home / f"c3-{name}", args.repeats if name == "fbank" else 1)
+        print(f"   {name:<20} bare {r['bare_s']:6.2f} s  extract {r['extract_s']:6.2f} s  "
+              f"ratio {r['ratio']:4.2f}x (goal >= 0.9x)  {r['x_realtime']:.0f}x real time")
+
+    print("\n4. peak RSS and cache bytes per utterance, PR frame cache (fbank), corpus x4")
+    mem = bench_memory("fbank", data, home / "c4", (60, 240))
+    (n1, a), (n2, b) = sorted(mem.items())
+    print(f"   {n1:4d} train utts: peak RSS {a['maxrss_mb']:6.0f} MB, {a['bytes_per_utt'] / 1024:7.1f} KiB/utt")
+    print(f"   {n2:4d} train utts: peak RSS {b['maxrss_mb']:6.0f} MB, {b['bytes_per_utt'] / 1024:7.1f} KiB/utt")
+    print(f"   RSS growth x{b['maxrss_mb'] / a['maxrss_mb']:.2f} for corpus x{n2 / n1:.0f} (goal: flat)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
