@@ -74,12 +74,16 @@ class CTCHead(torch.nn.Module):
     """Weighted sum -> Linear(D, proj_dim) -> optional stacked BiLSTMs -> Linear(., vocab)."""
 
     def __init__(self, num_layers: int, input_dim: int, vocab_size: int, proj_dim: int = 256,
-                 rnn_dims: Sequence[int] = (), dropout: float = 0.2, layer: int | str | None = None) -> None:
+                 rnn_dims: Sequence[int] = (), dropout: float = 0.2, layer: int | str | None = None,
+                 frame_stack: int = 1) -> None:
         super().__init__()
+        if frame_stack < 1:
+            raise ValueError(f"frame_stack must be >= 1, got {frame_stack}")
+        self.frame_stack = frame_stack
         self.featurizer = WeightedSum(num_layers, layer=layer)
         self.projector = torch.nn.Linear(input_dim, proj_dim)
         self.rnns = torch.nn.ModuleList()
-        dim = proj_dim
+        dim = proj_dim * frame_stack
         for hidden in rnn_dims:
             self.rnns.append(torch.nn.LSTM(dim, hidden, batch_first=True, bidirectional=True))
             dim = 2 * hidden
@@ -91,6 +95,11 @@ class CTCHead(torch.nn.Module):
         if features.dim() != 4:
             raise ValueError(f"expected (L, B, T, D) frames, got shape {tuple(features.shape)}")
         x = self.projector(self.featurizer(features))
+        if self.frame_stack > 1:  # concatenate k neighbouring frames (s3prl's "concat" downsampling)
+            k = self.frame_stack
+            usable = x.shape[1] // k * k
+            x = x[:, :usable].reshape(x.shape[0], usable // k, x.shape[2] * k)
+            lengths = self.output_lengths(lengths)
         total = x.shape[1]
         for rnn in self.rnns:
             packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True,
@@ -99,3 +108,7 @@ class CTCHead(torch.nn.Module):
             x, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=total)
             x = self.dropout(x)
         return torch.log_softmax(self.output(x), dim=-1)
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Valid output frames per utterance (fewer than input frames when frames are stacked)."""
+        return torch.div(lengths, self.frame_stack, rounding_mode="floor").clamp_min(1)

@@ -20,7 +20,8 @@ HEADER_KEYS = {"version", "task", "reference", "deviations", "profiles"}
 PROFILE_KEYS: dict[str, Any] = {
     "steps": None, "batch_size": None, "lr": None, "eval_interval": None,
     "lr_grid": [], "proj_dim": 256, "rnn_dims": [], "dropout": 0.0, "grad_clip": 1.0, "grad_accum": 1,
-    "balanced_sampling": False, "eval_batch_size": 32, "description": "",
+    "balanced_sampling": False, "eval_batch_size": 32, "description": "", "filterbank_cmvn": True,
+    "frame_stack": 1,
 }
 
 
@@ -70,7 +71,7 @@ def load_recipe(task: str, profile: str = "superb") -> dict[str, Any]:
         raise RecipeError(f"{path}: profile {profile!r} is missing required key(s) {missing}")
     out = {k: v for k, v in PROFILE_KEYS.items() if v is not None}
     out.update(settings)
-    for key in ("steps", "batch_size", "eval_interval", "grad_accum", "proj_dim", "eval_batch_size"):
+    for key in ("steps", "batch_size", "eval_interval", "grad_accum", "proj_dim", "eval_batch_size", "frame_stack"):
         if not isinstance(out[key], int) or out[key] < 1:
             raise RecipeError(f"{path}: profile {profile!r}: {key} must be a positive integer, got {out[key]!r}")
     for key in ("lr",):

@@ -7,6 +7,7 @@ extract features (once, cached) and train the heads.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import statistics
 import time
@@ -105,7 +106,24 @@ def _head_factory(task: Task, recipe: dict[str, Any], upstream: Upstream, manife
         return lambda: UtteranceHead(L, D, len(manifest.labels), proj_dim=recipe["proj_dim"], layer=layer)
     vocab = objective.vocab  # type: ignore[attr-defined]
     return lambda: CTCHead(L, D, len(vocab), proj_dim=recipe["proj_dim"], rnn_dims=recipe["rnn_dims"],
-                           dropout=recipe["dropout"], layer=layer)
+                           dropout=recipe["dropout"], layer=layer,
+                           frame_stack=recipe["frame_stack"])
+
+
+def upstream_for_recipe(upstream: Upstream, recipe: dict[str, Any]) -> Upstream:
+    """Apply the recipe's `filterbank_cmvn` to the FBANK/MFCC baselines.
+
+    Per-utterance CMVN makes every utterance's mean feature zero, and the utterance
+    heads mean-pool, so with CMVN the baseline is at chance by construction. The official
+    SUPERB leaderboard therefore re-ran FBANK without CMVN for KS, SID and ER; the
+    recipes of those tasks say the same, and the fingerprint records which one ran.
+    """
+    from upstreams.filterbank import KaldiFeatures
+
+    wanted = bool(recipe["filterbank_cmvn"])
+    if isinstance(upstream, KaldiFeatures) and upstream.config.cmvn != wanted:
+        return KaldiFeatures(upstream.name, dataclasses.replace(upstream.config, cmvn=wanted))
+    return upstream
 
 
 def _record_path(results: Path, upstream: Upstream, task: Task, seed: int, layer: Any) -> Path:
@@ -127,6 +145,7 @@ def run_task(upstream: Upstream, task: Task, data_root: Path, opts: RunOptions, 
         profile = f"{profile}+overrides"
     manifest = load_task_manifest(data_root / task.name)
     check_manifest(task, manifest)
+    upstream = upstream_for_recipe(upstream, recipe)
     results = Path(opts.results_dir or default_results_dir())
     layer = opts.layer
     seeds = list(range(opts.seeds))

@@ -130,6 +130,12 @@ def _batches(ids: Sequence[str], targets: Sequence, cfg: TrainConfig, gen: torch
             yield [ids[i] for i in idx], [targets[i] for i in idx]
 
 
+def output_lengths(head: torch.nn.Module, lengths: torch.Tensor) -> torch.Tensor:
+    """Frames the head emits per utterance; heads that downsample in time say so via `output_lengths`."""
+    fn = getattr(head, "output_lengths", None)
+    return fn(lengths) if fn is not None else lengths
+
+
 def evaluate(head: torch.nn.Module, objective: Objective, source: FeatureSource, ids: Sequence[str],
              targets: Sequence, batch_size: int = 32) -> tuple[float, list]:
     """Metric (percent) and predictions of `head` on `ids`."""
@@ -138,7 +144,7 @@ def evaluate(head: torch.nn.Module, objective: Objective, source: FeatureSource,
     with torch.no_grad():
         for s in range(0, len(ids), batch_size):
             x, lengths = source.batch(ids[s:s + batch_size])
-            predictions.extend(objective.predict(head(x, lengths), lengths))
+            predictions.extend(objective.predict(head(x, lengths), output_lengths(head, lengths)))
     head.train()
     return objective.score(list(targets), predictions), predictions
 
@@ -165,7 +171,7 @@ def train(make_head: Callable[[], torch.nn.Module], objective: Objective, source
         for _ in range(cfg.grad_accum):
             ids, targets = next(stream)
             x, lengths = source.batch(ids)
-            loss = objective.loss(head(x, lengths), lengths, targets)
+            loss = objective.loss(head(x, lengths), output_lengths(head, lengths), targets)
             if not torch.isfinite(loss):
                 raise TrainingError(f"{desc}: loss is {loss.item()} at step {step} (lr={cfg.lr:g}); "
                                     f"try a smaller learning rate or check the features")

@@ -51,8 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train with seeds 0..N-1; a record per seed, mean ± std printed (default: 1)")
     p.add_argument("--layer", type=_layer, default=None, metavar="K|last",
                    help="probe a single layer instead of the learned weighted sum")
-    p.add_argument("--profile", choices=["fast", "superb"], default=None,
-                   help="recipe profile (default: fast with --data demo, superb otherwise)")
+    p.add_argument("--profile", choices=["fast", "superb", "ci"], default=None,
+                   help="recipe profile: superb (s3prl schedules), fast (demo-scale) or ci (smoke-scale, for "
+                        "regression checks); default: fast with --data demo, superb otherwise")
     p.add_argument("--lr", type=float, default=None, metavar="X", help="fixed learning rate (no sweep)")
     p.add_argument("--no-lr-sweep", dest="lr_sweep", action="store_false",
                    help="use the recipe's single lr instead of sweeping its lr_grid on dev")
