@@ -1,0 +1,33 @@
+"""The project's own regression gate: score the tiny demo corpus with a tiny upstream
+and compare with the baseline committed in leaderboard/ (what a user's CI would do)."""
+
+from dataclasses import replace
+from pathlib import Path
+
+from superbench.cli import main
+from superbench.results import read_record, write_record
+
+BASELINE = Path(__file__).resolve().parent.parent / "leaderboard" / "baseline-ci.json"
+# Same seed and machine give identical scores; the tolerance absorbs float differences between machines.
+TOLERANCE = "5"
+
+
+def test_tiny_demo_scores_pass_the_committed_baseline_and_a_worse_score_fails(tmp_path, capsys):
+    db, results = tmp_path / "ci.db", tmp_path / "results"
+    assert main(["run", "--upstream", "hubert-tiny-random", "--task", "all", "--data", "demo:tiny",
+                 "--profile", "ci", "--results", str(results), "--db", str(db)]) == 0
+    assert sorted(p.name for p in results.glob("*.json")) == sorted(
+        f"hubert-tiny-random__{t}__seed0.json" for t in ("pr", "asr", "ks", "sid", "er"))
+    capsys.readouterr()
+    assert main(["check", "--baseline", str(BASELINE), "--db", str(db), "--tolerance", TOLERANCE]) == 0
+    assert "no regression" in capsys.readouterr().out
+
+    # One task gets 20 accuracy points worse: the gate must fail and name it.
+    ks = read_record(results / "hubert-tiny-random__ks__seed0.json")
+    write_record(replace(ks, test=ks.test - 20.0), tmp_path / "worse")
+    assert main(["leaderboard", "import", str(tmp_path / "worse"), "--db", str(db), "--overwrite"]) == 0
+    capsys.readouterr()
+    assert main(["check", "--baseline", str(BASELINE), "--db", str(db), "--tolerance", TOLERANCE]) == 1
+    out = capsys.readouterr().out
+    ks_line = next(line for line in out.splitlines() if line.startswith("ks "))
+    assert "-20.00" in ks_line and "ok" not in ks_line.split()[-1]
