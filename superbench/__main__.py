@@ -1,3 +1,5 @@
-from superbench.cli import main
 import sys
+
+from superbench.cli import main
+
 sys.exit(main())

@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,7 +45,7 @@ import torch
 from tqdm.auto import tqdm
 
 from superbench.audio import check_waveform, load_audio
-from superbench.manifest import TaskManifest, Utterance, atomic_write_text
+from superbench.manifest import TaskManifest, Utterance, atomic_open, atomic_write_text
 from superbench.paths import cache_dir
 from superbench.upstream import Upstream, pad_batch
 
@@ -113,16 +111,8 @@ def plan_chunks(upstream: Upstream, utterances: Sequence[Utterance], level: str,
 
 
 def _write_npy_atomic(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as fh:
+        np.save(fh, array)
 
 
 def _human(nbytes: float) -> str:

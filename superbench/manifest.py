@@ -19,9 +19,10 @@ import hashlib
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import IO, Any, Iterable, Iterator
 
 MANIFEST_VERSION = 1
 LABEL_FIELDS = ("label", "text", "phones")
@@ -77,18 +78,29 @@ class TaskManifest:
         return list(seen.values())
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """A temp file beside `path`, fsynced and renamed over it on success, removed on failure.
+
+    Readers (and a re-run after kill -9) see the old file or the whole new one, never half.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    with atomic_open(path, "w") as fh:
+        fh.write(text)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -257,7 +257,8 @@ def summarize(records: Sequence[ResultRecord]) -> list[dict[str, Any]]:
     for (up, task), recs in groups.items():
         tests = [r.test for r in recs]
         rows.append({"upstream": up, "task": task, "metric": recs[0].metric, "seeds": len(recs),
-                     "test_mean": statistics.fmean(tests), "test_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
+                     "test_mean": statistics.fmean(tests),
+                     "test_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
                      "dev_mean": statistics.fmean(r.dev for r in recs), "lr": recs[0].lr,
                      "profile": recs[0].profile,
                      "extraction_s": sum(r.wall_time.get("extraction", 0.0) for r in recs),

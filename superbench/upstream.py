@@ -2,7 +2,8 @@
 
     An upstream has `name`, `sample_rate` (16000), `num_layers`, `hidden_size`,
     `downsample_rate` and `receptive_field` (both in input samples), and
-    `forward(wavs (B, S) float32, wav_lengths (B,) int64) -> (list of num_layers tensors (B, T, hidden_size), frame_lengths (B,))`.
+    `forward(wavs (B, S) float32, wav_lengths (B,) int64)
+        -> (list of num_layers tensors (B, T, hidden_size), frame_lengths (B,))`.
 
 Frame counts follow one rule for every upstream (it is Kaldi's snip_edges rule
 and also what the wav2vec 2.0 convolution stack computes):

@@ -20,7 +20,7 @@ import soundfile as sf
 import torch
 
 from superbench.cache import CacheError, OnlineFeatures, cache_path, extract_features, plan_chunks
-from superbench.manifest import Fold, load_task_manifest, write_task_manifest
+from superbench.manifest import load_task_manifest, write_task_manifest
 from superbench.upstream import Upstream
 
 SR = 16000
@@ -101,7 +101,7 @@ def make_sequence_corpus(root: Path, task: str = "pr", n: tuple = (24, 6, 6), se
         rows = []
         for k in range(count):
             seq = [int(i) for i in rng.integers(0, 4, size=int(rng.integers(2, 5)))]
-            parts, words = [], []
+            parts = []
             for j, p in enumerate(seq):
                 parts.append(_tone(TONES[p], 0.12, rng))
                 if task == "asr" and j == 0:

@@ -60,7 +60,8 @@ def test_dimensions_and_geometry(fbank, mfcc):
     assert (mfcc.num_layers, mfcc.hidden_size, mfcc.downsample_rate, mfcc.receptive_field) == (1, 39, 160, 400)
 
 
-@pytest.mark.parametrize("n, frames", [(400, 1), (559, 1), (560, 2), (16000, 98), (16080, 99), (16239, 99), (16240, 100)])
+@pytest.mark.parametrize("n, frames", [(400, 1), (559, 1), (560, 2), (16000, 98), (16080, 99), (16239, 99),
+                                       (16240, 100)])
 def test_frame_count_follows_snip_edges(fbank, n, frames):
     (h,), lengths = fbank.extract([np.random.default_rng(0).standard_normal(n).astype(np.float32)])
     assert lengths.tolist() == [frames]

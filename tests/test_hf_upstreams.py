@@ -11,8 +11,7 @@ import torch
 
 from superbench.upstream import load_upstream
 from superbench.validate import all_passed, format_checks, validate_upstream
-from upstreams.hf import SPECS, HFSpec, TINY, WeightsNotFoundError, build_hf_upstream
-
+from upstreams.hf import SPECS, TINY, HFSpec, WeightsNotFoundError, build_hf_upstream
 
 
 @pytest.fixture(autouse=True)

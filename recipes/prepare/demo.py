@@ -36,7 +36,7 @@ import logging
 import multiprocessing as mp
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -274,7 +274,7 @@ class _Plan:
         while len(seen) < 4000:
             pick = lambda k: g[k][int(self.rng.integers(len(g[k])))]  # noqa: E731
             if self.rng.random() < 0.7:
-                s = f"{pick('det')} {pick('adj')} {pick('noun')} {pick('verb')} {pick('det')} {pick('adj')} {pick('noun')}"
+                s = " ".join(pick(part) for part in ("det", "adj", "noun", "verb", "det", "adj", "noun"))
             else:
                 s = f"{pick('number')} {pick('adj')} {pick('nouns')} {pick('verb_pl')} {pick('det')} {pick('noun')}"
             seen.setdefault(s, None)
@@ -302,7 +302,8 @@ class _Plan:
         rng_ = spk.range + rule["range"] + _u(r, -j.range, j.range)
         volume = rule["volume"]
         tilt = float(np.clip(rule["tilt"] + _u(r, -j.tilt, j.tilt), -1, 1))
-        job.update(tilt=tilt, voice=spk.voice, rate=int(np.clip(round(rate), 80, 450)), pitch=int(np.clip(round(pitch), 0, 100)),
+        job.update(tilt=tilt, voice=spk.voice, rate=int(np.clip(round(rate), 80, 450)),
+                   pitch=int(np.clip(round(pitch), 0, 100)),
                    range=int(np.clip(round(rng_), 0, 100)),
                    level_db=j.base_level_db + 20 * np.log10(volume / 100) + _u(r, -j.gain_db, j.gain_db))
         self.jobs.append(job)
