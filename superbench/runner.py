@@ -145,6 +145,8 @@ def run_task(upstream: Upstream, task: Task, data_root: Path, opts: RunOptions, 
         profile = f"{profile}+overrides"
     manifest = load_task_manifest(data_root / task.name)
     check_manifest(task, manifest)
+    # The record names the model the user chose; the cache is keyed by the variant that actually runs.
+    model_fingerprint = upstream.fingerprint()
     upstream = upstream_for_recipe(upstream, recipe)
     results = Path(opts.results_dir or default_results_dir())
     layer = opts.layer
@@ -205,7 +207,7 @@ def run_task(upstream: Upstream, task: Task, data_root: Path, opts: RunOptions, 
         n_layers = len(next(iter(chosen.values())).layer_weights)
         weights = [round(statistics.fmean(r.layer_weights[i] for r in chosen.values()), 6) for i in range(n_layers)]
         record = ResultRecord(
-            upstream=upstream.name, upstream_fingerprint=upstream.fingerprint(), task=task.name,
+            upstream=upstream.name, upstream_fingerprint=model_fingerprint, task=task.name,
             metric=task.metric, higher_is_better=task.higher_is_better,
             test=round(statistics.fmean(r.test for r in chosen.values()), 4),
             dev=round(mean_dev[best_lr], 4), seed=seed, recipe_version=recipe["version"], profile=profile,

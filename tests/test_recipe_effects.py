@@ -28,3 +28,29 @@ def test_utterance_recipes_run_the_filterbank_baseline_without_cmvn():
     # CMVN zeroes every utterance mean (what a mean-pooling head sees); without it the mean carries information
     assert with_cmvn.abs().max() < 1e-4
     assert without.abs().max() > 1.0
+
+
+def test_fbank_records_share_one_fingerprint_across_cmvn_variants(tmp_path):
+    import soundfile as sf
+
+    from superbench.manifest import write_task_manifest
+    from superbench.runner import RunOptions, run_task
+    from superbench.tasks import get_task
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(8):
+        sf.write(tmp_path / f"u{i}.wav", (rng.standard_normal(4000) * (0.05 + 0.1 * (i % 2))).astype(np.float32),
+                 16000)
+        rows.append({"id": f"u{i}", "audio": f"../u{i}.wav", "sample_rate": 16000, "num_samples": 4000,
+                     "speaker": f"s{i % 2}", "label": f"s{i % 2}"})
+    write_task_manifest(tmp_path / "sid", task="sid", corpus="t", version="1", label_field="label",
+                        labels=["s0", "s1"], splits={"train": rows, "dev": rows, "test": rows})
+    fbank = load_upstream("fbank")
+    opts = RunOptions(data=str(tmp_path), results_dir=tmp_path / "results", store=False, progress=False,
+                      cache_root=tmp_path / "cache", profile="ci", overrides={"steps": 5, "eval_interval": 5})
+    (record,) = run_task(fbank, get_task("sid"), tmp_path, opts, is_demo=False)
+    assert record.upstream == "fbank" and record.upstream_fingerprint == fbank.fingerprint()
+    cached = [p.name for p in (tmp_path / "cache").iterdir()]
+    nocmvn = upstream_for_recipe(fbank, load_recipe("sid", "ci")).fingerprint()
+    assert any(nocmvn in name for name in cached), cached
