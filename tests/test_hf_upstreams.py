@@ -13,16 +13,6 @@ from superbench.upstream import load_upstream
 from superbench.validate import all_passed, format_checks, validate_upstream
 from upstreams.hf import SPECS, TINY, HFSpec, WeightsNotFoundError, build_hf_upstream
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models are dominated by thread start-up/spin on a busy 2-core box; one thread is ~50x faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 TINY_NAMES = ["hubert-tiny-random", "wav2vec2-tiny-random", "wavlm-tiny-random", "data2vec-tiny-random"]
 
 

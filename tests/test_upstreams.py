@@ -13,15 +13,6 @@ from superbench.cli import main
 from superbench.upstream import UPSTREAMS, Upstream, load_upstream
 from superbench.validate import all_passed, format_checks, validate_upstream
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # --------------------------------------------------------------------------- validator
 
 class Framewise(Upstream):
