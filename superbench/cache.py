@@ -170,7 +170,7 @@ def extract_features(upstream: Upstream, manifest: TaskManifest, level: str, *,
 
     start = time.perf_counter()
     bar = tqdm(total=len(todo_utts), desc=f"extract {upstream.name}/{manifest.task}", unit="utt",
-               disable=not progress, leave=False)
+               disable=None if progress else True, leave=False)  # None: off when not a TTY
     upstream.eval()
     min_samples = upstream.receptive_field
     batches = [(i, [utterances[uid] for uid in batch]) for i in todo for batch in chunks[i]]

@@ -165,7 +165,8 @@ def train(make_head: Callable[[], torch.nn.Module], objective: Objective, source
     better = (lambda a, b: a > b) if objective.higher_is_better else (lambda a, b: a < b)
     best_dev, best_step, best_state = math.nan, 0, None
     history: list[tuple[int, float]] = []
-    bar = tqdm(total=cfg.steps, desc=desc, unit="step", disable=not progress, leave=False)
+    # disable=None lets tqdm switch itself off when stderr is not a terminal (CI logs).
+    bar = tqdm(total=cfg.steps, desc=desc, unit="step", disable=None if progress else True, leave=False)
     for step in range(1, cfg.steps + 1):
         optimizer.zero_grad(set_to_none=True)
         for _ in range(cfg.grad_accum):

@@ -425,7 +425,7 @@ def _synthesise(jobs: list[dict[str, Any]], out: Path, workers: int | None) -> l
     ctx = mp.get_context("forkserver")
     results: list[dict[str, Any]] = []
     with ctx.Pool(processes=workers, maxtasksperchild=1) as pool, \
-            tqdm(total=len(jobs), desc="synthesising demo corpus", unit="utt") as bar:
+            tqdm(total=len(jobs), desc="synthesising demo corpus", unit="utt", disable=None) as bar:
         for chunk_results in pool.imap(_run_chunk, chunks):
             results.extend(chunk_results)
             bar.update(len(chunk_results))

@@ -105,7 +105,7 @@ def prepare_hf_dataset(source: str, task: str, out: str | Path | None = None, co
         feature = d.features.get(columns[spec.label_field])
         names = getattr(feature, "names", None)  # ClassLabel -> class names
         rows[role] = []
-        for i, ex in enumerate(tqdm(d, desc=f"{source} {name}", unit="utt")):
+        for i, ex in enumerate(tqdm(d, desc=f"{source} {name}", unit="utt", disable=None)):
             where = f"{source}[{name}][{i}]"
             value = ex[columns[spec.label_field]]
             if names is not None and isinstance(value, int):
