@@ -214,6 +214,10 @@ def _references(wide: pd.DataFrame, tasks: list[str], reference: str, notes: lis
         for _, r in sub.iterrows():
             means.setdefault(r["upstream"], {t: float(r[t]) for t in tasks if not math.isnan(r[t])})
         out[group] = local_references(means)
+        tied = [t for t, ref in out[group].items() if ref.sota == ref.fbank]
+        if tied:
+            notes.append(f"recipe {group[0]} / profile {group[1]}: no upstream beats '{FBANK_UPSTREAM}' on "
+                         f"{', '.join(tied)}, so SOTA = FBANK and the local score leaves those tasks out")
         if FBANK_UPSTREAM not in means:
             notes.append(f"no '{FBANK_UPSTREAM}' results for recipe {group[0]} / profile {group[1]}: "
                          f"no local SUPERB score there")

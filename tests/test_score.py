@@ -106,6 +106,15 @@ def test_leaderboard_local_mode_and_sorting():
     assert csv[0].startswith("row,upstream,") and len(csv) == 4
 
 
+def test_local_mode_explains_tasks_where_fbank_is_best():
+    records = [rec("fbank", "ks", 60.0), rec("fbank", "er", 50.0), rec("a", "ks", 40.0), rec("a", "er", 55.0)]
+    board = build_leaderboard(records, reference="local")
+    assert any("no upstream beats 'fbank' on ks" in n for n in board.notes)
+    scores = dict(zip(board.frame["label"], board.frame["score"]))
+    assert scores["a"] == pytest.approx(1000.0)  # er only: (55-50)/(55-50)
+    assert list(board.frame["tasks"]) == ["er", "er"]
+
+
 def test_layer_probe_is_its_own_row():
     records = [rec("h", "ks", 90.0), rec("h", "ks", 60.0, layer=3)]
     board = build_leaderboard(records)
