@@ -150,7 +150,7 @@ def bench_memory(upstream_name: str, pr_dir: Path, work: Path, sizes: tuple[int,
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=60, help="updates for the cached-vs-no-cache comparison")
+    ap.add_argument("--steps", type=int, default=100, help="updates for the cached-vs-no-cache comparison")
     ap.add_argument("--ks-train", type=int, default=96, help="KS training utterances in the no-cache comparison")
     ap.add_argument("--repeats", type=int, default=3, help="repeats for the cheap (fbank) measurements")
     args = ap.parse_args()

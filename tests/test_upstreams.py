@@ -194,6 +194,17 @@ class FakeS3PRLUpstream(torch.nn.Module):
         return [h, h * 2, h * 3], [lens] * 3
 
 
+@pytest.fixture(autouse=True)
+def restore_torchaudio(monkeypatch):
+    """The s3prl adapter may put a torchaudio placeholder in place; keep it out of other tests."""
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    before = {k: v for k, v in sys.modules.items() if k == "torchaudio" or k.startswith("torchaudio.")}
+    yield
+    for k in [k for k in sys.modules if k == "torchaudio" or k.startswith("torchaudio.")]:
+        del sys.modules[k]
+    sys.modules.update(before)
+
+
 @pytest.fixture
 def fake_s3prl(monkeypatch):
     s3prl = types.ModuleType("s3prl")
@@ -228,6 +239,25 @@ def test_s3prl_adapter_repeats_last_frame_when_s3prl_gives_fewer(fake_s3prl):
     assert torch.equal(hs[0][0, 20], hs[0][0, 19])
 
 
+class GroupNormLikeS3PRLUpstream(FakeS3PRLUpstream):
+    """Normalises over the padded time axis, as HuBERT Base's first GroupNorm does in s3prl."""
+
+    def forward(self, wavs, wavs_len):
+        hidden, lens = super().forward(wavs, wavs_len)
+        return [(h - h.mean(1, keepdim=True)) / (h.std(1, keepdim=True, correction=0) + 1e-5) for h in hidden], lens
+
+
+def test_s3prl_adapter_runs_each_utterance_alone_by_default(fake_s3prl):
+    from superbench.validate import validate_upstream
+
+    fake_s3prl.S3PRLUpstream = GroupNormLikeS3PRLUpstream
+    checks = {c.name: c for c in validate_upstream(load_upstream("s3prl:hubert"))}
+    assert checks["batch vs single"].passed and checks["padding invariance"].passed
+    batched = load_upstream("s3prl:hubert", per_utterance=False)
+    assert not {c.name: c for c in validate_upstream(batched)}["batch vs single"].passed
+    assert batched.fingerprint() != load_upstream("s3prl:hubert").fingerprint()
+
+
 def test_s3prl_missing_package_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "s3prl", None)
     monkeypatch.setitem(sys.modules, "s3prl.nn", None)
@@ -248,4 +278,41 @@ def test_torchaudio_shims_for_old_s3prl(monkeypatch):
 
     with pytest.raises(RuntimeError, match="not available"):
         apply_effects_tensor(torch.zeros(1, 10), 16000, [])
+    assert patch_torchaudio_for_s3prl() == []  # idempotent
+
+
+def test_s3prl_imports_with_a_placeholder_when_torchaudio_does_not_load(monkeypatch, tmp_path, caplog):
+    # An s3prl-like package that, like s3prl 0.4.18's hub, imports torchaudio for every model at import.
+    pkg = tmp_path / "s3prl"
+    (pkg / "nn").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "nn" / "__init__.py").write_text(
+        "import torchaudio\n"
+        "torchaudio.set_audio_backend('sox_io')\n"
+        "from torchaudio.compliance import kaldi\n"
+        "from torchaudio.transforms import MelSpectrogram\n"
+        "class Spec(MelSpectrogram):\n    pass\n"
+        "def fbank(wav):\n    return kaldi.fbank(wav)\n"
+        "S3PRLUpstream = None\n")
+    # A torchaudio that fails as PyPI's build does beside a CPU-only torch.
+    (tmp_path / "torchaudio").mkdir()
+    (tmp_path / "torchaudio" / "__init__.py").write_text(
+        "raise OSError('Could not load this library: _torchaudio.abi3.so')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m.split(".")[0] in ("s3prl", "torchaudio")]:
+        monkeypatch.delitem(sys.modules, name)
+    from upstreams.s3prl_hub import import_s3prl_nn
+
+    with caplog.at_level("WARNING"):
+        nn = import_s3prl_nn()
+    assert "placeholder" in caplog.text
+    with pytest.raises(RuntimeError, match=r"kaldi.fbank needs torchaudio, which failed to load \(OSError: Could not"):
+        nn.fbank(torch.zeros(1, 400))
+    with pytest.raises(RuntimeError, match="torchaudio.transforms.MelSpectrogram needs torchaudio"):
+        nn.Spec()
+    import torchaudio
+
+    assert torchaudio.__version__ == "0+unavailable"
+    from upstreams.s3prl_hub import patch_torchaudio_for_s3prl
+
     assert patch_torchaudio_for_s3prl() == []  # idempotent

@@ -3,7 +3,11 @@
 s3prl is imported lazily (never by core code). s3prl 0.4.18 predates torchaudio 2.9, which
 removed `set_audio_backend`, the backend query functions and `torchaudio.sox_effects`; before
 importing s3prl we add inert stand-ins for whichever of those are missing so the import succeeds
-(feature extraction never needs them: superbench reads audio itself).
+(feature extraction never needs them: superbench reads audio itself). s3prl also imports torchaudio
+for every hub entry at once, yet PyPI's torchaudio does not load beside a CPU-only torch; when
+torchaudio is missing or fails to load, a placeholder package takes its place, so the upstreams
+that never touch torchaudio (HuBERT, wav2vec 2.0, WavLM, ...) still work and the others fail with
+the load error when they first use it.
 
 Frame counts: s3prl reports its own lengths (roughly n / downsample_rate). They are mapped onto
 superbench's frame rule `(n - receptive_field) // downsample_rate + 1` by trimming the extra
@@ -13,6 +17,8 @@ frame(s) or repeating the last one, so every upstream obeys one contract.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
 import logging
 import sys
 import types
@@ -31,15 +37,88 @@ class S3PRLNotInstalledError(RuntimeError):
     """The optional s3prl dependency is missing."""
 
 
-def patch_torchaudio_for_s3prl() -> list[str]:
-    """Add no-op versions of torchaudio APIs that s3prl 0.4.18 touches at import time.
+# torchaudio's audio-backend API, gone in 2.9, which s3prl 0.4.18 calls while importing its hub.
+_BACKEND_NOOPS: dict[str, Any] = {
+    "set_audio_backend": lambda backend=None: None,
+    "get_audio_backend": lambda: None,
+    "list_audio_backends": lambda: ["soundfile"],
+}
 
-    Returns the names that were added (empty when torchaudio is absent or complete).
+
+class _Unavailable(type):
+    """Metaclass of the placeholders for torchaudio names: any use raises, attribute access nests."""
+
+    def __getattr__(cls, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _unavailable(f"{cls.__qualname__}.{name}", cls._why)
+
+    def __call__(cls, *_args: Any, **_kwargs: Any) -> Any:
+        origin = next(c for c in cls.__mro__ if "_why" in vars(c))  # the torchaudio name, not a subclass
+        raise RuntimeError(f"{origin.__qualname__} needs torchaudio, which {cls._why}; this s3prl upstream "
+                           f"cannot run here (the transformers upstreams, e.g. `hubert`, need no torchaudio)")
+
+
+def _unavailable(qualname: str, why: str) -> type:
+    return _Unavailable(qualname.rsplit(".", 1)[-1], (), {"__qualname__": qualname, "_why": why})
+
+
+class _TorchaudioStandIn(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Serves `torchaudio` and every `torchaudio.*` submodule as placeholder packages."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname == "torchaudio" or fullname.startswith("torchaudio."):
+            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
+        return None
+
+    def create_module(self, spec: Any) -> types.ModuleType:
+        module = types.ModuleType(spec.name)
+        module.__path__ = []
+        module.__version__ = "0+unavailable"
+        why = self.why
+
+        def placeholder(name: str) -> type:
+            if name.startswith("__"):  # __file__, __all__, ...: tools probe these on every module
+                raise AttributeError(name)
+            return _unavailable(f"{spec.name}.{name}", why)
+
+        module.__getattr__ = placeholder  # type: ignore[attr-defined]
+        if spec.name == "torchaudio":  # s3prl calls these at import time
+            vars(module).update(_BACKEND_NOOPS)
+        return module
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        pass
+
+
+def install_torchaudio_stand_in(why: str) -> None:
+    """Make `import torchaudio` (and its submodules) succeed with placeholders that fail on use."""
+    for name in [m for m in sys.modules if m == "torchaudio" or m.startswith("torchaudio.")]:
+        del sys.modules[name]  # drop what a failed import left behind
+    if not any(isinstance(f, _TorchaudioStandIn) for f in sys.meta_path):
+        sys.meta_path.insert(0, _TorchaudioStandIn(why))
+    log.warning("torchaudio %s; s3prl runs with a placeholder, so s3prl upstreams that use torchaudio "
+                "will fail when they do", why)
+
+
+def patch_torchaudio_for_s3prl() -> list[str]:
+    """Make s3prl 0.4.18 importable beside today's torchaudio, or without a working one.
+
+    Adds no-op versions of the torchaudio APIs s3prl touches at import time; when torchaudio is
+    missing or does not load, installs the placeholder package first. Returns the names added.
     """
     try:
         import torchaudio
-    except Exception:  # not installed or broken: s3prl's own import will report it
-        return []
+    except Exception as exc:  # absent, or PyPI's build beside a CPU-only torch (OSError)
+        reason = "is not installed" if isinstance(exc, ModuleNotFoundError) else \
+            f"failed to load ({type(exc).__name__}: {str(exc)[:200]})"
+        install_torchaudio_stand_in(reason)
+        return ["torchaudio"]
+    if isinstance(getattr(getattr(torchaudio, "__spec__", None), "loader", None), _TorchaudioStandIn):
+        return []  # the placeholder is already in place
     added = []
 
     def _add(name: str, value: Any) -> None:
@@ -47,9 +126,8 @@ def patch_torchaudio_for_s3prl() -> list[str]:
             setattr(torchaudio, name, value)
             added.append(name)
 
-    _add("set_audio_backend", lambda backend=None: None)
-    _add("get_audio_backend", lambda: None)
-    _add("list_audio_backends", lambda: ["soundfile"])
+    for name, value in _BACKEND_NOOPS.items():
+        _add(name, value)
     if "torchaudio.sox_effects" not in sys.modules:
         try:
             importlib.import_module("torchaudio.sox_effects")
@@ -87,8 +165,11 @@ class S3PRLUpstream(Upstream):
     """Adapter from `s3prl.nn.S3PRLUpstream` (all hidden states + lengths) to the superbench contract."""
 
     def __init__(self, name: str, path: str | None = None, receptive_field: int = 400,
-                 **kwargs: Any) -> None:
+                 per_utterance: bool = True, **kwargs: Any) -> None:
         super().__init__()
+        # s3prl models see padding differently (HuBERT Base's GroupNorm normalises over it), so by
+        # default each utterance runs alone and its features never depend on its batch-mates.
+        self.per_utterance = bool(per_utterance)
         s3prl_nn = import_s3prl_nn()
         if path is not None:
             kwargs["path_or_url"] = path
@@ -106,28 +187,36 @@ class S3PRLUpstream(Upstream):
         self.receptive_field = int(receptive_field)
 
     def config_dict(self) -> dict[str, Any]:
-        return {**super().config_dict(), "s3prl_hub": self.hub_name}
+        return {**super().config_dict(), "s3prl_hub": self.hub_name, "per_utterance": self.per_utterance}
 
-    def _forward(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def _s3prl(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> tuple[list[torch.Tensor], list[list[int]]]:
+        """s3prl's hidden states (B, T', D) and its per-layer lengths."""
         out = self.model(wavs, wav_lengths)
-        if isinstance(out, dict):
-            hidden, hidden_lens = out["hidden_states"], out["hidden_states_len"]
-        else:
-            hidden, hidden_lens = out
+        hidden, hidden_lens = (out["hidden_states"], out["hidden_states_len"]) if isinstance(out, dict) else out
         if len(hidden) != self.num_layers:
             raise RuntimeError(f"{self.name}: s3prl returned {len(hidden)} layers, announced {self.num_layers}")
+        return list(hidden), [torch.as_tensor(n).tolist() for n in hidden_lens]
+
+    def _forward(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         frame_lengths = self.num_frames(wav_lengths)
+        if self.per_utterance:
+            runs = [self._s3prl(wavs[i: i + 1, :n], wav_lengths[i: i + 1]) for i, n in enumerate(wav_lengths.tolist())]
+            # per layer, per utterance: (frames (T', D), s3prl's length)
+            items = [[(h[layer][0], lens[layer][0]) for h, lens in runs] for layer in range(self.num_layers)]
+        else:
+            hidden, hidden_lens = self._s3prl(wavs, wav_lengths)
+            items = [list(zip(h, n)) for h, n in zip(hidden, hidden_lens)]
         t_max = int(frame_lengths.max())
         layers = []
-        for h, h_len in zip(hidden, hidden_lens):
-            fixed = torch.zeros(h.shape[0], t_max, h.shape[-1], dtype=torch.float32)
-            for i, (want, got) in enumerate(zip(frame_lengths.tolist(), torch.as_tensor(h_len).tolist())):
-                got = min(int(got), h.shape[1])
+        for per_utt in items:
+            fixed = torch.zeros(len(per_utt), t_max, per_utt[0][0].shape[-1], dtype=torch.float32)
+            for i, (want, (h, got)) in enumerate(zip(frame_lengths.tolist(), per_utt)):
+                got = min(int(got), h.shape[0])
                 if got <= 0:
                     raise RuntimeError(f"{self.name}: s3prl returned no frames for batch index {i}")
                 n = min(want, got)
-                fixed[i, :n] = h[i, :n].float()
+                fixed[i, :n] = h[:n].float()
                 if want > got:  # s3prl rounds down more than the frame rule: repeat the last frame
-                    fixed[i, got:want] = h[i, got - 1].float()
+                    fixed[i, got:want] = h[got - 1].float()
             layers.append(fixed)
         return layers, frame_lengths
