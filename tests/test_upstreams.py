@@ -316,3 +316,44 @@ def test_s3prl_imports_with_a_placeholder_when_torchaudio_does_not_load(monkeypa
     from upstreams.s3prl_hub import patch_torchaudio_for_s3prl
 
     assert patch_torchaudio_for_s3prl() == []  # idempotent
+
+
+def test_real_s3prl_hubert_from_a_local_checkpoint(tmp_path):
+    """With s3prl installed: a tiny random HuBERT in s3prl's checkpoint format, through the adapter."""
+    from dataclasses import asdict
+
+    from superbench.validate import all_passed, validate_upstream
+    from upstreams.s3prl_hub import S3PRLNotInstalledError, import_s3prl_nn
+
+    try:
+        s3prl_nn = import_s3prl_nn()
+    except S3PRLNotInstalledError:
+        pytest.skip("s3prl not installed (optional extra)")
+    from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
+
+    class Dictionary(list):  # HubertModel only takes len() of fairseq's dictionaries
+        pass
+
+    torch.manual_seed(0)
+    model_cfg = HubertConfig(label_rate=50.0, encoder_layers=2, encoder_embed_dim=32, encoder_ffn_embed_dim=64,
+                             encoder_attention_heads=2, final_dim=16, conv_pos=16, conv_pos_groups=4,
+                             conv_feature_layers="[(16, 10, 5)] + [(16, 3, 2)] * 4 + [(16, 2, 2)] * 2")
+    task_cfg = HubertPretrainingConfig(label_rate=50.0)
+    symbols = [list("abcd")]
+    model = HubertModel(model_cfg, task_cfg, [Dictionary(s) for s in symbols])
+    ckpt = tmp_path / "tiny_hubert.pt"
+    torch.save({"task_cfg": asdict(task_cfg), "model_cfg": asdict(model_cfg), "model_weight": model.state_dict(),
+                "dictionaries_symbols": symbols}, ckpt)
+
+    up = load_upstream(f"s3prl:hubert_local={ckpt}")
+    assert (up.num_layers, up.hidden_size, up.downsample_rate) == (3, 32, 320)
+    assert all_passed(validate_upstream(up))
+    wav = torch.randn(8000)
+    hs, lengths = up.extract([wav.numpy()])
+    reference = s3prl_nn.S3PRLUpstream("hubert_local", path_or_url=str(ckpt)).eval()
+    with torch.inference_mode():
+        ref_hs, _ = reference(wav.unsqueeze(0), torch.tensor([8000]))
+    n = int(lengths[0])  # (8000 - 400) // 320 + 1 = 24 frames
+    assert n == 24
+    for mine, theirs in zip(hs, ref_hs):
+        assert torch.allclose(mine[0, :n], theirs[0, :n], atol=1e-5)
