@@ -195,12 +195,15 @@ class FakeS3PRLUpstream(torch.nn.Module):
 
 
 @pytest.fixture(autouse=True)
-def restore_torchaudio(monkeypatch):
-    """The s3prl adapter may put a torchaudio placeholder in place; keep it out of other tests."""
+def restore_s3prl_and_torchaudio(monkeypatch):
+    """Tests here import stand-in s3prl/torchaudio packages; keep them out of other tests."""
+    def ours(name: str) -> bool:
+        return name.split(".")[0] in ("s3prl", "torchaudio")
+
     monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
-    before = {k: v for k, v in sys.modules.items() if k == "torchaudio" or k.startswith("torchaudio.")}
+    before = {k: v for k, v in sys.modules.items() if ours(k)}
     yield
-    for k in [k for k in sys.modules if k == "torchaudio" or k.startswith("torchaudio.")]:
+    for k in [k for k in sys.modules if ours(k)]:
         del sys.modules[k]
     sys.modules.update(before)
 
