@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import textwrap
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +15,8 @@ import torch
 from superbench.cli import main
 from superbench.upstream import UPSTREAMS, Upstream, load_upstream
 from superbench.validate import all_passed, format_checks, validate_upstream
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # --------------------------------------------------------------------------- validator
 
@@ -304,19 +309,24 @@ def test_s3prl_imports_with_a_placeholder_when_torchaudio_does_not_load(monkeypa
     monkeypatch.syspath_prepend(str(tmp_path))
     for name in [m for m in sys.modules if m.split(".")[0] in ("s3prl", "torchaudio")]:
         monkeypatch.delitem(sys.modules, name)
+    from superbench.torchaudio_compat import _TorchaudioStandIn  # a placeholder from `import superbench`
+
+    monkeypatch.setattr(sys, "meta_path", [f for f in sys.meta_path if not isinstance(f, _TorchaudioStandIn)])
     from upstreams.s3prl_hub import import_s3prl_nn
 
     with caplog.at_level("WARNING"):
         nn = import_s3prl_nn()
-    assert "placeholder" in caplog.text
+    assert "torchaudio failed to load (OSError: Could not load" in caplog.text
     with pytest.raises(RuntimeError, match=r"kaldi.fbank needs torchaudio, which failed to load \(OSError: Could not"):
         nn.fbank(torch.zeros(1, 400))
     with pytest.raises(RuntimeError, match="torchaudio.transforms.MelSpectrogram needs torchaudio"):
         nn.Spec()
     import torchaudio
 
-    assert torchaudio.__version__ == "0+unavailable"
+    from superbench.torchaudio_compat import is_placeholder
     from upstreams.s3prl_hub import patch_torchaudio_for_s3prl
+
+    assert is_placeholder(torchaudio)
 
     assert patch_torchaudio_for_s3prl() == []  # idempotent
 
@@ -360,3 +370,27 @@ def test_real_s3prl_hubert_from_a_local_checkpoint(tmp_path):
     assert n == 24
     for mine, theirs in zip(hs, ref_hs):
         assert torch.allclose(mine[0, :n], theirs[0, :n], atol=1e-5)
+
+
+def test_a_torchaudio_that_cannot_load_does_not_break_transformers_upstreams(tmp_path):
+    # An installed torchaudio (with its dist-info, so transformers counts it as available) whose
+    # import fails the way PyPI's build does beside a CPU-only torch.
+    (tmp_path / "torchaudio").mkdir()
+    (tmp_path / "torchaudio" / "__init__.py").write_text(
+        "raise OSError('Could not load this library: _torchaudio.abi3.so')\n")
+    (tmp_path / "torchaudio-2.11.0.dist-info").mkdir()
+    (tmp_path / "torchaudio-2.11.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: torchaudio\nVersion: 2.11.0\n")
+    code = ("import superbench, torchaudio\n"
+            "from superbench.torchaudio_compat import is_placeholder\n"
+            "from superbench.upstream import load_upstream\n"
+            "up = load_upstream('wavlm-tiny-random')\n"
+            "hs, lengths = up.extract([__import__('numpy').zeros(800, dtype='float32')])\n"
+            "print(is_placeholder(torchaudio), len(hs), lengths.tolist())\n"
+            "try:\n    torchaudio.load('x.wav')\nexcept RuntimeError as exc:\n    print(exc)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    first, second = res.stdout.splitlines()[:2]
+    assert first == "True 3 [2]"  # (800 - 400) // 320 + 1 frames
+    assert second.startswith("torchaudio.load needs torchaudio, which failed to load (OSError: Could not load")

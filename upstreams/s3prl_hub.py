@@ -17,8 +17,6 @@ frame(s) or repeating the last one, so every upstream obeys one contract.
 from __future__ import annotations
 
 import importlib
-import importlib.abc
-import importlib.machinery
 import logging
 import sys
 import types
@@ -26,6 +24,7 @@ from typing import Any
 
 import torch
 
+from superbench.torchaudio_compat import BACKEND_NOOPS, install_torchaudio_stand_in, is_placeholder, load_failure
 from superbench.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -37,73 +36,6 @@ class S3PRLNotInstalledError(RuntimeError):
     """The optional s3prl dependency is missing."""
 
 
-# torchaudio's audio-backend API, gone in 2.9, which s3prl 0.4.18 calls while importing its hub.
-_BACKEND_NOOPS: dict[str, Any] = {
-    "set_audio_backend": lambda backend=None: None,
-    "get_audio_backend": lambda: None,
-    "list_audio_backends": lambda: ["soundfile"],
-}
-
-
-class _Unavailable(type):
-    """Metaclass of the placeholders for torchaudio names: any use raises, attribute access nests."""
-
-    def __getattr__(cls, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return _unavailable(f"{cls.__qualname__}.{name}", cls._why)
-
-    def __call__(cls, *_args: Any, **_kwargs: Any) -> Any:
-        origin = next(c for c in cls.__mro__ if "_why" in vars(c))  # the torchaudio name, not a subclass
-        raise RuntimeError(f"{origin.__qualname__} needs torchaudio, which {cls._why}; this s3prl upstream "
-                           f"cannot run here (the transformers upstreams, e.g. `hubert`, need no torchaudio)")
-
-
-def _unavailable(qualname: str, why: str) -> type:
-    return _Unavailable(qualname.rsplit(".", 1)[-1], (), {"__qualname__": qualname, "_why": why})
-
-
-class _TorchaudioStandIn(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Serves `torchaudio` and every `torchaudio.*` submodule as placeholder packages."""
-
-    def __init__(self, why: str) -> None:
-        self.why = why
-
-    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
-        if fullname == "torchaudio" or fullname.startswith("torchaudio."):
-            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
-        return None
-
-    def create_module(self, spec: Any) -> types.ModuleType:
-        module = types.ModuleType(spec.name)
-        module.__path__ = []
-        module.__version__ = "0+unavailable"
-        why = self.why
-
-        def placeholder(name: str) -> type:
-            if name.startswith("__"):  # __file__, __all__, ...: tools probe these on every module
-                raise AttributeError(name)
-            return _unavailable(f"{spec.name}.{name}", why)
-
-        module.__getattr__ = placeholder  # type: ignore[attr-defined]
-        if spec.name == "torchaudio":  # s3prl calls these at import time
-            vars(module).update(_BACKEND_NOOPS)
-        return module
-
-    def exec_module(self, module: types.ModuleType) -> None:
-        pass
-
-
-def install_torchaudio_stand_in(why: str) -> None:
-    """Make `import torchaudio` (and its submodules) succeed with placeholders that fail on use."""
-    for name in [m for m in sys.modules if m == "torchaudio" or m.startswith("torchaudio.")]:
-        del sys.modules[name]  # drop what a failed import left behind
-    if not any(isinstance(f, _TorchaudioStandIn) for f in sys.meta_path):
-        sys.meta_path.insert(0, _TorchaudioStandIn(why))
-    log.warning("torchaudio %s; s3prl runs with a placeholder, so s3prl upstreams that use torchaudio "
-                "will fail when they do", why)
-
-
 def patch_torchaudio_for_s3prl() -> list[str]:
     """Make s3prl 0.4.18 importable beside today's torchaudio, or without a working one.
 
@@ -113,12 +45,12 @@ def patch_torchaudio_for_s3prl() -> list[str]:
     try:
         import torchaudio
     except Exception as exc:  # absent, or PyPI's build beside a CPU-only torch (OSError)
-        reason = "is not installed" if isinstance(exc, ModuleNotFoundError) else \
-            f"failed to load ({type(exc).__name__}: {str(exc)[:200]})"
-        install_torchaudio_stand_in(reason)
+        why = load_failure(exc)
+        install_torchaudio_stand_in(why)
+        log.warning("torchaudio %s; s3prl upstreams that use it will fail when they do", why)
         return ["torchaudio"]
-    if isinstance(getattr(getattr(torchaudio, "__spec__", None), "loader", None), _TorchaudioStandIn):
-        return []  # the placeholder is already in place
+    if is_placeholder(torchaudio):
+        return []  # the placeholder already carries the no-op backend API
     added = []
 
     def _add(name: str, value: Any) -> None:
@@ -126,7 +58,7 @@ def patch_torchaudio_for_s3prl() -> list[str]:
             setattr(torchaudio, name, value)
             added.append(name)
 
-    for name, value in _BACKEND_NOOPS.items():
+    for name, value in BACKEND_NOOPS.items():
         _add(name, value)
     if "torchaudio.sox_effects" not in sys.modules:
         try:
