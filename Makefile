@@ -29,6 +29,15 @@ demo: setup
 bench: setup
 	$(BIN)/python benchmarks/bench.py
 
+# The HTML report of the store, and (when Debian's chromium is there) a headless screenshot of it.
+report: setup
+	$(BIN)/superbench report -o report.html
+	@if command -v chromium >/dev/null; then \
+		chromium --headless --no-sandbox --disable-gpu --no-first-run --user-data-dir=$$(mktemp -d) \
+			--screenshot=$(CURDIR)/report.png --window-size=1400,2000 file://$(CURDIR)/report.html 2>/dev/null \
+			&& echo "screenshot: report.png"; \
+	else echo "chromium not found: no screenshot"; fi
+
 lint: setup
 	$(BIN)/ruff check superbench upstreams downstreams recipes leaderboard tests benchmarks
 
