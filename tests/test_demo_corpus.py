@@ -127,3 +127,13 @@ def test_incomplete_corpus_is_regenerated(tiny, monkeypatch):
 def test_unknown_size_is_refused():
     with pytest.raises(ValueError, match="unknown demo size 'huge'"):
         demo.demo_dir("huge")
+
+
+@pytest.mark.parametrize("size", sorted(demo.SIZES))
+def test_every_size_plans_distinct_sentences_for_all_tasks(size):
+    cfg = demo.SIZES[size]
+    plan = demo._Plan(cfg, demo.Jitter(), np.random.default_rng(0))
+    texts = [j["text"] for j in plan.jobs if j["id"].startswith(("sid-", "asr-"))]
+    assert len(texts) == len(set(texts)) == cfg.sid_speakers * sum(cfg.sid_per_speaker) + sum(cfg.asr_sentences)
+    er_texts = {j["text"] for j in plan.jobs if j["id"].startswith("er-")}
+    assert len(er_texts) == 5 * cfg.er_speakers_per_group * cfg.er_sentences and not er_texts & set(texts)

@@ -96,6 +96,12 @@ class DemoSize:
     asr_speakers: tuple[int, int, int]
     asr_sentences: tuple[int, int, int]
 
+    @property
+    def sentences_needed(self) -> int:
+        """Distinct sentences drawn by SID, ER and ASR/PR (no sentence is spoken in two tasks)."""
+        return (self.sid_speakers * sum(self.sid_per_speaker) + 5 * self.er_speakers_per_group * self.er_sentences
+                + sum(self.asr_sentences))
+
 
 SIZES: dict[str, DemoSize] = {
     "tiny": DemoSize(ks_speakers=(8, 4, 4), ks_per_class=(12, 4, 4), sid_speakers=10,
@@ -271,7 +277,7 @@ class _Plan:
     def _sentence_pool(self) -> list[str]:
         g = GRAMMAR
         seen: dict[str, None] = {}
-        while len(seen) < 4000:
+        while len(seen) < max(4000, self.cfg.sentences_needed):  # 4000: keeps tiny/default as they were
             pick = lambda k: g[k][int(self.rng.integers(len(g[k])))]  # noqa: E731
             if self.rng.random() < 0.7:
                 s = " ".join(pick(part) for part in ("det", "adj", "noun", "verb", "det", "adj", "noun"))
