@@ -199,7 +199,7 @@ def prepare_demo(out_dir: str | Path, size: str = "default", seed: int = 0,
               "checksum": hashlib.sha256(json.dumps(checksums, sort_keys=True).encode()).hexdigest()[:16],
               "summary": summary}
     atomic_write_text(out / MARKER, json.dumps(marker, indent=2) + "\n")  # last: marks the corpus complete
-    log.info("demo corpus (%s, seed %d) in %s\n%s", size, seed, out, format_summary(summary))
+    log.info("demo corpus (%s, seed %d) written to %s", size, seed, out)  # the CLI prints the summary
     return task_dirs
 
 
