@@ -18,5 +18,10 @@ def cache_dir() -> Path:
     return home() / "features"
 
 
+def checkpoints_dir() -> Path:
+    """Training state of unfinished runs; emptied as each result record is written."""
+    return home() / "checkpoints"
+
+
 def results_dir() -> Path:
     return Path(os.environ.get("SUPERBENCH_RESULTS", "results"))

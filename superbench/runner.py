@@ -2,13 +2,18 @@
 
 Order of work, chosen so mistakes cost seconds: resolve the data and recipe, check
 the manifest has the task's labels, skip tasks whose records exist, and only then
-extract features (once, cached) and train the heads.
+extract features (once, cached) and train the heads. Nothing is lost when a run is
+interrupted: the cache resumes by chunk, finished (lr, fold) trials are kept, and the
+running trial resumes from its last dev evaluation (`superbench.training`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
+import shutil
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -20,7 +25,8 @@ import torch
 from downstreams import CTCHead, CTCVocab, UtteranceHead
 from recipes import load_recipe
 from superbench.cache import OnlineFeatures, extract_features
-from superbench.manifest import TaskManifest, load_task_manifest
+from superbench.manifest import TaskManifest, atomic_write_text, load_task_manifest
+from superbench.paths import checkpoints_dir
 from superbench.paths import results_dir as default_results_dir
 from superbench.results import ResultRecord, environment_versions, git_hash, now_iso, read_record, write_record
 from superbench.tasks import TASK_ORDER, Task, get_task
@@ -45,6 +51,7 @@ class RunOptions:
     db_path: Path | None = None
     progress: bool = True
     cache_root: Path | None = None
+    checkpoint_root: Path | None = None  # None: $SUPERBENCH_HOME/checkpoints
     #: Recipe keys to override (e.g. {"steps": 50} in tests and benchmarks); the record's profile
     #: then reads "<profile>+overrides" so such numbers are never mistaken for the recipe's.
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -184,7 +191,11 @@ def run_task(upstream: Upstream, task: Task, data_root: Path, opts: RunOptions, 
 
     out = list(done)
     for seed in seeds:
-        t1 = time.perf_counter()
+        # Finished trials and the running one's state live here until the record is written, so
+        # an interrupted run (Ctrl-C, kill, power loss) picks up where it stopped.
+        partial = Path(opts.checkpoint_root or checkpoints_dir()) / paths[seed].stem
+        if opts.overwrite:
+            shutil.rmtree(partial, ignore_errors=True)
         trials: dict[float, dict[str, TrainResult]] = {}
         for lr in lrs:
             cfg = TrainConfig(steps=recipe["steps"], batch_size=recipe["batch_size"], lr=lr,
@@ -195,15 +206,26 @@ def run_task(upstream: Upstream, task: Task, data_root: Path, opts: RunOptions, 
             for fold in manifest.folds:
                 desc = f"{upstream.name}/{task.name} seed {seed} lr {lr:g}" + (
                     f" {fold.name}" if len(manifest.folds) > 1 else "")
-                trials[lr][fold.name] = train(make_head, objective, source, data(fold.train), data(fold.dev),
-                                              data(fold.test), cfg, progress=opts.progress, desc=desc)
+                key = _trial_key(model_fingerprint, upstream, manifest, recipe, profile, layer, cfg, fold.name)
+                trial_file = partial / f"lr{lr:g}-{fold.name}.json"
+                result = _finished_trial(trial_file, key)
+                if result is None:
+                    checkpoint = trial_file.with_suffix(".pt")
+                    result = train(make_head, objective, source, data(fold.train), data(fold.dev), data(fold.test),
+                                   cfg, progress=opts.progress, desc=desc, checkpoint=checkpoint,
+                                   checkpoint_key=key)
+                    atomic_write_text(trial_file, json.dumps({"key": key, "result": result.to_dict()}) + "\n")
+                    checkpoint.unlink(missing_ok=True)
+                else:
+                    log.info("%s: finished before the interruption, reusing it (%s)", desc, trial_file)
+                trials[lr][fold.name] = result
                 log.info("%s: dev %s %.2f (best step %d)", desc, task.metric,
                          trials[lr][fold.name].dev, trials[lr][fold.name].best_step)
         mean_dev = {lr: statistics.fmean(r.dev for r in folds.values()) for lr, folds in trials.items()}
         pick = max if task.higher_is_better else min
         best_lr = pick(lrs, key=lambda lr: mean_dev[lr])
         chosen = trials[best_lr]
-        training = time.perf_counter() - t1
+        training = sum(r.seconds for folds in trials.values() for r in folds.values())
         n_layers = len(next(iter(chosen.values())).layer_weights)
         weights = [round(statistics.fmean(r.layer_weights[i] for r in chosen.values()), 6) for i in range(n_layers)]
         record = ResultRecord(
@@ -221,9 +243,26 @@ def run_task(upstream: Upstream, task: Task, data_root: Path, opts: RunOptions, 
         log.info("%s/%s seed %d: test %s %.2f (dev %.2f, lr %g) -> %s", upstream.name, task.name, seed,
                  task.metric, record.test, record.dev, best_lr, path)
         _add_to_store(record, opts)
+        shutil.rmtree(partial, ignore_errors=True)
         out.append(record)
         extraction = 0.0  # paid once, by the first seed's record
     return out
+
+
+def _trial_key(model_fingerprint: str, upstream: Upstream, manifest: TaskManifest, recipe: dict[str, Any],
+               profile: str, layer: Any, cfg: TrainConfig, fold: str) -> str:
+    """Identity of one (seed, lr, fold) training run: saved state is reused only under the same key."""
+    what = {"model": model_fingerprint, "variant": upstream.fingerprint(), "manifest": manifest.fingerprint,
+            "recipe": recipe, "profile": profile, "layer": layer, "config": dataclasses.asdict(cfg), "fold": fold}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _finished_trial(path: Path, key: str) -> TrainResult | None:
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        return TrainResult.from_dict(saved["result"]) if saved.get("key") == key else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _add_to_store(record: ResultRecord, opts: RunOptions) -> None:

@@ -4,6 +4,11 @@ evaluation, keep the best checkpoint on dev, evaluate that checkpoint on test.
 Deterministic given the seed (same seed, same machine -> same score): the seed sets
 the head's initialisation, dropout and a private generator that draws the batches.
 A non-finite loss stops the run and names the step, instead of training on garbage.
+
+Resumable: with a checkpoint path, the state (head, optimiser, RNG, best-so-far) is
+saved atomically at every dev evaluation; a rerun after an interruption continues from
+there and ends with the same result as an uninterrupted run (the batch stream is replayed
+to the saved step, which costs index draws only).
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ import copy
 import logging
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +27,7 @@ from tqdm.auto import tqdm
 
 from downstreams.ctc import CTCVocab, greedy_decode
 from superbench import metrics
+from superbench.manifest import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +63,13 @@ class TrainResult:
     layer_weights: list[float]
     seconds: float
     history: list[tuple[int, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainResult":
+        return cls(**{**data, "history": [tuple(h) for h in data.get("history", [])]})
 
 
 class Objective:
@@ -152,8 +166,12 @@ def evaluate(head: torch.nn.Module, objective: Objective, source: FeatureSource,
 def train(make_head: Callable[[], torch.nn.Module], objective: Objective, source: FeatureSource,
           train_data: tuple[Sequence[str], Sequence], dev_data: tuple[Sequence[str], Sequence],
           test_data: tuple[Sequence[str], Sequence], cfg: TrainConfig, progress: bool = True,
-          desc: str = "train") -> TrainResult:
-    """Train a fresh head, select the best dev checkpoint, score it on test."""
+          desc: str = "train", checkpoint: Path | None = None, checkpoint_key: str = "") -> TrainResult:
+    """Train a fresh head, select the best dev checkpoint, score it on test.
+
+    `checkpoint` (optional) is where the state is kept between dev evaluations so that an
+    interrupted run resumes; a saved state is used only if its `checkpoint_key` and config match.
+    """
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     head = make_head()
@@ -165,9 +183,23 @@ def train(make_head: Callable[[], torch.nn.Module], objective: Objective, source
     better = (lambda a, b: a > b) if objective.higher_is_better else (lambda a, b: a < b)
     best_dev, best_step, best_state = math.nan, 0, None
     history: list[tuple[int, float]] = []
+    first_step, spent = 1, 0.0
+    key = {"key": checkpoint_key, "config": asdict(cfg), "train_ids": len(train_data[0])}
+    saved = _load_checkpoint(checkpoint, key) if checkpoint is not None else None
+    if saved is not None:
+        head.load_state_dict(saved["head"])
+        optimizer.load_state_dict(saved["optimizer"])
+        best_dev, best_step, best_state = saved["best_dev"], saved["best_step"], saved["best_state"]
+        history, spent = [tuple(h) for h in saved["history"]], saved["seconds"]
+        for _ in range(saved["step"] * cfg.grad_accum):  # replay the batch draws up to the saved step
+            next(stream)
+        torch.set_rng_state(saved["torch_rng"])
+        first_step = saved["step"] + 1
+        log.info("%s: resuming at step %d of %d from %s", desc, first_step, cfg.steps, checkpoint)
     # disable=None lets tqdm switch itself off when stderr is not a terminal (CI logs).
-    bar = tqdm(total=cfg.steps, desc=desc, unit="step", disable=None if progress else True, leave=False)
-    for step in range(1, cfg.steps + 1):
+    bar = tqdm(total=cfg.steps, initial=first_step - 1, desc=desc, unit="step", disable=None if progress else True,
+               leave=False)
+    for step in range(first_step, cfg.steps + 1):
         optimizer.zero_grad(set_to_none=True)
         for _ in range(cfg.grad_accum):
             ids, targets = next(stream)
@@ -188,11 +220,37 @@ def train(make_head: Callable[[], torch.nn.Module], objective: Objective, source
             if best_state is None or better(dev, best_dev):
                 best_dev, best_step = dev, step
                 best_state = copy.deepcopy(head.state_dict())
+            if checkpoint is not None and step < cfg.steps:
+                _save_checkpoint(checkpoint, {
+                    **key, "step": step, "head": head.state_dict(), "optimizer": optimizer.state_dict(),
+                    "torch_rng": torch.get_rng_state(), "best_dev": best_dev, "best_step": best_step,
+                    "best_state": best_state, "history": history,
+                    "seconds": spent + time.perf_counter() - start})
     bar.close()
     assert best_state is not None
     head.load_state_dict(best_state)
     test, _ = evaluate(head, objective, source, list(test_data[0]), test_data[1], cfg.eval_batch_size)
     weights = head.featurizer.normalized_weights().detach().tolist()
     return TrainResult(dev=best_dev, test=test, best_step=best_step, steps=cfg.steps, lr=cfg.lr,
-                       layer_weights=[round(w, 6) for w in weights], seconds=time.perf_counter() - start,
+                       layer_weights=[round(w, 6) for w in weights], seconds=spent + time.perf_counter() - start,
                        history=history)
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    with atomic_open(path, "wb") as fh:
+        torch.save(state, fh)
+
+
+def _load_checkpoint(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The saved state if it belongs to this very run (same key and config), else None."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unreadable: start over rather than fail the run
+        log.warning("ignoring unreadable training checkpoint %s (%s)", path, exc)
+        return None
+    if any(state.get(k) != v for k, v in key.items()):
+        log.info("ignoring training checkpoint %s: it belongs to another configuration", path)
+        return None
+    return state

@@ -112,3 +112,57 @@ def test_cli_tasks_list_and_run_help(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     assert "--no-cache" in capsys.readouterr().out
+
+
+class Interrupted(Exception):
+    pass
+
+
+class CountingObjective:
+    """Wraps the runner's objective: counts training losses and can die after `limit`, like a kill."""
+
+    def __init__(self, objective, limit=None):
+        self.objective, self.limit, self.calls = objective, limit, 0
+
+    def __getattr__(self, name):
+        return getattr(self.objective, name)
+
+    def loss(self, *args):
+        self.calls += 1
+        if self.limit is not None and self.calls > self.limit:
+            raise Interrupted
+        return self.objective.loss(*args)
+
+
+def test_interrupted_run_keeps_finished_trials_and_resumes_the_running_one(tmp_path, monkeypatch):
+    import superbench.runner as runner
+
+    make_class_corpus(tmp_path, task="ks")
+    (whole,) = run_task(ToneUpstream(), get_task("ks"), tmp_path,
+                        _opts(tmp_path, results_dir=tmp_path / "a", checkpoint_root=tmp_path / "ckpt-a"),
+                        is_demo=False)
+    real_train, seen = runner.train, []
+
+    def train_dying_in_the_second_trial(make_head, objective, *args, **kw):
+        seen.append(CountingObjective(objective, limit=30 if len(seen) == 1 else None))
+        return real_train(make_head, seen[-1], *args, **kw)
+
+    monkeypatch.setattr(runner, "train", train_dying_in_the_second_trial)
+    opts = _opts(tmp_path, results_dir=tmp_path / "b", checkpoint_root=tmp_path / "ckpt-b")
+    with pytest.raises(Interrupted):  # lr 1e-3 finished; lr 1e-2 dies in step 31 (state saved at 20)
+        run_task(ToneUpstream(), get_task("ks"), tmp_path, opts, is_demo=False)
+    partial = tmp_path / "ckpt-b" / whole.file_name().removesuffix(".json")
+    assert sorted(p.name for p in partial.iterdir()) == ["lr0.001-default.json", "lr0.01-default.pt"]
+
+    rerun = []
+
+    def train_counting(make_head, objective, *args, **kw):
+        rerun.append(CountingObjective(objective))
+        return real_train(make_head, rerun[-1], *args, **kw)
+
+    monkeypatch.setattr(runner, "train", train_counting)
+    (resumed,) = run_task(ToneUpstream(), get_task("ks"), tmp_path, opts, is_demo=False)
+    assert len(rerun) == 1 and rerun[0].calls == 20  # only lr 1e-2, steps 21..40, was trained
+    assert (resumed.test, resumed.dev, resumed.lr, resumed.layer_weights) == \
+        (whole.test, whole.dev, whole.lr, whole.layer_weights)
+    assert not partial.exists()  # cleared once the record is written

@@ -80,3 +80,67 @@ def test_class_balanced_sampling_evens_out_a_skewed_set():
                      torch.Generator().manual_seed(0))
     epoch = [t for _ in range(2) for t in next(plain)[1]]
     assert Counter(epoch) == {0: 90, 1: 10}  # an epoch shuffle sees every example once
+
+
+class DropoutHead(UtteranceHead):
+    """Uses the global RNG during training, so a resume must restore it too."""
+
+    def forward(self, x, lengths):
+        return super().forward(torch.nn.functional.dropout(x, 0.3, self.training), lengths)
+
+
+class Interrupted(Exception):
+    pass
+
+
+class StopAfter:
+    """A feature source that dies after `n` training batches, like a killed run."""
+
+    def __init__(self, source, n):
+        self.source, self.n, self.calls = source, n, 0
+
+    def batch(self, ids):
+        if len(ids) == 8:  # training batches (dev/test use the eval batch size)
+            self.calls += 1
+            if self.calls > self.n:
+                raise Interrupted
+        return self.source.batch(ids)
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_interrupted_training_resumes_to_the_same_result(tone_task, tmp_path, balanced):
+    cache, data = tone_task
+    cfg = TrainConfig(steps=60, batch_size=8, lr=1e-2, eval_interval=20, seed=3, eval_batch_size=5,
+                      balanced_sampling=balanced)
+
+    class Recording(ClassificationObjective):
+        def __init__(self):
+            self.losses = []
+
+        def loss(self, output, lengths, targets):
+            value = super().loss(output, lengths, targets)
+            self.losses.append(value.item())
+            return value
+
+    def run(source, checkpoint=None, key="k", objective=None):
+        return train(lambda: DropoutHead(3, 16, 3, proj_dim=16), objective or ClassificationObjective(), source,
+                     data("train"), data("dev"), data("test"), cfg, progress=False, checkpoint=checkpoint,
+                     checkpoint_key=key)
+
+    whole_losses, resumed_losses = Recording(), Recording()
+    whole = run(cache, objective=whole_losses)
+    ckpt = tmp_path / "trial.pt"
+    with pytest.raises(Interrupted):
+        run(StopAfter(cache, 50), ckpt)  # dies in step 51: the state saved at step 40 survives
+    assert ckpt.is_file()
+    counting = StopAfter(cache, 10**6)
+    resumed = run(counting, ckpt, objective=resumed_losses)
+    assert counting.calls == 20  # steps 41..60 only
+    # same batches, same dropout masks, same parameters: the very same losses, bit for bit
+    assert resumed_losses.losses == whole_losses.losses[40:]
+    assert (resumed.dev, resumed.test, resumed.best_step, resumed.layer_weights, resumed.history) == \
+        (whole.dev, whole.test, whole.best_step, whole.layer_weights, whole.history)
+    # a state saved under another key (other data, recipe or seed) is never reused
+    other = StopAfter(cache, 10**6)
+    run(other, ckpt, key="another run")
+    assert other.calls == 60
