@@ -111,7 +111,14 @@ def test_cli_tasks_list_and_run_help(capsys):
     assert "asr" in out and "wer" in out and "lower is better" in out and "frame" in out
     with pytest.raises(SystemExit):
         main(["run", "--help"])
-    assert "--no-cache" in capsys.readouterr().out
+    help_text = capsys.readouterr().out
+    assert "--no-cache" in help_text
+    import re
+
+    from superbench.upstream import UPSTREAMS
+
+    named = [n for n in re.findall(r"run --upstream (\S+)", help_text) if ":" not in n]
+    assert named and all(n in UPSTREAMS for n in named)  # the examples name real upstreams
 
 
 class Interrupted(Exception):

@@ -10,11 +10,13 @@ examples:
   superbench run --upstream fbank --task all --data demo
   superbench run --upstream hubert-tiny-random --task ks,sid --seeds 3
   superbench run --upstream my_model.py:MyUpstream --task pr --data /data/superb --profile superb
-  superbench run --upstream hubert-base --upstream-path ./hubert-base-ls960 --task er --layer last
+  superbench run --upstream hubert --upstream-path ./hubert-base-ls960 --task er --layer last
 
 Features are extracted once per (upstream, corpus) into the cache ($SUPERBENCH_HOME/features);
-re-runs reuse them and an interrupted extraction resumes. One JSON record per (upstream, task, seed)
-goes to --results; existing records are skipped unless --overwrite.
+re-runs reuse them. One JSON record per (upstream, task, seed) goes to --results; existing records
+are skipped unless --overwrite. Interrupted (Ctrl-C, kill)? Run the same command again: the
+extraction resumes by chunk, finished (lr, fold) trials are reused and the running one continues
+from its last dev evaluation ($SUPERBENCH_HOME/checkpoints), with the same result.
 """
 
 
