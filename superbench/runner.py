@@ -189,6 +189,9 @@ def run_task(upstream: Upstream, task: Task, data_root: Path, opts: RunOptions, 
     else:
         lrs = [recipe["lr"]]
 
+    # Identity of this run's trials (weights hashed once here, not once per trial).
+    run_identity = {"model": model_fingerprint, "variant": upstream.fingerprint(), "manifest": manifest.fingerprint,
+                    "recipe": recipe, "profile": profile, "layer": layer}
     out = list(done)
     for seed in seeds:
         # Finished trials and the running one's state live here until the record is written, so
@@ -206,7 +209,7 @@ def run_task(upstream: Upstream, task: Task, data_root: Path, opts: RunOptions, 
             for fold in manifest.folds:
                 desc = f"{upstream.name}/{task.name} seed {seed} lr {lr:g}" + (
                     f" {fold.name}" if len(manifest.folds) > 1 else "")
-                key = _trial_key(model_fingerprint, upstream, manifest, recipe, profile, layer, cfg, fold.name)
+                key = _trial_key(run_identity, cfg, fold.name)
                 trial_file = partial / f"lr{lr:g}-{fold.name}.json"
                 result = _finished_trial(trial_file, key)
                 if result is None:
@@ -249,11 +252,9 @@ def run_task(upstream: Upstream, task: Task, data_root: Path, opts: RunOptions, 
     return out
 
 
-def _trial_key(model_fingerprint: str, upstream: Upstream, manifest: TaskManifest, recipe: dict[str, Any],
-               profile: str, layer: Any, cfg: TrainConfig, fold: str) -> str:
+def _trial_key(run_identity: dict[str, Any], cfg: TrainConfig, fold: str) -> str:
     """Identity of one (seed, lr, fold) training run: saved state is reused only under the same key."""
-    what = {"model": model_fingerprint, "variant": upstream.fingerprint(), "manifest": manifest.fingerprint,
-            "recipe": recipe, "profile": profile, "layer": layer, "config": dataclasses.asdict(cfg), "fold": fold}
+    what = {**run_identity, "config": dataclasses.asdict(cfg), "fold": fold}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
