@@ -3,8 +3,8 @@
 PyPI's torchaudio only loads beside the CUDA build of torch; installed next to the CPU wheel (for
 instance pulled in by `superbench[s3prl]`), `import torchaudio` raises OSError. transformers
 imports torchaudio whenever it is installed, so that error would take down every transformers
-upstream although none of them needs torchaudio. `guard_broken_torchaudio` (run when superbench
-is imported) puts a placeholder package in its place: imports succeed, and any use of a
+upstream although none of them needs torchaudio. `guard_broken_torchaudio` (run when
+`superbench.upstream` is imported) puts a placeholder package in its place: imports succeed, and any use of a
 torchaudio name raises an error carrying the original load failure. A working torchaudio, or none
 at all, is left alone.
 """
@@ -32,13 +32,15 @@ BACKEND_NOOPS: dict[str, Any] = {
 }
 
 
+def is_torchaudio_module(name: str) -> bool:
+    return name == "torchaudio" or name.startswith("torchaudio.")
+
+
 class _Unavailable(type):
     """Metaclass of the placeholders for torchaudio names: any use raises, attribute access nests."""
 
     def __getattr__(cls, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return _unavailable(f"{cls.__qualname__}.{name}", cls._why)
+        return _placeholder(cls.__qualname__, name, cls._why)
 
     def __call__(cls, *_args: Any, **_kwargs: Any) -> Any:
         origin = next(c for c in cls.__mro__ if "_why" in vars(c))  # the torchaudio name, not a subclass
@@ -46,8 +48,12 @@ class _Unavailable(type):
                            f"does not (its fbank/mfcc and transformers upstreams run without it)")
 
 
-def _unavailable(qualname: str, why: str) -> type:
-    return _Unavailable(qualname.rsplit(".", 1)[-1], (), {"__qualname__": qualname, "_why": why})
+def _placeholder(owner: str, name: str, why: str) -> type:
+    """`owner.name` as a placeholder class; dunders (__file__, __all__, ...), which tools probe on
+    every module and class, stay missing."""
+    if name.startswith("__"):
+        raise AttributeError(name)
+    return _Unavailable(name, (), {"__qualname__": f"{owner}.{name}", "_why": why})
 
 
 class _TorchaudioStandIn(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -57,7 +63,7 @@ class _TorchaudioStandIn(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         self.why = why
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
-        if fullname == "torchaudio" or fullname.startswith("torchaudio."):
+        if is_torchaudio_module(fullname):
             return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
         return None
 
@@ -65,14 +71,7 @@ class _TorchaudioStandIn(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         module = types.ModuleType(spec.name)
         module.__path__ = []
         module.__version__ = PLACEHOLDER_VERSION
-        why = self.why
-
-        def placeholder(name: str) -> type:
-            if name.startswith("__"):  # __file__, __all__, ...: tools probe these on every module
-                raise AttributeError(name)
-            return _unavailable(f"{spec.name}.{name}", why)
-
-        module.__getattr__ = placeholder  # type: ignore[attr-defined]
+        module.__getattr__ = lambda name: _placeholder(spec.name, name, self.why)  # type: ignore[attr-defined]
         if spec.name == "torchaudio":  # s3prl 0.4.18 calls these at import time
             vars(module).update(BACKEND_NOOPS)
         return module
@@ -83,13 +82,11 @@ class _TorchaudioStandIn(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 def install_torchaudio_stand_in(why: str) -> None:
     """Make `import torchaudio` (and its submodules) succeed with placeholders that fail on use."""
-    for name in [m for m in sys.modules if m == "torchaudio" or m.startswith("torchaudio.")]:
+    for name in [m for m in sys.modules if is_torchaudio_module(m)]:
         del sys.modules[name]  # drop what a failed import left behind
     if not any(isinstance(f, _TorchaudioStandIn) for f in sys.meta_path):
         sys.meta_path.insert(0, _TorchaudioStandIn(why))
     log.info("torchaudio %s; a placeholder stands in (code that uses torchaudio fails when it does)", why)
-
-
 
 
 def is_placeholder(module: types.ModuleType) -> bool:

@@ -25,6 +25,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from superbench.torchaudio_compat import guard_broken_torchaudio
+
+# Before any upstream (built-in or plugin) imports transformers: a torchaudio that is installed but
+# cannot load (PyPI's build beside a CPU-only torch) must not take those upstreams down with it.
+# Here rather than in the package: only code that loads models pays for importing torchaudio.
+guard_broken_torchaudio()
+
 
 class Upstream(torch.nn.Module):
     """Base class for upstreams; subclasses implement `_forward` (padded batch in, all layers out)."""

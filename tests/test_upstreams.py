@@ -309,7 +309,7 @@ def test_s3prl_imports_with_a_placeholder_when_torchaudio_does_not_load(monkeypa
     monkeypatch.syspath_prepend(str(tmp_path))
     for name in [m for m in sys.modules if m.split(".")[0] in ("s3prl", "torchaudio")]:
         monkeypatch.delitem(sys.modules, name)
-    from superbench.torchaudio_compat import _TorchaudioStandIn  # a placeholder from `import superbench`
+    from superbench.torchaudio_compat import _TorchaudioStandIn  # a placeholder from `import superbench.upstream`
 
     monkeypatch.setattr(sys, "meta_path", [f for f in sys.meta_path if not isinstance(f, _TorchaudioStandIn)])
     from upstreams.s3prl_hub import import_s3prl_nn
@@ -381,9 +381,9 @@ def test_a_torchaudio_that_cannot_load_does_not_break_transformers_upstreams(tmp
     (tmp_path / "torchaudio-2.11.0.dist-info").mkdir()
     (tmp_path / "torchaudio-2.11.0.dist-info" / "METADATA").write_text(
         "Metadata-Version: 2.1\nName: torchaudio\nVersion: 2.11.0\n")
-    code = ("import superbench, torchaudio\n"
+    code = ("from superbench.upstream import load_upstream\n"
+            "import torchaudio\n"
             "from superbench.torchaudio_compat import is_placeholder\n"
-            "from superbench.upstream import load_upstream\n"
             "up = load_upstream('wavlm-tiny-random')\n"
             "hs, lengths = up.extract([__import__('numpy').zeros(800, dtype='float32')])\n"
             "print(is_placeholder(torchaudio), len(hs), lengths.tolist())\n"
