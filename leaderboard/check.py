@@ -27,7 +27,7 @@ from typing import Any
 from leaderboard.table import aggregate
 from superbench.manifest import atomic_write_text
 from superbench.results import ResultRecord, now_iso
-from superbench.tasks import TASK_ORDER, TASKS
+from superbench.tasks import TASKS, in_task_order
 
 BASELINE_FORMAT = "superbench-baseline"
 BASELINE_FORMAT_VERSION = 1
@@ -96,7 +96,7 @@ def make_baseline(records: Iterable[ResultRecord], upstream: str, *, profile: st
         r = g.iloc[0]
         tasks[task] = TaskBaseline(str(r["metric"]), bool(r["higher_is_better"]), float(r["mean"]),
                                    _std(r["std"]), int(r["n"]), str(r["recipe_version"]), str(r["profile"]))
-    ordered = {t: tasks[t] for t in TASK_ORDER if t in tasks} | {t: v for t, v in tasks.items() if t not in TASK_ORDER}
+    ordered = {t: tasks[t] for t in in_task_order(tasks)}
     fps = sorted({r.upstream_fingerprint for r in recs})
     return Baseline(upstream, ordered, fps[0] if len(fps) == 1 else "", now_iso())
 

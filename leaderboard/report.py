@@ -22,7 +22,7 @@ import numpy as np
 from leaderboard.table import Leaderboard, build_leaderboard
 from superbench import __version__
 from superbench.results import ResultRecord, now_iso
-from superbench.tasks import TASK_ORDER, TASKS
+from superbench.tasks import TASKS, in_task_order
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def layer_weight_figure(records: Iterable[ResultRecord]) -> str | None:
     height = sum(1.1 + 0.45 * len(groups[n]) for n in names)
     fig, axes = plt.subplots(len(names), 1, figsize=(8, height), squeeze=False)
     for ax, name in zip(axes[:, 0], names):
-        tasks = [t for t in TASK_ORDER if t in groups[name]] + sorted(set(groups[name]) - set(TASK_ORDER))
+        tasks = in_task_order(groups[name])
         width = max(len(w) for t in tasks for w in groups[name][t])
         mat = np.full((len(tasks), width), np.nan)
         for i, t in enumerate(tasks):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from superbench.tasks import TASK_ORDER, TASKS
+from superbench.tasks import TASKS, in_task_order
 
 REFERENCE_MODES = ("paper", "local")
 REFERENCES_FILE = Path(__file__).with_name("references.yaml")
@@ -75,8 +75,7 @@ class SuperbScore:
 
 
 def _ordered(tasks: Iterable[str]) -> tuple[str, ...]:
-    tasks = set(tasks)
-    return tuple([t for t in TASK_ORDER if t in tasks] + sorted(tasks - set(TASK_ORDER)))
+    return tuple(in_task_order(tasks))
 
 
 @lru_cache(maxsize=4)

@@ -25,7 +25,7 @@ from leaderboard.score import (
     superb_score,
 )
 from superbench.results import ResultRecord
-from superbench.tasks import TASK_ORDER, TASKS
+from superbench.tasks import TASKS, in_task_order
 
 ROW_KEYS = ["upstream", "upstream_fingerprint", "recipe_version", "profile", "layer"]
 FORMATS = ("md", "csv", "json", "html")
@@ -161,7 +161,7 @@ def build_leaderboard(records: Iterable[ResultRecord], reference: str = "paper",
     if reference not in REFERENCE_MODES:
         raise ValueError(f"unknown reference {reference!r}; choose from {', '.join(REFERENCE_MODES)}")
     long = aggregate(records)
-    tasks = [t for t in TASK_ORDER if t in set(long["task"])] + sorted(set(long["task"]) - set(TASK_ORDER))
+    tasks = in_task_order(long["task"])
     if long.empty:
         frame = pd.DataFrame(columns=ROW_KEYS + ["label", "score", "n_tasks", "tasks", "reference"])
         return Leaderboard(frame, [], reference, notes=["no results stored yet"])

@@ -8,6 +8,7 @@ the leaderboard and `check` agree on metric names and directions.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 from superbench.registry import Registry
 
@@ -38,6 +39,12 @@ for _task in (
     TASKS.register(_task.name, _task)
 
 TASK_ORDER = ["pr", "ks", "sid", "er", "asr"]
+
+
+def in_task_order(names: Iterable[str]) -> list[str]:
+    """Distinct task names in SUPERB's column order, any others after them alphabetically."""
+    names = set(names)
+    return [t for t in TASK_ORDER if t in names] + sorted(names - set(TASK_ORDER))
 
 
 def get_task(name: str) -> Task:

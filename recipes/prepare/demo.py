@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from superbench.manifest import Fold, atomic_write_text, load_task_manifest, write_task_manifest
+from superbench.tasks import TASK_ORDER
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,7 @@ def summarize_corpus(root: str | Path) -> dict[str, dict[str, Any]]:
     """Per task: utterances, speakers, minutes, classes (from the manifests, so it works for any corpus)."""
     root = Path(root)
     summary: dict[str, dict[str, Any]] = {}
-    for task in ("pr", "ks", "sid", "er", "asr"):
+    for task in TASK_ORDER:
         if not (root / task / "meta.json").is_file():
             continue
         m = load_task_manifest(root / task, check_files=False)
