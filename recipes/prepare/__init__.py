@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from superbench.manifest import Fold
+
 log = logging.getLogger(__name__)
 
 
@@ -72,6 +74,22 @@ def audio_row(uid: str, path: Path, speaker: str, problems: Problems, **label: A
     if info is None:
         return None
     return {"id": uid, "audio": str(path.resolve()), "speaker": speaker, **info, **label}
+
+
+def leave_one_group_out(groups: list[list[dict[str, Any]]], rng: Any,
+                        valid_ratio: float = 0.2) -> tuple[dict[str, list[dict[str, Any]]], list[Fold]]:
+    """IEMOCAP-style folds: fold k tests on group k; a random `valid_ratio` of the other groups'
+    rows is its dev set (s3prl's emotion recipe: valid_ratio 0.2, random_split), the rest trains."""
+    splits: dict[str, list[dict[str, Any]]] = {}
+    for k in range(len(groups)):
+        pool = [row for g, rows in enumerate(groups) if g != k for row in rows]
+        perm = rng.permutation(len(pool))
+        dev_idx = set(perm[: int(round(valid_ratio * len(pool)))].tolist())
+        splits[f"fold{k + 1}_train"] = [r for i, r in enumerate(pool) if i not in dev_idx]
+        splits[f"fold{k + 1}_dev"] = [r for i, r in enumerate(pool) if i in dev_idx]
+        splits[f"fold{k + 1}_test"] = list(groups[k])
+    folds = [Fold(f"fold{k}", f"fold{k}_train", f"fold{k}_dev", f"fold{k}_test") for k in range(1, len(groups) + 1)]
+    return splits, folds
 
 
 def default_out(corpus: str) -> Path:

@@ -42,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from superbench.manifest import Fold, atomic_write_text, load_task_manifest, write_task_manifest
+from recipes.prepare import leave_one_group_out
+from superbench.manifest import atomic_write_text, load_task_manifest, write_task_manifest
 from superbench.tasks import TASK_ORDER
 
 log = logging.getLogger(__name__)
@@ -364,16 +365,7 @@ class _Plan:
                         rows.append({"id": job["id"], "audio": f"../{job['path']}", "sample_rate": SAMPLE_RATE,
                                      "speaker": spk.id, "label": emo})
             by_group.append(rows)
-        splits: dict[str, list[dict[str, Any]]] = {}
-        for k in range(5):
-            pool = [row for g, rows in enumerate(by_group) if g != k for row in rows]
-            perm = self.rng.permutation(len(pool))
-            n_dev = int(round(0.2 * len(pool)))
-            dev_idx = set(perm[:n_dev].tolist())
-            splits[f"fold{k + 1}_train"] = [r for i, r in enumerate(pool) if i not in dev_idx]
-            splits[f"fold{k + 1}_dev"] = [r for i, r in enumerate(pool) if i in dev_idx]
-            splits[f"fold{k + 1}_test"] = list(by_group[k])
-        self.rows["er"] = splits
+        self.rows["er"], self.er_folds = leave_one_group_out(by_group, self.rng, valid_ratio=0.2)
 
     def _plan_asr(self) -> None:
         c = self.cfg
@@ -401,9 +393,9 @@ class _Plan:
         dirs["sid"] = write_task_manifest(out / "sid", task="sid", label_field="label", labels=self.sid_labels,
                                           splits={s: fill(r) for s, r in self.rows["sid"].items()},
                                           extra=extra_common, **common)
-        folds = [Fold(f"fold{k}", f"fold{k}_train", f"fold{k}_dev", f"fold{k}_test") for k in range(1, 6)]
         dirs["er"] = write_task_manifest(out / "er", task="er", label_field="label", labels=EMOTIONS,
-                                         splits={s: fill(r) for s, r in self.rows["er"].items()}, folds=folds,
+                                         splits={s: fill(r) for s, r in self.rows["er"].items()},
+                                         folds=self.er_folds,
                                          extra={**extra_common, "emotion_rules": EMOTION_RULES,
                                                 "dev_policy": "seeded random 20% of the training groups' "
                                                               "utterances (s3prl emotion valid_ratio 0.2)"},

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recipes.prepare import Problems, audio_row, default_out
-from superbench.manifest import Fold, write_task_manifest
+from recipes.prepare import Problems, audio_row, default_out, leave_one_group_out
+from superbench.manifest import write_task_manifest
 
 EMOTIONS = ("neutral", "happy", "angry", "sad")
 LABEL_MAP = {"neu": "neutral", "hap": "happy", "exc": "happy", "ang": "angry", "sad": "sad"}
@@ -54,16 +54,7 @@ def prepare_iemocap(root: str | Path, out: str | Path | None = None, seed: int =
             problems.add(f"{session}: no usable labelled utterances")
         sessions.append(rows)
     problems.raise_if_any()
-    rng = np.random.default_rng(seed)
-    splits: dict[str, list[dict]] = {}
-    for k in range(5):
-        pool = [r for s, rows in enumerate(sessions) if s != k for r in rows]
-        perm = rng.permutation(len(pool))
-        dev_idx = set(perm[: int(round(valid_ratio * len(pool)))].tolist())
-        splits[f"fold{k + 1}_train"] = [r for i, r in enumerate(pool) if i not in dev_idx]
-        splits[f"fold{k + 1}_dev"] = [r for i, r in enumerate(pool) if i in dev_idx]
-        splits[f"fold{k + 1}_test"] = sessions[k]
-    folds = [Fold(f"fold{k}", f"fold{k}_train", f"fold{k}_dev", f"fold{k}_test") for k in range(1, 6)]
+    splits, folds = leave_one_group_out(sessions, np.random.default_rng(seed), valid_ratio)
     return write_task_manifest(out / "er", task="er", corpus="iemocap", version="full_release",
                                label_field="label", labels=EMOTIONS, splits=splits, folds=folds,
                                extra={"merge": {"exc": "happy"}, "dev_policy":
