@@ -1,4 +1,4 @@
-"""Reading and checking waveforms.
+"""Reading, checking and writing waveforms.
 
 Policy (documented in the README): audio at another sample rate is resampled to
 16 kHz with soxr (high quality), multichannel audio is down-mixed by averaging the
@@ -9,6 +9,7 @@ field are refused with an error naming the file.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,15 @@ def load_audio(path: str | Path, target_sr: int = TARGET_SAMPLE_RATE) -> np.ndar
     if sr != target_sr:
         wav = resample(wav, sr, target_sr)
     return check_waveform(wav, name=str(path))
+
+
+def save_wav(path: str | Path, wav: np.ndarray, sample_rate: int = TARGET_SAMPLE_RATE) -> None:
+    """16-bit PCM WAV, written beside `path` and renamed over it: a killed run never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.wav")
+    sf.write(str(tmp), np.asarray(wav, dtype=np.float32), sample_rate, subtype="PCM_16")
+    os.replace(tmp, path)
 
 
 def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:

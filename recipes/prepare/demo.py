@@ -459,10 +459,10 @@ def _apply_tilt(x: np.ndarray, tilt: float) -> np.ndarray:
 
 
 def _render(out: Path, job: dict[str, Any]) -> dict[str, Any]:
-    import soundfile as sf
     import soxr
 
     from recipes.prepare.espeak import Engine, Prosody
+    from superbench.audio import save_wav
 
     rng = np.random.default_rng(job["seed"])
     result: dict[str, Any] = {"id": job["id"]}
@@ -500,10 +500,7 @@ def _render(out: Path, job: dict[str, Any]) -> dict[str, Any]:
     if peak > 0.99:
         wav = wav * (0.99 / peak)
     path = out / job["path"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.wav")
-    sf.write(str(tmp), wav.astype(np.float32), SAMPLE_RATE, subtype="PCM_16")
-    os.replace(tmp, path)
+    save_wav(path, wav, SAMPLE_RATE)
     result["num_samples"] = len(wav)
     result["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     return result

@@ -79,8 +79,9 @@ def prepare_hf_dataset(source: str, task: str, out: str | Path | None = None, co
                        splits: dict[str, str] | None = None, config: str | None = None,
                        skip_bad: bool = False) -> Path:
     """Write OUT/<task> from a `datasets` audio dataset; returns the task folder."""
-    import soundfile as sf
     from tqdm import tqdm
+
+    from superbench.audio import save_wav
 
     spec = get_task(task)
     columns = {"audio": "audio", spec.label_field: spec.label_field, **(columns or {})}
@@ -119,7 +120,7 @@ def prepare_hf_dataset(source: str, task: str, out: str | Path | None = None, co
                 continue
             uid = f"{role}-{i:06d}"
             path = audio_dir / f"{uid}.wav"
-            sf.write(str(path), wav, 16000, subtype="PCM_16")
+            save_wav(path, wav)
             speaker = str(ex[columns["speaker"]]) if "speaker" in columns else ""
             rows[role].append({"id": uid, "audio": f"../audio/{task}/{uid}.wav", "sample_rate": 16000,
                                "num_samples": len(wav), "speaker": speaker, spec.label_field: value})

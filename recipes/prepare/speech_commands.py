@@ -16,8 +16,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from recipes.prepare import Problems, audio_row, default_out, probe_audio
 from superbench.manifest import write_task_manifest
 
@@ -50,9 +48,7 @@ def _speaker(name: str) -> str:
 def prepare_speech_commands(root: str | Path, out: str | Path | None = None, test_root: str | Path | None = None,
                             skip_bad: bool = False) -> Path:
     """Index a Speech Commands v0.01 folder; returns OUT/ks."""
-    import soundfile as sf
-
-    from superbench.audio import load_audio
+    from superbench.audio import load_audio, save_wav
 
     root = Path(root)
     out = Path(out) if out else default_out("speech_commands")
@@ -112,12 +108,9 @@ def prepare_speech_commands(root: str | Path, out: str | Path | None = None, tes
                     splits["test"].append(row)
     problems.raise_if_any()
 
-    clip_dir.mkdir(parents=True, exist_ok=True)
     for uid, clip, split in silence_plan:
         path = clip_dir / f"{uid}.wav"
-        tmp = path.with_suffix(".tmp.wav")
-        sf.write(str(tmp), np.asarray(clip, dtype=np.float32), 16000, subtype="PCM_16")
-        tmp.replace(path)
+        save_wav(path, clip)
         splits[split].append({"id": uid, "audio": f"../audio/ks_silence/{path.name}", "sample_rate": 16000,
                               "num_samples": len(clip), "speaker": "none", "label": "_silence_"})
     for split, rows in splits.items():
