@@ -15,6 +15,9 @@ import torch
 from superbench.upstream import Upstream, pad_batch
 
 DEFAULT_ATOL = 1e-4
+#: Every check, in the order they run and are reported.
+CHECK_NAMES = ("attributes", "forward", "layer count", "shapes and dtype", "frame lengths", "finite values",
+               "determinism", "batch vs single", "padding invariance", "too-short input")
 
 
 @dataclass
@@ -79,10 +82,7 @@ def validate_upstream(upstream: Upstream, atol: float = DEFAULT_ATOL, seed: int 
     up = upstream
     checks = [_attribute_check(up)]
     if not checks[0].passed:
-        for name in ("forward", "layer count", "shapes and dtype", "frame lengths", "finite values",
-                     "determinism", "batch vs single", "padding invariance", "too-short input"):
-            checks.append(Check(name, None, "attributes are invalid"))
-        return checks
+        return _skip_the_rest(checks, "attributes are invalid", up, too_short=False)
 
     wavs = synthetic_waveforms(up, seed)
     batch, lengths = pad_batch(wavs)
@@ -92,11 +92,7 @@ def validate_upstream(upstream: Upstream, atol: float = DEFAULT_ATOL, seed: int 
         checks.append(Check("forward", True, f"batch of {len(wavs)} clips, lengths {lengths.tolist()} samples"))
     except Exception as exc:  # report, do not crash: this is a diagnostic tool
         checks.append(Check("forward", False, f"{type(exc).__name__}: {exc}"))
-        for name in ("layer count", "shapes and dtype", "frame lengths", "finite values", "determinism",
-                     "batch vs single", "padding invariance"):
-            checks.append(Check(name, None, "forward failed"))
-        checks.append(_too_short_check(up))
-        return checks
+        return _skip_the_rest(checks, "forward failed", up)
 
     checks.append(Check("layer count", len(hidden) == up.num_layers,
                         f"{len(hidden)} hidden states, num_layers = {up.num_layers}"))
@@ -119,10 +115,7 @@ def validate_upstream(upstream: Upstream, atol: float = DEFAULT_ATOL, seed: int 
                         f"got {frame_lengths.tolist()}, rule (n - {up.receptive_field}) // "
                         f"{up.downsample_rate} + 1 gives {expected.tolist()}"))
     if shape_problems:
-        for name in ("finite values", "determinism", "batch vs single", "padding invariance"):
-            checks.append(Check(name, None, "shapes are wrong"))
-        checks.append(_too_short_check(up))
-        return checks
+        return _skip_the_rest(checks, "shapes are wrong", up)
 
     bad = [i for i, h in enumerate(hidden) if not bool(torch.isfinite(h).all())]
     checks.append(Check("finite values", not bad, f"NaN/Inf in layers {bad}" if bad else "all finite"))
@@ -149,6 +142,16 @@ def validate_upstream(upstream: Upstream, atol: float = DEFAULT_ATOL, seed: int 
     checks.append(_compare("padding invariance", lambda: up(padded, lengths)[0], hidden, expected, atol,
                            f"{extra} extra zero samples of padding"))
     checks.append(_too_short_check(up))
+    return checks
+
+
+def _skip_the_rest(checks: list[Check], reason: str, up: Upstream, too_short: bool = True) -> list[Check]:
+    """Report the checks not run yet as skipped; the too-short check needs no forward output, so it runs."""
+    done = {c.name for c in checks}
+    for name in CHECK_NAMES:
+        if name in done:
+            continue
+        checks.append(_too_short_check(up) if name == "too-short input" and too_short else Check(name, None, reason))
     return checks
 
 
