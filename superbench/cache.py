@@ -88,20 +88,19 @@ def plan_chunks(upstream: Upstream, utterances: Sequence[Utterance], level: str,
     (and under `chunk_bytes` of features, so a chunk never holds more than one oversized batch)."""
     ordered = sorted(utterances, key=lambda u: (-u.num_samples, u.id))
     batches: list[list[Utterance]] = []
-    batch_bytes = 0
+    batch_bytes: list[int] = []
     for utt in ordered:
         nbytes = _bytes_per_utterance(upstream, utt, level)
         if (batches and batches[-1][0].num_samples * (len(batches[-1]) + 1) <= batch_samples
-                and batch_bytes + nbytes <= chunk_bytes):
+                and batch_bytes[-1] + nbytes <= chunk_bytes):
             batches[-1].append(utt)
-            batch_bytes += nbytes
+            batch_bytes[-1] += nbytes
         else:
             batches.append([utt])
-            batch_bytes = nbytes
+            batch_bytes.append(nbytes)
     chunks: list[list[list[str]]] = []
     size = chunk_bytes
-    for batch in batches:
-        nbytes = sum(_bytes_per_utterance(upstream, u, level) for u in batch)
+    for batch, nbytes in zip(batches, batch_bytes):
         if size + nbytes > chunk_bytes and (not chunks or chunks[-1]):
             chunks.append([])
             size = 0
@@ -174,14 +173,17 @@ def extract_features(upstream: Upstream, manifest: TaskManifest, level: str, *,
     upstream.eval()
     min_samples = upstream.receptive_field
     batches = [(i, [utterances[uid] for uid in batch]) for i in todo for batch in chunks[i]]
+    def read(batch: list[Utterance]) -> list[np.ndarray]:
+        return [_load_wav(u, min_samples) for u in batch]
+
     with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode():
         # Audio for the next batch is read while the upstream runs on the current one.
-        pending = pool.submit(lambda b: [_load_wav(u, min_samples) for u in b], batches[0][1]) if batches else None
+        pending = pool.submit(read, batches[0][1]) if batches else None
         current_chunk, parts, meta = None, [], []
         for k, (chunk_idx, batch) in enumerate(batches):
             wavs = pending.result()
             if k + 1 < len(batches):
-                pending = pool.submit(lambda b: [_load_wav(u, min_samples) for u in b], batches[k + 1][1])
+                pending = pool.submit(read, batches[k + 1][1])
             if chunk_idx != current_chunk:
                 current_chunk, parts, meta = chunk_idx, [], []
             parts_b, meta_b = _run_batch(upstream, batch, wavs, level, frame_tolerance)
