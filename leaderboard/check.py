@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from leaderboard.table import aggregate
-from superbench.manifest import atomic_write_text
+from superbench.io import atomic_write_text
 from superbench.results import ResultRecord, now_iso
 from superbench.tasks import TASKS, in_task_order
 

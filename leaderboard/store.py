@@ -243,7 +243,7 @@ class ResultStore:
 
     def export_json(self, path: str | Path) -> int:
         """Write every record as one JSON list (importable again); returns the count."""
-        from superbench.manifest import atomic_write_text
+        from superbench.io import atomic_write_text
 
         records = self.records()
         atomic_write_text(path, json.dumps([asdict(r) for r in records], indent=2, sort_keys=True) + "\n")

@@ -45,7 +45,8 @@ import torch
 from tqdm.auto import tqdm
 
 from superbench.audio import check_waveform, load_audio
-from superbench.manifest import TaskManifest, Utterance, atomic_open, atomic_write_text
+from superbench.io import atomic_open, atomic_write_text
+from superbench.manifest import TaskManifest, Utterance
 from superbench.paths import cache_dir
 from superbench.upstream import Upstream, pad_batch
 

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import Any, Iterable
+
+from superbench.io import atomic_write_text
 
 MANIFEST_VERSION = 1
 LABEL_FIELDS = ("label", "text", "phones")
@@ -78,36 +77,6 @@ class TaskManifest:
         return list(seen.values())
 
 
-@contextmanager
-def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
-    """A temp file beside `path`, fsynced and renamed over it on success, removed on failure.
-
-    Readers (and a re-run after kill -9) see the old file or the whole new one, never half.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    with atomic_open(path, "w") as fh:
-        fh.write(text)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a file so readers see either the old or the whole new content, never half."""
-    _atomic_write_text(Path(path), text)
-
-
 def _rows_fingerprint(splits: dict[str, list[dict[str, Any]]]) -> str:
     h = hashlib.sha256()
     for split in sorted(splits):
@@ -127,14 +96,14 @@ def write_task_manifest(task_dir: str | Path, *, task: str, corpus: str, version
     folds = folds or [Fold("default", "train", "dev", "test")]
     for split, rows in splits.items():
         text = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows)
-        _atomic_write_text(task_dir / f"{split}.jsonl", text)
+        atomic_write_text(task_dir / f"{split}.jsonl", text)
     meta = {
         "manifest_version": MANIFEST_VERSION, "task": task, "corpus": corpus, "version": version,
         "label_field": label_field, "labels": list(labels), "folds": [asdict(f) for f in folds],
         "splits": {s: len(r) for s, r in splits.items()}, "fingerprint": _rows_fingerprint(splits),
         "extra": extra or {},
     }
-    _atomic_write_text(task_dir / "meta.json", json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(task_dir / "meta.json", json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     return task_dir
 
 

@@ -1,4 +1,14 @@
-"""Result records: one JSON file per (upstream, task, seed), with provenance.
+"""Result records and the one identity of a run (`RunKey`).
+
+A record is one (upstream weights, task, data, recipe version, profile, layer, seed)
+measurement with its provenance. `RunKey` is that identity, defined once: it alone decides
+the record's path, the store's primary key, whether a run is already done, and the
+checkpoint folder of an unfinished run, so a score can never come back for another
+model, profile or corpus.
+
+Layout (like MTEB's model / revision / experiment):
+
+    <results>/<upstream>/<upstream fingerprint>/<profile>-r<recipe version>/<task>[-layerK]-data<fp>-seed<N>.json
 
 Every metric is in percent (PER/WER/accuracy), the same unit as the SUPERB
 paper, so records compare directly with published numbers. Records are written
@@ -7,19 +17,72 @@ atomically and validated on read, so a crashed run never leaves a half record.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import math
 import platform
+import shutil
 import subprocess
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from superbench.manifest import atomic_write_text
+from superbench.io import atomic_write_text
 from superbench.tasks import TASKS
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
 SCHEMA_VERSION = 1
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "_"
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """What makes two results the same measurement; any difference is another run.
+
+    `data` is the manifest fingerprint (rows and labels: another corpus or a relabelled one
+    is another run); `profile` carries the digest of any recipe overrides ("fast+1a2b3c4d").
+    """
+
+    upstream: str
+    upstream_fingerprint: str
+    task: str
+    data: str
+    recipe_version: str
+    profile: str
+    layer: int | str | None
+    seed: int
+
+    FIELDS = ("upstream", "upstream_fingerprint", "task", "data", "recipe_version", "profile", "layer", "seed")
+
+    def as_tuple(self) -> tuple[str, str, str, str, str, str, str, int]:
+        """The store's primary key (layer as text, '' for the weighted sum)."""
+        return (self.upstream, self.upstream_fingerprint, self.task, self.data, self.recipe_version,
+                self.profile, "" if self.layer is None else str(self.layer), int(self.seed))
+
+    def relpath(self) -> Path:
+        """Where the record lives under a results folder."""
+        layer = "" if self.layer is None else f"-layer{self.layer}"
+        return (Path(_safe(self.upstream)) / _safe(self.upstream_fingerprint or "unknown")
+                / _safe(f"{self.profile}-r{self.recipe_version}")
+                / f"{_safe(self.task)}{layer}-data{_safe(self.data[:12] or 'unknown')}-seed{int(self.seed)}.json")
+
+    def digest(self) -> str:
+        """Short hash of the whole key: names the checkpoint folder of the unfinished run."""
+        return hashlib.sha256(json.dumps(self.as_tuple()).encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        layer = "" if self.layer is None else f" layer {self.layer}"
+        return (f"{self.upstream}@{self.upstream_fingerprint[:8]} {self.task}{layer} seed {self.seed} "
+                f"(data {self.data[:8]}, {self.profile} r{self.recipe_version})")
 
 
 class RecordError(ValueError):
@@ -61,13 +124,9 @@ class ResultRecord:
                                   f"{name} metric is {value!r}, not a finite number")
         return self
 
-    def key(self) -> tuple[str, str, str, str, int]:
-        return (self.upstream, self.upstream_fingerprint, self.task, self.recipe_version, self.seed)
-
-    def file_name(self) -> str:
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.upstream)
-        layer = "" if self.layer is None else f"__layer{self.layer}"
-        return f"{safe}__{self.task}{layer}__seed{self.seed}.json"
+    def run_key(self) -> RunKey:
+        return RunKey(self.upstream, self.upstream_fingerprint, self.task, self.manifest_fingerprint,
+                      self.recipe_version, self.profile, self.layer, int(self.seed))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -86,9 +145,13 @@ class ResultRecord:
         return rec.validate()
 
 
+def record_path(results_dir: str | Path, key: RunKey) -> Path:
+    return Path(results_dir) / key.relpath()
+
+
 def write_record(record: ResultRecord, results_dir: str | Path) -> Path:
     record.validate()
-    path = Path(results_dir) / record.file_name()
+    path = record_path(results_dir, record.run_key())
     atomic_write_text(path, record.to_json() + "\n")
     return path
 
@@ -112,6 +175,61 @@ def read_records(paths: list[str | Path]) -> list[ResultRecord]:
         files = sorted(p.rglob("*.json")) if p.is_dir() else [p]
         out.extend(read_record(f) for f in files)
     return out
+
+
+# ------------------------------------------------------------------ records of the first layout
+#: Records written before run identities existed: <results>/<upstream>__<task>[__layerK]__seed<N>.json
+OLD_LAYOUT_GLOB = "*__*__seed*.json"
+
+
+def old_layout_records(results_dir: str | Path) -> list[Path]:
+    """Flat first-layout record files directly under `results_dir` (read by import; moved by migrate)."""
+    root = Path(results_dir)
+    return sorted(root.glob(OLD_LAYOUT_GLOB)) if root.is_dir() else []
+
+
+def migrate_results(results_dir: str | Path) -> list[tuple[Path, Path]]:
+    """Move first-layout records into the RunKey layout; returns (old, new) pairs.
+
+    A record whose new path already holds a record is left where it is (reported, not replaced).
+    """
+    moved = []
+    for old in old_layout_records(results_dir):
+        record = read_record(old)
+        new = record_path(results_dir, record.run_key())
+        if new.exists():
+            log.warning("%s: not moved, %s already exists", old, new)
+            continue
+        new.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(old), new)
+        moved.append((old, new))
+    return moved
+
+
+# ------------------------------------------------------------------ summaries
+def aggregate(records: Iterable[ResultRecord], by: Sequence[str] = ("upstream", "upstream_fingerprint",
+              "recipe_version", "profile", "layer")) -> pd.DataFrame:
+    """One row per (`by`..., task): the test metric's mean, sample std (NaN for one seed), n, seeds,
+    mean dev, and the wall time spent; the numbers a paper table and a CI gate read."""
+    import pandas as pd
+
+    rows = [{"upstream": r.upstream, "upstream_fingerprint": r.upstream_fingerprint, "data": r.manifest_fingerprint,
+             "recipe_version": r.recipe_version, "profile": r.profile,
+             "layer": "" if r.layer is None else str(r.layer), "task": r.task, "metric": r.metric,
+             "higher_is_better": bool(r.higher_is_better), "seed": r.seed, "test": float(r.test),
+             "dev": float(r.dev), "lr": r.lr, "created_at": r.created_at,
+             "extraction_s": float(r.wall_time.get("extraction", 0.0)),
+             "training_s": float(r.wall_time.get("training", 0.0))} for r in records]
+    keys = list(by) + ["task", "metric", "higher_is_better"]
+    cols = keys + ["mean", "std", "n", "seeds", "dev_mean", "lr", "created_at", "extraction_s", "training_s"]
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    g = pd.DataFrame(rows).groupby(keys, sort=False, dropna=False)
+    out = g.agg(mean=("test", "mean"), std=("test", "std"), n=("test", "size"),
+                seeds=("seed", lambda s: sorted(int(x) for x in s)), dev_mean=("dev", "mean"),
+                lr=("lr", "first"), created_at=("created_at", "max"),
+                extraction_s=("extraction_s", "sum"), training_s=("training_s", "sum")).reset_index()
+    return out[cols]
 
 
 def git_hash() -> str:

@@ -25,7 +25,8 @@ import torch
 from downstreams import CTCHead, CTCVocab, UtteranceHead
 from recipes import load_recipe
 from superbench.cache import OnlineFeatures, extract_features
-from superbench.manifest import TaskManifest, atomic_write_text, load_task_manifest
+from superbench.io import atomic_write_text
+from superbench.manifest import TaskManifest, load_task_manifest
 from superbench.paths import checkpoints_dir
 from superbench.paths import results_dir as default_results_dir
 from superbench.results import ResultRecord, environment_versions, git_hash, now_iso, read_record, write_record

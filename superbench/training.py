@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from downstreams.ctc import CTCVocab, greedy_decode
 from superbench import metrics
-from superbench.manifest import atomic_open
+from superbench.io import atomic_open
 
 log = logging.getLogger(__name__)
 

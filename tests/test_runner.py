@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_cache import ToneUpstream, make_class_corpus, make_sequence_corpus
 
 from recipes import RecipeError, load_recipe
 from superbench.manifest import Fold, write_task_manifest
 from superbench.results import read_record
 from superbench.runner import RunOptions, resolve_tasks, run_task
 from superbench.tasks import get_task
+from superbench.testing import ToneUpstream, make_class_corpus, make_sequence_corpus
 
 FAST = {"steps": 40, "eval_interval": 20, "batch_size": 8, "lr_grid": [1e-3, 1e-2]}
 

@@ -6,11 +6,11 @@ from collections import Counter
 
 import pytest
 import torch
-from test_cache import ToneUpstream, make_class_corpus
 
 from downstreams import UtteranceHead
 from superbench.cache import extract_features
 from superbench.manifest import load_task_manifest
+from superbench.testing import ToneUpstream, make_class_corpus
 from superbench.training import ClassificationObjective, TrainConfig, TrainingError, _batches, train
 
 

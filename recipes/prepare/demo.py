@@ -43,7 +43,8 @@ from typing import Any
 import numpy as np
 
 from recipes.prepare import leave_one_group_out
-from superbench.manifest import atomic_write_text, load_task_manifest, write_task_manifest
+from superbench.io import atomic_write_text
+from superbench.manifest import load_task_manifest, write_task_manifest
 from superbench.tasks import TASK_ORDER
 
 log = logging.getLogger(__name__)

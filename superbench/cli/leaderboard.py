@@ -36,7 +36,7 @@ def _emit(text: str, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(text)
         return
-    from superbench.manifest import atomic_write_text
+    from superbench.io import atomic_write_text
 
     atomic_write_text(output, text)
     log.info("wrote %s", output)

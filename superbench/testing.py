@@ -1,0 +1,119 @@
+"""Test dummies that plugin authors need too: a tiny deterministic upstream and tiny corpora.
+
+They live in the library (not in a test file) so a plugin package's tests can score a task
+or an upstream end to end in seconds: `ToneUpstream` is a 3-layer, 16-dim upstream of log
+band energies; `make_class_corpus` / `make_sequence_corpus` write prepared task folders of
+tones (utterance classes, or sequences of tone "phones") that any head learns quickly.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from superbench.manifest import write_task_manifest
+from superbench.upstream import Upstream
+
+SR = 16000
+TONES = [300.0, 500.0, 800.0, 1200.0, 1800.0, 2600.0]
+
+
+class ToneUpstream(Upstream):
+    """Tiny deterministic upstream: 16 log band energies per 25 ms frame, plus a random tanh layer."""
+
+    name = "tone-test"
+    num_layers = 3
+    hidden_size = 16
+    downsample_rate = 160
+    receptive_field = 400
+
+    def __init__(self, sleep: float = 0.0, counter: str | None = None, nan_layer: int | None = None) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.proj = torch.nn.Linear(16, 16)
+        with torch.no_grad():
+            self.proj.weight.copy_(torch.randn(16, 16, generator=g) * 0.3)
+            self.proj.bias.zero_()
+        self.sleep, self.counter, self.nan_layer = sleep, counter, nan_layer
+
+    def _forward(self, wavs, wav_lengths):
+        if self.counter:
+            with open(self.counter, "a") as fh:
+                fh.write(f"{wavs.shape[0]}\n")
+        if self.sleep:
+            time.sleep(self.sleep)
+        frames = wavs.unfold(1, self.receptive_field, self.downsample_rate)  # (B, T, 400)
+        spec = torch.fft.rfft(frames * torch.hann_window(400), dim=-1).abs() ** 2
+        bands = torch.stack([b.sum(-1) for b in spec[..., 1:193].chunk(16, dim=-1)], dim=-1)
+        h0 = (torch.log(bands + 1e-6) + 4.0) / 4.0  # roughly unit scale
+        h1 = torch.tanh(self.proj(h0))
+        h2 = torch.tanh(self.proj(h1))
+        layers = [h0, h1, h2]
+        if self.nan_layer is not None:
+            layers[self.nan_layer] = layers[self.nan_layer].clone()
+            layers[self.nan_layer][0, 0, 0] = float("nan")
+        return layers, self.num_frames(wav_lengths)
+
+
+def _tone(freq: float, seconds: float, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (0.3 * np.sin(2 * np.pi * freq * t + rng.uniform(0, 6.28)) + 0.01 * rng.standard_normal(t.size))
+
+
+def make_class_corpus(root: Path, task: str = "ks", n_classes: int = 3, per_class: tuple = (12, 4, 4),
+                      seed: int = 0) -> Path:
+    """Utterance task: class c is a tone at TONES[c] of random length (0.3-0.8 s)."""
+    rng = np.random.default_rng(seed)
+    labels = [f"c{i}" for i in range(n_classes)]
+    splits = {}
+    for split, n in zip(("train", "dev", "test"), per_class):
+        rows = []
+        for c in range(n_classes):
+            for k in range(n):
+                wav = _tone(TONES[c], rng.uniform(0.3, 0.8), rng).astype(np.float32)
+                rel = f"wav/{split}_{c}_{k}.wav"
+                (root / task / "wav").mkdir(parents=True, exist_ok=True)
+                sf.write(root / task / rel, wav, SR)
+                rows.append({"id": f"{split}-{c}-{k}", "audio": rel, "sample_rate": SR, "num_samples": wav.size,
+                             "speaker": f"s{k % 3}", "label": labels[c]})
+        splits[split] = rows
+    write_task_manifest(root / task, task=task, corpus="tones", version="1", label_field="label",
+                        labels=labels, splits=splits)
+    return root / task
+
+
+def make_sequence_corpus(root: Path, task: str = "pr", n: tuple = (24, 6, 6), seed: int = 0) -> Path:
+    """Frame task: a 'phone' is a 0.12 s tone; PR labels are phone names, ASR text uses one letter per tone
+    and a 0.1 s silence after the first (one-letter) word."""
+    rng = np.random.default_rng(seed)
+    phones = ["a", "b", "c", "d"]
+    splits = {}
+    for split, count in zip(("train", "dev", "test"), n):
+        rows = []
+        for k in range(count):
+            seq = [int(i) for i in rng.integers(0, 4, size=int(rng.integers(2, 5)))]
+            parts = []
+            for j, p in enumerate(seq):
+                parts.append(_tone(TONES[p], 0.12, rng))
+                if task == "asr" and j == 0:
+                    parts.append(0.01 * rng.standard_normal(int(0.1 * SR)))
+            wav = np.concatenate(parts).astype(np.float32)
+            rel = f"wav/{split}_{k}.wav"
+            (root / task / "wav").mkdir(parents=True, exist_ok=True)
+            sf.write(root / task / rel, wav, SR)
+            row = {"id": f"{split}-{k}", "audio": rel, "sample_rate": SR, "num_samples": wav.size, "speaker": "s"}
+            if task == "pr":
+                row["phones"] = " ".join(phones[p] for p in seq)
+            else:
+                letters = "".join("ABCD"[p] for p in seq)
+                row["text"] = letters[:1] + " " + letters[1:]
+            rows.append(row)
+        splits[split] = rows
+    write_task_manifest(root / task, task=task, corpus="tones", version="1",
+                        label_field="phones" if task == "pr" else "text",
+                        labels=phones if task == "pr" else [], splits=splits)
+    return root / task
