@@ -56,10 +56,10 @@ def timed_run(upstream, task: str, data_root: Path, work: Path, **opts) -> tuple
     from superbench.runner import RunOptions, run_task
     from superbench.tasks import get_task
 
-    o = RunOptions(data=str(data_root), results_dir=work / "results", store=False, progress=False,
-                   cache_root=work / "cache", profile="fast", overwrite=True, **opts)
+    o = RunOptions(results_dir=work / "results", progress=False, cache_root=work / "cache", profile="fast",
+                   overwrite=True, **opts)
     t0 = time.perf_counter()
-    (rec,) = run_task(upstream, get_task(task), data_root, o, is_demo=False)
+    (rec,) = run_task(upstream, get_task(task), data_root, o)
     return time.perf_counter() - t0, rec
 
 
@@ -125,14 +125,14 @@ from superbench.tasks import get_task
 from superbench.upstream import load_upstream
 from pathlib import Path
 up = load_upstream({upstream!r})
-o = RunOptions(data={data!r}, results_dir=Path({work!r}) / "results", store=False, progress=False,
-               cache_root=Path({work!r}) / "cache", profile="fast", overwrite=True, lr=1e-2,
-               overrides={{"steps": 50, "eval_interval": 50}})
-(rec,) = run_task(up, get_task("pr"), Path({data!r}), o, is_demo=False)
-cache = next(Path({work!r}, "cache").rglob("index.json"))
-idx = json.loads(cache.read_text())
+o = RunOptions(results_dir=Path({work!r}) / "results", progress=False, cache_root=Path({work!r}) / "cache",
+               profile="fast", overwrite=True, lr=1e-2, overrides={{"steps": 50, "eval_interval": 50}})
+(rec,) = run_task(up, get_task("pr"), Path({data!r}), o)
+cache = next(Path({work!r}, "cache").rglob("cache.json")).parent
+chunks = [json.loads(p.read_text()) for p in cache.glob("*-*.json")]
+n = sum(len(c["keys"]) for c in chunks)
 print(json.dumps({{"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "bytes_per_utt": idx["bytes"] / idx["num_utterances"], "n": idx["num_utterances"]}}))
+                  "bytes_per_utt": sum(p.stat().st_size for p in cache.glob("*.npy")) / n, "n": n}}))
 """
 
 

@@ -1,11 +1,14 @@
-"""Downstream heads: the light models SUPERB trains on top of frozen upstream layers.
+"""Downstream heads and the task kinds built on them.
 
 Every head owns its `WeightedSum` featurizer (trained jointly) and takes layers
 stacked on dim 0: utterance heads accept (L, B, D) pooled features or
-(L, B, T, D) frames with lengths; CTC heads take (L, B, T, D) frames.
+(L, B, T, D) frames with lengths; CTC heads take (L, B, T, D) frames. A task kind
+(`UtteranceClassification`, `CTCTranscription`) pairs a head with its objective and
+says how targets come from a manifest; task declarations pick one.
 """
 
-from downstreams.ctc import CTCHead, CTCVocab
-from downstreams.utterance import UtteranceHead
+from downstreams.ctc import CTCHead, CTCHeadConfig, CTCObjective, CTCTranscription, CTCVocab
+from downstreams.utterance import ClassificationObjective, UtteranceClassification, UtteranceHead, UtteranceHeadConfig
 
-__all__ = ["CTCHead", "CTCVocab", "UtteranceHead"]
+__all__ = ["CTCHead", "CTCHeadConfig", "CTCObjective", "CTCTranscription", "CTCVocab", "ClassificationObjective",
+           "UtteranceClassification", "UtteranceHead", "UtteranceHeadConfig"]

@@ -1,4 +1,4 @@
-"""Frame-level CTC heads (PR, ASR) and their token vocabularies.
+"""CTC transcription (PR, ASR): heads, token vocabularies, the objective and the task kind.
 
 PR (s3prl `ctc/libriphone.yaml`, `FrameLevel`): Linear(D, 256) -> Linear(256, V+1).
 ASR (s3prl `asr/config.yaml`, `RNNs`): Linear(D, 1024) -> 2-layer BiLSTM (1024 per
@@ -8,11 +8,16 @@ Index 0 is the CTC blank; decoding is greedy (argmax, merge repeats, drop blanks
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
 
 import torch
+import torch.nn.functional as F
 
+from superbench import metrics
 from superbench.featurizer import WeightedSum
+from superbench.manifest import TaskManifest
+from superbench.tasks import Task, TaskSetup
 
 BLANK = "<blank>"
 WORD_SEP = "|"
@@ -112,3 +117,76 @@ class CTCHead(torch.nn.Module):
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """Valid output frames per utterance (fewer than input frames when frames are stacked)."""
         return torch.div(lengths, self.frame_stack, rounding_mode="floor").clamp_min(1)
+
+
+class CTCObjective:
+    """CTC over a token vocabulary (blank = 0), greedy decoding, WER or PER in percent."""
+
+    higher_is_better = False
+
+    def __init__(self, vocab: CTCVocab, metric: str) -> None:
+        if metric not in ("wer", "per"):
+            raise ValueError(f"CTC metric must be 'wer' or 'per', got {metric!r}")
+        self.vocab, self.metric = vocab, metric
+
+    def loss(self, output: torch.Tensor, lengths: torch.Tensor, targets: list) -> torch.Tensor:
+        encoded = [self.vocab.encode(t) for t in targets]
+        flat = torch.tensor([i for e in encoded for i in e], dtype=torch.long)
+        target_lengths = torch.tensor([len(e) for e in encoded], dtype=torch.long)
+        return F.ctc_loss(output.transpose(0, 1), flat, lengths, target_lengths, blank=0,
+                          reduction="mean", zero_infinity=True)
+
+    def predict(self, output: torch.Tensor, lengths: torch.Tensor) -> list:
+        return [self.vocab.decode(ids) for ids in greedy_decode(output, lengths)]
+
+    def score(self, targets: list, predictions: list) -> float:
+        return metrics.METRICS[self.metric](targets, predictions)
+
+
+@dataclass(frozen=True)
+class CTCHeadConfig:
+    """A recipe's `head` section for CTC transcription (see CTCHead)."""
+
+    proj_dim: int = 256
+    rnn_dims: tuple[int, ...] = ()
+    dropout: float = 0.0
+    frame_stack: int = 1
+
+
+class CTCTranscription:
+    """Task kind: a token sequence per utterance, CTC over the frame cache.
+
+    `unit="phones"`: space-separated tokens from the manifest's inventory (PR);
+    `unit="chars"`: characters of a transcript, `|` between words (ASR).
+    """
+
+    level = "frame"
+    head_config = CTCHeadConfig
+
+    def __init__(self, unit: str) -> None:
+        if unit not in ("phones", "chars"):
+            raise ValueError(f"CTC unit must be 'phones' or 'chars', got {unit!r}")
+        self.unit = unit
+
+    def check(self, task: Task, manifest: TaskManifest) -> None:
+        if self.unit == "phones" and not manifest.labels:
+            raise ValueError(f"{manifest.root}/meta.json: task {task.name} needs a label inventory in 'labels'")
+
+    def setup(self, task: Task, manifest: TaskManifest, head: CTCHeadConfig, num_layers: int,
+              hidden_size: int, layer: int | str | None) -> TaskSetup:
+        field = task.target
+        if self.unit == "phones":
+            vocab = CTCVocab(manifest.labels, "phones")
+
+            def target_of(u: Any) -> str:
+                return u.targets[field]
+        else:
+            vocab = CTCVocab.for_texts(u.targets[field] for u in manifest.utterances())
+
+            def target_of(u: Any) -> str:
+                return " ".join(u.targets[field].split())
+
+        return TaskSetup(CTCObjective(vocab, task.metric), target_of,
+                         lambda: CTCHead(num_layers, hidden_size, len(vocab), proj_dim=head.proj_dim,
+                                         rnn_dims=head.rnn_dims, dropout=head.dropout, layer=layer,
+                                         frame_stack=head.frame_stack))

@@ -1,4 +1,6 @@
-"""Utterance-level head (KS, SID, ER): Linear(D, proj) -> mean pool -> Linear(proj, C).
+"""Utterance classification (KS, SID, ER): the head, its objective and the task kind.
+
+Head: Linear(D, proj) -> mean pool -> Linear(proj, C).
 
 This is s3prl's `UtteranceLevel` model with `MeanPooling`. Everything before the
 pool is linear in the features (weighted sum of layers, then a Linear layer), so
@@ -9,9 +11,16 @@ an (L, D) mean per utterance for these tasks.
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
+from typing import Any
 
+import torch
+import torch.nn.functional as F
+
+from superbench import metrics
 from superbench.featurizer import WeightedSum
+from superbench.manifest import TaskManifest
+from superbench.tasks import Task, TaskSetup
 
 
 def masked_mean(frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -43,3 +52,48 @@ class UtteranceHead(torch.nn.Module):
         elif features.dim() != 3:
             raise ValueError(f"expected (L, B, D) or (L, B, T, D) features, got shape {tuple(features.shape)}")
         return self.classifier(x)
+
+
+class ClassificationObjective:
+    """Cross-entropy over class indices; accuracy in percent."""
+
+    metric, higher_is_better = "acc", True
+
+    def loss(self, output: torch.Tensor, lengths: torch.Tensor, targets: list) -> torch.Tensor:
+        return F.cross_entropy(output, torch.as_tensor(targets, dtype=torch.long))
+
+    def predict(self, output: torch.Tensor, lengths: torch.Tensor) -> list:
+        return output.argmax(dim=-1).tolist()
+
+    def score(self, targets: list, predictions: list) -> float:
+        return metrics.accuracy(targets, predictions)
+
+
+@dataclass(frozen=True)
+class UtteranceHeadConfig:
+    """A recipe's `head` section for utterance classification."""
+
+    proj_dim: int = 256
+
+
+class UtteranceClassification:
+    """Task kind: one class per utterance from the manifest's label inventory; pooled cache."""
+
+    level = "utterance"
+    head_config = UtteranceHeadConfig
+
+    def check(self, task: Task, manifest: TaskManifest) -> None:
+        if not manifest.labels:
+            raise ValueError(f"{manifest.root}/meta.json: task {task.name} needs a label inventory in 'labels'")
+
+    def setup(self, task: Task, manifest: TaskManifest, head: UtteranceHeadConfig, num_layers: int,
+              hidden_size: int, layer: int | str | None) -> TaskSetup:
+        index = {name: i for i, name in enumerate(manifest.labels)}
+        field = task.target
+
+        def target_of(u: Any) -> int:
+            return index[u.targets[field]]
+
+        return TaskSetup(ClassificationObjective(), target_of,
+                         lambda: UtteranceHead(num_layers, hidden_size, len(manifest.labels), proj_dim=head.proj_dim,
+                                               layer=layer))

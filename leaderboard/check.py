@@ -5,14 +5,22 @@ Baseline file (JSON, small enough to commit next to the code it guards):
     {"format": "superbench-baseline", "format_version": 1,
      "upstream": "hubert-tiny-random", "upstream_fingerprint": "...", "created_at": "...",
      "tasks": {"ks": {"metric": "acc", "higher_is_better": true, "mean": 61.2, "std": 0.8, "n": 3,
-                      "recipe_version": "1.0", "profile": "fast"}, ...}}
+                      "recipe_version": "1.0", "profile": "fast", "data": "<manifest fingerprint>"}, ...}}
+
+`data` is optional when reading (baselines written before it have none).
+
+The model under test: one upstream name can cover several weights (fingerprints) in a
+store. Only ONE fingerprint's results are compared: the newest (latest `created_at`)
+unless `--fingerprint PREFIX` names another, and the report says which. Mixing
+fingerprints let the baseline's own old rows stand in for a regressed new model.
 
 A task regresses when it got worse (direction-aware: lower accuracy, higher
 PER/WER) by more than `allowed = max(tolerance, K * std)`, where std is the
 larger of the baseline's and the current run's seed std (0 with one seed).
 Exit codes: 0 nothing regressed, 1 a regression, 2 a usage/data problem (unreadable
-baseline, missing task without --allow-missing, different recipe version or
-profile) - a check that cannot compare like with like must not pass silently.
+baseline, missing task without --allow-missing, different recipe version, profile
+or data, unknown or ambiguous --fingerprint) - a check that cannot compare like with
+like must not pass silently.
 """
 
 from __future__ import annotations
@@ -21,17 +29,19 @@ import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from leaderboard.table import aggregate
+from superbench.exit_codes import ExitCode
 from superbench.io import atomic_write_text
-from superbench.results import ResultRecord, now_iso
+from superbench.results import ResultRecord, aggregate, now_iso
 from superbench.tasks import TASKS, in_task_order
 
 BASELINE_FORMAT = "superbench-baseline"
 BASELINE_FORMAT_VERSION = 1
-EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
+#: What a check summarises over seeds: one model's benchmark numbers per corpus and setup.
+SUMMARY_KEYS = ("upstream", "upstream_fingerprint", "data", "recipe_version", "profile", "layer")
 
 
 class CheckError(ValueError):
@@ -47,6 +57,7 @@ class TaskBaseline:
     n: int
     recipe_version: str
     profile: str
+    data: str = ""  # manifest fingerprint the baseline was measured on; '' = not recorded
 
 
 @dataclass
@@ -72,9 +83,88 @@ def _select(records: Iterable[ResultRecord], upstream: str) -> list[ResultRecord
     return [r for r in records if r.upstream == upstream and r.layer is None]
 
 
+def _when(created_at: str) -> datetime:
+    """A record's creation time for ordering; unparseable or missing sorts oldest."""
+    try:
+        t = datetime.fromisoformat(created_at)
+    except (TypeError, ValueError):
+        return datetime.min.replace(tzinfo=timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+@dataclass
+class FingerprintChoice:
+    """Which weights of an upstream name were compared, and why (shown in the report)."""
+
+    upstream: str
+    fingerprint: str
+    available: list[str]  # every fingerprint of the name in the current results, newest first
+    how: str  # "only", "newest" or "chosen"
+    prefix: str = ""
+    source: str = "the current results"
+
+    def describe(self) -> str:
+        n = len(self.available)
+        where = f"{n} fingerprints in {self.source}"
+        if self.how == "only":
+            why = f"the only fingerprint in {self.source}"
+        elif self.how == "newest":
+            why = f"newest of {where}; pick another with --fingerprint"
+        else:
+            why = f"chosen with --fingerprint {self.prefix}; {where}" if n > 1 else \
+                f"chosen with --fingerprint {self.prefix}"
+        return f"compared {self.upstream}@{self.fingerprint[:12]} ({why})"
+
+
+def choose_fingerprint(records: Iterable[ResultRecord], upstream: str, prefix: str | None = None, *,
+                       source: str = "the current results") -> FingerprintChoice | None:
+    """The fingerprint under test: `prefix`'s unique match, else the one with the newest record.
+
+    None when the name has no records at all. Raises CheckError for an unknown or ambiguous
+    prefix, and when two fingerprints are equally new (a gate must not pick one by chance).
+    """
+    latest: dict[str, datetime] = {}
+    for r in records:
+        if r.upstream == upstream:
+            when = _when(r.created_at)
+            latest[r.upstream_fingerprint] = max(latest.get(r.upstream_fingerprint, when), when)
+    if not latest:
+        return None
+    newest_first = sorted(latest, key=lambda fp: (latest[fp], fp), reverse=True)
+    listing = ", ".join(f"{fp} (newest record {_stamp(latest[fp])})" for fp in newest_first)
+    if prefix is not None:
+        matches = [fp for fp in newest_first if fp == prefix] or [fp for fp in newest_first if fp.startswith(prefix)]
+        if len(matches) != 1:
+            what = "matches no fingerprint" if not matches else f"is ambiguous: it matches {len(matches)} fingerprints"
+            raise CheckError(f"--fingerprint {prefix!r} {what} of upstream {upstream!r}; "
+                             f"fingerprints in {source}: {listing}")
+        return FingerprintChoice(upstream, matches[0], newest_first, "chosen", prefix, source)
+    if len(newest_first) == 1:
+        return FingerprintChoice(upstream, newest_first[0], newest_first, "only", source=source)
+    top = [fp for fp in newest_first if latest[fp] == latest[newest_first[0]]]
+    if len(top) > 1:
+        raise CheckError(f"cannot tell which weights of upstream {upstream!r} are newest: fingerprints "
+                         f"{', '.join(top)} have the same latest created_at; pick one with --fingerprint "
+                         f"(fingerprints in {source}: {listing})")
+    return FingerprintChoice(upstream, newest_first[0], newest_first, "newest", source=source)
+
+
+def _stamp(t: datetime) -> str:
+    return "unknown" if t == datetime.min.replace(tzinfo=timezone.utc) else t.isoformat(timespec="seconds")
+
+
+def _short_list(values: Iterable[str]) -> str:
+    return ", ".join(sorted(str(v)[:12] or "unknown" for v in values))
+
+
 def make_baseline(records: Iterable[ResultRecord], upstream: str, *, profile: str | None = None,
-                  recipe_version: str | None = None) -> Baseline:
-    """Summarise an upstream's stored results (mean/std over seeds per task) as a baseline."""
+                  recipe_version: str | None = None, fingerprint: str | None = None,
+                  source: str = "the current results") -> Baseline:
+    """Summarise one fingerprint's stored results (mean/std over seeds per task) as a baseline.
+
+    The fingerprint is the newest of the upstream name unless `fingerprint` (a prefix) names one;
+    each task records the data it was measured on, so a later check can refuse other data.
+    """
     recs = _select(records, upstream)
     if profile is not None:
         recs = [r for r in recs if r.profile == profile]
@@ -85,20 +175,23 @@ def make_baseline(records: Iterable[ResultRecord], upstream: str, *, profile: st
                          + (f" with profile {profile!r}" if profile else "")
                          + (f" and recipe version {recipe_version!r}" if recipe_version else "")
                          + " to build a baseline from")
-    long = aggregate(recs)
+    choice = choose_fingerprint(recs, upstream, fingerprint, source=source)
+    recs = [r for r in recs if r.upstream_fingerprint == choice.fingerprint]
+    long = aggregate(recs, by=SUMMARY_KEYS)
     tasks: dict[str, TaskBaseline] = {}
     for task, g in long.groupby("task", sort=False):
         if len(g) > 1:
-            combos = sorted({f"recipe {r.recipe_version} / profile {r.profile} / fingerprint "
-                             f"{r.upstream_fingerprint[:12]}" for r in g.itertuples()})
-            raise CheckError(f"upstream {upstream!r} task {task!r} has results from several setups "
-                             f"({'; '.join(combos)}); pick one with --profile / --recipe-version")
+            combos = sorted({f"recipe {r.recipe_version} / profile {r.profile} / data {r.data[:12] or 'unknown'}"
+                             for r in g.itertuples()})
+            raise CheckError(f"upstream {upstream!r}@{choice.fingerprint[:12]} task {task!r} has results from "
+                             f"several setups ({'; '.join(combos)}); pick one with --profile / --recipe-version, "
+                             f"or keep one corpus's records (--records DIR)")
         r = g.iloc[0]
         tasks[task] = TaskBaseline(str(r["metric"]), bool(r["higher_is_better"]), float(r["mean"]),
-                                   _std(r["std"]), int(r["n"]), str(r["recipe_version"]), str(r["profile"]))
+                                   _std(r["std"]), int(r["n"]), str(r["recipe_version"]), str(r["profile"]),
+                                   str(r["data"]))
     ordered = {t: tasks[t] for t in in_task_order(tasks)}
-    fps = sorted({r.upstream_fingerprint for r in recs})
-    return Baseline(upstream, ordered, fps[0] if len(fps) == 1 else "", now_iso())
+    return Baseline(upstream, ordered, choice.fingerprint, now_iso())
 
 
 def write_baseline(baseline: Baseline, path: str | Path) -> Path:
@@ -132,7 +225,8 @@ def load_baseline(path: str | Path) -> Baseline:
         try:
             tb = TaskBaseline(str(entry["metric"]), bool(entry["higher_is_better"]), float(entry["mean"]),
                               float(entry.get("std", 0.0) or 0.0), int(entry.get("n", 1)),
-                              str(entry["recipe_version"]), str(entry.get("profile", "superb")))
+                              str(entry["recipe_version"]), str(entry.get("profile", "superb")),
+                              str(entry.get("data") or ""))
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckError(f"{path}: tasks.{task}: missing or bad field ({exc!r})") from exc
         if not math.isfinite(tb.mean):
@@ -170,6 +264,7 @@ class CheckReport:
     upstream: str
     rows: list[CheckRow]
     notes: list[str] = field(default_factory=list)
+    compared: str = ""  # which fingerprint was compared and how it was chosen
 
     @property
     def regressed(self) -> list[CheckRow]:
@@ -177,7 +272,7 @@ class CheckReport:
 
     @property
     def exit_code(self) -> int:
-        return EXIT_REGRESSION if self.regressed else EXIT_OK
+        return ExitCode.FAILED if self.regressed else ExitCode.OK
 
     def format(self) -> str:
         head = ["task", "metric", "baseline", "current", "delta", "allowed", "status"]
@@ -193,17 +288,27 @@ class CheckReport:
         verdict = (f"FAIL: {len(self.regressed)} task(s) regressed for {self.upstream}: "
                    f"{', '.join(r.task for r in self.regressed)}" if self.regressed
                    else f"OK: no regression for {self.upstream} ({len(self.rows)} task(s) checked)")
-        return "\n".join(lines + [f"note: {n}" for n in self.notes] + [verdict]) + "\n"
+        head_lines = [self.compared] if self.compared else []
+        return "\n".join(head_lines + lines + [f"note: {n}" for n in self.notes] + [verdict]) + "\n"
 
 
 def compare(baseline: Baseline, records: Iterable[ResultRecord], *, tolerance: float = 0.5,
-            std_tolerance: float = 2.0, allow_missing: bool = False) -> CheckReport:
-    """Compare current results with a baseline; raises CheckError when they are not comparable."""
+            std_tolerance: float = 2.0, allow_missing: bool = False, fingerprint: str | None = None,
+            source: str = "the current results") -> CheckReport:
+    """Compare the model under test with a baseline; raises CheckError when they are not comparable.
+
+    The model under test is one fingerprint of the baseline's upstream name (see
+    `choose_fingerprint`); per task, only its results on the baseline's recipe, profile
+    and (when the baseline names it) data count.
+    """
     if tolerance < 0 or std_tolerance < 0 or not math.isfinite(tolerance) or not math.isfinite(std_tolerance):
         raise CheckError(f"--tolerance and --std-tolerance must be finite and >= 0 "
                          f"(got {tolerance}, {std_tolerance})")
     recs = _select(records, baseline.upstream)
-    long = aggregate(recs)
+    choice = choose_fingerprint(recs, baseline.upstream, fingerprint, source=source)
+    if choice is not None:
+        recs = [r for r in recs if r.upstream_fingerprint == choice.fingerprint]
+    long = aggregate(recs, by=SUMMARY_KEYS)
     rows: list[CheckRow] = []
     problems: list[str] = []
     notes: list[str] = []
@@ -224,18 +329,20 @@ def compare(baseline: Baseline, records: Iterable[ResultRecord], *, tolerance: f
             rows.append(CheckRow(task, tb.metric, tb.higher_is_better, tb.mean, tb.std, None, None, 0,
                                  tolerance, "missing"))
             continue
-        if len(same) > 1:
-            match = same[same["upstream_fingerprint"] == baseline.upstream_fingerprint]
-            if len(match) != 1:
-                fps = ", ".join(sorted(str(x)[:12] for x in same["upstream_fingerprint"]))
-                problems.append(f"task {task}: current results come from several weights of "
-                                f"{baseline.upstream!r} (fingerprints {fps}); keep one (--records DIR)")
+        if tb.data:
+            on_data = same[same["data"] == tb.data]
+            if on_data.empty:
+                problems.append(f"task {task}: not comparable: other data (baseline measured on data "
+                                f"{tb.data[:12]}, current results on {_short_list(same['data'])}); re-run on "
+                                f"the baseline's corpus or rewrite the baseline (--write-baseline)")
                 continue
-            same = match
+            same = on_data
+        elif len(same) > 1:
+            problems.append(f"task {task}: {baseline.upstream}@{choice.fingerprint[:12]} has results on several "
+                            f"data ({_short_list(same['data'])}) and the baseline names none; keep one corpus's "
+                            f"records (--records DIR) or rewrite the baseline (--write-baseline)")
+            continue
         r = same.iloc[0]
-        if baseline.upstream_fingerprint and r["upstream_fingerprint"] != baseline.upstream_fingerprint:
-            notes.append(f"{task}: upstream fingerprint changed ({baseline.upstream_fingerprint[:12]} -> "
-                         f"{str(r['upstream_fingerprint'])[:12]})")
         current, cstd = float(r["mean"]), _std(r["std"])
         allowed = max(tolerance, std_tolerance * max(tb.std, cstd))
         worse = (tb.mean - current) if tb.higher_is_better else (current - tb.mean)
@@ -243,8 +350,12 @@ def compare(baseline: Baseline, records: Iterable[ResultRecord], *, tolerance: f
         rows.append(CheckRow(task, tb.metric, tb.higher_is_better, tb.mean, tb.std, current, cstd,
                              int(r["n"]), allowed, status))
     if problems:
-        raise CheckError("cannot check against the baseline:\n  " + "\n  ".join(problems))
+        raise CheckError("cannot check against the baseline:\n  " + "\n  ".join(problems)
+                         + (f"\n  ({choice.describe()})" if choice else ""))
+    if choice is not None and baseline.upstream_fingerprint and choice.fingerprint != baseline.upstream_fingerprint:
+        notes.append(f"upstream fingerprint changed since the baseline ({baseline.upstream_fingerprint[:12]} -> "
+                     f"{choice.fingerprint[:12]})")
     extra = sorted(set(long["task"]) - set(baseline.tasks))
     if extra:
         notes.append(f"tasks without a baseline (not checked): {', '.join(extra)}")
-    return CheckReport(baseline.upstream, rows, notes)
+    return CheckReport(baseline.upstream, rows, notes, choice.describe() if choice else "")

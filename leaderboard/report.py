@@ -104,15 +104,17 @@ def task_bar_chart(board: Leaderboard) -> str | None:
 
 def layer_weight_figure(records: Iterable[ResultRecord]) -> str | None:
     """Heatmap per upstream: tasks x layers, mean normalised weight over seeds."""
-    groups: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
+    by_key: dict[tuple, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
         if r.layer is not None or not r.layer_weights:
             continue
         w = normalise_weights(r.layer_weights)
         if w.size > 1:  # a single-layer upstream (e.g. fbank) has nothing to weigh
-            groups[f"{r.upstream} ({r.profile}, r{r.recipe_version})"][r.task].append(w)
-    if not groups:
+            key = (r.upstream, r.upstream_fingerprint, r.manifest_fingerprint, r.profile, r.recipe_version)
+            by_key[key][r.task].append(w)
+    if not by_key:
         return None
+    groups = {_weights_title(key, by_key): tasks for key, tasks in by_key.items()}
     plt = _pyplot()
     names = sorted(groups)
     height = sum(1.1 + 0.45 * len(groups[n]) for n in names)
@@ -135,6 +137,18 @@ def layer_weight_figure(records: Iterable[ResultRecord]) -> str | None:
         fig.colorbar(im, ax=ax, fraction=.025, pad=.01, label="weight")
     fig.tight_layout()
     return _png(fig)
+
+
+def _weights_title(key: tuple, keys: Iterable[tuple]) -> str:
+    """Like the table's row label: weights and corpora are named only where one upstream has several."""
+    upstream, fingerprint, data, profile, recipe = key
+    same = [k for k in keys if k[0] == upstream]
+    title = upstream
+    if len({k[1] for k in same}) > 1:
+        title += f"@{fingerprint[:8] or 'unknown'}"
+    if len({k[2] for k in same}) > 1:
+        title += f" [data {data[:8] or 'unknown'}]"
+    return f"{title} ({profile}, r{recipe})"
 
 
 def build_report(records: list[ResultRecord], reference: str = "paper", sort: str | None = None,

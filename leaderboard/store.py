@@ -10,10 +10,14 @@ Concurrency: WAL journal + a generous busy timeout + `BEGIN IMMEDIATE` write
 transactions, so parallel writers queue instead of failing or losing rows.
 A connection is opened per process (never shared across fork()).
 
-Identity: one row per (upstream, upstream_fingerprint, task, recipe_version,
-profile, layer, seed). Profile and layer are part of the key because a
-`fast`-profile run and a single-layer probe are different measurements from the
-full weighted-sum SUPERB run of the same model and seed, and must not replace it.
+Identity: one row per `superbench.results.RunKey` (upstream, fingerprint, task,
+data, recipe version, profile, layer, seed), the one definition shared with the
+runner. The data (manifest fingerprint) is in it because a re-prepared or
+relabelled corpus is another measurement: its record must be stored next to the
+old corpus's, not refused as "already stored" while the old score is shown.
+
+Schema history: 1 had no `data` column; a version-1 file is migrated in place
+when opened (one write transaction, so concurrent openers migrate it once).
 """
 
 from __future__ import annotations
@@ -29,21 +33,24 @@ from pathlib import Path
 from typing import Any
 
 from superbench import paths
-from superbench.results import RecordError, ResultRecord, now_iso
+from superbench.results import RecordError, ResultRecord, RunKey, now_iso
 
 log = logging.getLogger(__name__)
 
-STORE_SCHEMA_VERSION = 1
+STORE_SCHEMA_VERSION = 2
 APPLICATION_ID = 0x53425042  # "SBPB": marks the file as a superbench store
 BUSY_TIMEOUT_MS = 60_000
 
-KEY_COLUMNS = ("upstream", "upstream_fingerprint", "task", "recipe_version", "profile", "layer", "seed")
+_VALUE_COLUMNS = ("metric", "higher_is_better", "test", "dev", "created_at", "stored_at", "record_json")
+_COLUMNS = RunKey.FIELDS + _VALUE_COLUMNS
+_KEY_SQL = ", ".join(RunKey.FIELDS)
 
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS results (
     upstream TEXT NOT NULL,
     upstream_fingerprint TEXT NOT NULL,
     task TEXT NOT NULL,
+    data TEXT NOT NULL,           -- manifest fingerprint of the corpus the run was scored on
     recipe_version TEXT NOT NULL,
     profile TEXT NOT NULL,
     layer TEXT NOT NULL,          -- '' for the weighted sum, else the probed layer
@@ -55,11 +62,15 @@ CREATE TABLE IF NOT EXISTS results (
     created_at TEXT NOT NULL,
     stored_at TEXT NOT NULL,
     record_json TEXT NOT NULL,
-    PRIMARY KEY (upstream, upstream_fingerprint, task, recipe_version, profile, layer, seed)
+    PRIMARY KEY ({_KEY_SQL})
 );
 CREATE INDEX IF NOT EXISTS results_by_task ON results (task, recipe_version, profile);
-CREATE INDEX IF NOT EXISTS results_by_upstream ON results (upstream, task);
+CREATE INDEX IF NOT EXISTS results_by_upstream ON results (upstream, task)
 """
+
+#: Columns of a version-1 table (no `data`), read by the migration.
+_V1_COLUMNS = ("upstream", "upstream_fingerprint", "task", "recipe_version", "profile", "layer", "seed",
+               "metric", "higher_is_better", "test", "dev", "created_at", "stored_at", "record_json")
 
 
 class StoreError(ValueError):
@@ -72,23 +83,26 @@ def default_db_path() -> Path:
     return Path(env).expanduser() if env else paths.home() / "leaderboard.db"
 
 
-def _layer_key(layer: int | str | None) -> str:
-    return "" if layer is None else str(layer)
+def _statements(sql: str) -> list[str]:
+    return [stmt for stmt in sql.strip().split(";\n") if stmt.strip()]
 
 
-def record_key(record: ResultRecord) -> tuple[str, str, str, str, str, str, int]:
-    """The store's identity of a record (see module docstring for why profile/layer are in it)."""
-    return (record.upstream, record.upstream_fingerprint, record.task, record.recipe_version,
-            record.profile, _layer_key(record.layer), int(record.seed))
+def _data_of(record_json: str) -> str:
+    """A version-1 row's corpus: the stored record's manifest fingerprint ('' if it has none)."""
+    try:
+        data = json.loads(record_json)
+    except (TypeError, json.JSONDecodeError):
+        return ""  # kept as is; reading it later names the bad row
+    return str(data.get("manifest_fingerprint") or "") if isinstance(data, dict) else ""
 
 
 @dataclass
 class ImportReport:
-    """What an import did; `skipped` lists rows that already existed and were kept."""
+    """What an import did, by RunKey; `skipped` lists rows that already existed and were kept."""
 
-    inserted: list[tuple] = field(default_factory=list)
-    replaced: list[tuple] = field(default_factory=list)
-    skipped: list[tuple] = field(default_factory=list)
+    inserted: list[RunKey] = field(default_factory=list)
+    replaced: list[RunKey] = field(default_factory=list)
+    skipped: list[RunKey] = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"{len(self.inserted)} inserted, {len(self.replaced)} replaced, "
@@ -135,6 +149,8 @@ class ResultStore:
             if version > STORE_SCHEMA_VERSION:
                 raise StoreError(f"{self.path}: written by a newer superbench (store schema {version}, "
                                  f"this version reads {STORE_SCHEMA_VERSION}); upgrade superbench")
+            if version < STORE_SCHEMA_VERSION:
+                self._migrate(conn)
             return
         if tables:
             raise StoreError(f"{self.path}: an SQLite database but not a superbench results store "
@@ -142,15 +158,51 @@ class ResultStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             if conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:  # lost a race?
-                for stmt in _SCHEMA.strip().split(";\n"):
-                    if stmt.strip():
-                        conn.execute(stmt)
+                for stmt in _statements(_SCHEMA):
+                    conn.execute(stmt)
                 conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 conn.execute(f"PRAGMA user_version = {STORE_SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Bring an older store to this schema in one write transaction.
+
+        The version is read again under the write lock: a concurrent opener that got
+        there first has already migrated, and the file must not be migrated twice.
+        """
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 1:
+                self._migrate_v1(conn)
+            elif version != STORE_SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: unknown store schema {version}; cannot migrate it")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        if version == 1:
+            log.info("%s: migrated results store from schema 1 to %d", self.path, STORE_SCHEMA_VERSION)
+
+    @staticmethod
+    def _migrate_v1(conn: sqlite3.Connection) -> None:
+        """Schema 1 -> 2: add `data` to the key, taken from each stored record's manifest fingerprint."""
+        conn.execute("ALTER TABLE results RENAME TO results_v1")
+        conn.execute("DROP INDEX IF EXISTS results_by_task")
+        conn.execute("DROP INDEX IF EXISTS results_by_upstream")
+        for stmt in _statements(_SCHEMA):
+            conn.execute(stmt)
+        rows = conn.execute(f"SELECT {', '.join(_V1_COLUMNS)} FROM results_v1").fetchall()
+        insert = f"INSERT INTO results ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+        for row in rows:
+            old = dict(zip(_V1_COLUMNS, row))
+            old["data"] = _data_of(old["record_json"])
+            conn.execute(insert, tuple(old[c] for c in _COLUMNS))
+        conn.execute("DROP TABLE results_v1")
+        conn.execute(f"PRAGMA user_version = {STORE_SCHEMA_VERSION}")
 
     def close(self) -> None:
         if self._conn is not None and self._pid == os.getpid():
@@ -166,7 +218,7 @@ class ResultStore:
     # -- writing --------------------------------------------------------------------
     @staticmethod
     def _row(record: ResultRecord) -> tuple:
-        return (*record_key(record), record.metric, int(bool(record.higher_is_better)), float(record.test),
+        return (*record.run_key().as_tuple(), record.metric, int(bool(record.higher_is_better)), float(record.test),
                 float(record.dev), record.created_at or "", now_iso(), record.to_json())
 
     def add(self, record: ResultRecord, overwrite: bool = False) -> bool:
@@ -184,18 +236,18 @@ class ResultStore:
         report = ImportReport()
         conn = self._connect()
         verb = "INSERT OR REPLACE" if overwrite else "INSERT OR IGNORE"
+        insert = f"{verb} INTO results ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+        exists_sql = "SELECT 1 FROM results WHERE " + " AND ".join(f"{c} = ?" for c in RunKey.FIELDS)
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for rec in records:
-                    key = record_key(rec)
-                    exists = conn.execute(
-                        "SELECT 1 FROM results WHERE " + " AND ".join(f"{c} = ?" for c in KEY_COLUMNS),
-                        key).fetchone() is not None
+                    key = rec.run_key()
+                    exists = conn.execute(exists_sql, key.as_tuple()).fetchone() is not None
                     if exists and not overwrite:
                         report.skipped.append(key)
                         continue
-                    conn.execute(f"{verb} INTO results VALUES ({', '.join('?' * 14)})", self._row(rec))
+                    conn.execute(insert, self._row(rec))
                     (report.replaced if exists else report.inserted).append(key)
                 conn.execute("COMMIT")
             except BaseException:
@@ -208,8 +260,8 @@ class ResultStore:
     # -- reading --------------------------------------------------------------------
     def _select(self, where: str = "", params: tuple = ()) -> Iterator[tuple[tuple, str]]:
         conn = self._connect()
-        sql = f"SELECT {', '.join(KEY_COLUMNS)}, record_json FROM results {where} ORDER BY " \
-              f"upstream, task, recipe_version, profile, layer, seed"
+        sql = f"SELECT {_KEY_SQL}, record_json FROM results {where} ORDER BY " \
+              f"upstream, task, recipe_version, profile, layer, data, upstream_fingerprint, seed"
         try:
             rows = conn.execute(sql, params).fetchall()
         except sqlite3.DatabaseError as exc:
@@ -217,15 +269,15 @@ class ResultStore:
         for row in rows:
             yield tuple(row[:-1]), row[-1]
 
-    def records(self, *, upstream: str | None = None, task: str | None = None) -> list[ResultRecord]:
-        """Every stored record (optionally of one upstream/task), validated on the way out."""
+    def records(self, *, upstream: str | None = None, task: str | None = None,
+                upstream_fingerprint: str | None = None, data: str | None = None) -> list[ResultRecord]:
+        """Every stored record (optionally of one upstream/task/fingerprint/data), validated on the way out."""
         clauses, params = [], []
-        if upstream is not None:
-            clauses.append("upstream = ?")
-            params.append(upstream)
-        if task is not None:
-            clauses.append("task = ?")
-            params.append(task)
+        for column, value in (("upstream", upstream), ("task", task),
+                              ("upstream_fingerprint", upstream_fingerprint), ("data", data)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         out = []
         for key, text in self._select(where, tuple(params)):

@@ -1,10 +1,11 @@
 """Leaderboard table: upstreams x tasks, mean ± std over seeds, SUPERB score.
 
-Rows are (upstream, fingerprint, recipe version, profile, layer): results from
-different recipe versions or profiles are different experiments, so they get
-separate rows and are never averaged together. Every task column header names
-the metric and its direction, and every score carries its task set and
-reference mode (see leaderboard/score.py).
+Rows are (upstream, fingerprint, data, recipe version, profile, layer): results
+from different corpora (manifest fingerprints), recipe versions or profiles are
+different experiments, so they get separate rows and are never averaged together.
+The numbers come from `superbench.results.aggregate`, the same summary the runner
+prints. Every task column header names the metric and its direction, and every
+score carries its task set and reference mode (see leaderboard/score.py).
 """
 
 from __future__ import annotations
@@ -24,32 +25,11 @@ from leaderboard.score import (
     paper_references,
     superb_score,
 )
-from superbench.results import ResultRecord
+from superbench.results import ResultRecord, aggregate
 from superbench.tasks import TASKS, in_task_order
 
-ROW_KEYS = ["upstream", "upstream_fingerprint", "recipe_version", "profile", "layer"]
+ROW_KEYS = ["upstream", "upstream_fingerprint", "data", "recipe_version", "profile", "layer"]
 FORMATS = ("md", "csv", "json", "html")
-
-
-def aggregate(records: Iterable[ResultRecord]) -> pd.DataFrame:
-    """Long frame: one row per (row key, task) with the test metric's mean, std, n over seeds.
-
-    std is the sample standard deviation (ddof=1); NaN when there is a single seed,
-    because one run says nothing about seed variance.
-    """
-    rows = [{"upstream": r.upstream, "upstream_fingerprint": r.upstream_fingerprint,
-             "recipe_version": r.recipe_version, "profile": r.profile,
-             "layer": "" if r.layer is None else str(r.layer), "task": r.task, "metric": r.metric,
-             "higher_is_better": bool(r.higher_is_better), "seed": r.seed, "test": float(r.test),
-             "dev": float(r.dev)} for r in records]
-    cols = ROW_KEYS + ["task", "metric", "higher_is_better", "mean", "std", "n", "seeds", "dev_mean"]
-    if not rows:
-        return pd.DataFrame(columns=cols)
-    df = pd.DataFrame(rows)
-    g = df.groupby(ROW_KEYS + ["task", "metric", "higher_is_better"], sort=False, dropna=False)
-    out = g.agg(mean=("test", "mean"), std=("test", "std"), n=("test", "size"),
-                seeds=("seed", lambda s: sorted(int(x) for x in s)), dev_mean=("dev", "mean")).reset_index()
-    return out[cols]
 
 
 def _task_header(task: str) -> str:
@@ -141,14 +121,22 @@ def _seeds_label(row: pd.Series, tasks: list[str]) -> str:
     return "/".join(map(str, ns)) if ns else "–"
 
 
+def _short(fingerprint: str) -> str:
+    return str(fingerprint)[:8] or "unknown"
+
+
 def _row_labels(frame: pd.DataFrame) -> list[str]:
-    """Upstream name, plus the fingerprint when one name covers several weights, plus the probed layer."""
+    """Upstream name, plus the fingerprint when one name covers several weights, plus the data
+    when one name has rows on several corpora, plus the probed layer."""
     fps = frame.groupby("upstream")["upstream_fingerprint"].nunique()
+    datas = frame.groupby("upstream")["data"].nunique()
     labels = []
     for _, r in frame.iterrows():
         label = r["upstream"]
         if fps[r["upstream"]] > 1:
-            label += f"@{str(r['upstream_fingerprint'])[:8]}"
+            label += f"@{_short(r['upstream_fingerprint'])}"
+        if datas[r["upstream"]] > 1:
+            label += f" [data {_short(r['data'])}]"
         if r["layer"] != "":
             label += f" [layer {r['layer']}]"
         labels.append(label)
@@ -160,7 +148,7 @@ def build_leaderboard(records: Iterable[ResultRecord], reference: str = "paper",
     """Aggregate records into the leaderboard (see module docstring)."""
     if reference not in REFERENCE_MODES:
         raise ValueError(f"unknown reference {reference!r}; choose from {', '.join(REFERENCE_MODES)}")
-    long = aggregate(records)
+    long = aggregate(records, by=ROW_KEYS)
     tasks = in_task_order(long["task"])
     if long.empty:
         frame = pd.DataFrame(columns=ROW_KEYS + ["label", "score", "n_tasks", "tasks", "reference"])
@@ -179,7 +167,7 @@ def build_leaderboard(records: Iterable[ResultRecord], reference: str = "paper",
     scores = []
     for _, r in wide.iterrows():
         metrics = {t: float(r[t]) for t in tasks if not math.isnan(r[t])}
-        scores.append(superb_score(metrics, refs_by_group[(r["recipe_version"], r["profile"])], reference))
+        scores.append(superb_score(metrics, refs_by_group[_group(r)], reference))
     wide["score"] = [s.score for s in scores]
     wide["n_tasks"] = [s.n_tasks for s in scores]
     wide["tasks"] = [",".join(s.tasks) for s in scores]
@@ -194,42 +182,55 @@ def build_leaderboard(records: Iterable[ResultRecord], reference: str = "paper",
     return sort_leaderboard(board, sort or "score")
 
 
+def _group(row: pd.Series) -> tuple[str, str, str]:
+    """The comparable group of a row: local references are measured per (data, recipe, profile)."""
+    return (row["data"], row["recipe_version"], row["profile"])
+
+
+def _group_name(group: tuple[str, str, str], with_data: bool) -> str:
+    data, recipe, profile = group
+    return (f"data {_short(data)} / " if with_data else "") + f"recipe {recipe} / profile {profile}"
+
+
 def _references(wide: pd.DataFrame, tasks: list[str], reference: str, notes: list[str]) -> dict:
-    groups = {(r["recipe_version"], r["profile"]) for _, r in wide.iterrows()}
+    groups = {_group(r) for _, r in wide.iterrows()}
+    with_data = len({g[0] for g in groups}) > 1
     if reference == "paper":
         refs = paper_references()
         notes.insert(0, "SUPERB score: 1000*(m-FBANK)/(SOTA-FBANK) per task, averaged; reference = paper "
                         "(official leaderboard reference points, leaderboard/references.yaml)")
-        odd = sorted({p for _, p in groups if p != "superb"})
+        odd = sorted({p for _, _, p in groups if p != "superb"})
         if odd:
             notes.append(f"paper references assume the full SUPERB protocol; rows with profile(s) {odd} are "
                          f"scored for orientation only (use --reference local)")
         return {g: refs for g in groups}
     notes.insert(0, f"SUPERB score: 1000*(m-FBANK)/(SOTA-FBANK) per task, averaged; reference = local "
-                    f"(FBANK = '{FBANK_UPSTREAM}' upstream, SOTA = best upstream, per recipe version and profile)")
+                    f"(FBANK = '{FBANK_UPSTREAM}' upstream, SOTA = best upstream, per data, recipe version "
+                    f"and profile)")
     out = {}
     for group in sorted(groups):
-        sub = wide[(wide["recipe_version"] == group[0]) & (wide["profile"] == group[1]) & (wide["layer"] == "")]
+        sub = wide[(wide["data"] == group[0]) & (wide["recipe_version"] == group[1])
+                   & (wide["profile"] == group[2]) & (wide["layer"] == "")]
         means = {}
         for _, r in sub.iterrows():
             means.setdefault(r["upstream"], {t: float(r[t]) for t in tasks if not math.isnan(r[t])})
         out[group] = local_references(means)
         tied = [t for t, ref in out[group].items() if ref.sota == ref.fbank]
         if tied:
-            notes.append(f"recipe {group[0]} / profile {group[1]}: no upstream beats '{FBANK_UPSTREAM}' on "
+            notes.append(f"{_group_name(group, with_data)}: no upstream beats '{FBANK_UPSTREAM}' on "
                          f"{', '.join(tied)}, so SOTA = FBANK and the local score leaves those tasks out")
         if FBANK_UPSTREAM not in means:
-            notes.append(f"no '{FBANK_UPSTREAM}' results for recipe {group[0]} / profile {group[1]}: "
+            notes.append(f"no '{FBANK_UPSTREAM}' results for {_group_name(group, with_data)}: "
                          f"no local SUPERB score there")
     return out
 
 
 def sort_leaderboard(board: Leaderboard, column: str) -> Leaderboard:
-    """Sort best-first by 'score', a task name (direction-aware) or 'upstream'/'recipe'/'profile'."""
+    """Sort best-first by 'score', a task name (direction-aware) or 'upstream'/'recipe'/'profile'/'data'."""
     col = column.lower()
     f = board.frame
     aliases = {"recipe": "recipe_version", "recipe_version": "recipe_version", "profile": "profile",
-               "upstream": "label", "row": "label"}
+               "upstream": "label", "row": "label", "data": "data"}
     if col in ("score", "superb"):
         key, ascending = "score", False
     elif col in board.tasks:
@@ -237,7 +238,7 @@ def sort_leaderboard(board: Leaderboard, column: str) -> Leaderboard:
     elif col in aliases:
         key, ascending = aliases[col], True
     else:
-        choices = ["score", "upstream", "recipe", "profile"] + board.tasks
+        choices = ["score", "upstream", "recipe", "profile", "data"] + board.tasks
         raise ValueError(f"cannot sort by {column!r}; choose from {', '.join(choices)}")
     if not f.empty:
         board.frame = f.sort_values([key, "label"], ascending=[ascending, True], na_position="last",

@@ -1,15 +1,23 @@
-"""Feature cache: run the frozen upstream once per utterance, train heads from disk.
+"""Feature cache: run the frozen upstream once per audio file, train heads from disk.
 
 s3prl re-runs the frozen upstream on every training step. Since the upstream is
 frozen, its outputs are a pure function of (weights, audio), so we compute them
-once and key them by the upstream fingerprint, the manifest fingerprint and a
-cache format version:
+once and key each utterance's features by its AUDIO, not by the task or the labels:
 
-    cache_dir()/<upstream>-<upstream fp>/<task>-<manifest fp>-<level>-v<FORMAT>/
-        plan.json            which utterances go into which chunk (fixed on first run)
-        chunk_00000.npy      the features of one chunk
-        chunk_00000.json     ids, frame counts and offsets; written LAST = the chunk is complete
-        index.json           written when every chunk is complete
+    cache_dir()/<upstream>-<upstream fp>/<level>-v<FORMAT>/
+        cache.json                  format version, level, upstream, layers, hidden size
+        extract.lock                held by the one process that is extracting
+        plans/<request hash>.json   chunks of batches of audio keys for one set of missing audio
+        <plan12>-00000.npy          the features of one chunk
+        <plan12>-00000.json         audio keys, frame counts, offsets; written LAST = the chunk is complete
+
+An audio key (`audio_key`) hashes the resolved path, the file size and the first and
+last 64 KiB of the file. PR and ASR over the same LibriSpeech files therefore share
+one frame cache, fixing a transcript re-extracts nothing, a subset of earlier audio
+extracts nothing, a superset extracts only what is missing, and a replaced file (new
+bytes at its head or tail, or a new size) gets a new key and is extracted again. A
+change in the middle of a file that keeps its size goes unnoticed: rewrite the
+file's header or move it if you edit audio in place.
 
 Two levels:
 
@@ -18,30 +26,41 @@ Two levels:
   the utterance head is linear up to its mean pool (weighted sum, then Linear),
   and linear maps commute with the mean (tested in tests/test_cache.py).
 * ``frame`` (PR, ASR): every layer's frames in float16, one ``(T_total, L, D)``
-  .npy per chunk, read with ``np.load(mmap_mode="r")`` so training touches only
-  the pages of the utterances in the current batch; memory stays flat however
-  large the corpus.
+  .npy per chunk.
 
-Extraction sorts utterances by length (longest first, so an out-of-memory
-surfaces in the first batch), batches them under a samples budget, runs under
-inference mode and is resumable: a chunk is written to a temp file and renamed,
-its .json is written after its .npy, and a re-run skips chunks whose .json exists
-and never reads a temp file.
+Both are read with ``np.load(mmap_mode="r")``, one map per chunk, so training touches
+only the pages of the utterances in the current batch; memory stays flat however
+large the corpus.
+
+Extraction plans the missing audio (longest first, so an out-of-memory surfaces
+in the first batch; batches under a samples budget), stores the plan under the hash
+of the requested keys, runs under inference mode and is resumable: a chunk is
+written to a temp file and renamed, its .json is written after its .npy, and a
+re-run finds the same plan, does only the chunks without a .json and never reads a
+temp file, so its features are byte-identical to an uninterrupted run's.
+
+Writers hold ``extract.lock`` (a `filelock.FileLock`) for the whole extraction, and
+remove stale temp files only while holding it, so a second process waits instead of
+deleting a running writer's temp files, then finds the work done. Reading a complete
+cache takes no lock: a chunk is visible only once its .json exists.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from superbench.audio import check_waveform, load_audio
@@ -52,7 +71,7 @@ from superbench.upstream import Upstream, pad_batch
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
 LEVELS = ("utterance", "frame")
 #: Default extraction batch budget: padded samples per forward pass (64 s of 16 kHz audio).
 DEFAULT_BATCH_SAMPLES = 16000 * 64
@@ -60,20 +79,66 @@ DEFAULT_BATCH_SAMPLES = 16000 * 64
 DEFAULT_CHUNK_BYTES = 64 << 20
 #: Frames an upstream may differ from its declared frame rule before extraction stops.
 DEFAULT_FRAME_TOLERANCE = 2
+#: Bytes hashed at each end of an audio file for its key (the whole file when under two blocks).
+AUDIO_KEY_BLOCK = 64 << 10
+#: Threads that compute audio keys; the work is stat + two small reads per file.
+AUDIO_KEY_WORKERS = 8
+
+_CHUNK_GLOB = "*-[0-9][0-9][0-9][0-9][0-9].json"
 
 
 class CacheError(RuntimeError):
     """Extraction cannot (or must not) go on; the message says why and what to do."""
 
 
-def cache_path(upstream: Upstream, manifest: TaskManifest, level: str, root: str | Path | None = None) -> Path:
-    """Where the features of (upstream, manifest, level) live; any change of either gives a new folder."""
+def audio_key(path: str | Path, block: int = AUDIO_KEY_BLOCK) -> str:
+    """Cheap content signature of one audio file: resolved path, size, and its first and last block.
+
+    Reading two blocks instead of the whole file keeps keying a 1000-hour corpus to seconds.
+    """
+    real = os.path.realpath(path)
+    try:
+        with open(real, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size < 2 * block:
+                content = hashlib.sha256(fh.read())
+            else:
+                content = hashlib.sha256(fh.read(block))
+                fh.seek(size - block)
+                content.update(fh.read(block))
+    except OSError as exc:
+        raise CacheError(f"{path}: cannot read audio to key the feature cache ({exc})") from exc
+    h = hashlib.sha256(f"{real}\0{size}\0".encode())
+    h.update(content.digest())
+    return h.hexdigest()[:32]
+
+
+def audio_keys(manifest: TaskManifest, workers: int = AUDIO_KEY_WORKERS) -> dict[str, str]:
+    """Utterance id -> audio key for every utterance of `manifest` (each file read once)."""
+    utts = manifest.utterances()
+    paths = sorted({u.audio for u in utts})
+    start = time.perf_counter()
+    if workers > 1 and len(paths) > 1:
+        with ThreadPoolExecutor(max_workers=min(workers, len(paths))) as pool:
+            keys = dict(zip(paths, pool.map(audio_key, paths)))
+    else:
+        keys = {p: audio_key(p) for p in paths}
+    log.debug("keyed %d audio file(s) in %.3f s", len(paths), time.perf_counter() - start)
+    return {u.id: keys[u.audio] for u in utts}
+
+
+def _fingerprint_dir(upstream: Upstream, fingerprint: str | None) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in upstream.name)
+    return f"{safe}-{fingerprint if fingerprint is not None else upstream.fingerprint()}"
+
+
+def cache_path(upstream: Upstream, level: str, root: str | Path | None = None,
+               fingerprint: str | None = None) -> Path:
+    """Where (upstream, level) features live, whatever the task; pass `fingerprint` to skip hashing the weights."""
     if level not in LEVELS:
         raise ValueError(f"cache level must be one of {LEVELS}, got {level!r}")
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in upstream.name)
     base = Path(root) if root is not None else cache_dir()
-    return (base / f"{safe}-{upstream.fingerprint()}"
-            / f"{manifest.task}-{manifest.fingerprint}-{level}-v{CACHE_FORMAT_VERSION}")
+    return base / _fingerprint_dir(upstream, fingerprint) / f"{level}-v{CACHE_FORMAT_VERSION}"
 
 
 def _bytes_per_utterance(upstream: Upstream, utt: Utterance, level: str) -> int:
@@ -128,80 +193,168 @@ def _load_wav(utt: Utterance, min_samples: int) -> np.ndarray:
     return check_waveform(wav, name=utt.audio, min_samples=min_samples)
 
 
-@dataclass
-class ExtractionStats:
-    chunks_total: int
-    chunks_done_before: int
-    seconds: float
-    bytes: int
+# --------------------------------------------------------------------------- on-disk index
 
+def _read_chunks(path: Path) -> dict[str, dict]:
+    """Chunk name -> its .json, for every complete chunk (a .json exists only after its .npy)."""
+    chunks = {}
+    for meta in sorted(path.glob(_CHUNK_GLOB)):
+        chunks[meta.stem] = json.loads(meta.read_text(encoding="utf-8"))
+    return chunks
+
+
+def _key_index(chunks: Mapping[str, dict]) -> dict[str, tuple[str, int, int]]:
+    """Audio key -> (chunk name, row or frame offset, frames); the first chunk (by name) wins."""
+    where: dict[str, tuple[str, int, int]] = {}
+    for name, info in chunks.items():
+        starts = info.get("offsets") or range(len(info["keys"]))  # utterance level: the row
+        for key, n, pos in zip(info["keys"], info["frames"], starts):
+            where.setdefault(key, (name, int(pos), int(n)))
+    return where
+
+
+def _plan_hash(keys: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:16]
+
+
+def _write_meta(path: Path, upstream: Upstream, level: str, fingerprint: str) -> dict:
+    meta_file = path / "cache.json"
+    meta = {"format_version": CACHE_FORMAT_VERSION, "level": level, "upstream": upstream.name,
+            "upstream_fingerprint": fingerprint, "num_layers": upstream.num_layers,
+            "hidden_size": upstream.hidden_size}
+    if meta_file.is_file():
+        found = json.loads(meta_file.read_text(encoding="utf-8"))
+        if any(found.get(k) != v for k, v in meta.items() if k != "upstream"):
+            raise CacheError(f"{path}: cache.json says {found}, this run expects {meta}; "
+                             f"the folder was written by something else, remove it")
+        return found
+    atomic_write_text(meta_file, json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+# --------------------------------------------------------------------------- extraction
 
 def extract_features(upstream: Upstream, manifest: TaskManifest, level: str, *,
-                     root: str | Path | None = None, batch_samples: int = DEFAULT_BATCH_SAMPLES,
-                     chunk_bytes: int = DEFAULT_CHUNK_BYTES, frame_tolerance: int = DEFAULT_FRAME_TOLERANCE,
-                     progress: bool = True) -> "FeatureCache":
-    """Extract (or finish extracting) every utterance of `manifest`, then open the cache."""
-    path = cache_path(upstream, manifest, level, root)
-    if (path / "index.json").is_file():
-        log.info("features cached: %s", path)
-        return FeatureCache.open(path)
+                     root: str | Path | None = None, fingerprint: str | None = None,
+                     batch_samples: int = DEFAULT_BATCH_SAMPLES, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                     frame_tolerance: int = DEFAULT_FRAME_TOLERANCE, progress: bool = True) -> "FeatureCache":
+    """Extract the audio of `manifest` that the cache lacks, then open the cache for its ids.
+
+    `fingerprint` is `upstream.fingerprint()` when the caller already has it (hashing large weights
+    takes seconds). Another process extracting into the same folder is waited for, not disturbed.
+    """
+    fingerprint = fingerprint if fingerprint is not None else upstream.fingerprint()
+    path = cache_path(upstream, level, root, fingerprint)
+    keys = audio_keys(manifest)
+    if (path / "cache.json").is_file():  # fast path, no lock: every chunk we read is complete
+        cache, _ = FeatureCache._open(path, keys)
+        if cache is not None:
+            log.info("features cached: %s", path)
+            return cache
     path.mkdir(parents=True, exist_ok=True)
-    for stale in path.glob(".*.tmp"):  # left by a killed run; never read
-        stale.unlink(missing_ok=True)
-    utterances = {u.id: u for u in manifest.utterances()}
-    plan_file = path / "plan.json"
-    if plan_file.is_file():
+    lock = FileLock(str(path / "extract.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("another process is extracting into %s; waiting for it", path)
+        lock.acquire()
+    try:
+        for stale in [*path.glob(".*.tmp"), *path.glob("plans/.*.tmp")]:  # a killed writer's; none runs now
+            stale.unlink(missing_ok=True)
+        _write_meta(path, upstream, level, fingerprint)
+        _extract_missing(upstream, manifest, level, path, keys, batch_samples, chunk_bytes,
+                         frame_tolerance, progress)
+    finally:
+        lock.release()
+    return FeatureCache.open(path, keys)
+
+
+def _extract_missing(upstream: Upstream, manifest: TaskManifest, level: str, path: Path, keys: dict[str, str],
+                     batch_samples: int, chunk_bytes: int, frame_tolerance: int, progress: bool) -> None:
+    done = _key_index(_read_chunks(path))
+    by_key: dict[str, Utterance] = {}
+    for utt in manifest.utterances():
+        by_key.setdefault(keys[utt.id], utt)
+    missing = set(by_key) - set(done)
+    if not missing:
+        log.info("features cached (by another process): %s", path)
+        return
+
+    # Unfinished plans whose audio is all in this manifest are finished as planned (byte-identical
+    # resume); the rest of the missing audio gets a plan of its own.
+    plans_dir = path / "plans"
+    work: list[tuple[str, int, list[list[str]]]] = []  # (plan hash, chunk index, batches of keys)
+    covered = set(done)  # extracted, or in a chunk scheduled above
+    for plan_file in sorted(plans_dir.glob("*.json")):
         chunks = json.loads(plan_file.read_text(encoding="utf-8"))["chunks"]
-    else:
-        chunks = plan_chunks(upstream, list(utterances.values()), level, batch_samples, chunk_bytes)
-        atomic_write_text(plan_file, json.dumps({"level": level, "chunks": chunks}) + "\n")
-    todo = [i for i in range(len(chunks)) if not (path / f"chunk_{i:05d}.json").is_file()]
-    todo_utts = [utterances[uid] for i in todo for b in chunks[i] for uid in b]
-    estimate = sum(_bytes_per_utterance(upstream, u, level) for u in todo_utts)
+        planned = {k for c in chunks for b in c for k in b}
+        if not planned & missing or not planned <= set(by_key):
+            continue
+        work += [(plan_file.stem, i, c) for i, c in enumerate(chunks)
+                 if any(k not in covered for b in c for k in b)]
+        covered |= planned
+        missing -= planned
+    new_plan = None
+    if missing:
+        digest = _plan_hash(list(missing))
+        plan_file = plans_dir / f"{digest}.json"
+        if plan_file.is_file():
+            chunks = json.loads(plan_file.read_text(encoding="utf-8"))["chunks"]
+        else:
+            as_keys = [dataclasses.replace(by_key[k], id=k) for k in missing]
+            chunks = plan_chunks(upstream, as_keys, level, batch_samples, chunk_bytes)
+            new_plan = (plan_file, chunks)
+        work += [(digest, i, c) for i, c in enumerate(chunks) if any(k not in done for b in c for k in b)]
+
+    todo = [k for _, _, c in work for b in c for k in b]
+    estimate = sum(_bytes_per_utterance(upstream, by_key[k], level) for k in todo)
     free = shutil.disk_usage(path).free
-    log.info("%s/%s: extracting %d utterance(s) in %d chunk(s) (%d already done), about %s of %s features "
-             "into %s (%s free)", upstream.name, manifest.task, len(todo_utts), len(todo),
-             len(chunks) - len(todo), _human(estimate), level, path, _human(free))
+    cached = sum(k in done for k in by_key)
+    log.info("%s/%s: extracting %d utterance(s) in %d chunk(s) (%d of its %d audio file(s) already cached), "
+             "about %s of %s features into %s (%s free)", upstream.name, manifest.task, len(todo), len(work),
+             cached, len(by_key), _human(estimate), level, path, _human(free))
     if estimate > 0.95 * free:
         raise CacheError(
             f"not enough disk for the {level} feature cache: need about {_human(estimate)} in {path}, "
             f"only {_human(free)} free. Free some space, point SUPERBENCH_HOME at a larger disk, "
             f"or run with --no-cache (the upstream then runs on every training step).")
+    if new_plan is not None:
+        atomic_write_text(new_plan[0], json.dumps({"level": level, "chunks": new_plan[1]}) + "\n")
 
     start = time.perf_counter()
-    bar = tqdm(total=len(todo_utts), desc=f"extract {upstream.name}/{manifest.task}", unit="utt",
+    bar = tqdm(total=len(todo), desc=f"extract {upstream.name}/{manifest.task}", unit="utt",
                disable=None if progress else True, leave=False)  # None: off when not a TTY
     upstream.eval()
     min_samples = upstream.receptive_field
-    batches = [(i, [utterances[uid] for uid in batch]) for i in todo for batch in chunks[i]]
-    def read(batch: list[Utterance]) -> list[np.ndarray]:
-        return [_load_wav(u, min_samples) for u in batch]
+    batches = [(f"{digest[:12]}-{i:05d}", batch) for digest, i, c in work for batch in c]
+
+    def read(batch: list[str]) -> list[np.ndarray]:
+        return [_load_wav(by_key[k], min_samples) for k in batch]
 
     with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode():
         # Audio for the next batch is read while the upstream runs on the current one.
         pending = pool.submit(read, batches[0][1]) if batches else None
-        current_chunk, parts, meta = None, [], []
-        for k, (chunk_idx, batch) in enumerate(batches):
+        current_chunk, parts, frames, chunk_keys = None, [], [], []
+        for k, (chunk_name, batch) in enumerate(batches):
             wavs = pending.result()
             if k + 1 < len(batches):
                 pending = pool.submit(read, batches[k + 1][1])
-            if chunk_idx != current_chunk:
-                current_chunk, parts, meta = chunk_idx, [], []
-            parts_b, meta_b = _run_batch(upstream, batch, wavs, level, frame_tolerance)
+            if chunk_name != current_chunk:
+                current_chunk, parts, frames, chunk_keys = chunk_name, [], [], []
+            parts_b, frames_b = _run_batch(upstream, [by_key[key] for key in batch], wavs, level, frame_tolerance)
             parts.extend(parts_b)
-            meta.extend(meta_b)
+            frames.extend(frames_b)
+            chunk_keys.extend(batch)
             bar.update(len(batch))
-            if k + 1 == len(batches) or batches[k + 1][0] != chunk_idx:
-                _write_chunk(path, chunk_idx, parts, meta, level)
+            if k + 1 == len(batches) or batches[k + 1][0] != chunk_name:
+                _write_chunk(path, chunk_name, parts, chunk_keys, frames, level)
     bar.close()
-    cache = _finalise(path, upstream, manifest, level, chunks)
-    log.info("extracted %s/%s in %.1f s (%s on disk)", upstream.name, manifest.task,
-             time.perf_counter() - start, _human(cache.nbytes))
-    return cache
+    log.info("extracted %d utterance(s) of %s/%s in %.1f s (%s of chunks in %s)", len(todo), upstream.name,
+             manifest.task, time.perf_counter() - start, _human(_disk_bytes(path)), path)
 
 
 def _run_batch(upstream: Upstream, batch: list[Utterance], wavs: list[np.ndarray], level: str,
-               frame_tolerance: int) -> tuple[list[np.ndarray], list[tuple[str, int]]]:
+               frame_tolerance: int) -> tuple[list[np.ndarray], list[int]]:
     wav_batch, wav_lengths = pad_batch(wavs)
     hidden, frame_lengths = upstream(wav_batch, wav_lengths)
     if len(hidden) != upstream.num_layers:
@@ -221,7 +374,7 @@ def _run_batch(upstream: Upstream, batch: list[Utterance], wavs: list[np.ndarray
                          f"declares hidden_size={upstream.hidden_size}")
     if int(frame_lengths.max()) > stacked.shape[2]:
         raise CacheError(f"{upstream.name}: frame_lengths exceed the returned time axis ({stacked.shape[2]})")
-    parts, meta = [], []
+    parts, frames = [], []
     for b, utt in enumerate(batch):
         n = int(frame_lengths[b])
         valid = stacked[:, b, :n]  # (L, n, D)
@@ -238,66 +391,74 @@ def _run_batch(upstream: Upstream, batch: list[Utterance], wavs: list[np.ndarray
                 raise CacheError(f"{upstream.name}: features of {utt.audio} overflow float16 (|x| > 65504); "
                                  f"run with --no-cache for this upstream")
             parts.append(half.numpy())
-        meta.append((utt.id, n))
-    return parts, meta
+        frames.append(n)
+    return parts, frames
 
 
-def _write_chunk(path: Path, idx: int, parts: list[np.ndarray], meta: list[tuple[str, int]], level: str) -> None:
+def _write_chunk(path: Path, name: str, parts: list[np.ndarray], keys: list[str], frames: list[int],
+                 level: str) -> None:
     data = np.stack(parts) if level == "utterance" else np.concatenate(parts, axis=0)
-    _write_npy_atomic(path / f"chunk_{idx:05d}.npy", data)
-    lengths = [n for _, n in meta]
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int).tolist() if lengths else []
-    info = {"ids": [uid for uid, _ in meta], "frames": lengths, "offsets": offsets}
-    atomic_write_text(path / f"chunk_{idx:05d}.json", json.dumps(info) + "\n")  # last: marks the chunk done
+    _write_npy_atomic(path / f"{name}.npy", data)
+    info: dict = {"keys": keys, "frames": frames}
+    if level == "frame":
+        info["offsets"] = np.concatenate([[0], np.cumsum(frames)[:-1]]).astype(int).tolist()
+    atomic_write_text(path / f"{name}.json", json.dumps(info) + "\n")  # last: marks the chunk done
 
 
-def _finalise(path: Path, upstream: Upstream, manifest: TaskManifest, level: str,
-              chunks: list[list[list[str]]]) -> "FeatureCache":
-    nbytes = sum((path / f"chunk_{i:05d}.npy").stat().st_size for i in range(len(chunks)))
-    index = {"format_version": CACHE_FORMAT_VERSION, "level": level, "upstream": upstream.name,
-             "upstream_fingerprint": upstream.fingerprint(), "task": manifest.task,
-             "manifest_fingerprint": manifest.fingerprint, "num_layers": upstream.num_layers,
-             "hidden_size": upstream.hidden_size, "num_chunks": len(chunks),
-             "num_utterances": sum(len(b) for c in chunks for b in c), "bytes": nbytes}
-    atomic_write_text(path / "index.json", json.dumps(index, indent=2) + "\n")
-    return FeatureCache.open(path)
+def _disk_bytes(path: Path) -> int:
+    return sum(p.with_suffix(".npy").stat().st_size for p in path.glob(_CHUNK_GLOB))
 
+
+# --------------------------------------------------------------------------- read side
 
 class FeatureCache:
-    """Read side of a complete cache: `batch(ids)` gives what the heads take."""
+    """Read side of a cache for one manifest: `batch(ids)` takes its utterance ids, gives what the heads take."""
 
-    def __init__(self, path: Path, index: dict, chunks: list[np.ndarray], where: dict[str, tuple[int, int, int]]):
+    def __init__(self, path: Path, meta: dict, where: dict[str, tuple[str, int, int]]) -> None:
         self.path = path
-        self.index = index
-        self.level: str = index["level"]
-        self._chunks = chunks
-        self._where = where
+        self.level: str = meta["level"]
+        self._where = where  # utterance id -> (chunk name, row or frame offset, frames)
+        self._maps: dict[str, np.ndarray] = {}
+        names = {c for c, _, _ in where.values()}
+        item = 4 if self.level == "utterance" else 2
+        per_frame = meta["num_layers"] * meta["hidden_size"] * item
+        distinct = {(c, pos): n for c, pos, n in where.values()}
+        nbytes = sum(per_frame * (1 if self.level == "utterance" else n) for n in distinct.values())
+        self.index = {**meta, "num_chunks": len(names), "num_utterances": len(where), "bytes": nbytes}
 
     @classmethod
-    def open(cls, path: str | Path) -> "FeatureCache":
-        path = Path(path)
-        index_file = path / "index.json"
-        if not index_file.is_file():
-            raise CacheError(f"{path}: incomplete feature cache (no index.json); re-run to finish extraction")
-        index = json.loads(index_file.read_text(encoding="utf-8"))
-        if index.get("format_version") != CACHE_FORMAT_VERSION:
-            raise CacheError(f"{path}: cache format {index.get('format_version')}, expected {CACHE_FORMAT_VERSION}")
-        level = index["level"]
-        chunks, where, start = [], {}, 0
-        for i in range(index["num_chunks"]):
-            info = json.loads((path / f"chunk_{i:05d}.json").read_text(encoding="utf-8"))
-            chunks.append(np.load(path / f"chunk_{i:05d}.npy", mmap_mode="r" if level == "frame" else None))
-            for row, (uid, n, off) in enumerate(zip(info["ids"], info["frames"], info["offsets"])):
-                # utterance level: row in the concatenated (N, L, D) array; frame level: (chunk, offset)
-                where[uid] = (0, start + row, n) if level == "utterance" else (i, off, n)
-            start += len(info["ids"])
-        if level == "utterance":  # small: one (N, L, D) array in memory
-            chunks = [np.concatenate(chunks, axis=0)] if chunks else []
-        return cls(path, index, chunks, where)
+    def open(cls, path: str | Path, keys: Mapping[str, str]) -> "FeatureCache":
+        """Index every complete chunk of `path` and map the ids of `keys` (id -> audio key) to their features."""
+        cache, absent = cls._open(Path(path), keys)
+        if cache is None:
+            raise CacheError(f"{path}: {len(absent)} utterance(s) not extracted yet (e.g. {absent[0]!r}); "
+                             f"re-run to finish extraction")
+        return cache
+
+    @classmethod
+    def _open(cls, path: Path, keys: Mapping[str, str]) -> tuple["FeatureCache | None", list[str]]:
+        """The cache, or None and the ids whose audio is not extracted yet."""
+        meta_file = path / "cache.json"
+        if not meta_file.is_file():
+            raise CacheError(f"{path}: no feature cache here (no cache.json); run extraction first")
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        if meta.get("format_version") != CACHE_FORMAT_VERSION:
+            raise CacheError(f"{path}: cache format {meta.get('format_version')}, expected {CACHE_FORMAT_VERSION}")
+        by_key = _key_index(_read_chunks(path))
+        absent = [uid for uid, key in keys.items() if key not in by_key]
+        if absent:
+            return None, absent
+        return cls(path, meta, {uid: by_key[key] for uid, key in keys.items()}), []
 
     @property
     def nbytes(self) -> int:
+        """Bytes of this manifest's features (each audio file once), not of the whole shared folder."""
         return int(self.index["bytes"])
+
+    @property
+    def disk_bytes(self) -> int:
+        """Bytes of every complete chunk in the folder, all manifests that share it included."""
+        return _disk_bytes(self.path)
 
     def __contains__(self, uid: str) -> bool:
         return uid in self._where
@@ -305,10 +466,17 @@ class FeatureCache:
     def __len__(self) -> int:
         return len(self._where)
 
+    def _chunk(self, name: str) -> np.ndarray:
+        array = self._maps.get(name)
+        if array is None:  # mapped on first use: a process touches only the chunks it reads
+            array = self._maps[name] = np.load(self.path / f"{name}.npy", mmap_mode="r")
+        return array
+
     def get(self, uid: str) -> np.ndarray:
-        """(L, D) float32 for utterance caches; (T, L, D) float16 (memory-mapped) for frame caches."""
+        """(L, D) float32 for utterance caches; (T, L, D) float16 for frame caches; both memory-mapped."""
         c, pos, n = self._where[uid]
-        return self._chunks[c][pos] if self.level == "utterance" else self._chunks[c][pos:pos + n]
+        chunk = self._chunk(c)
+        return chunk[pos] if self.level == "utterance" else chunk[pos:pos + n]
 
     def batch(self, ids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(L, B, D) pooled + frame counts, or (L, B, T, D) float32 frames (zero-padded) + lengths."""

@@ -6,10 +6,12 @@ A data root holds one folder per task:
     ROOT/<task>/<split>.jsonl     one utterance per line
 
 A line has `id`, `audio` (path, relative to the task folder or absolute),
-`sample_rate`, `num_samples`, `speaker` and the task's label field: `label` (KS,
-SID, ER class name), `text` (ASR transcript) or `phones` (PR, space-separated
-phones from the inventory in meta.json). `folds` says which splits train, select
-and test; ER has five leave-one-group-out folds, the other tasks one.
+`sample_rate`, `num_samples`, `speaker` and target fields; meta.json's `label_field`
+names the one the task learns: e.g. `label` (KS, SID, ER class name, from the
+inventory in meta.json), `text` (ASR transcript) or `phones` (PR, space-separated
+phones from the inventory). Any other field is kept in `Utterance.targets`, so a new
+task needs no change here. `folds` says which splits train, select and test; ER has
+five leave-one-group-out folds, the other tasks one.
 Everything is validated on load, and writes are atomic (temp file + rename).
 """
 
@@ -24,7 +26,8 @@ from typing import Any, Iterable
 from superbench.io import atomic_write_text
 
 MANIFEST_VERSION = 1
-LABEL_FIELDS = ("label", "text", "phones")
+#: Columns every row has; everything else in a row is a target (`Utterance.targets`).
+BASE_FIELDS = ("id", "audio", "sample_rate", "num_samples", "speaker")
 
 
 class ManifestError(ValueError):
@@ -38,13 +41,19 @@ class Utterance:
     sample_rate: int
     num_samples: int
     speaker: str = ""
-    label: str | None = None
-    text: str | None = None
-    phones: str | None = None
+    targets: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def duration(self) -> float:
         return self.num_samples / self.sample_rate
+
+    def __getattr__(self, name: str) -> Any:
+        """`u.label`, `u.text`, ...: a target field by name (AttributeError when the row has none)."""
+        if not name.startswith("_"):
+            targets = self.__dict__.get("targets", {})
+            if name in targets:
+                return targets[name]
+        raise AttributeError(f"utterance has no field {name!r}")
 
 
 @dataclass(frozen=True)
@@ -91,8 +100,8 @@ def write_task_manifest(task_dir: str | Path, *, task: str, corpus: str, version
                         folds: list[Fold] | None = None, extra: dict[str, Any] | None = None) -> Path:
     """Write split files then meta.json (last, so a folder with meta.json is complete)."""
     task_dir = Path(task_dir)
-    if label_field not in LABEL_FIELDS:
-        raise ManifestError(f"label_field must be one of {LABEL_FIELDS}, got {label_field!r}")
+    if not label_field.isidentifier() or label_field in BASE_FIELDS:
+        raise ManifestError(f"label_field must be a field name other than {BASE_FIELDS}, got {label_field!r}")
     folds = folds or [Fold("default", "train", "dev", "test")]
     for split, rows in splits.items():
         text = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows)
@@ -161,7 +170,7 @@ def load_task_manifest(task_dir: str | Path, check_files: bool = True) -> TaskMa
                     unknown.append(f"{where}: phones {bad}")
             out.append(Utterance(id=row["id"], audio=str(audio), sample_rate=int(row["sample_rate"]),
                                  num_samples=int(row["num_samples"]), speaker=str(row.get("speaker", "")),
-                                 label=row.get("label"), text=row.get("text"), phones=row.get("phones")))
+                                 targets={k: v for k, v in row.items() if k not in BASE_FIELDS}))
         splits[split] = out
     problems = []
     if missing:

@@ -3,14 +3,27 @@
 Names are unique: registering a taken name is refused rather than silently
 shadowing a built-in, and an unknown name fails with near-match suggestions so a
 typo on the command line costs seconds, not a stack trace.
+
+Built-ins and plugins arrive the same way, through an entry-point group read the
+first time the registry is used (so importing superbench imports no model or task
+code). An entry point names one object, registered under the entry point's name,
+or a mapping of names to objects (a family, such as the project's built-in tasks),
+each registered under its own name. `register_lazy` adds a "module:attr" placeholder
+imported on first use; `scoped()` lets tests and notebooks register temporarily.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
+import importlib
+import importlib.util
 import logging
+from collections.abc import Mapping
+from contextlib import contextmanager
 from importlib import metadata
-from typing import Callable, Generic, Iterator, TypeVar
+from pathlib import Path
+from typing import Any, Generic, Iterator, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -30,64 +43,108 @@ class UnknownNameError(RegistryError, KeyError):
         return str(self.args[0])
 
 
+class _Lazy:
+    """Placeholder for an object named "module:attr", imported the first time it is asked for."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def load(self) -> object:
+        module, _, attr = self.target.partition(":")
+        obj: object = importlib.import_module(module)
+        for part in filter(None, attr.split(".")):
+            obj = getattr(obj, part)
+        return obj
+
+
 class Registry(Generic[T]):
-    """Name -> object map with entry-point discovery.
+    """Name -> object map with entry-point discovery (see the module docstring)."""
 
-    `entry_point_group` plugins are loaded lazily, the first time the registry is
-    read, so importing superbench never imports a user's model code.
-    """
-
-    def __init__(self, kind: str, entry_point_group: str | None = None,
-                 loader: Callable[[], None] | None = None) -> None:
+    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
         self.kind = kind
         self.entry_point_group = entry_point_group
-        self._items: dict[str, T] = {}
+        self._items: dict[str, T | _Lazy] = {}
         self._sources: dict[str, str] = {}
-        self._loader = loader
         self._loaded = False
 
     def register(self, name: str, obj: T, source: str = "built-in") -> T:
+        """Add `obj` under `name`; a taken name is refused."""
+        self._add(name, obj, source)
+        return obj
+
+    def register_lazy(self, name: str, target: str, source: str = "built-in") -> None:
+        """Add a placeholder for "module:attr", imported only when `name` is first looked up."""
+        self._add(name, _Lazy(target), source)
+
+    def _add(self, name: str, obj: T | _Lazy, source: str) -> None:
         if not name or name != name.strip():
             raise RegistryError(f"invalid {self.kind} name {name!r}")
         if name in self._items:
             raise DuplicateNameError(
-                f"{self.kind} {name!r} is already registered (by {self._sources[name]}); "
+                f"{self.kind} {name!r} from {source} is already registered (by {self._sources[name]}); "
                 f"pick another name")
         self._items[name] = obj
         self._sources[name] = source
-        return obj
-
-    def decorator(self, name: str) -> Callable[[T], T]:
-        """`@REGISTRY.decorator("name")` for built-ins."""
-        def wrap(obj: T) -> T:
-            return self.register(name, obj)
-        return wrap
 
     def _ensure_loaded(self) -> None:
         if self._loaded:
             return
         self._loaded = True
-        if self._loader is not None:
-            self._loader()
-        if self.entry_point_group:
-            for ep in metadata.entry_points(group=self.entry_point_group):
-                if ep.name in self._items:
-                    raise DuplicateNameError(
-                        f"{self.kind} {ep.name!r} from entry point {ep.value!r} clashes with "
-                        f"the one registered by {self._sources[ep.name]}")
-                try:
-                    obj = ep.load()
-                except Exception as exc:  # a broken plugin must not break the tool
-                    log.warning("could not load %s plugin %r (%s): %s", self.kind, ep.name, ep.value, exc)
-                    continue
-                self.register(ep.name, obj, source=f"entry point {ep.value}")
+        if not self.entry_point_group:
+            return
+        def own_first(ep: metadata.EntryPoint) -> tuple[bool, str]:  # built-ins claim their names first
+            return (getattr(getattr(ep, "dist", None), "name", "") != "superbench", ep.name)
+
+        for ep in sorted(metadata.entry_points(group=self.entry_point_group), key=own_first):
+            try:
+                obj = ep.load()
+            except Exception as exc:  # a broken plugin must not break the tool
+                log.warning("could not load %s plugin %r (%s): %s", self.kind, ep.name, ep.value, exc)
+                continue
+            family = obj if isinstance(obj, Mapping) else {ep.name: obj}
+            dist = getattr(getattr(ep, "dist", None), "name", "")
+            source = "built-in" if dist == "superbench" else f"entry point {ep.value}"
+            for name, item in family.items():
+                self._add(name, item, source)
 
     def get(self, name: str) -> T:
         self._ensure_loaded()
         try:
-            return self._items[name]
+            obj = self._items[name]
         except KeyError:
             raise UnknownNameError(self.unknown_message(name)) from None
+        if isinstance(obj, _Lazy):
+            try:
+                loaded = obj.load()
+            except Exception as exc:
+                raise RegistryError(f"{self.kind} {name!r} could not be loaded from {obj.target} "
+                                    f"({type(exc).__name__}: {exc})") from exc
+            self._items[name] = loaded
+            obj = loaded
+        return obj  # type: ignore[return-value]
+
+    def items(self) -> Iterator[tuple[str, T]]:
+        """(name, object) for every entry, loading placeholders."""
+        for name in self.names():
+            yield name, self.get(name)
+
+    @contextmanager
+    def scoped(self, rescan: bool = False) -> Iterator["Registry[T]"]:
+        """Registrations made inside the block are undone at its end (tests, notebooks).
+
+        `rescan=True` starts the block as a fresh process would: entries read again from the
+        entry points (e.g. a plugin package installed since) and nothing registered by hand.
+        """
+        self._ensure_loaded()
+        saved = (self._items, self._sources, self._loaded)
+        if rescan:
+            self._items, self._sources, self._loaded = {}, {}, False
+        else:
+            self._items, self._sources = dict(self._items), dict(self._sources)
+        try:
+            yield self
+        finally:
+            self._items, self._sources, self._loaded = saved
 
     def unknown_message(self, name: str) -> str:
         close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
@@ -109,3 +166,21 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def load_object_from_file(spec: str) -> Any:
+    """`path/to/file.py:NAME` -> that module-level object: plugins (upstreams, tasks) not installed."""
+    file_name, _, attr = spec.rpartition(":")
+    file_path = Path(file_name)
+    if not file_path.is_file():
+        raise FileNotFoundError(f"plugin file not found: {file_path}")
+    module_name = f"superbench_plugin_{hashlib.sha1(str(file_path.resolve()).encode()).hexdigest()[:10]}"
+    module_spec = importlib.util.spec_from_file_location(module_name, file_path)
+    assert module_spec and module_spec.loader
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        names = [n for n in dir(module) if not n.startswith("_")]
+        raise AttributeError(f"{file_path} has no {attr!r} (it defines: {', '.join(names)})") from None

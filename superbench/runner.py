@@ -1,10 +1,16 @@
-"""Run the SUPERB protocol for (upstream, task, seeds) and write one result record per seed.
+"""Run the SUPERB protocol for (upstream, tasks, seeds): plan -> extract -> sweep -> select -> record.
 
-Order of work, chosen so mistakes cost seconds: resolve the data and recipe, check
-the manifest has the task's labels, skip tasks whose records exist, and only then
-extract features (once, cached) and train the heads. Nothing is lost when a run is
-interrupted: the cache resumes by chunk, finished (lr, fold) trials are kept, and the
-running trial resumes from its last dev evaluation (`superbench.training`).
+Each step is one function, in the order the work happens, chosen so mistakes cost
+seconds: `plan_task` loads and checks the manifest and the recipe, derives every seed's
+`RunKey` and skips the seeds already recorded — for every task before any feature is
+extracted; `extract` runs the upstream once (cached by audio); `sweep` trains one head
+per (learning rate, fold); `select` picks the learning rate on dev; `record` writes the
+result and hands it to `RunOptions.on_record` (the CLI adds it to the leaderboard store).
+
+Nothing here knows a particular task or upstream: the task's kind builds objective,
+targets and head, and the recipe's `upstream` section asks the upstream for a variant.
+Nothing is lost when a run is interrupted: the cache resumes by chunk, finished (lr,
+fold) trials are kept, and the running trial resumes from its last dev evaluation.
 """
 
 from __future__ import annotations
@@ -20,18 +26,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import torch
-
-from downstreams import CTCHead, CTCVocab, UtteranceHead
-from recipes import load_recipe
 from superbench.cache import OnlineFeatures, extract_features
 from superbench.io import atomic_write_text
 from superbench.manifest import TaskManifest, load_task_manifest
 from superbench.paths import checkpoints_dir
 from superbench.paths import results_dir as default_results_dir
-from superbench.results import ResultRecord, environment_versions, git_hash, now_iso, read_record, write_record
-from superbench.tasks import TASK_ORDER, Task, get_task
-from superbench.training import ClassificationObjective, CTCObjective, Objective, TrainConfig, TrainResult, train
+from superbench.recipe import Recipe
+from superbench.results import (
+    ResultRecord,
+    RunKey,
+    environment_versions,
+    git_hash,
+    now_iso,
+    old_layout_records,
+    read_record,
+    record_path,
+    write_record,
+)
+from superbench.tasks import Task, TaskSetup
+from superbench.training import FeatureSource, TrainResult, train
 from superbench.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -39,223 +52,204 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RunOptions:
-    data: str = "demo"
+    profile: str = "superb"
     seeds: int = 1
-    profile: str | None = None  # None: "fast" on the demo corpus, "superb" otherwise
-    layer: int | str | None = None
-    lr: float | None = None
+    layer: int | str | None = None  # single-layer probe instead of the weighted sum
+    lr: float | None = None  # fixed learning rate (no sweep)
     lr_sweep: bool = True
     use_cache: bool = True
-    results_dir: Path | None = None
+    results_dir: Path | None = None  # None: $SUPERBENCH_RESULTS or ./results
     overwrite: bool = False
-    store: bool = True
-    db_path: Path | None = None
     progress: bool = True
-    cache_root: Path | None = None
+    cache_root: Path | None = None  # None: $SUPERBENCH_HOME/features
     checkpoint_root: Path | None = None  # None: $SUPERBENCH_HOME/checkpoints
-    #: Recipe keys to override (e.g. {"steps": 50} in tests and benchmarks); the record's profile
-    #: then reads "<profile>+overrides" so such numbers are never mistaken for the recipe's.
+    #: Recipe values to override ({"train.steps": 50}; a bare key names the one section that has it).
+    #: The record's profile then reads "<profile>+<digest>", so such numbers are never the recipe's.
     overrides: dict[str, Any] = field(default_factory=dict)
+    #: Called with each record once it is written (the CLI adds it to the leaderboard store).
+    on_record: Callable[[ResultRecord], None] | None = None
 
 
-def resolve_data(data: str) -> tuple[Path, bool]:
-    """`demo` / `demo:SIZE` (built on first use) or a data root holding <task>/meta.json folders."""
-    if data == "demo" or data.startswith("demo:"):
-        from recipes.prepare.demo import ensure_demo
+@dataclass
+class TaskPlan:
+    """Everything one task's run needs, decided and checked before any expensive work."""
 
-        size = data.split(":", 1)[1] if ":" in data else "default"
-        return Path(ensure_demo(size=size, seed=0)), True
-    root = Path(data).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"data root {root} does not exist (use --data demo, or a folder made by "
-                                f"`superbench data prepare`)")
-    return root, False
+    task: Task
+    recipe: Recipe
+    manifest: TaskManifest
+    model_name: str
+    model_fingerprint: str  # the upstream the user chose: what records name
+    upstream: Upstream  # the recipe's variant of it, which actually runs
+    upstream_fingerprint: str  # of that variant: what the cache is keyed by
+    keys: dict[int, RunKey]
+    todo: list[int]
+    done: list[ResultRecord]
+    lrs: list[float]
+    results: Path
 
-
-def resolve_tasks(task: str) -> list[Task]:
-    names = TASK_ORDER if task == "all" else [t.strip() for t in task.split(",") if t.strip()]
-    return [get_task(n) for n in names]
-
-
-def check_manifest(task: Task, manifest: TaskManifest) -> None:
-    """Refuse a manifest that cannot train this task, before any feature is extracted."""
-    if manifest.task != task.name:
-        raise ValueError(f"{manifest.root}: manifest is for task {manifest.task!r}, not {task.name!r}")
-    if manifest.label_field != task.label_field:
-        raise ValueError(f"{manifest.root}: task {task.name} needs {task.label_field!r} labels, the manifest "
-                         f"has {manifest.label_field!r}")
-    for fold in manifest.folds:
-        for split in (fold.train, fold.dev, fold.test):
-            rows = manifest.splits[split]
-            if not rows:
-                raise ValueError(f"{manifest.root}: split {split!r} (fold {fold.name}) is empty")
-            lacking = [u.id for u in rows if not getattr(u, task.label_field)]
-            if lacking:
-                raise ValueError(f"{manifest.root}/{split}.jsonl: {len(lacking)} row(s) lack the "
-                                 f"{task.label_field!r} label, e.g. {lacking[:3]}")
-    if task.label_field in ("label", "phones") and not manifest.labels:
-        raise ValueError(f"{manifest.root}/meta.json: task {task.name} needs a label inventory in 'labels'")
+    def checkpoint_dir(self, seed: int, opts: RunOptions) -> Path:
+        """Finished trials and the running one's state, until the record is written."""
+        return Path(opts.checkpoint_root or checkpoints_dir()) / self.keys[seed].digest()
 
 
-def _objective_and_targets(task: Task, manifest: TaskManifest) -> tuple[Objective, Callable[[Any], Any]]:
-    if task.label_field == "label":
-        index = {name: i for i, name in enumerate(manifest.labels)}
-        return ClassificationObjective(), lambda u: index[u.label]
-    if task.label_field == "phones":
-        return CTCObjective(CTCVocab(manifest.labels, "phones"), task.metric), lambda u: u.phones
-    texts = [u.text for u in manifest.utterances()]
-    return CTCObjective(CTCVocab.for_texts(texts), task.metric), lambda u: " ".join(u.text.split())
+@dataclass
+class Selection:
+    """The learning rate chosen on dev and what its trials measured."""
+
+    lr: float
+    folds: dict[str, TrainResult]
+    dev: float
+    training_seconds: float
 
 
-def _head_factory(task: Task, recipe: dict[str, Any], upstream: Upstream, manifest: TaskManifest,
-                  objective: Objective, layer: int | str | None) -> Callable[[], torch.nn.Module]:
-    L, D = upstream.num_layers, upstream.hidden_size
-    if task.level == "utterance":
-        return lambda: UtteranceHead(L, D, len(manifest.labels), proj_dim=recipe["proj_dim"], layer=layer)
-    vocab = objective.vocab  # type: ignore[attr-defined]
-    return lambda: CTCHead(L, D, len(vocab), proj_dim=recipe["proj_dim"], rnn_dims=recipe["rnn_dims"],
-                           dropout=recipe["dropout"], layer=layer,
-                           frame_stack=recipe["frame_stack"])
-
-
-def upstream_for_recipe(upstream: Upstream, recipe: dict[str, Any]) -> Upstream:
-    """Apply the recipe's `filterbank_cmvn` to the FBANK/MFCC baselines.
-
-    Per-utterance CMVN makes every utterance's mean feature zero, and the utterance
-    heads mean-pool, so with CMVN the baseline is at chance by construction. The official
-    SUPERB leaderboard therefore re-ran FBANK without CMVN for KS, SID and ER; the
-    recipes of those tasks say the same, and the fingerprint records which one ran.
-    """
-    from upstreams.filterbank import KaldiFeatures
-
-    wanted = bool(recipe["filterbank_cmvn"])
-    if isinstance(upstream, KaldiFeatures) and upstream.config.cmvn != wanted:
-        return KaldiFeatures(upstream.name, dataclasses.replace(upstream.config, cmvn=wanted))
-    return upstream
-
-
-def _record_path(results: Path, upstream: Upstream, task: Task, seed: int, layer: Any) -> Path:
-    probe = ResultRecord(upstream=upstream.name, upstream_fingerprint="", task=task.name, metric=task.metric,
-                         higher_is_better=task.higher_is_better, test=0.0, dev=0.0, seed=seed,
-                         recipe_version="", layer=layer)
-    return results / probe.file_name()
-
-
-def run_task(upstream: Upstream, task: Task, data_root: Path, opts: RunOptions, is_demo: bool) -> list[ResultRecord]:
-    """All seeds of one task; returns the records written (or found, when skipped)."""
-    profile = opts.profile or ("fast" if is_demo else "superb")
-    recipe = load_recipe(task.name, profile)
-    if opts.overrides:
-        unknown = sorted(set(opts.overrides) - set(recipe))
-        if unknown:
-            raise ValueError(f"unknown recipe override(s) {unknown}; recipe keys: {sorted(recipe)}")
-        recipe = {**recipe, **opts.overrides}
-        profile = f"{profile}+overrides"
-    manifest = load_task_manifest(data_root / task.name)
-    check_manifest(task, manifest)
-    # The record names the model the user chose; the cache is keyed by the variant that actually runs.
-    model_fingerprint = upstream.fingerprint()
-    upstream = upstream_for_recipe(upstream, recipe)
+def plan_task(upstream: Upstream, task: Task, data_root: Path, opts: RunOptions,
+              fingerprint: str | None = None) -> TaskPlan:
+    """Load and check recipe and manifest, derive each seed's RunKey, find the seeds already done."""
+    recipe = task.load_recipe(opts.profile).with_overrides(opts.overrides)
+    manifest = load_task_manifest(Path(data_root) / task.name)
+    task.check_manifest(manifest)
+    model_fp = fingerprint or upstream.fingerprint()
+    variant = upstream.variant(**recipe.upstream.given())
+    variant_fp = model_fp if variant is upstream else variant.fingerprint()
     results = Path(opts.results_dir or default_results_dir())
-    layer = opts.layer
-    seeds = list(range(opts.seeds))
-    paths = {s: _record_path(results, upstream, task, s, layer) for s in seeds}
-    existing = [s for s in seeds if paths[s].is_file()]
+    old = old_layout_records(results)
+    if old:
+        log.warning("%s holds %d record(s) in the first layout (e.g. %s); they are not used to skip runs. "
+                    "Move them with `superbench results migrate --results %s`", results, len(old), old[0].name,
+                    results)
+    keys = {seed: RunKey(upstream.name, model_fp, task.name, manifest.fingerprint, recipe.version,
+                         recipe.profile_label, opts.layer, seed) for seed in range(opts.seeds)}
+    existing = [s for s, k in keys.items() if record_path(results, k).is_file()]
     if existing and not opts.overwrite:
-        log.info("%s/%s: record(s) for seed(s) %s exist in %s; skipping them (use --overwrite to redo)",
+        log.info("%s/%s: record(s) for seed(s) %s exist under %s; skipping them (use --overwrite to redo)",
                  upstream.name, task.name, existing, results)
-        seeds = [s for s in seeds if s not in existing]
-    done = [read_record(paths[s]) for s in existing if not opts.overwrite]
-    if not seeds:
-        return done
+    skip = [] if opts.overwrite else existing
+    return TaskPlan(task=task, recipe=recipe, manifest=manifest, model_name=upstream.name,
+                    model_fingerprint=model_fp, upstream=variant, upstream_fingerprint=variant_fp, keys=keys,
+                    todo=[s for s in keys if s not in skip], done=[read_record(record_path(results, keys[s]))
+                                                                  for s in skip],
+                    lrs=recipe.lrs(opts.lr, opts.lr_sweep), results=results)
 
-    t0 = time.perf_counter()
+
+def extract(plan: TaskPlan, opts: RunOptions) -> tuple[FeatureSource, float]:
+    """Features for every utterance of the manifest (once, cached by audio), and the seconds it took."""
+    start = time.perf_counter()
     if opts.use_cache:
-        source = extract_features(upstream, manifest, task.level, root=opts.cache_root, progress=opts.progress)
+        source: FeatureSource = extract_features(plan.upstream, plan.manifest, plan.task.level,
+                                                 root=opts.cache_root, progress=opts.progress,
+                                                 fingerprint=plan.upstream_fingerprint)
     else:
-        source = OnlineFeatures(upstream, manifest)
-    extraction = time.perf_counter() - t0
+        source = OnlineFeatures(plan.upstream, plan.manifest)
+    return source, time.perf_counter() - start
 
-    objective, target_of = _objective_and_targets(task, manifest)
-    make_head = _head_factory(task, recipe, upstream, manifest, objective, layer)
+
+def sweep(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, seed: int,
+          opts: RunOptions) -> dict[float, dict[str, TrainResult]]:
+    """One trained head per (learning rate, fold); finished trials survive an interruption."""
+    partial = plan.checkpoint_dir(seed, opts)
+    if opts.overwrite:
+        shutil.rmtree(partial, ignore_errors=True)
+    identity = {"key": plan.keys[seed].as_tuple(), "variant": plan.upstream_fingerprint,
+                "recipe": dataclasses.asdict(plan.recipe)}
+    rows = {split: plan.manifest.splits[split] for split in plan.manifest.splits}
 
     def data(split: str) -> tuple[list[str], list[Any]]:
-        rows = manifest.splits[split]
-        return [u.id for u in rows], [target_of(u) for u in rows]
+        return [u.id for u in rows[split]], [setup.target_of(u) for u in rows[split]]
 
-    if opts.lr is not None:
-        lrs = [float(opts.lr)]
-    elif opts.lr_sweep and recipe["lr_grid"]:
-        lrs = recipe["lr_grid"]
-    else:
-        lrs = [recipe["lr"]]
+    name, task = plan.model_name, plan.task.name
+    trials: dict[float, dict[str, TrainResult]] = {}
+    for lr in plan.lrs:
+        cfg = dataclasses.replace(plan.recipe.train, lr=lr, seed=seed)
+        trials[lr] = {}
+        for fold in plan.manifest.folds:
+            desc = f"{name}/{task} seed {seed} lr {lr:g}" + (f" {fold.name}" if len(plan.manifest.folds) > 1 else "")
+            key = _trial_key(identity, cfg, fold.name)
+            trial_file = partial / f"lr{lr:g}-{fold.name}.json"
+            result = _finished_trial(trial_file, key)
+            if result is None:
+                checkpoint = trial_file.with_suffix(".pt")
+                result = train(setup.make_head, setup.objective, source, data(fold.train), data(fold.dev),
+                               data(fold.test), cfg, progress=opts.progress, desc=desc, checkpoint=checkpoint,
+                               checkpoint_key=key)
+                atomic_write_text(trial_file, json.dumps({"key": key, "result": result.to_dict()}) + "\n")
+                checkpoint.unlink(missing_ok=True)
+            else:
+                log.info("%s: finished before the interruption, reusing it (%s)", desc, trial_file)
+            trials[lr][fold.name] = result
+            log.info("%s: dev %s %.2f (best step %d)", desc, plan.task.metric, result.dev, result.best_step)
+    return trials
 
-    # Identity of this run's trials (weights hashed once here, not once per trial).
-    run_identity = {"model": model_fingerprint, "variant": upstream.fingerprint(), "manifest": manifest.fingerprint,
-                    "recipe": recipe, "profile": profile, "layer": layer}
-    out = list(done)
-    for seed in seeds:
-        # Finished trials and the running one's state live here until the record is written, so
-        # an interrupted run (Ctrl-C, kill, power loss) picks up where it stopped.
-        partial = Path(opts.checkpoint_root or checkpoints_dir()) / paths[seed].stem
-        if opts.overwrite:
-            shutil.rmtree(partial, ignore_errors=True)
-        trials: dict[float, dict[str, TrainResult]] = {}
-        for lr in lrs:
-            cfg = TrainConfig(steps=recipe["steps"], batch_size=recipe["batch_size"], lr=lr,
-                              eval_interval=recipe["eval_interval"], grad_clip=recipe["grad_clip"],
-                              grad_accum=recipe["grad_accum"], balanced_sampling=recipe["balanced_sampling"],
-                              eval_batch_size=recipe["eval_batch_size"], seed=seed)
-            trials[lr] = {}
-            for fold in manifest.folds:
-                desc = f"{upstream.name}/{task.name} seed {seed} lr {lr:g}" + (
-                    f" {fold.name}" if len(manifest.folds) > 1 else "")
-                key = _trial_key(run_identity, cfg, fold.name)
-                trial_file = partial / f"lr{lr:g}-{fold.name}.json"
-                result = _finished_trial(trial_file, key)
-                if result is None:
-                    checkpoint = trial_file.with_suffix(".pt")
-                    result = train(make_head, objective, source, data(fold.train), data(fold.dev), data(fold.test),
-                                   cfg, progress=opts.progress, desc=desc, checkpoint=checkpoint,
-                                   checkpoint_key=key)
-                    atomic_write_text(trial_file, json.dumps({"key": key, "result": result.to_dict()}) + "\n")
-                    checkpoint.unlink(missing_ok=True)
-                else:
-                    log.info("%s: finished before the interruption, reusing it (%s)", desc, trial_file)
-                trials[lr][fold.name] = result
-                log.info("%s: dev %s %.2f (best step %d)", desc, task.metric,
-                         trials[lr][fold.name].dev, trials[lr][fold.name].best_step)
-        mean_dev = {lr: statistics.fmean(r.dev for r in folds.values()) for lr, folds in trials.items()}
-        pick = max if task.higher_is_better else min
-        best_lr = pick(lrs, key=lambda lr: mean_dev[lr])
-        chosen = trials[best_lr]
-        training = sum(r.seconds for folds in trials.values() for r in folds.values())
-        n_layers = len(next(iter(chosen.values())).layer_weights)
-        weights = [round(statistics.fmean(r.layer_weights[i] for r in chosen.values()), 6) for i in range(n_layers)]
-        record = ResultRecord(
-            upstream=upstream.name, upstream_fingerprint=model_fingerprint, task=task.name,
-            metric=task.metric, higher_is_better=task.higher_is_better,
-            test=round(statistics.fmean(r.test for r in chosen.values()), 4),
-            dev=round(mean_dev[best_lr], 4), seed=seed, recipe_version=recipe["version"], profile=profile,
-            lr=best_lr, steps=recipe["steps"], layer_weights=weights, layer=layer, corpus=manifest.corpus,
-            manifest_fingerprint=manifest.fingerprint,
-            folds={name: {"dev": round(r.dev, 4), "test": round(r.test, 4), "best_step": r.best_step}
-                   for name, r in chosen.items()} if len(chosen) > 1 else {},
-            wall_time={"extraction": round(extraction, 3), "training": round(training, 3)},
-            versions=environment_versions(), git_hash=git_hash(), created_at=now_iso())
-        path = write_record(record, results)
-        log.info("%s/%s seed %d: test %s %.2f (dev %.2f, lr %g) -> %s", upstream.name, task.name, seed,
-                 task.metric, record.test, record.dev, best_lr, path)
-        _add_to_store(record, opts)
-        shutil.rmtree(partial, ignore_errors=True)
-        out.append(record)
+
+def select(plan: TaskPlan, trials: dict[float, dict[str, TrainResult]]) -> Selection:
+    """The learning rate with the best mean dev metric over folds (direction-aware)."""
+    mean_dev = {lr: statistics.fmean(r.dev for r in folds.values()) for lr, folds in trials.items()}
+    pick = max if plan.task.higher_is_better else min
+    best = pick(plan.lrs, key=lambda lr: mean_dev[lr])
+    spent = sum(r.seconds for folds in trials.values() for r in folds.values())
+    return Selection(best, trials[best], mean_dev[best], spent)
+
+
+def record(plan: TaskPlan, seed: int, chosen: Selection, extraction_seconds: float,
+           opts: RunOptions) -> ResultRecord:
+    """Write the seed's result record (atomically), hand it on, and clear its checkpoints."""
+    folds = chosen.folds
+    n_layers = len(next(iter(folds.values())).layer_weights)
+    weights = [round(statistics.fmean(r.layer_weights[i] for r in folds.values()), 6) for i in range(n_layers)]
+    key = plan.keys[seed]
+    task = plan.task
+    result = ResultRecord(
+        upstream=key.upstream, upstream_fingerprint=key.upstream_fingerprint, task=task.name,
+        metric=task.metric, higher_is_better=task.higher_is_better,
+        test=round(statistics.fmean(r.test for r in folds.values()), 4), dev=round(chosen.dev, 4), seed=seed,
+        recipe_version=key.recipe_version, profile=key.profile, lr=chosen.lr, steps=plan.recipe.train.steps,
+        layer_weights=weights, layer=key.layer, corpus=plan.manifest.corpus, manifest_fingerprint=key.data,
+        folds={name: {"dev": round(r.dev, 4), "test": round(r.test, 4), "best_step": r.best_step}
+               for name, r in folds.items()} if len(folds) > 1 else {},
+        wall_time={"extraction": round(extraction_seconds, 3), "training": round(chosen.training_seconds, 3)},
+        versions=environment_versions(), git_hash=git_hash(), created_at=now_iso())
+    path = write_record(result, plan.results)
+    log.info("%s/%s seed %d: test %s %.2f (dev %.2f, lr %g) -> %s", key.upstream, task.name, seed,
+             task.metric, result.test, result.dev, chosen.lr, path)
+    if opts.on_record is not None:
+        opts.on_record(result)
+    shutil.rmtree(plan.checkpoint_dir(seed, opts), ignore_errors=True)
+    return result
+
+
+def execute(plan: TaskPlan, opts: RunOptions) -> list[ResultRecord]:
+    """Extract, then sweep -> select -> record for every seed still to do."""
+    if not plan.todo:
+        return list(plan.done)
+    source, extraction = extract(plan, opts)
+    setup = plan.task.kind.setup(plan.task, plan.manifest, plan.recipe.head, plan.upstream.num_layers,
+                                 plan.upstream.hidden_size, opts.layer)
+    out = list(plan.done)
+    for seed in plan.todo:
+        trials = sweep(plan, setup, source, seed, opts)
+        out.append(record(plan, seed, select(plan, trials), extraction, opts))
         extraction = 0.0  # paid once, by the first seed's record
     return out
 
 
-def _trial_key(run_identity: dict[str, Any], cfg: TrainConfig, fold: str) -> str:
+def run_task(upstream: Upstream, task: Task, data_root: Path, opts: RunOptions,
+             fingerprint: str | None = None) -> list[ResultRecord]:
+    """All seeds of one task; returns the records written (or found, when skipped)."""
+    return execute(plan_task(upstream, task, data_root, opts, fingerprint), opts)
+
+
+def run(upstream: Upstream, tasks: Sequence[Task], data_root: Path, opts: RunOptions) -> list[ResultRecord]:
+    """Every task: all of them planned (and checked) first, then each extracted and trained in turn.
+
+    The upstream's fingerprint (a hash of all its weights) is computed once here.
+    """
+    fingerprint = upstream.fingerprint()
+    plans = [plan_task(upstream, task, data_root, opts, fingerprint) for task in tasks]
+    return [r for plan in plans for r in execute(plan, opts)]
+
+
+def _trial_key(identity: dict[str, Any], cfg: Any, fold: str) -> str:
     """Identity of one (seed, lr, fold) training run: saved state is reused only under the same key."""
-    what = {**run_identity, "config": dataclasses.asdict(cfg), "fold": fold}
+    what = {**identity, "config": dataclasses.asdict(cfg), "fold": fold}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -265,45 +259,3 @@ def _finished_trial(path: Path, key: str) -> TrainResult | None:
         return TrainResult.from_dict(saved["result"]) if saved.get("key") == key else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def _add_to_store(record: ResultRecord, opts: RunOptions) -> None:
-    if not opts.store:
-        return
-    try:
-        from leaderboard.store import ResultStore, default_db_path
-    except ImportError:
-        log.debug("leaderboard.store not importable; record kept as a file only")
-        return
-    store = ResultStore(opts.db_path or default_db_path())
-    try:
-        store.add(record, overwrite=True)
-    finally:
-        store.close()
-
-
-def run(upstream: Upstream, tasks: Sequence[Task], opts: RunOptions) -> list[ResultRecord]:
-    """Every task in order; the data root is resolved (and the demo built) once."""
-    data_root, is_demo = resolve_data(opts.data)
-    records: list[ResultRecord] = []
-    for task in tasks:
-        records.extend(run_task(upstream, task, data_root, opts, is_demo))
-    return records
-
-
-def summarize(records: Sequence[ResultRecord]) -> list[dict[str, Any]]:
-    """Mean ± std over seeds per (upstream, task): the numbers a paper table shows."""
-    groups: dict[tuple[str, str], list[ResultRecord]] = {}
-    for r in records:
-        groups.setdefault((r.upstream, r.task), []).append(r)
-    rows = []
-    for (up, task), recs in groups.items():
-        tests = [r.test for r in recs]
-        rows.append({"upstream": up, "task": task, "metric": recs[0].metric, "seeds": len(recs),
-                     "test_mean": statistics.fmean(tests),
-                     "test_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
-                     "dev_mean": statistics.fmean(r.dev for r in recs), "lr": recs[0].lr,
-                     "profile": recs[0].profile,
-                     "extraction_s": sum(r.wall_time.get("extraction", 0.0) for r in recs),
-                     "training_s": sum(r.wall_time.get("training", 0.0) for r in recs)})
-    return rows

@@ -1,51 +1,149 @@
-"""Task metadata: what each SUPERB task measures, declared once.
+"""What a task is: one declaration, with its behaviour coming from its task kind.
 
-Hyper-parameters are not here: they live in the versioned recipes under
-`recipes/<task>.yaml`. This module only says what a task *is*, so the runner,
-the leaderboard and `check` agree on metric names and directions.
+A task module (the built-ins are `recipes/<task>.py`, next to their recipe YAML)
+declares, with keyword fields, everything the runner needs:
+
+    TASK = Task(name="ks", description="Keyword spotting ...", metric="acc", higher_is_better=True,
+                target="label", kind=UtteranceClassification(), recipe=Path(__file__).with_suffix(".yaml"),
+                order=2)
+
+The *kind* (MTEB's task type) supplies the behaviour shared by every task of that
+shape: which cache level it reads, what its recipe's `head` section holds, how it
+checks a manifest, and how it builds the objective, the targets and the head. The
+runner therefore has no per-task branches, and a new task is its module plus its
+recipe. Tasks are found through `TASKS`, fed by the entry-point group
+`superbench.tasks` (built-ins and plugin packages alike).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol
 
-from superbench.registry import Registry
+import torch
+
+from superbench.manifest import TaskManifest, Utterance
+from superbench.recipe import Recipe, load_recipe
+from superbench.registry import Registry, load_object_from_file
+from superbench.training import Objective
+
+LEVELS = ("utterance", "frame")
+#: Column position of tasks that do not say (plugins): after the SUPERB ones, alphabetically.
+UNORDERED = 1000
+
+
+@dataclass
+class TaskSetup:
+    """What one run of a task trains: objective, the target of each utterance, and a head factory."""
+
+    objective: Objective
+    target_of: Callable[[Utterance], Any]
+    make_head: Callable[[], torch.nn.Module]
+
+
+class TaskKind(Protocol):
+    """Behaviour shared by all tasks of one shape (utterance classification, CTC transcription, ...)."""
+
+    #: Cache level the head reads: "utterance" (per-layer means suffice) or "frame".
+    level: str
+    #: Dataclass of the recipe's `head` section (validated on load, unknown keys refused).
+    head_config: type
+
+    def check(self, task: Task, manifest: TaskManifest) -> None:
+        """Raise ValueError (naming rows) when the manifest cannot train this kind of head."""
+
+    def setup(self, task: Task, manifest: TaskManifest, head: Any, num_layers: int, hidden_size: int,
+              layer: int | str | None) -> TaskSetup:
+        """Objective, targets and a fresh-head factory for `manifest` and the recipe's head section."""
 
 
 @dataclass(frozen=True)
 class Task:
+    """A task declaration: metadata, the manifest field it learns, its kind and its recipe file."""
+
     name: str
     description: str
     metric: str  # reported in percent
     higher_is_better: bool
-    level: str  # "utterance" (pooled features suffice) or "frame"
-    label_field: str  # manifest field holding the target
+    target: str  # manifest field holding the target (the manifest's `label_field`)
+    kind: TaskKind
+    recipe: Path  # the versioned recipe YAML (profiles with upstream / head / train sections)
+    order: int = UNORDERED  # column position in tables (SUPERB's paper order for the built-ins)
+
+    def __post_init__(self) -> None:
+        if self.kind.level not in LEVELS:
+            raise ValueError(f"task {self.name}: kind level must be one of {LEVELS}, got {self.kind.level!r}")
+
+    @property
+    def level(self) -> str:
+        return self.kind.level
 
     @property
     def direction(self) -> str:
         return "higher is better" if self.higher_is_better else "lower is better"
 
+    def load_recipe(self, profile: str) -> Recipe:
+        """One profile of this task's recipe, validated (typed sections, no unknown keys)."""
+        return load_recipe(self.recipe, profile, task=self.name, head_config=self.kind.head_config)
 
-TASKS: Registry[Task] = Registry("task")
+    def check_manifest(self, manifest: TaskManifest) -> None:
+        """Refuse a manifest that cannot train this task, before any feature is extracted."""
+        where = manifest.root
+        if manifest.task != self.name:
+            raise ValueError(f"{where}: manifest is for task {manifest.task!r}, not {self.name!r}")
+        if manifest.label_field != self.target:
+            raise ValueError(f"{where}: task {self.name} needs {self.target!r} labels, the manifest "
+                             f"has {manifest.label_field!r}")
+        for fold in manifest.folds:
+            for split in (fold.train, fold.dev, fold.test):
+                rows = manifest.splits[split]
+                if not rows:
+                    raise ValueError(f"{where}: split {split!r} (fold {fold.name}) is empty")
+                lacking = [u.id for u in rows if not u.targets.get(self.target)]
+                if lacking:
+                    raise ValueError(f"{where}/{split}.jsonl: {len(lacking)} row(s) lack the "
+                                     f"{self.target!r} label, e.g. {lacking[:3]}")
+        self.kind.check(self, manifest)
 
-for _task in (
-    Task("pr", "Phoneme recognition: CTC over phones", "per", False, "frame", "phones"),
-    Task("asr", "Automatic speech recognition: CTC over characters", "wer", False, "frame", "text"),
-    Task("ks", "Keyword spotting: 10 words + unknown + silence", "acc", True, "utterance", "label"),
-    Task("sid", "Speaker identification: closed set", "acc", True, "utterance", "label"),
-    Task("er", "Emotion recognition: 4 classes, mean over folds", "acc", True, "utterance", "label"),
-):
-    TASKS.register(_task.name, _task)
 
-TASK_ORDER = ["pr", "ks", "sid", "er", "asr"]
-
-
-def in_task_order(names: Iterable[str]) -> list[str]:
-    """Distinct task names in SUPERB's column order, any others after them alphabetically."""
-    names = set(names)
-    return [t for t in TASK_ORDER if t in names] + sorted(names - set(TASK_ORDER))
+TASKS: Registry[Task] = Registry("task", entry_point_group="superbench.tasks")
 
 
 def get_task(name: str) -> Task:
     return TASKS.get(name.lower())
+
+
+def all_tasks() -> list[Task]:
+    """Every registered task in column order."""
+    return [TASKS.get(n) for n in in_task_order(TASKS.names())]
+
+
+def in_task_order(names: Iterable[str]) -> list[str]:
+    """Distinct task names in column order (SUPERB's for the built-ins), unknown ones last, alphabetically."""
+    def position(name: str) -> tuple[int, str]:
+        return (TASKS.get(name).order if name in TASKS else UNORDERED + 1, name)
+
+    return sorted(set(names), key=position)
+
+
+def resolve_tasks(spec: str) -> list[Task]:
+    """`all`, a name, a comma-separated list, or `file.py:NAME` (a task declared in a plugin file,
+    registered on the way); every name is checked before anything runs."""
+    if spec.strip() == "all":
+        return all_tasks()
+    out = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        if ".py:" in part:
+            task = load_object_from_file(part)
+            if not isinstance(task, Task):
+                raise ValueError(f"{part} is a {type(task).__name__}, not a superbench Task")
+            if task.name not in TASKS:
+                TASKS.register(task.name, task, source=f"file {part}")
+            elif TASKS.get(task.name) is not task:
+                raise ValueError(f"{part} declares task {task.name!r}, which is already registered by "
+                                 f"{TASKS.source(task.name)}")
+            out.append(task)
+        else:
+            out.append(get_task(part))
+    return out

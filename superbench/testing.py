@@ -65,8 +65,8 @@ def _tone(freq: float, seconds: float, rng: np.random.Generator) -> np.ndarray:
 
 
 def make_class_corpus(root: Path, task: str = "ks", n_classes: int = 3, per_class: tuple = (12, 4, 4),
-                      seed: int = 0) -> Path:
-    """Utterance task: class c is a tone at TONES[c] of random length (0.3-0.8 s)."""
+                      seed: int = 0, label_field: str = "label") -> Path:
+    """Utterance task: class c is a tone at TONES[c] of random length (0.3-0.8 s), its name in `label_field`."""
     rng = np.random.default_rng(seed)
     labels = [f"c{i}" for i in range(n_classes)]
     splits = {}
@@ -79,9 +79,9 @@ def make_class_corpus(root: Path, task: str = "ks", n_classes: int = 3, per_clas
                 (root / task / "wav").mkdir(parents=True, exist_ok=True)
                 sf.write(root / task / rel, wav, SR)
                 rows.append({"id": f"{split}-{c}-{k}", "audio": rel, "sample_rate": SR, "num_samples": wav.size,
-                             "speaker": f"s{k % 3}", "label": labels[c]})
+                             "speaker": f"s{k % 3}", label_field: labels[c]})
         splits[split] = rows
-    write_task_manifest(root / task, task=task, corpus="tones", version="1", label_field="label",
+    write_task_manifest(root / task, task=task, corpus="tones", version="1", label_field=label_field,
                         labels=labels, splits=splits)
     return root / task
 

@@ -22,11 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from downstreams.ctc import CTCVocab, greedy_decode
-from superbench import metrics
 from superbench.io import atomic_open
 
 log = logging.getLogger(__name__)
@@ -40,17 +37,30 @@ class FeatureSource(Protocol):
     def batch(self, ids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
+    """The SUPERB protocol's knobs for one head (a recipe's `train` section, plus the seed of a trial)."""
+
     steps: int
     batch_size: int
     lr: float
     eval_interval: int
+    lr_grid: tuple[float, ...] = ()  # swept on dev by the runner; empty = `lr` only
     grad_clip: float = 1.0
     grad_accum: int = 1
-    balanced_sampling: bool = False
+    balanced_sampling: bool = False  # class-balanced batches (s3prl's KS sampler)
     eval_batch_size: int = 32
-    seed: int = 0
+    seed: int = field(default=0, metadata={"recipe": False})  # from --seeds, never from a recipe
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "eval_interval", "grad_accum", "eval_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not self.lr > 0 or any(not x > 0 for x in self.lr_grid):
+            raise ValueError(f"lr and lr_grid values must be > 0 (lr {self.lr!r}, lr_grid {list(self.lr_grid)})")
+        if not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0, got {self.grad_clip!r}")
 
 
 @dataclass
@@ -72,59 +82,17 @@ class TrainResult:
         return cls(**{**data, "history": [tuple(h) for h in data.get("history", [])]})
 
 
-class Objective:
-    """Loss, prediction and metric for one kind of head."""
+class Objective(Protocol):
+    """Loss, prediction and metric for one kind of head (the task kinds provide them)."""
 
     metric: str
     higher_is_better: bool
 
-    def loss(self, output: torch.Tensor, lengths: torch.Tensor, targets: list) -> torch.Tensor:
-        raise NotImplementedError
+    def loss(self, output: torch.Tensor, lengths: torch.Tensor, targets: list) -> torch.Tensor: ...
 
-    def predict(self, output: torch.Tensor, lengths: torch.Tensor) -> list:
-        raise NotImplementedError
+    def predict(self, output: torch.Tensor, lengths: torch.Tensor) -> list: ...
 
-    def score(self, targets: list, predictions: list) -> float:
-        raise NotImplementedError
-
-
-class ClassificationObjective(Objective):
-    """Cross-entropy over class indices; accuracy in percent."""
-
-    metric, higher_is_better = "acc", True
-
-    def loss(self, output, lengths, targets):
-        return F.cross_entropy(output, torch.as_tensor(targets, dtype=torch.long))
-
-    def predict(self, output, lengths):
-        return output.argmax(dim=-1).tolist()
-
-    def score(self, targets, predictions):
-        return metrics.accuracy(targets, predictions)
-
-
-class CTCObjective(Objective):
-    """CTC over a token vocabulary (blank = 0), greedy decoding, WER or PER in percent."""
-
-    higher_is_better = False
-
-    def __init__(self, vocab: CTCVocab, metric: str) -> None:
-        if metric not in ("wer", "per"):
-            raise ValueError(f"CTC metric must be 'wer' or 'per', got {metric!r}")
-        self.vocab, self.metric = vocab, metric
-
-    def loss(self, output, lengths, targets):
-        encoded = [self.vocab.encode(t) for t in targets]
-        flat = torch.tensor([i for e in encoded for i in e], dtype=torch.long)
-        target_lengths = torch.tensor([len(e) for e in encoded], dtype=torch.long)
-        return F.ctc_loss(output.transpose(0, 1), flat, lengths, target_lengths, blank=0,
-                          reduction="mean", zero_infinity=True)
-
-    def predict(self, output, lengths):
-        return [self.vocab.decode(ids) for ids in greedy_decode(output, lengths)]
-
-    def score(self, targets, predictions):
-        return metrics.METRICS[self.metric](targets, predictions)
+    def score(self, targets: list, predictions: list) -> float: ...
 
 
 def _batches(ids: Sequence[str], targets: Sequence, cfg: TrainConfig, gen: torch.Generator):

@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from superbench.registry import Registry, load_object_from_file
 from superbench.torchaudio_compat import guard_broken_torchaudio
 
 # Before any upstream (built-in or plugin) imports transformers: a torchaudio that is installed but
@@ -66,6 +67,14 @@ class Upstream(torch.nn.Module):
     def _forward(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         raise NotImplementedError
 
+    def variant(self, **options: Any) -> Upstream:
+        """The upstream a recipe asks for (its `upstream:` section, e.g. `cmvn=False`).
+
+        Options this upstream does not offer leave it unchanged: recipes state what a task
+        wants from the upstreams that have the option. Override to offer variants.
+        """
+        return self
+
     def config_dict(self) -> dict[str, Any]:
         """What, besides the weights, makes the features what they are (part of the fingerprint)."""
         return {"name": self.name, "num_layers": self.num_layers, "hidden_size": self.hidden_size,
@@ -97,52 +106,25 @@ def pad_batch(wavs: Sequence[np.ndarray | torch.Tensor]) -> tuple[torch.Tensor, 
 
 # --------------------------------------------------------------------------- registry
 
-def _load_builtins() -> None:
-    import upstreams  # noqa: F401  (its modules register themselves with the decorator)
-
-
-UPSTREAMS: "Registry[Callable[..., Upstream]]"  # set below; factories take `path=None` plus keywords
+#: Upstream factories by name, `(path=None, **kw) -> Upstream`; a parametrised family (e.g. `s3prl`)
+#: takes its argument first: `s3prl:HUBNAME` calls `UPSTREAMS.get("s3prl")("HUBNAME", path=...)`.
+UPSTREAMS: Registry[Callable[..., Upstream]] = Registry("upstream", entry_point_group="superbench.upstreams")
 
 
 def load_upstream(spec: str, path: str | None = None, **kwargs: Any) -> Upstream:
     """Build an upstream from a spec.
 
     `NAME` (built-in or entry point), `NAME=DIR` (same family, weights from a local
-    directory), `path/to/file.py:ClassName` (an unpackaged plugin) or `s3prl:HUBNAME`.
+    directory), `path/to/file.py:ClassName` (an unpackaged plugin) or `FAMILY:ARG`
+    for a parametrised family such as `s3prl:HUBNAME`.
     """
     if "=" in spec and path is None:
         spec, path = spec.split("=", 1)
-    if spec.startswith("s3prl:"):
-        from upstreams.s3prl_hub import S3PRLUpstream
-        return S3PRLUpstream(spec.split(":", 1)[1], path=path, **kwargs)
-    if ":" in spec and spec.split(":", 1)[0].endswith(".py"):
-        factory = load_class_from_file(spec)
-        return factory(path=path, **kwargs) if path else factory(**kwargs)
+    if ":" in spec:
+        head, arg = spec.split(":", 1)
+        if head.endswith(".py"):
+            factory = load_object_from_file(spec)
+            return factory(path=path, **kwargs) if path else factory(**kwargs)
+        return UPSTREAMS.get(head)(arg, path=path, **kwargs)
     factory = UPSTREAMS.get(spec)
     return factory(path=path, **kwargs) if path else factory(**kwargs)
-
-
-def load_class_from_file(spec: str) -> Callable[..., Upstream]:
-    """Import `ClassName` from `path/to/file.py` without it being installed."""
-    import importlib.util
-    from pathlib import Path
-
-    file_name, _, class_name = spec.rpartition(":")
-    file_path = Path(file_name)
-    if not file_path.is_file():
-        raise FileNotFoundError(f"upstream plugin file not found: {file_path}")
-    module_name = f"superbench_plugin_{hashlib.sha1(str(file_path.resolve()).encode()).hexdigest()[:10]}"
-    module_spec = importlib.util.spec_from_file_location(module_name, file_path)
-    assert module_spec and module_spec.loader
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    try:
-        return getattr(module, class_name)
-    except AttributeError:
-        names = [n for n in dir(module) if not n.startswith("_")]
-        raise AttributeError(f"{file_path} has no {class_name!r} (it defines: {', '.join(names)})") from None
-
-
-from superbench.registry import Registry  # noqa: E402
-
-UPSTREAMS = Registry("upstream", entry_point_group="superbench.upstreams", loader=_load_builtins)

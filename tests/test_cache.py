@@ -1,4 +1,7 @@
-"""Feature cache: exactness of pooled features, frame round trip, resume after kill -9, safety checks."""
+"""Feature cache: exactness of pooled features, frame round trip, resume after kill -9, safety checks.
+
+Sharing one cache between manifests (keyed by audio) and concurrent writers: tests/test_cache_sharing.py.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,15 @@ import numpy as np
 import pytest
 import torch
 
-from superbench.cache import CacheError, OnlineFeatures, cache_path, extract_features, plan_chunks
+from superbench.cache import (
+    AUDIO_KEY_BLOCK,
+    CacheError,
+    OnlineFeatures,
+    audio_key,
+    cache_path,
+    extract_features,
+    plan_chunks,
+)
 from superbench.manifest import load_task_manifest
 from superbench.testing import SR, ToneUpstream, make_class_corpus, make_sequence_corpus
 
@@ -37,6 +48,7 @@ def test_pooled_cache_is_exact_for_the_utterance_head(tmp_path):
     pooled, _ = cache.batch(ids)
     frames, lengths = online.batch(ids)
     assert pooled.shape == (3, len(ids), 16)
+    assert isinstance(cache.get(ids[0]), np.memmap)  # one map per chunk, not one array in memory
     assert frames.dim() == 4 and int(lengths.min()) < frames.shape[2]  # real padding is involved
     torch.testing.assert_close(head(pooled), head(frames, lengths), rtol=1e-4, atol=1e-5)
     # and the stored mean is the mean over the valid frames only
@@ -61,13 +73,64 @@ def test_frame_cache_round_trip_is_fp16_and_memory_mapped(tmp_path):
         assert float(x[:, b, n:].abs().sum()) == 0.0
 
 
-def test_cache_key_changes_with_upstream_weights_and_manifest(tmp_path):
-    manifest = load_task_manifest(make_class_corpus(tmp_path))
+def test_cache_folder_changes_with_upstream_weights_and_level_only(tmp_path, monkeypatch):
     a, b = ToneUpstream(), ToneUpstream()
     with torch.no_grad():
         b.proj.bias.add_(0.1)
-    assert cache_path(a, manifest, "utterance") != cache_path(b, manifest, "utterance")
-    assert cache_path(a, manifest, "utterance") != cache_path(a, manifest, "frame")
+    assert cache_path(a, "utterance") != cache_path(b, "utterance")
+    assert cache_path(a, "utterance") != cache_path(a, "frame")
+    fp = a.fingerprint()
+    assert cache_path(a, "frame", tmp_path) == tmp_path / f"tone-test-{fp}" / "frame-v2"
+    monkeypatch.setattr(ToneUpstream, "fingerprint", lambda self: pytest.fail("fingerprint recomputed"))
+    assert cache_path(a, "frame", tmp_path, fingerprint=fp) == tmp_path / f"tone-test-{fp}" / "frame-v2"
+
+
+def test_extraction_hashes_the_weights_at_most_once(tmp_path, monkeypatch):
+    manifest = load_task_manifest(make_class_corpus(tmp_path, per_class=(2, 1, 1)))
+    up = ToneUpstream()
+    fp = up.fingerprint()
+    calls = []
+    monkeypatch.setattr(ToneUpstream, "fingerprint", lambda self: calls.append(1) or fp)
+    cache = extract_features(up, manifest, "utterance", root=tmp_path / "c", progress=False)
+    assert len(calls) == 1 and len(cache) == 12
+    extract_features(up, manifest, "utterance", root=tmp_path / "c", progress=False, fingerprint=fp)
+    assert len(calls) == 1  # given: never computed
+
+
+def test_audio_key_reads_path_size_head_and_tail(tmp_path):
+    block = AUDIO_KEY_BLOCK
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 256, size=3 * block + 100, dtype=np.uint8).tobytes()
+    f = tmp_path / "a.wav"
+    f.write_bytes(data)
+    key = audio_key(f)
+    assert len(key) == 32 and audio_key(str(f)) == key
+    link = tmp_path / "link.wav"
+    link.symlink_to(f)
+    assert audio_key(link) == key  # the resolved path
+    g = tmp_path / "b.wav"
+    g.write_bytes(data)
+    assert audio_key(g) != key  # another file is another utterance, even with the same bytes
+
+    def key_of(content: bytes) -> str:
+        f.write_bytes(content)
+        return audio_key(f)
+
+    middle = bytearray(data)
+    middle[block + 50] ^= 1
+    assert key_of(bytes(middle)) == key  # the middle is not read: the documented blind spot
+    for pos in (0, block - 1, len(data) - block, len(data) - 1):
+        changed = bytearray(data)
+        changed[pos] ^= 1
+        assert key_of(bytes(changed)) != key, pos
+    assert key_of(data + b"\0") != key
+    small = data[: 2 * block - 1]  # under two blocks: every byte counts
+    small_key = key_of(small)
+    changed = bytearray(small)
+    changed[block] ^= 1
+    assert key_of(bytes(changed)) != small_key
+    with pytest.raises(CacheError, match="cannot read audio"):
+        audio_key(tmp_path / "missing.wav")
 
 
 def test_plan_batches_respect_the_samples_budget(tmp_path):
@@ -131,20 +194,20 @@ def test_resume_after_kill_minus_9_skips_finished_chunks(tmp_path):
                          counter=str(counter), root=str(root), batch=batch, chunk=chunk)
     child = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ))
     up = ToneUpstream()
-    path = cache_path(up, manifest, "frame", root)
+    path = cache_path(up, "frame", root)
     deadline = time.time() + 60
-    while len(list(path.glob("chunk_*.json"))) < 2 and time.time() < deadline and child.poll() is None:
+    while len(list(path.glob("*-?????.json"))) < 2 and time.time() < deadline and child.poll() is None:
         time.sleep(0.05)
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
-    done = sorted(path.glob("chunk_*.json"))
-    total = len(json.loads((path / "plan.json").read_text())["chunks"])
-    assert 2 <= len(done) < total, "the kill should land mid-extraction"
-    assert not (path / "index.json").exists()
-    stamps = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in path.glob("chunk_*.npy")
+    done = sorted(path.glob("*-?????.json"))
+    (plan_file,) = path.glob("plans/*.json")
+    plan = json.loads(plan_file.read_text())["chunks"]
+    assert 2 <= len(done) < len(plan), "the kill should land mid-extraction"
+    assert {p.stem.split("-")[0] for p in done} == {plan_file.stem[:12]}
+    stamps = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in path.glob("*-?????.npy")
               if p.with_suffix(".json").exists()}
-    plan = json.loads((path / "plan.json").read_text())["chunks"]
-    finished_batches = sum(len(plan[int(p.stem.split("_")[1])]) for p in done)
+    finished_batches = sum(len(plan[int(p.stem.split("-")[1])]) for p in done)
     calls_before = len(counter.read_text().split())
 
     counter2 = tmp_path / "calls2.txt"
@@ -157,6 +220,8 @@ def test_resume_after_kill_minus_9_skips_finished_chunks(tmp_path):
         p = path / name
         assert (p.stat().st_ino, p.stat().st_mtime_ns) == stamp
     assert not list(path.glob(".*.tmp"))
+    assert [p.name for p in path.glob("plans/*.json")] == [plan_file.name]  # the same plan, finished
+    assert len(list(path.glob("*-?????.json"))) == len(plan)
 
     fresh = extract_features(ToneUpstream(), manifest, "frame", root=tmp_path / "fresh", progress=False,
                              batch_samples=batch, chunk_bytes=chunk)

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -11,10 +12,10 @@ from superbench.tasks import TASKS
 BASE = {"ks": [80.0, 82.0], "asr": [20.0, 21.0]}  # acc (higher better), WER (lower better)
 
 
-def rec(task, value, seed, upstream="tiny", recipe="1.0", profile="fast"):
+def rec(task, value, seed, upstream="tiny", recipe="1.0", profile="fast", fp="fp1", data="d1", created_at=""):
     spec = TASKS.get(task)
-    return ResultRecord(upstream, "fp1", task, spec.metric, spec.higher_is_better, value, value, seed, recipe,
-                        profile=profile)
+    return ResultRecord(upstream, fp, task, spec.metric, spec.higher_is_better, value, value, seed, recipe,
+                        profile=profile, manifest_fingerprint=data, created_at=created_at)
 
 
 def records(values=BASE, **kw):
@@ -41,7 +42,8 @@ def test_baseline_format(baseline_file):
     ks = data["tasks"]["ks"]
     assert ks["mean"] == 81.0 and ks["n"] == 2 and ks["metric"] == "acc" and ks["higher_is_better"] is True
     assert ks["std"] == pytest.approx(2 ** 0.5)  # sample std of 80, 82
-    assert ks["recipe_version"] == "1.0" and ks["profile"] == "fast"
+    assert ks["recipe_version"] == "1.0" and ks["profile"] == "fast" and ks["data"] == "d1"
+    assert data["upstream_fingerprint"] == "fp1"
     assert list(data["tasks"]) == ["ks", "asr"]
 
 
@@ -50,6 +52,7 @@ def test_passes_against_itself(baseline_file, db, capsys):
     out = capsys.readouterr().out
     assert "task" in out and "allowed" in out and "status" in out
     assert "OK: no regression for tiny (2 task(s) checked)" in out
+    assert "compared tiny@fp1 (the only fingerprint in the store)" in out
 
 
 def test_direction_aware_regression():
@@ -132,3 +135,115 @@ def test_make_baseline_refuses_mixed_setups():
     assert make_baseline(mixed, "tiny", profile="superb").tasks["ks"].mean == 60.0
     with pytest.raises(CheckError, match="no results for upstream 'nobody'"):
         make_baseline(mixed, "nobody")
+
+
+# --- the model under test is one fingerprint (the issue: A's own rows hid B's SID regression)
+FP_A, FP_B = "1a2b3c4d5e6f7a8b", "1a2b9f9f9f9f9f9f"  # "1a2b" is ambiguous, "1a2b3c" is A
+UP = "hubert-tiny-random"
+
+
+def fp_records(fp, sid, ks, created_at, data="d1"):
+    return [rec(t, v, s, upstream=UP, fp=fp, data=data, created_at=created_at)
+            for t, v in (("sid", sid), ("ks", ks)) for s in (0, 1)]
+
+
+@pytest.fixture
+def two_fingerprints(tmp_path):
+    """A baseline written from A's records, then B (newer, SID 22.5 points worse) joins the store."""
+    db, base = tmp_path / "two.db", tmp_path / "base-a.json"
+    ResultStore(db).add_many(fp_records(FP_A, 60.0, 50.0, "2026-01-01T10:00:00+00:00"))
+    assert main(["check", "--write-baseline", str(base), "--upstream", UP, "--db", str(db)]) == 0
+    ResultStore(db).add_many(fp_records(FP_B, 37.5, 50.0, "2026-02-01T10:00:00+00:00"))
+    return db, base
+
+
+def test_check_compares_the_newest_fingerprint(two_fingerprints, capsys):
+    db, base = two_fingerprints
+    written = json.loads(base.read_text())
+    assert written["upstream_fingerprint"] == FP_A and written["tasks"]["sid"]["data"] == "d1"
+    capsys.readouterr()
+    assert main(["check", "--baseline", str(base), "--db", str(db)]) == 1
+    out = capsys.readouterr().out
+    assert f"compared {UP}@{FP_B[:12]} (newest of 2 fingerprints in the store; pick another with " \
+           f"--fingerprint)" in out
+    sid = next(line for line in out.splitlines() if line.startswith("sid "))
+    assert "REGRESSED" in sid and "-22.50" in sid
+    assert f"FAIL: 1 task(s) regressed for {UP}: sid" in out
+    assert f"upstream fingerprint changed since the baseline ({FP_A[:12]} -> {FP_B[:12]})" in out
+    # naming A (by a unique prefix) compares A: no regression
+    assert main(["check", "--baseline", str(base), "--db", str(db), "--fingerprint", FP_A[:6]]) == 0
+    out = capsys.readouterr().out
+    assert f"compared {UP}@{FP_A[:12]} (chosen with --fingerprint {FP_A[:6]}; 2 fingerprints in the store)" in out
+    assert "OK: no regression" in out
+
+
+def test_write_baseline_takes_the_newest_or_the_named_fingerprint(two_fingerprints, tmp_path):
+    db, _ = two_fingerprints
+    newest, named = tmp_path / "newest.json", tmp_path / "named.json"
+    assert main(["check", "--write-baseline", str(newest), "--upstream", UP, "--db", str(db)]) == 0
+    assert json.loads(newest.read_text())["upstream_fingerprint"] == FP_B
+    assert json.loads(newest.read_text())["tasks"]["sid"]["mean"] == 37.5
+    assert main(["check", "--write-baseline", str(named), "--upstream", UP, "--db", str(db),
+                 "--fingerprint", FP_A]) == 0
+    assert json.loads(named.read_text())["tasks"]["sid"]["mean"] == 60.0
+
+
+def test_unknown_or_ambiguous_fingerprint_is_exit_2(two_fingerprints, caplog):
+    db, base = two_fingerprints
+    assert main(["check", "--baseline", str(base), "--db", str(db), "--fingerprint", "ffff"]) == 2
+    assert f"--fingerprint 'ffff' matches no fingerprint of upstream '{UP}'" in caplog.text
+    assert FP_A in caplog.text and FP_B in caplog.text  # lists what is there
+    caplog.clear()
+    assert main(["check", "--baseline", str(base), "--db", str(db), "--fingerprint", "1a2b"]) == 2
+    assert "--fingerprint '1a2b' is ambiguous: it matches 2" in caplog.text
+    assert FP_A in caplog.text and FP_B in caplog.text
+    caplog.clear()
+    assert main(["check", "--write-baseline", str(base), "--upstream", UP, "--db", str(db),
+                 "--fingerprint", "1a2b"]) == 2
+    assert "is ambiguous" in caplog.text
+
+
+def test_equally_new_fingerprints_are_not_picked_by_chance():
+    recs = fp_records(FP_A, 60.0, 50.0, "2026-01-01T10:00:00+00:00") + \
+        fp_records(FP_B, 60.0, 50.0, "2026-01-01T10:00:00+00:00")
+    with pytest.raises(CheckError, match="cannot tell which weights .* are newest"):
+        make_baseline(recs, UP)
+    # other timezone notation, same instant order: parsed, not compared as text
+    recs = fp_records(FP_A, 60.0, 50.0, "2026-01-01T12:00:00+02:00") + \
+        fp_records(FP_B, 60.0, 50.0, "2026-01-01T11:00:00+00:00")
+    assert make_baseline(recs, UP).upstream_fingerprint == FP_B
+
+
+def test_other_data_is_not_comparable(tmp_path, two_fingerprints, caplog):
+    db, base = two_fingerprints  # baseline measured on data d1
+    d = tmp_path / "other-data"
+    for r in fp_records(FP_A, 60.0, 50.0, "2026-03-01T00:00:00+00:00", data="d2"):
+        write_record(r, d)
+    assert main(["check", "--baseline", str(base), "--records", str(d)]) == 2
+    assert "task sid: not comparable: other data (baseline measured on data d1, current results on d2)" \
+        in caplog.text
+    # with the baseline's data among the current results, that is what gets compared
+    for r in fp_records(FP_A, 60.0, 50.0, "2026-03-01T00:00:00+00:00", data="d1"):
+        write_record(r, d)
+    assert main(["check", "--baseline", str(base), "--records", str(d)]) == 0
+
+
+def test_several_data_without_a_baseline_data_is_exit_2(tmp_path, caplog):
+    old = tmp_path / "old-baseline.json"
+    old.write_text(json.dumps({"format": "superbench-baseline", "format_version": 1, "upstream": UP,
+                               "tasks": {"sid": {"metric": "acc", "higher_is_better": True, "mean": 60.0,
+                                                 "recipe_version": "1.0", "profile": "fast"}}}))
+    assert load_baseline(old).tasks["sid"].data == ""
+    recs = fp_records(FP_A, 60.0, 50.0, "2026-01-01T00:00:00+00:00", data="d1") + \
+        fp_records(FP_A, 30.0, 50.0, "2026-01-01T00:00:00+00:00", data="d2")
+    with pytest.raises(CheckError, match=r"task sid: .* has results on several data \(d1, d2\)"):
+        compare(load_baseline(old), recs)
+    with pytest.raises(CheckError, match=r"several setups .*data d1; .*data d2"):
+        make_baseline(recs, UP)
+    assert compare(load_baseline(old), recs[:4]).exit_code == 0
+
+
+def test_committed_ci_baseline_still_loads():
+    base = load_baseline(Path(__file__).resolve().parent.parent / "leaderboard" / "baseline-ci.json")
+    assert base.upstream == UP and set(base.tasks) == {"pr", "ks", "sid", "er", "asr"}
+    assert all(tb.data == "" for tb in base.tasks.values())

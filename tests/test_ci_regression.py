@@ -16,14 +16,16 @@ def test_tiny_demo_scores_pass_the_committed_baseline_and_a_worse_score_fails(tm
     db, results = tmp_path / "ci.db", tmp_path / "results"
     assert main(["run", "--upstream", "hubert-tiny-random", "--task", "all", "--data", "demo:tiny",
                  "--profile", "ci", "--results", str(results), "--db", str(db)]) == 0
-    assert sorted(p.name for p in results.glob("*.json")) == sorted(
-        f"hubert-tiny-random__{t}__seed0.json" for t in ("pr", "asr", "ks", "sid", "er"))
+    written = {p.name.split("-data")[0]: p for p in results.rglob("*.json")}
+    assert sorted(written) == sorted(["pr", "asr", "ks", "sid", "er"])
+    assert {p.relative_to(results).parts[:3] for p in written.values()} == {
+        ("hubert-tiny-random", read_record(written["ks"]).upstream_fingerprint, "ci-r1")}
     capsys.readouterr()
     assert main(["check", "--baseline", str(BASELINE), "--db", str(db), "--tolerance", TOLERANCE]) == 0
     assert "no regression" in capsys.readouterr().out
 
     # One task gets 20 accuracy points worse: the gate must fail and name it.
-    ks = read_record(results / "hubert-tiny-random__ks__seed0.json")
+    ks = read_record(written["ks"])
     write_record(replace(ks, test=ks.test - 20.0), tmp_path / "worse")
     assert main(["leaderboard", "import", str(tmp_path / "worse"), "--db", str(db), "--overwrite"]) == 0
     capsys.readouterr()

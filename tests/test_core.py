@@ -16,7 +16,7 @@ from superbench.results import RecordError, ResultRecord, read_record, write_rec
 def test_registry_refuses_duplicates_and_suggests_near_matches():
     reg = Registry("upstream")
     reg.register("hubert", 1)
-    with pytest.raises(DuplicateNameError, match="'hubert' is already registered"):
+    with pytest.raises(DuplicateNameError, match="'hubert' from built-in is already registered"):
         reg.register("hubert", 2)
     with pytest.raises(UnknownNameError, match="did you mean 'hubert'"):
         reg.get("hubret")

@@ -85,7 +85,7 @@ def test_ctc_head_learns_a_tiny_sequence_task():
     targets = [" ".join("ab"[s - 1] for s in seq) for seq in seqs]
     head = CTCHead(2, 8, len(vocab), proj_dim=16)
     opt = torch.optim.Adam(head.parameters(), lr=3e-2)
-    from superbench.training import CTCObjective
+    from downstreams import CTCObjective
 
     obj = CTCObjective(vocab, "per")
     for _ in range(120):

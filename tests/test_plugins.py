@@ -42,14 +42,10 @@ PLUGIN_SOURCE = textwrap.dedent('''
 
 
 @pytest.fixture
-def fresh_registry(monkeypatch):
-    """Let the registry scan entry points again, then restore it (other tests share UPSTREAMS)."""
-    UPSTREAMS.names()  # built-ins loaded
-    monkeypatch.setattr(UPSTREAMS, "_items", dict(UPSTREAMS._items))
-    monkeypatch.setattr(UPSTREAMS, "_sources", dict(UPSTREAMS._sources))
-    monkeypatch.setattr(UPSTREAMS, "_loaded", False)
-    monkeypatch.setattr(UPSTREAMS, "_loader", None)  # built-ins are already in _items
-    return UPSTREAMS
+def fresh_registry():
+    """The registry as a fresh process sees it (entry points read again), restored afterwards."""
+    with UPSTREAMS.scoped(rescan=True):
+        yield UPSTREAMS
 
 
 def install_fake_distribution(root, module: str, entry_name: str, cls: str) -> None:

@@ -2,9 +2,12 @@ import numpy as np
 import torch
 
 from downstreams import CTCHead
-from recipes import load_recipe
-from superbench.runner import upstream_for_recipe
+from superbench.tasks import get_task
 from superbench.upstream import load_upstream
+
+
+def variant_for(upstream, task, profile="fast"):
+    return upstream.variant(**get_task(task).load_recipe(profile).upstream.given())
 
 
 def test_frame_stacking_halves_time_and_lengths():
@@ -18,9 +21,11 @@ def test_frame_stacking_halves_time_and_lengths():
 def test_utterance_recipes_run_the_filterbank_baseline_without_cmvn():
     fbank = load_upstream("fbank")
     assert fbank.config.cmvn
-    ks = upstream_for_recipe(fbank, load_recipe("ks", "fast"))
+    ks = variant_for(fbank, "ks")
     assert not ks.config.cmvn and ks.name == "fbank" and ks.fingerprint() != fbank.fingerprint()
-    assert upstream_for_recipe(fbank, load_recipe("pr", "fast")) is fbank
+    assert variant_for(fbank, "pr") is fbank
+    tiny = load_upstream("hubert-tiny-random")
+    assert variant_for(tiny, "ks") is tiny  # an upstream without the option runs unchanged
     rng = np.random.default_rng(0)
     wav = (rng.standard_normal(8000) * np.linspace(0.01, 0.5, 8000)).astype(np.float32)
     with_cmvn = fbank.extract([wav])[0][0][0].mean(0)
@@ -35,7 +40,6 @@ def test_fbank_records_share_one_fingerprint_across_cmvn_variants(tmp_path):
 
     from superbench.manifest import write_task_manifest
     from superbench.runner import RunOptions, run_task
-    from superbench.tasks import get_task
 
     rng = np.random.default_rng(1)
     rows = []
@@ -47,10 +51,10 @@ def test_fbank_records_share_one_fingerprint_across_cmvn_variants(tmp_path):
     write_task_manifest(tmp_path / "sid", task="sid", corpus="t", version="1", label_field="label",
                         labels=["s0", "s1"], splits={"train": rows, "dev": rows, "test": rows})
     fbank = load_upstream("fbank")
-    opts = RunOptions(data=str(tmp_path), results_dir=tmp_path / "results", store=False, progress=False,
-                      cache_root=tmp_path / "cache", profile="ci", overrides={"steps": 5, "eval_interval": 5})
-    (record,) = run_task(fbank, get_task("sid"), tmp_path, opts, is_demo=False)
+    opts = RunOptions(results_dir=tmp_path / "results", progress=False, cache_root=tmp_path / "cache", profile="ci",
+                      overrides={"steps": 5, "eval_interval": 5})
+    (record,) = run_task(fbank, get_task("sid"), tmp_path, opts)
     assert record.upstream == "fbank" and record.upstream_fingerprint == fbank.fingerprint()
     cached = [p.name for p in (tmp_path / "cache").iterdir()]
-    nocmvn = upstream_for_recipe(fbank, load_recipe("sid", "ci")).fingerprint()
+    nocmvn = variant_for(fbank, "sid", "ci").fingerprint()
     assert any(nocmvn in name for name in cached), cached

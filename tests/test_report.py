@@ -28,6 +28,17 @@ def make_records():
     return out
 
 
+def test_report_separates_corpora():
+    from dataclasses import replace
+
+    recs = make_records()
+    recs += [replace(r, manifest_fingerprint="5e6f7a8b0000", test=r.test - 10) for r in recs
+             if r.upstream == "hubert-tiny"]
+    html = build_report(recs, reference="local")
+    assert "hubert-tiny [data 5e6f7a8b]" in html and "hubert-tiny [data unknown]" in html
+    assert len(embedded_pngs(html)) == 2
+
+
 def embedded_pngs(html):
     return [base64.b64decode(m) for m in re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", html)]
 

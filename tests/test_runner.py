@@ -6,29 +6,33 @@ import json
 
 import pytest
 
-from recipes import RecipeError, load_recipe
+from downstreams import UtteranceHeadConfig
 from superbench.manifest import Fold, write_task_manifest
-from superbench.results import read_record
-from superbench.runner import RunOptions, resolve_tasks, run_task
-from superbench.tasks import get_task
+from superbench.recipe import RecipeError, load_recipe
+from superbench.registry import UnknownNameError
+from superbench.results import read_record, record_path
+from superbench.runner import RunOptions, run_task
+from superbench.tasks import get_task, resolve_tasks
 from superbench.testing import ToneUpstream, make_class_corpus, make_sequence_corpus
 
 FAST = {"steps": 40, "eval_interval": 20, "batch_size": 8, "lr_grid": [1e-3, 1e-2]}
 
 
 def _opts(tmp_path, **kw):
-    base = dict(data=str(tmp_path), results_dir=tmp_path / "results", store=False, progress=False,
-                cache_root=tmp_path / "cache", profile="fast", overrides=dict(FAST))
+    base = dict(results_dir=tmp_path / "results", progress=False, cache_root=tmp_path / "cache", profile="fast",
+                overrides=dict(FAST))
     base.update(kw)
     return RunOptions(**base)
 
 
 def test_ks_run_writes_a_complete_record(tmp_path):
     make_class_corpus(tmp_path, task="ks")
-    (rec,) = run_task(ToneUpstream(), get_task("ks"), tmp_path, _opts(tmp_path), is_demo=False)
-    on_disk = read_record(tmp_path / "results" / rec.file_name())
+    (rec,) = run_task(ToneUpstream(), get_task("ks"), tmp_path, _opts(tmp_path))
+    on_disk = read_record(record_path(tmp_path / "results", rec.run_key()))
     assert on_disk.test == rec.test and rec.test > 60
-    assert rec.profile == "fast+overrides" and rec.recipe_version == load_recipe("ks", "fast")["version"]
+    recipe = get_task("ks").load_recipe("fast")
+    assert rec.profile == recipe.with_overrides(FAST).profile_label and rec.profile.startswith("fast+")
+    assert rec.recipe_version == recipe.version
     assert rec.lr in FAST["lr_grid"] and len(rec.layer_weights) == 3
     assert set(rec.wall_time) == {"extraction", "training"}
     assert rec.manifest_fingerprint and rec.upstream_fingerprint == ToneUpstream().fingerprint()
@@ -37,13 +41,13 @@ def test_ks_run_writes_a_complete_record(tmp_path):
 def test_existing_record_is_skipped_unless_overwrite(tmp_path):
     make_class_corpus(tmp_path, task="sid")
     opts = _opts(tmp_path, lr=1e-2)
-    (first,) = run_task(ToneUpstream(), get_task("sid"), tmp_path, opts, is_demo=False)
-    path = tmp_path / "results" / first.file_name()
+    (first,) = run_task(ToneUpstream(), get_task("sid"), tmp_path, opts)
+    path = record_path(tmp_path / "results", first.run_key())
     stamp = path.stat().st_mtime_ns
-    (again,) = run_task(ToneUpstream(), get_task("sid"), tmp_path, opts, is_demo=False)
+    (again,) = run_task(ToneUpstream(), get_task("sid"), tmp_path, opts)
     assert path.stat().st_mtime_ns == stamp and again.created_at == first.created_at
     opts.overwrite = True
-    run_task(ToneUpstream(), get_task("sid"), tmp_path, opts, is_demo=False)
+    run_task(ToneUpstream(), get_task("sid"), tmp_path, opts)
     assert path.stat().st_mtime_ns != stamp
 
 
@@ -55,7 +59,7 @@ def test_er_reports_the_mean_over_folds(tmp_path):
     folds = [Fold("fold1", "train", "dev", "test"), Fold("fold2", "train", "test", "dev")]
     write_task_manifest(task_dir, task="er", corpus="tones", version="1", label_field="label",
                         labels=meta["labels"], splits=splits, folds=folds)
-    (rec,) = run_task(ToneUpstream(), get_task("er"), tmp_path, _opts(tmp_path, lr=1e-2), is_demo=False)
+    (rec,) = run_task(ToneUpstream(), get_task("er"), tmp_path, _opts(tmp_path, lr=1e-2))
     assert set(rec.folds) == {"fold1", "fold2"}
     assert rec.test == pytest.approx(sum(f["test"] for f in rec.folds.values()) / 2, abs=1e-3)
     assert rec.dev == pytest.approx(sum(f["dev"] for f in rec.folds.values()) / 2, abs=1e-3)
@@ -67,8 +71,7 @@ def test_ctc_tasks_run_and_beat_the_empty_output(tmp_path, task):
     overrides = {"steps": 150, "eval_interval": 50, "batch_size": 8, "lr_grid": [3e-2]}
     if task == "asr":
         overrides.update(proj_dim=32, rnn_dims=[32])
-    (rec,) = run_task(ToneUpstream(), get_task(task), tmp_path, _opts(tmp_path, overrides=overrides),
-                      is_demo=False)
+    (rec,) = run_task(ToneUpstream(), get_task(task), tmp_path, _opts(tmp_path, overrides=overrides))
     assert rec.metric == ("per" if task == "pr" else "wer")
     assert rec.test < 100.0  # an empty hypothesis scores exactly 100
 
@@ -79,28 +82,60 @@ def test_missing_labels_fail_before_extraction(tmp_path):
                         splits={"train": rows, "dev": rows, "test": rows})
     (tmp_path / "ks" / "x.wav").write_bytes(b"")
     with pytest.raises(ValueError, match="needs 'label' labels"):
-        run_task(ToneUpstream(), get_task("ks"), tmp_path, _opts(tmp_path), is_demo=False)
+        run_task(ToneUpstream(), get_task("ks"), tmp_path, _opts(tmp_path))
     assert not (tmp_path / "cache").exists()
 
 
 def test_recipe_validation_and_task_lists():
     assert [t.name for t in resolve_tasks("all")] == ["pr", "ks", "sid", "er", "asr"]
-    with pytest.raises(RecipeError, match="no profile 'huge'; available: superb, fast"):
-        load_recipe("ks", "huge")
-    with pytest.raises(RecipeError, match="no recipe for task 'qa'"):
-        load_recipe("qa", "fast")
-    asr = load_recipe("asr", "superb")
-    assert asr["proj_dim"] == 1024 and asr["rnn_dims"] == [1024, 1024] and asr["dropout"] == 0.2
+    with pytest.raises(RecipeError, match="no profile 'huge'; available: superb, fast, ci"):
+        get_task("ks").load_recipe("huge")
+    with pytest.raises(UnknownNameError, match="unknown task 'qa'"):
+        resolve_tasks("ks,qa")
+    asr = get_task("asr").load_recipe("superb")
+    assert (asr.head.proj_dim, asr.head.rnn_dims, asr.head.dropout) == (1024, (1024, 1024), 0.2)
+    assert (asr.train.steps, asr.train.lr, asr.upstream.cmvn) == (200000, 1e-4, None)
+    assert get_task("ks").load_recipe("superb").upstream.given() == {"cmvn": False}
 
 
-def test_unknown_recipe_key_is_a_clear_error(tmp_path, monkeypatch):
-    import recipes
+RECIPE = """version: '1'
+profiles:
+  fast:
+    head: {proj_dim: 8}
+    train: {steps: 1, batch_size: 1, lr: 0.1, eval_interval: 1}
+"""
 
-    (tmp_path / "ks.yaml").write_text("version: '1'\nprofiles:\n  fast: {steps: 1, batch_size: 1, lr: 0.1, "
-                                      "eval_interval: 1, hidden: 3}\n")
-    monkeypatch.setattr(recipes, "RECIPE_DIR", tmp_path)
-    with pytest.raises(RecipeError, match=r"unknown key\(s\) \['hidden'\]"):
-        recipes.load_recipe("ks", "fast")
+
+@pytest.mark.parametrize(("edit", "error"), [
+    (("steps: 1", "stpes: 1"), r"profile 'fast': train: unknown key\(s\) \['stpes'\] \(did you mean 'steps'\?\)"),
+    (("head:", "heads:"), r"unknown key\(s\) \['heads'\] \(did you mean 'head'\?\)"),
+    (("proj_dim: 8", "proj_dim: 8, rnn_dims: [3]"), r"head: unknown key\(s\) \['rnn_dims'\]"),
+    (("steps: 1, ", ""), r"train: missing required key\(s\) \['steps'\]"),
+    (("batch_size: 1", "batch_size: 0"), r"train: batch_size must be a positive integer, got 0"),
+    (("lr: 0.1", "lr: fast"), r"train.lr must be a number, got 'fast'"),
+    (("version: '1'", "verison: '1'"), r"unknown top-level key\(s\) \['verison'\] \(did you mean 'version'\?\)"),
+])
+def test_recipe_mistakes_are_clear_errors_before_any_work(tmp_path, edit, error):
+    path = tmp_path / "ks.yaml"
+    path.write_text(RECIPE.replace(*edit))
+    with pytest.raises(RecipeError, match=error):
+        load_recipe(path, "fast", task="ks", head_config=UtteranceHeadConfig)
+    path.write_text(RECIPE)
+    good = load_recipe(path, "fast", task="ks", head_config=UtteranceHeadConfig)
+    assert (good.head.proj_dim, good.train.steps, good.train.lr) == (8, 1, 0.1)
+
+
+def test_overrides_are_validated_and_change_the_profile_label():
+    recipe = get_task("asr").load_recipe("fast")
+    over = recipe.with_overrides({"train.steps": 7, "proj_dim": 16})
+    assert (over.train.steps, over.head.proj_dim, over.head.rnn_dims) == (7, 16, recipe.head.rnn_dims)
+    assert over.profile_label.startswith("fast+") and over.profile_label != recipe.profile_label
+    assert over.profile_label == recipe.with_overrides({"proj_dim": 16, "steps": 7}).profile_label
+    assert over.profile_label != recipe.with_overrides({"train.steps": 8, "proj_dim": 16}).profile_label
+    with pytest.raises(RecipeError, match=r"unknown recipe override 'train.stesp' \(did you mean 'train.steps'\?\)"):
+        recipe.with_overrides({"train.stesp": 3})
+    with pytest.raises(RecipeError, match="train: steps must be a positive integer"):
+        recipe.with_overrides({"steps": -1})
 
 
 def test_cli_tasks_list_and_run_help(capsys):
@@ -146,8 +181,7 @@ def test_interrupted_run_keeps_finished_trials_and_resumes_the_running_one(tmp_p
 
     make_class_corpus(tmp_path, task="ks")
     (whole,) = run_task(ToneUpstream(), get_task("ks"), tmp_path,
-                        _opts(tmp_path, results_dir=tmp_path / "a", checkpoint_root=tmp_path / "ckpt-a"),
-                        is_demo=False)
+                        _opts(tmp_path, results_dir=tmp_path / "a", checkpoint_root=tmp_path / "ckpt-a"))
     real_train, seen = runner.train, []
 
     def train_dying_in_the_second_trial(make_head, objective, *args, **kw):
@@ -157,8 +191,8 @@ def test_interrupted_run_keeps_finished_trials_and_resumes_the_running_one(tmp_p
     monkeypatch.setattr(runner, "train", train_dying_in_the_second_trial)
     opts = _opts(tmp_path, results_dir=tmp_path / "b", checkpoint_root=tmp_path / "ckpt-b")
     with pytest.raises(Interrupted):  # lr 1e-3 finished; lr 1e-2 dies in step 31 (state saved at 20)
-        run_task(ToneUpstream(), get_task("ks"), tmp_path, opts, is_demo=False)
-    partial = tmp_path / "ckpt-b" / whole.file_name().removesuffix(".json")
+        run_task(ToneUpstream(), get_task("ks"), tmp_path, opts)
+    partial = tmp_path / "ckpt-b" / whole.run_key().digest()
     assert sorted(p.name for p in partial.iterdir()) == ["lr0.001-default.json", "lr0.01-default.pt"]
 
     rerun = []
@@ -168,7 +202,7 @@ def test_interrupted_run_keeps_finished_trials_and_resumes_the_running_one(tmp_p
         return real_train(make_head, rerun[-1], *args, **kw)
 
     monkeypatch.setattr(runner, "train", train_counting)
-    (resumed,) = run_task(ToneUpstream(), get_task("ks"), tmp_path, opts, is_demo=False)
+    (resumed,) = run_task(ToneUpstream(), get_task("ks"), tmp_path, opts)
     assert len(rerun) == 1 and rerun[0].calls == 20  # only lr 1e-2, steps 21..40, was trained
     assert (resumed.test, resumed.dev, resumed.lr, resumed.layer_weights) == \
         (whole.test, whole.dev, whole.lr, whole.layer_weights)

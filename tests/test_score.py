@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -15,10 +16,10 @@ from superbench.tasks import TASKS
 HUBERT_BASE = {"pr": 5.41, "ks": 96.30, "sid": 81.42, "er": 64.92, "asr": 6.42}
 
 
-def rec(upstream, task, value, seed=0, recipe="1.0", profile="superb", layer=None):
+def rec(upstream, task, value, seed=0, recipe="1.0", profile="superb", layer=None, data="data-one"):
     spec = TASKS.get(task)
     return ResultRecord(upstream, f"fp-{upstream}", task, spec.metric, spec.higher_is_better, value, value,
-                        seed, recipe, profile=profile, layer=layer)
+                        seed, recipe, profile=profile, layer=layer, manifest_fingerprint=data)
 
 
 def test_paper_references_are_the_published_points():
@@ -119,3 +120,35 @@ def test_layer_probe_is_its_own_row():
     records = [rec("h", "ks", 90.0), rec("h", "ks", 60.0, layer=3)]
     board = build_leaderboard(records)
     assert sorted(board.frame["label"]) == ["h", "h [layer 3]"]
+
+
+def test_two_corpora_are_separate_rows_with_their_own_local_references():
+    records = []
+    for data, fbank_ks, a_ks in (("1a2b3c4d9999", 50.0, 70.0), ("5e6f7a8b0000", 20.0, 30.0)):
+        records += [rec("fbank", "ks", fbank_ks, data=data), rec("a", "ks", a_ks, seed=0, data=data),
+                    rec("a", "ks", a_ks + 2, seed=1, data=data)]
+    records.append(rec("b", "ks", 60.0, data="1a2b3c4d9999"))  # one corpus only: no data in its label
+    board = build_leaderboard(records, reference="local")
+    f = board.frame.set_index("label")
+    assert len(f) == 5  # never averaged across corpora
+    assert f.loc["a [data 1a2b3c4d]", "ks"] == pytest.approx(71.0)
+    assert f.loc["a [data 5e6f7a8b]", "ks"] == pytest.approx(31.0)
+    assert f.loc["b", "data"] == "1a2b3c4d9999"
+    # local FBANK/SOTA per corpus: each corpus's best upstream scores 1000 on it
+    assert f.loc["a [data 1a2b3c4d]", "score"] == pytest.approx(1000.0)
+    assert f.loc["a [data 5e6f7a8b]", "score"] == pytest.approx(1000.0)
+    assert f.loc["b", "score"] == pytest.approx(1000 * (60 - 50) / (71 - 50))
+    assert f.loc["fbank [data 5e6f7a8b]", "score"] == pytest.approx(0.0)
+    assert "| fbank [data 1a2b3c4d] |" in board.to_markdown()
+    csv = board.render("csv").splitlines()
+    assert csv[0].startswith("row,upstream,upstream_fingerprint,data,")
+    assert any(line.startswith("a [data 5e6f7a8b],a,fp-a,5e6f7a8b0000,") for line in csv)
+    rows = json.loads(board.render("json"))["rows"]
+    assert {r["row"]: r["data"] for r in rows}["a [data 1a2b3c4d]"] == "1a2b3c4d9999"
+    assert "<td>a [data 5e6f7a8b]</td>" in board.render("html")
+
+
+def test_single_corpus_labels_do_not_show_data():
+    board = build_leaderboard([rec("a", "ks", 70.0), rec("fbank", "ks", 50.0)], reference="local")
+    assert sorted(board.frame["label"]) == ["a", "fbank"]
+    assert not any("data data-one" in n for n in board.notes)

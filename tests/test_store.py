@@ -5,20 +5,23 @@ import sqlite3
 import pytest
 
 from leaderboard.store import (
+    APPLICATION_ID,
+    STORE_SCHEMA_VERSION,
     ResultStore,
     StoreError,
     default_db_path,
     load_record_files,
 )
 from superbench.cli import main
-from superbench.results import ResultRecord, write_record
+from superbench.results import ResultRecord, RunKey, write_record
 from superbench.tasks import TASKS
 
 
-def rec(upstream="up", task="ks", value=50.0, seed=0, recipe="1.0", profile="superb", layer=None):
+def rec(upstream="up", task="ks", value=50.0, seed=0, recipe="1.0", profile="superb", layer=None, data="d-old"):
     spec = TASKS.get(task)
     return ResultRecord(upstream, f"fp-{upstream}", task, spec.metric, spec.higher_is_better, value, value,
-                        seed, recipe, profile=profile, layer=layer, layer_weights=[0.25, 0.75])
+                        seed, recipe, profile=profile, layer=layer, layer_weights=[0.25, 0.75],
+                        manifest_fingerprint=data)
 
 
 def test_default_db_path(monkeypatch, tmp_path):
@@ -37,11 +40,12 @@ def test_add_roundtrip_and_no_silent_overwrite(tmp_path):
     assert store.add(rec(value=99.0), overwrite=True) is True
     got = store.records()
     assert [r.test for r in got] == [99.0] and got[0].layer_weights == [0.25, 0.75]
-    # profile, layer, recipe and seed are all part of the identity
-    for other in (rec(profile="fast"), rec(layer=3), rec(recipe="2.0"), rec(seed=1)):
+    # profile, layer, recipe, seed and data are all part of the identity
+    for other in (rec(profile="fast"), rec(layer=3), rec(recipe="2.0"), rec(seed=1), rec(data="d-new")):
         assert store.add(other) is True
-    assert len(store) == 5
-    assert len(ResultStore(tmp_path / "lb.db").records(task="ks", upstream="up")) == 5
+    assert len(store) == 6
+    assert len(ResultStore(tmp_path / "lb.db").records(task="ks", upstream="up")) == 6
+    assert [r.manifest_fingerprint for r in store.records(data="d-new")] == ["d-new"]
     conn = sqlite3.connect(tmp_path / "lb.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -134,3 +138,110 @@ def test_cli_import_refuses_bad_input_and_writes_nothing(tmp_path, caplog):
     assert "zz_nan.json" in caplog.text and "dev metric is nan" in caplog.text
     assert "nothing was written" in caplog.text
     assert len(ResultStore(db)) == 0
+
+
+def test_two_corpora_are_two_rows_and_import_reports_the_run_key(tmp_path, caplog):
+    store = ResultStore(tmp_path / "lb.db")
+    report = store.add_many([rec(value=50.0, data="d-old"), rec(value=70.0, data="d-new")])
+    assert report.inserted == [rec(data="d-old").run_key(), rec(data="d-new").run_key()]
+    assert sorted((r.manifest_fingerprint, r.test) for r in store.records()) == [("d-new", 70.0), ("d-old", 50.0)]
+    again = store.add_many([rec(value=1.0, data="d-new")])
+    assert again.skipped == [RunKey("up", "fp-up", "ks", "d-new", "1.0", "superb", None, 0)]
+    d = tmp_path / "recs"
+    write_record(rec(value=1.0, data="d-new"), d)
+    assert main(["leaderboard", "import", str(d), "--db", str(tmp_path / "lb.db")]) == 0
+    assert "skipped (already stored): up@fp-up ks seed 0 (data d-new, superb r1.0)" in caplog.text
+
+
+# The version-1 schema verbatim (before `data` joined the key), to build an old store.
+V1_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    upstream TEXT NOT NULL,
+    upstream_fingerprint TEXT NOT NULL,
+    task TEXT NOT NULL,
+    recipe_version TEXT NOT NULL,
+    profile TEXT NOT NULL,
+    layer TEXT NOT NULL,          -- '' for the weighted sum, else the probed layer
+    seed INTEGER NOT NULL,
+    metric TEXT NOT NULL,
+    higher_is_better INTEGER NOT NULL,
+    test REAL NOT NULL,
+    dev REAL NOT NULL,
+    created_at TEXT NOT NULL,
+    stored_at TEXT NOT NULL,
+    record_json TEXT NOT NULL,
+    PRIMARY KEY (upstream, upstream_fingerprint, task, recipe_version, profile, layer, seed)
+);
+CREATE INDEX IF NOT EXISTS results_by_task ON results (task, recipe_version, profile);
+CREATE INDEX IF NOT EXISTS results_by_upstream ON results (upstream, task);
+"""
+
+
+def make_v1_store(path, records):
+    conn = sqlite3.connect(path)
+    conn.executescript(V1_SCHEMA)
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 1")
+    for r in records:
+        conn.execute("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     (r.upstream, r.upstream_fingerprint, r.task, r.recipe_version, r.profile,
+                      "" if r.layer is None else str(r.layer), r.seed, r.metric, int(r.higher_is_better), r.test,
+                      r.dev, r.created_at, "2026-01-01T00:00:00+00:00", r.to_json()))
+    conn.commit()
+    conn.close()
+
+
+def test_v1_store_is_migrated_in_place(tmp_path):
+    path = tmp_path / "v1.db"
+    old = rec(value=50.0, data="d-old")
+    make_v1_store(path, [old, rec(value=60.0, seed=1, layer=3, data="")])
+    store = ResultStore(path)
+    got = store.records()
+    assert sorted((r.test, r.manifest_fingerprint) for r in got) == [(50.0, "d-old"), (60.0, "")]
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA_VERSION == 2
+    assert sorted(conn.execute("SELECT data, layer, seed FROM results").fetchall()) == [("", "3", 1),
+                                                                                      ("d-old", "", 0)]
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index' AND sql IS NOT NULL")}
+    assert tables == {"results"} and indexes == {"results_by_task", "results_by_upstream"}
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    # the same model/task/seed on a re-prepared corpus is a second row, not "already stored"
+    report = store.add_many([rec(value=70.0, data="d-new")])
+    assert len(report.inserted) == 1 and not report.skipped
+    assert sorted((r.manifest_fingerprint, r.test) for r in store.records(upstream="up", task="ks")
+                  if r.layer is None) == [("d-new", 70.0), ("d-old", 50.0)]
+    store.close()
+    assert len(ResultStore(path)) == 3  # opening a migrated store again changes nothing
+
+
+def _open_and_count(path, queue):
+    queue.put(len(ResultStore(path)))
+
+
+def test_concurrent_openers_migrate_once(tmp_path):
+    path = tmp_path / "v1.db"
+    make_v1_store(path, [rec(seed=s, value=float(s)) for s in range(20)])
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_open_and_count, args=(path, queue)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert sorted(queue.get(timeout=5) for _ in procs) == [20, 20, 20, 20]
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT data) FROM results").fetchone() == (20, 1)
+
+
+def test_newer_store_schema_is_refused(tmp_path):
+    path = tmp_path / "new.db"
+    ResultStore(path).add(rec())
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {STORE_SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="newer superbench"):
+        ResultStore(path).records()

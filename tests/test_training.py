@@ -7,11 +7,11 @@ from collections import Counter
 import pytest
 import torch
 
-from downstreams import UtteranceHead
+from downstreams import ClassificationObjective, UtteranceHead
 from superbench.cache import extract_features
 from superbench.manifest import load_task_manifest
 from superbench.testing import ToneUpstream, make_class_corpus
-from superbench.training import ClassificationObjective, TrainConfig, TrainingError, _batches, train
+from superbench.training import TrainConfig, TrainingError, _batches, train
 
 
 @pytest.fixture()

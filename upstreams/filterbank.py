@@ -24,12 +24,12 @@ std; it gets std 0 (features equal to 0) instead of s3prl's NaN.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 
-from superbench.upstream import UPSTREAMS, Upstream
+from superbench.upstream import Upstream
 
 FLOAT_EPS = float(torch.finfo(torch.float32).eps)  # Kaldi/torchaudio log floor
 
@@ -173,6 +173,19 @@ class KaldiFeatures(Upstream):
         elif config.kind != "fbank":
             raise ValueError(f"unknown Kaldi feature kind {config.kind!r} (fbank or mfcc)")
 
+    def variant(self, **options: Any) -> KaldiFeatures:
+        """`cmvn=False`: the same features without per-utterance CMVN.
+
+        Per-utterance CMVN makes every utterance's mean feature zero, and the utterance heads
+        mean-pool, so with CMVN the baseline is at chance by construction. The official SUPERB
+        leaderboard therefore re-ran FBANK without CMVN for KS, SID and ER; those recipes ask for
+        this variant, and the cache fingerprint says which one ran.
+        """
+        cmvn = options.get("cmvn")
+        if cmvn is None or bool(cmvn) == self.config.cmvn:
+            return self
+        return KaldiFeatures(self.name, replace(self.config, cmvn=bool(cmvn)))
+
     def config_dict(self) -> dict[str, Any]:
         return {**super().config_dict(), **asdict(self.config)}
 
@@ -212,7 +225,6 @@ class KaldiFeatures(Upstream):
         return [feats.contiguous()], frame_lengths
 
 
-@UPSTREAMS.decorator("fbank")
 def fbank(path: str | None = None, **overrides: Any) -> KaldiFeatures:
     """s3prl's `fbank` baseline: 80 log-mel + Δ + ΔΔ, CMVN -> 240 dims."""
     if path:
@@ -220,7 +232,6 @@ def fbank(path: str | None = None, **overrides: Any) -> KaldiFeatures:
     return KaldiFeatures("fbank", KaldiFeatureConfig(**{**asdict(FBANK), **overrides}))
 
 
-@UPSTREAMS.decorator("mfcc")
 def mfcc(path: str | None = None, **overrides: Any) -> KaldiFeatures:
     """s3prl's `mfcc` baseline: 13 cepstra + Δ + ΔΔ, CMVN -> 39 dims."""
     if path:
@@ -232,3 +243,5 @@ fbank.info = {"family": "kaldi", "layers": 1, "hidden_size": 240, "source": "com
               "description": "80 log-mel + deltas, CMVN (s3prl baseline)"}
 mfcc.info = {"family": "kaldi", "layers": 1, "hidden_size": 39, "source": "computed",  # type: ignore[attr-defined]
              "description": "13 MFCC + deltas, CMVN (s3prl baseline)"}
+
+FACTORIES = {"fbank": fbank, "mfcc": mfcc}

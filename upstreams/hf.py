@@ -34,7 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from superbench.upstream import UPSTREAMS, Upstream
+from superbench.upstream import Upstream
 
 log = logging.getLogger(__name__)
 
@@ -315,5 +315,4 @@ def _make_factory(spec: HFSpec):
     return factory
 
 
-for _spec in SPECS.values():
-    UPSTREAMS.register(_spec.name, _make_factory(_spec))
+FACTORIES = {spec.name: _make_factory(spec) for spec in SPECS.values()}

@@ -94,7 +94,13 @@ def import_s3prl_nn() -> types.ModuleType:
 
 
 class S3PRLUpstream(Upstream):
-    """Adapter from `s3prl.nn.S3PRLUpstream` (all hidden states + lengths) to the superbench contract."""
+    """Adapter from `s3prl.nn.S3PRLUpstream` (all hidden states + lengths) to the superbench contract.
+
+    Registered as the parametrised family `s3prl`: `s3prl:HUBNAME` builds `S3PRLUpstream("HUBNAME")`.
+    """
+
+    info = {"family": "s3prl hub", "layers": "per model", "hidden_size": "per model",
+            "source": "s3prl:HUBNAME (pip install 'superbench[s3prl]')"}
 
     def __init__(self, name: str, path: str | None = None, receptive_field: int = 400,
                  per_utterance: bool = True, **kwargs: Any) -> None:

@@ -45,7 +45,7 @@ import numpy as np
 from recipes.prepare import leave_one_group_out
 from superbench.io import atomic_write_text
 from superbench.manifest import load_task_manifest, write_task_manifest
-from superbench.tasks import TASK_ORDER
+from superbench.tasks import in_task_order
 
 log = logging.getLogger(__name__)
 
@@ -210,9 +210,7 @@ def summarize_corpus(root: str | Path) -> dict[str, dict[str, Any]]:
     """Per task: utterances, speakers, minutes, classes (from the manifests, so it works for any corpus)."""
     root = Path(root)
     summary: dict[str, dict[str, Any]] = {}
-    for task in TASK_ORDER:
-        if not (root / task / "meta.json").is_file():
-            continue
+    for task in in_task_order(p.parent.name for p in root.glob("*/meta.json")):
         m = load_task_manifest(root / task, check_files=False)
         utts = m.utterances()
         summary[task] = {

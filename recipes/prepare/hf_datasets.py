@@ -84,7 +84,7 @@ def prepare_hf_dataset(source: str, task: str, out: str | Path | None = None, co
     from superbench.audio import save_wav
 
     spec = get_task(task)
-    columns = {"audio": "audio", spec.label_field: spec.label_field, **(columns or {})}
+    columns = {"audio": "audio", spec.target: spec.target, **(columns or {})}
     splits = splits or DEFAULT_SPLITS
     out = Path(out) if out else default_out("hf-" + Path(source.split(":", 1)[-1]).name.replace("/", "_"))
     dsd = load_source(source, config)
@@ -103,17 +103,17 @@ def prepare_hf_dataset(source: str, task: str, out: str | Path | None = None, co
         d = dsd[name]
         if isinstance(d.features[columns["audio"]], ds_lib.Audio):  # read undecoded: bytes or path
             d = d.cast_column(columns["audio"], ds_lib.Audio(decode=False))
-        feature = d.features.get(columns[spec.label_field])
+        feature = d.features.get(columns[spec.target])
         names = getattr(feature, "names", None)  # ClassLabel -> class names
         rows[role] = []
         for i, ex in enumerate(tqdm(d, desc=f"{source} {name}", unit="utt", disable=None)):
             where = f"{source}[{name}][{i}]"
-            value = ex[columns[spec.label_field]]
+            value = ex[columns[spec.target]]
             if names is not None and isinstance(value, int):
                 value = names[value]
             value = str(value).strip()
             if not value:
-                problems.add(f"{where}: empty {spec.label_field!r}")
+                problems.add(f"{where}: empty {spec.target!r}")
                 continue
             wav = _decode(ex[columns["audio"]], where, problems)
             if wav is None:
@@ -123,14 +123,14 @@ def prepare_hf_dataset(source: str, task: str, out: str | Path | None = None, co
             save_wav(path, wav)
             speaker = str(ex[columns["speaker"]]) if "speaker" in columns else ""
             rows[role].append({"id": uid, "audio": f"../audio/{task}/{uid}.wav", "sample_rate": 16000,
-                               "num_samples": len(wav), "speaker": speaker, spec.label_field: value})
+                               "num_samples": len(wav), "speaker": speaker, spec.target: value})
     problems.raise_if_any()
-    if spec.label_field == "label":
+    if spec.target == "label":
         labels = sorted({r["label"] for rs in rows.values() for r in rs})
-    elif spec.label_field == "phones":
+    elif spec.target == "phones":
         labels = sorted({p for rs in rows.values() for r in rs for p in r["phones"].split()})
     else:
         labels = sorted({c for rs in rows.values() for r in rs for c in r["text"]})
     return write_task_manifest(out / task, task=task, corpus=f"hf:{source}", version=config or "default",
-                               label_field=spec.label_field, labels=labels, splits=rows,
+                               label_field=spec.target, labels=labels, splits=rows,
                                extra={"columns": columns, "splits": splits})

@@ -1,6 +1,8 @@
-"""`superbench` command line: thin wrappers over library functions.
+"""`superbench` command line: thin wrappers over library functions, and the only place that wires
+the core to the built-in upstreams, tasks, data preparers and the leaderboard.
 
 Each command group lives in its own module and contributes a `register(subparsers)`.
+Exit codes: `superbench.exit_codes.ExitCode`.
 """
 
 from __future__ import annotations
@@ -10,9 +12,8 @@ import logging
 import sys
 
 from superbench import __version__
-from superbench.cli import data, leaderboard, run, upstreams
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+from superbench.cli import data, leaderboard, results, run, upstreams
+from superbench.exit_codes import ExitCode, exit_code_for
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,11 +21,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="superbench",
         description="Benchmark frozen self-supervised speech models on SUPERB tasks "
                     "(PR, ASR, KS, SID, ER) with cached features and a local leaderboard.",
+        epilog="exit codes: 0 ok, 1 negative verdict (regression, failed validation), 2 usage error "
+               "(bad input, found before any work), 3 runtime failure (e.g. NaN loss, full disk), 130 interrupted",
     )
     parser.add_argument("--version", action="version", version=f"superbench {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (upstreams, data, run, leaderboard):
+    for module in (upstreams, data, run, results, leaderboard):
         module.register(sub)
     return parser
 
@@ -36,17 +39,19 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
         parser.print_help()
-        return EXIT_USAGE
+        return ExitCode.USAGE
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         logging.getLogger("superbench").error("interrupted; finished work is kept and a re-run resumes")
-        return 130
-    except (LookupError, ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
-        logging.getLogger("superbench").error("%s", exc)
+        return ExitCode.INTERRUPTED
+    except (LookupError, ValueError, RuntimeError, OSError) as exc:
+        code = exit_code_for(exc)
+        kind = "error" if code == ExitCode.USAGE else "failed"
+        logging.getLogger("superbench").error("%s: %s", kind, exc)
         if args.verbose:
             raise
-        return EXIT_USAGE
+        return code
 
 
 if __name__ == "__main__":

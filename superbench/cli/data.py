@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from superbench.exit_codes import ExitCode
+
 CORPORA = ("speech_commands", "voxceleb1", "iemocap", "librispeech", "hf")
 
 
@@ -32,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     prep.add_argument("--splits", default=None, help='hf: JSON split map, e.g. {"dev": "validation"}')
     prep.add_argument("--config", default=None, help="hf: dataset configuration name")
     prep.set_defaults(func=_prepare)
-    data.set_defaults(func=lambda args: data.print_help() or 2)
+    data.set_defaults(func=lambda args: data.print_help() or ExitCode.USAGE)
 
 
 def _demo(args: argparse.Namespace) -> int:

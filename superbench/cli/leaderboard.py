@@ -4,8 +4,9 @@
     superbench leaderboard import PATHS... [--overwrite]
     superbench leaderboard export -o FILE
     superbench report -o report.html
-    superbench check --baseline FILE [--db PATH | --records DIR] [--tolerance ABS] [--std-tolerance K]
-    superbench check --write-baseline FILE --upstream NAME [--profile P] [--recipe-version V]
+    superbench check --baseline FILE [--db PATH | --records DIR] [--fingerprint FP] [--tolerance ABS]
+                     [--std-tolerance K]
+    superbench check --write-baseline FILE --upstream NAME [--fingerprint FP] [--profile P] [--recipe-version V]
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import logging
 import sys
 from pathlib import Path
 
+from superbench.exit_codes import ExitCode
+
 log = logging.getLogger("superbench.leaderboard")
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 SHOW_SKIPPED = 10  # skipped rows listed one by one before summarising
 
 
@@ -47,7 +49,7 @@ def cmd_table(args: argparse.Namespace) -> int:
 
     board = build_leaderboard(_store(args).records(), reference=args.reference, sort=args.sort)
     _emit(board.render(args.format), args.output)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -58,21 +60,21 @@ def cmd_import(args: argparse.Namespace) -> int:
         for e in errors:
             log.error("%s", e)
         log.error("import refused: %d bad input(s); nothing was written", len(errors))
-        return EXIT_USAGE
+        return ExitCode.USAGE
     store = _store(args, must_exist=False)
     report = store.add_many(records, overwrite=args.overwrite)
     for key in report.skipped[:SHOW_SKIPPED]:
-        log.warning("skipped (already stored): %s", "/".join(map(str, key)))
+        log.warning("skipped (already stored): %s", key.describe())
     if len(report.skipped) > SHOW_SKIPPED:
         log.warning("... and %d more skipped row(s)", len(report.skipped) - SHOW_SKIPPED)
     print(f"{store.path}: {report.summary()}; {len(store)} row(s) in store")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     n = _store(args).export_json(args.output)
     print(f"exported {n} record(s) to {args.output}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -80,7 +82,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     text = build_report(_store(args).records(), reference=args.reference, sort=args.sort, title=args.title)
     _emit(text, args.output)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -89,17 +91,21 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     if args.records is not None and args.db is not None:
         raise ValueError("pass either --db or --records, not both")
+    source = f"the records in {args.records}" if args.records is not None else "the store"
     if args.write_baseline is not None:
         if not args.upstream:
             raise ValueError("--write-baseline needs --upstream NAME")
         records = _current_records(args, load_record_files)
-        base = make_baseline(records, args.upstream, profile=args.profile, recipe_version=args.recipe_version)
+        base = make_baseline(records, args.upstream, profile=args.profile, recipe_version=args.recipe_version,
+                             fingerprint=args.fingerprint, source=source)
         write_baseline(base, args.write_baseline)
-        print(f"wrote baseline for {base.upstream} ({', '.join(base.tasks)}) to {args.write_baseline}")
-        return EXIT_OK
+        print(f"wrote baseline for {base.upstream}@{base.upstream_fingerprint[:12]} ({', '.join(base.tasks)}) "
+              f"to {args.write_baseline}")
+        return ExitCode.OK
     baseline = load_baseline(args.baseline)
     report = compare(baseline, _current_records(args, load_record_files), tolerance=args.tolerance,
-                     std_tolerance=args.std_tolerance, allow_missing=args.allow_missing)
+                     std_tolerance=args.std_tolerance, allow_missing=args.allow_missing,
+                     fingerprint=args.fingerprint, source=source)
     sys.stdout.write(report.format())
     return report.exit_code
 
@@ -164,6 +170,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="also allow K x the seeds' std (default 2.0); allowed = max(tolerance, K*std)")
     chk.add_argument("--allow-missing", action="store_true", help="tasks missing from the current results "
                                                                    "are reported, not an error")
+    chk.add_argument("--fingerprint", metavar="FP",
+                     help="compare (or write the baseline from) these weights of the upstream: a fingerprint or "
+                          "a unique prefix of one (default: the newest fingerprint in the current results)")
     chk.add_argument("--upstream", help="upstream to write the baseline for (with --write-baseline)")
     chk.add_argument("--profile", help="with --write-baseline: only results of this profile")
     chk.add_argument("--recipe-version", help="with --write-baseline: only results of this recipe version")

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
+from typing import Callable
+
+log = logging.getLogger(__name__)
 
 RUN_EPILOG = """\
 examples:
@@ -12,10 +16,12 @@ examples:
   superbench run --upstream my_model.py:MyUpstream --task pr --data /data/superb --profile superb
   superbench run --upstream hubert --upstream-path ./hubert-base-ls960 --task er --layer last
 
-Features are extracted once per (upstream, corpus) into the cache ($SUPERBENCH_HOME/features);
-re-runs reuse them. One JSON record per (upstream, task, seed) goes to --results; existing records
-are skipped unless --overwrite. Interrupted (Ctrl-C, kill)? Run the same command again: the
-extraction resumes by chunk, finished (lr, fold) trials are reused and the running one continues
+Features are extracted once per (upstream, audio) into the cache ($SUPERBENCH_HOME/features);
+re-runs and other tasks over the same audio reuse them. One JSON record per run goes to --results,
+under <upstream>/<fingerprint>/<profile>-r<recipe version>/; a run is identified by the upstream's
+name and weights, the task, the data, the recipe version and profile, the layer and the seed, and an
+existing record of that identity is skipped unless --overwrite. Interrupted (Ctrl-C, kill)? Run the
+same command again: the extraction resumes by chunk, finished (lr, fold) trials are reused and the running one continues
 from its last dev evaluation ($SUPERBENCH_HOME/checkpoints), with the same result.
 """
 
@@ -45,7 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="registered name (see `superbench upstreams list`), NAME=DIR, file.py:Class or s3prl:HUB")
     p.add_argument("--upstream-path", metavar="DIR", help="local weights directory for the upstream")
     p.add_argument("--task", required=True, metavar="TASK",
-                   help="pr, asr, ks, sid, er, a comma-separated list, or 'all'")
+                   help="pr, asr, ks, sid, er (see `superbench tasks list`), a comma-separated list, 'all', "
+                        "or file.py:NAME for a task declared in a plugin file")
     p.add_argument("--data", default="demo", metavar="demo|DATA_ROOT",
                    help="'demo' (synthetic offline corpus, built on first use; 'demo:tiny' for the small one) "
                         "or a prepared data root with <task>/meta.json folders (default: demo)")
@@ -53,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train with seeds 0..N-1; a record per seed, mean ± std printed (default: 1)")
     p.add_argument("--layer", type=_layer, default=None, metavar="K|last",
                    help="probe a single layer instead of the learned weighted sum")
-    p.add_argument("--profile", choices=["fast", "superb", "ci"], default=None,
+    p.add_argument("--profile", default=None, metavar="superb|fast|ci",
                    help="recipe profile: superb (s3prl schedules), fast (demo-scale) or ci (smoke-scale, for "
                         "regression checks); default: fast with --data demo, superb otherwise")
     p.add_argument("--lr", type=float, default=None, metavar="X", help="fixed learning rate (no sweep)")
@@ -77,35 +84,63 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=cmd_tasks_list)
 
 
+def resolve_data(data: str) -> tuple[Path, bool]:
+    """`demo` / `demo:SIZE` (built on first use) or a data root holding <task>/meta.json folders."""
+    if data == "demo" or data.startswith("demo:"):
+        from recipes.prepare.demo import ensure_demo
+
+        size = data.split(":", 1)[1] if ":" in data else "default"
+        return Path(ensure_demo(size=size, seed=0)), True
+    root = Path(data).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"data root {root} does not exist (use --data demo, or a folder made by "
+                                f"`superbench data prepare`)")
+    return root, False
+
+
+def store_writer(db: Path | None) -> Callable:
+    """`on_record` for the runner: each record goes into the leaderboard store as it is written."""
+    from leaderboard.store import ResultStore
+
+    def add(record) -> None:
+        with ResultStore(db) as store:
+            store.add(record, overwrite=True)
+
+    return add
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from superbench.runner import RunOptions, resolve_tasks, run, summarize
+    from superbench.results import aggregate
+    from superbench.runner import RunOptions, run
+    from superbench.tasks import resolve_tasks
     from superbench.upstream import load_upstream
 
-    tasks = resolve_tasks(args.task)  # fail on a typo before loading a model
+    tasks = resolve_tasks(args.task)  # fail on a typo before loading a model or building data
     upstream = load_upstream(args.upstream, path=args.upstream_path)
-    opts = RunOptions(data=args.data, seeds=args.seeds, profile=args.profile, layer=args.layer, lr=args.lr,
-                      lr_sweep=args.lr_sweep, use_cache=args.use_cache, results_dir=args.results,
-                      overwrite=args.overwrite, store=args.store, db_path=args.db, progress=args.progress)
-    records = run(upstream, tasks, opts)
-    rows = summarize(records)
-    if rows:
+    data_root, is_demo = resolve_data(args.data)
+    opts = RunOptions(profile=args.profile or ("fast" if is_demo else "superb"), seeds=args.seeds,
+                      layer=args.layer, lr=args.lr, lr_sweep=args.lr_sweep, use_cache=args.use_cache,
+                      results_dir=args.results, overwrite=args.overwrite, progress=args.progress,
+                      on_record=store_writer(args.db) if args.store else None)
+    rows = aggregate(run(upstream, tasks, data_root, opts), by=("upstream", "profile"))
+    if len(rows):
         print(f"{'upstream':<22} {'task':<5} {'metric':<6} {'test':>15} {'dev':>7} {'lr':>8} "
-              f"{'profile':<7} {'extract s':>9} {'train s':>8}")
-        for r in rows:
-            score = f"{r['test_mean']:.2f}" + (f" ± {r['test_std']:.2f}" if r["seeds"] > 1 else "")
-            print(f"{r['upstream']:<22} {r['task']:<5} {r['metric']:<6} {score:>15} {r['dev_mean']:>7.2f} "
-                  f"{r['lr']:>8.0e} {r['profile']:<7} {r['extraction_s']:>9.1f} {r['training_s']:>8.1f}")
+              f"{'profile':<16} {'extract s':>9} {'train s':>8}")
+        for r in rows.itertuples():
+            score = f"{r.mean:.2f}" + (f" ± {r.std:.2f}" if r.n > 1 else "")
+            print(f"{r.upstream:<22} {r.task:<5} {r.metric:<6} {score:>15} {r.dev_mean:>7.2f} "
+                  f"{r.lr:>8.0e} {r.profile:<16} {r.extraction_s:>9.1f} {r.training_s:>8.1f}")
     return 0
 
 
 def cmd_tasks_list(args: argparse.Namespace) -> int:
-    from recipes import load_recipe
-    from superbench.tasks import TASK_ORDER, get_task
+    from superbench.recipe import read_recipe_file
+    from superbench.tasks import TASKS, all_tasks
 
-    print(f"{'task':<5} {'metric':<6} {'direction':<17} {'level':<10} {'recipe':<7} description")
-    for name in TASK_ORDER:
-        task = get_task(name)
-        version = load_recipe(name, "superb")["version"]
-        print(f"{name:<5} {task.metric:<6} {task.direction:<17} {task.level:<10} {'v' + version:<7} "
-              f"{task.description}")
+    print(f"{'task':<5} {'metric':<6} {'direction':<17} {'level':<10} {'recipe':<7} {'source':<12} description")
+    for task in all_tasks():
+        version = str(read_recipe_file(task.recipe)["version"])
+        print(f"{task.name:<5} {task.metric:<6} {task.direction:<17} {task.level:<10} {'v' + version:<7} "
+              f"{TASKS.source(task.name):<12} {task.description}")
     return 0
+

@@ -6,6 +6,8 @@ import argparse
 import logging
 from typing import Any
 
+from superbench.exit_codes import ExitCode
+
 log = logging.getLogger(__name__)
 
 
@@ -27,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     validate.add_argument("--atol", type=float, default=None,
                           help="tolerance relative to the feature scale (default 1e-4)")
     validate.set_defaults(func=cmd_validate)
-    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+    parser.set_defaults(func=lambda args: (parser.print_help(), ExitCode.USAGE)[1])
 
 
 def upstream_rows() -> list[dict[str, Any]]:
@@ -44,9 +46,10 @@ def upstream_rows() -> list[dict[str, Any]]:
             except Exception as exc:  # listing must survive one odd plugin
                 log.debug("no metadata for %s: %s", name, exc)
                 info = None
-        info = info if isinstance(info, dict) else {}
+        info = dict(info) if isinstance(info, dict) else {}
         for attr in ("num_layers", "hidden_size"):  # a plugin class may carry them as class attributes
-            if attr not in info and isinstance(getattr(factory, attr, None), int) and getattr(factory, attr):
+            value = getattr(factory, attr, None)
+            if ("layers" if attr == "num_layers" else attr) not in info and isinstance(value, int) and value:
                 info["layers" if attr == "num_layers" else attr] = getattr(factory, attr)
         origin = UPSTREAMS.source(name)
         rows.append({"name": name, "family": info.get("family", "plugin" if origin != "built-in" else "-"),
@@ -77,4 +80,4 @@ def cmd_validate(args: argparse.Namespace) -> int:
     checks = validate_upstream(upstream, atol=args.atol if args.atol is not None else DEFAULT_ATOL)
     print(f"upstream {upstream.name} (fingerprint {upstream.fingerprint()})")
     print(format_checks(checks))
-    return 0 if all_passed(checks) else 1
+    return ExitCode.OK if all_passed(checks) else ExitCode.FAILED

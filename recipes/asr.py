@@ -1,0 +1,10 @@
+"""SUPERB ASR: speech recognition on LibriSpeech, character CTC with a BiLSTM head, no language model."""
+
+from pathlib import Path
+
+from downstreams import CTCTranscription
+from superbench.tasks import Task
+
+TASK = Task(name="asr", description="Automatic speech recognition: CTC over characters", metric="wer",
+            higher_is_better=False, target="text", kind=CTCTranscription(unit="chars"),
+            recipe=Path(__file__).with_suffix(".yaml"), order=6)

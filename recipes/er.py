@@ -1,0 +1,10 @@
+"""SUPERB ER: emotion recognition on IEMOCAP, four classes, the mean over leave-one-session-out folds."""
+
+from pathlib import Path
+
+from downstreams import UtteranceClassification
+from superbench.tasks import Task
+
+TASK = Task(name="er", description="Emotion recognition: 4 classes, mean over folds", metric="acc",
+            higher_is_better=True, target="label", kind=UtteranceClassification(),
+            recipe=Path(__file__).with_suffix(".yaml"), order=5)

@@ -1,0 +1,10 @@
+"""SUPERB PR: phoneme recognition on LibriSpeech, CTC over the phones of the manifest's inventory."""
+
+from pathlib import Path
+
+from downstreams import CTCTranscription
+from superbench.tasks import Task
+
+TASK = Task(name="pr", description="Phoneme recognition: CTC over phones", metric="per", higher_is_better=False,
+            target="phones", kind=CTCTranscription(unit="phones"), recipe=Path(__file__).with_suffix(".yaml"),
+            order=1)

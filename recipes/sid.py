@@ -1,0 +1,9 @@
+"""SUPERB SID: closed-set speaker identification on VoxCeleb1."""
+
+from pathlib import Path
+
+from downstreams import UtteranceClassification
+from superbench.tasks import Task
+
+TASK = Task(name="sid", description="Speaker identification: closed set", metric="acc", higher_is_better=True,
+            target="label", kind=UtteranceClassification(), recipe=Path(__file__).with_suffix(".yaml"), order=4)

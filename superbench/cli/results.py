@@ -1,0 +1,32 @@
+"""`superbench results migrate`: move records of the first layout into the run-identity layout."""
+
+from __future__ import annotations
+
+import argparse
+
+from superbench.exit_codes import ExitCode
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    res = sub.add_parser("results", help="manage result record folders",
+                         description="Result records live under <upstream>/<fingerprint>/<profile>-r<version>/.")
+    rsub = res.add_subparsers(dest="results_command", metavar="SUBCOMMAND")
+    mig = rsub.add_parser("migrate", help="move first-layout records (<upstream>__<task>__seed<N>.json) into "
+                                          "the current layout, so skip-if-done and the store see them")
+    mig.add_argument("--results", default=None, metavar="DIR",
+                     help="results folder (default: $SUPERBENCH_RESULTS or ./results)")
+    mig.set_defaults(func=cmd_migrate)
+    res.set_defaults(func=lambda args: res.print_help() or ExitCode.USAGE)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from superbench.paths import results_dir
+    from superbench.results import migrate_results, old_layout_records
+
+    root = args.results or results_dir()
+    before = old_layout_records(root)
+    moved = migrate_results(root)
+    for old, new in moved:
+        print(f"{old} -> {new}")
+    print(f"{root}: moved {len(moved)} of {len(before)} first-layout record(s)")
+    return ExitCode.OK if len(moved) == len(before) else ExitCode.FAILED

@@ -1,0 +1,108 @@
+"""A task declared outside the package (a test-local module + its recipe) registers, lists and runs end to end,
+with a plugin upstream from a test-local module, and without touching any file of the project."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+from superbench.cli import main
+from superbench.registry import load_object_from_file
+from superbench.results import read_records
+from superbench.tasks import TASKS, get_task
+from superbench.testing import TONES, make_class_corpus
+
+TASK_SOURCE = textwrap.dedent('''
+    """A new task: which of three tone pitches an utterance holds, read from a new manifest field."""
+    from pathlib import Path
+
+    from downstreams import UtteranceClassification
+    from superbench.tasks import Task
+
+    TASK = Task(name="pitch", description="Tone pitch class (plugin)", metric="acc", higher_is_better=True,
+                target="pitch", kind=UtteranceClassification(), recipe=Path(__file__).with_name("pitch.yaml"))
+''')
+
+RECIPE = textwrap.dedent('''
+    version: "3"
+    task: pitch
+    reference: none (a test task)
+    profiles:
+      fast:
+        description: a few updates
+        head: {proj_dim: 16}
+        train: {steps: 60, batch_size: 8, lr: 1.0e-2, eval_interval: 20}
+''')
+
+UPSTREAM_SOURCE = textwrap.dedent('''
+    from superbench.testing import ToneUpstream
+
+
+    class PluginTones(ToneUpstream):
+        name = "plugin-tones"
+
+        def __init__(self, path=None):
+            super().__init__()
+''')
+
+
+@pytest.fixture
+def plugin(tmp_path):
+    pkg = tmp_path / "plugin"
+    pkg.mkdir()
+    (pkg / "pitch_task.py").write_text(TASK_SOURCE)
+    (pkg / "pitch.yaml").write_text(RECIPE)
+    (pkg / "tones_up.py").write_text(UPSTREAM_SOURCE)
+    data = tmp_path / "data"
+    make_class_corpus(data, task="pitch", label_field="pitch")
+    return pkg, data
+
+
+def _run(tmp_path, pkg, data, task_spec):
+    return main(["run", "--upstream", f"{pkg / 'tones_up.py'}:PluginTones", "--task", task_spec, "--data", str(data),
+                 "--profile", "fast", "--results", str(tmp_path / "results"), "--no-store", "--no-progress"])
+
+
+def test_a_task_from_a_test_module_registers_lists_and_runs(tmp_path, plugin, capsys):
+    pkg, data = plugin
+    task = load_object_from_file(f"{pkg / 'pitch_task.py'}:TASK")
+    with TASKS.scoped():
+        TASKS.register(task.name, task, source="a test module")
+        assert main(["tasks", "list"]) == 0
+        line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("pitch"))
+        assert line.split()[:6] == ["pitch", "acc", "higher", "is", "better", "utterance"] and "v3" in line
+        assert _run(tmp_path, pkg, data, "pitch") == 0
+        (record,) = read_records([tmp_path / "results"])
+    assert "pitch" not in TASKS  # the scope is undone
+    assert (record.upstream, record.task, record.recipe_version, record.profile) == ("plugin-tones", "pitch", "3",
+                                                                                      "fast")
+    assert record.test > 100 / len(TONES[:3]) + 30  # three tone classes: chance is 33 %
+    assert len(record.layer_weights) == 3 and abs(sum(record.layer_weights) - 1) < 1e-5
+
+
+def test_task_named_by_file_on_the_command_line(tmp_path, plugin):
+    pkg, data = plugin
+    with TASKS.scoped():
+        assert _run(tmp_path, pkg, data, f"{pkg / 'pitch_task.py'}:TASK,") == 0
+        assert TASKS.source("pitch") == f"file {pkg / 'pitch_task.py'}:TASK"
+        (record,) = read_records([tmp_path / "results"])
+    assert record.task == "pitch" and record.test > 63
+
+
+def test_task_from_an_installed_package_entry_point(tmp_path, plugin, monkeypatch):
+    pkg, _ = plugin
+    info = pkg / "pitch_task-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: pitch-task\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[superbench.tasks]\npitch = pitch_task:TASK\n")
+    monkeypatch.syspath_prepend(str(pkg))
+    with TASKS.scoped(rescan=True):
+        assert TASKS.source("pitch") == "entry point pitch_task:TASK"
+        assert get_task("pitch").recipe == pkg / "pitch.yaml"
+        assert get_task("pitch").load_recipe("fast").train.steps == 60
+        assert TASKS.source("ks") == "built-in" and [n for n in TASKS.names() if n != "pitch"] == \
+            ["asr", "er", "ks", "pr", "sid"]
+    assert "pitch" not in TASKS
+    sys.modules.pop("pitch_task", None)
