@@ -8,8 +8,11 @@ rates (their SOTA is lower, so the denominator is negative). Scores are not
 capped: worse than FBANK is negative, better than SOTA exceeds 1000.
 
 Two reference modes, named in every output:
-- `paper`: the official leaderboard's reference points (leaderboard/references.yaml,
-  with sources). Meaningful only for full-protocol runs on the official data.
+- `paper`: the official leaderboard's reference points, declared by each task
+  (`Task.paper_reference`, with its source). Meaningful only for full-protocol runs
+  on the official data. The leaderboard's score follows SUPERB-SG (Tsai et al., ACL
+  2022, "SUPERB score"); worked example (tests/test_score.py): HuBERT Base with PR
+  5.41, KS 96.30, SID 81.42, ER 64.92, ASR 6.42 scores about 912.1 over these five.
 - `local`: FBANK measured here (the `fbank` upstream's records on the same data,
   recipe version and profile) and SOTA = best upstream in the store per task.
   Use it for shrunken profiles / other corpora where paper constants do not apply.
@@ -23,15 +26,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
 
-import yaml
-
-from superbench.tasks import TASKS, in_task_order
+from superbench.tasks import TASKS, all_tasks, in_task_order
 
 REFERENCE_MODES = ("paper", "local")
-REFERENCES_FILE = Path(__file__).with_name("references.yaml")
 FBANK_UPSTREAM = "fbank"
 
 
@@ -78,25 +76,11 @@ def _ordered(tasks: Iterable[str]) -> tuple[str, ...]:
     return tuple(in_task_order(tasks))
 
 
-@lru_cache(maxsize=4)
-def paper_references(path: str | Path = REFERENCES_FILE) -> dict[str, Reference]:
-    """Load the published reference points (kept as data, with their source)."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: cannot read SUPERB reference points ({exc})") from exc
-    source = str(data.get("source", ""))
-    refs = {}
-    for task, entry in (data.get("tasks") or {}).items():
-        try:
-            expected = TASKS.get(task).metric
-            if entry["metric"] != expected:
-                raise ValueError(f"metric {entry['metric']!r} but task {task!r} reports {expected!r}")
-            refs[task] = Reference(task, entry["metric"], float(entry["fbank"]), float(entry["sota"]), source)
-        except (KeyError, TypeError, ValueError, LookupError) as exc:
-            raise ValueError(f"{path}: bad reference entry for task {task!r} ({exc})") from exc
-    return refs
+def paper_references() -> dict[str, Reference]:
+    """The published reference points of every registered task that declares them."""
+    return {t.name: Reference(t.name, t.metric, t.paper_reference.fbank, t.paper_reference.sota,
+                              t.paper_reference.source)
+            for t in all_tasks() if t.paper_reference is not None}
 
 
 def local_references(task_means: Mapping[str, Mapping[str, float]],

@@ -198,7 +198,7 @@ def _references(wide: pd.DataFrame, tasks: list[str], reference: str, notes: lis
     if reference == "paper":
         refs = paper_references()
         notes.insert(0, "SUPERB score: 1000*(m-FBANK)/(SOTA-FBANK) per task, averaged; reference = paper "
-                        "(official leaderboard reference points, leaderboard/references.yaml)")
+                        "(official leaderboard reference points, declared by each task)")
         odd = sorted({p for _, _, p in groups if p != "superb"})
         if odd:
             notes.append(f"paper references assume the full SUPERB protocol; rows with profile(s) {odd} are "

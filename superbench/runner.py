@@ -217,7 +217,14 @@ def record(plan: TaskPlan, seed: int, chosen: Selection, extraction_seconds: flo
 
 
 def execute(plan: TaskPlan, opts: RunOptions) -> list[ResultRecord]:
-    """Extract, then sweep -> select -> record for every seed still to do."""
+    """Extract, then sweep -> select -> record for every seed still to do.
+
+    Records found on disk are handed to `on_record` too, so a store that missed one (a run killed
+    between the file and the database write) catches up on the rerun.
+    """
+    if opts.on_record is not None:
+        for found in plan.done:
+            opts.on_record(found)
     if not plan.todo:
         return list(plan.done)
     source, extraction = extract(plan, opts)

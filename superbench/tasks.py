@@ -29,6 +29,9 @@ from superbench.registry import Registry, load_object_from_file
 from superbench.training import Objective
 
 LEVELS = ("utterance", "frame")
+#: Where the built-in tasks' paper reference points come from.
+SUPERB_LEADERBOARD = ("https://superbenchmark.org/leaderboard (reference points; FBANK re-run without CMVN "
+                      "for KS/SID/ER)")
 #: Column position of tasks that do not say (plugins): after the SUPERB ones, alphabetically.
 UNORDERED = 1000
 
@@ -59,6 +62,19 @@ class TaskKind(Protocol):
 
 
 @dataclass(frozen=True)
+class PaperReference:
+    """A task's FBANK and SOTA points on the official SUPERB leaderboard (percent), for the `paper` score.
+
+    The leaderboard's FBANK row is a re-run without CMVN for KS, SID and ER, so those values
+    differ from the FBANK row of the SUPERB paper (Yang et al., Interspeech 2021, Table 3).
+    """
+
+    fbank: float
+    sota: float
+    source: str = SUPERB_LEADERBOARD
+
+
+@dataclass(frozen=True)
 class Task:
     """A task declaration: metadata, the manifest field it learns, its kind and its recipe file."""
 
@@ -70,6 +86,7 @@ class Task:
     kind: TaskKind
     recipe: Path  # the versioned recipe YAML (profiles with upstream / head / train sections)
     order: int = UNORDERED  # column position in tables (SUPERB's paper order for the built-ins)
+    paper_reference: PaperReference | None = None  # None: the task has no official SUPERB points
 
     def __post_init__(self) -> None:
         if self.kind.level not in LEVELS:

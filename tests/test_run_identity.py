@@ -146,3 +146,13 @@ def test_exit_codes_tell_usage_errors_from_runtime_failures(tmp_path, caplog):
         == ExitCode.RUNTIME == 3
     assert "error: unknown task 'kss'; did you mean 'ks'?" in caplog.text
     assert "failed: tone-test: NaN/Inf features in layer(s) [1]" in caplog.text
+
+
+def test_on_record_sees_new_and_found_records_so_a_store_catches_up(tmp_path, trained):
+    make_class_corpus(tmp_path / "a", task="sid")
+    seen = []
+    opts = _opts(tmp_path, seeds=2, on_record=seen.append)
+    first = run_task(ToneUpstream(), get_task("sid"), tmp_path / "a", opts)
+    assert [r.seed for r in seen] == [0, 1] and len(trained) == 2
+    again = run_task(ToneUpstream(), get_task("sid"), tmp_path / "a", opts)
+    assert len(trained) == 2 and again == first and seen[2:] == first  # skipped, yet handed on again
