@@ -169,8 +169,8 @@ class CTCTranscription:
         self.unit = unit
 
     def check(self, task: Task, manifest: TaskManifest) -> None:
-        if self.unit == "phones" and not manifest.labels:
-            raise ValueError(f"{manifest.root}/meta.json: task {task.name} needs a label inventory in 'labels'")
+        if self.unit == "phones":
+            manifest.check_inventory(task.target, units=lambda value: str(value).split())
 
     def setup(self, task: Task, manifest: TaskManifest, head: CTCHeadConfig, num_layers: int,
               hidden_size: int, layer: int | str | None) -> TaskSetup:

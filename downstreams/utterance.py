@@ -83,8 +83,7 @@ class UtteranceClassification:
     head_config = UtteranceHeadConfig
 
     def check(self, task: Task, manifest: TaskManifest) -> None:
-        if not manifest.labels:
-            raise ValueError(f"{manifest.root}/meta.json: task {task.name} needs a label inventory in 'labels'")
+        manifest.check_inventory(task.target)
 
     def setup(self, task: Task, manifest: TaskManifest, head: UtteranceHeadConfig, num_layers: int,
               hidden_size: int, layer: int | str | None) -> TaskSetup:

@@ -207,3 +207,24 @@ def test_interrupted_run_keeps_finished_trials_and_resumes_the_running_one(tmp_p
     assert (resumed.test, resumed.dev, resumed.lr, resumed.layer_weights) == \
         (whole.test, whole.dev, whole.lr, whole.layer_weights)
     assert not partial.exists()  # cleared once the record is written
+
+
+@pytest.mark.parametrize(("task", "field", "bad", "shown"), [
+    ("ks", "label", "c9", "dev.jsonl id='dev-0-1': 'c9'"),
+    ("pr", "phones", "a zz b qq", "dev.jsonl id='dev-1': ['qq', 'zz']"),
+])
+def test_labels_outside_the_inventory_fail_before_extraction(tmp_path, task, field, bad, shown):
+    from superbench.manifest import ManifestError
+
+    task_dir = make_class_corpus(tmp_path, task=task, label_field=field) if task == "ks" else \
+        make_sequence_corpus(tmp_path, task=task)
+    rows = {s: [json.loads(x) for x in (task_dir / f"{s}.jsonl").read_text().splitlines()]
+            for s in ("train", "dev", "test")}
+    rows["dev"][1][field] = bad
+    meta = json.loads((task_dir / "meta.json").read_text())
+    write_task_manifest(task_dir, task=task, corpus="tones", version="1", label_field=field, labels=meta["labels"],
+                        splits=rows)
+    with pytest.raises(ManifestError, match=r"1 row\(s\) with labels outside the inventory") as err:
+        run_task(ToneUpstream(), get_task(task), tmp_path, _opts(tmp_path))
+    assert shown in str(err.value)
+    assert not (tmp_path / "cache").exists()
