@@ -72,7 +72,14 @@ def test_manifest_round_trip_and_errors(tmp_path):
     with pytest.raises(ManifestError) as err:
         load_task_manifest(d)
     assert "1 row(s) with missing audio files" in str(err.value) and "gone.wav" in str(err.value)
-    assert "'zzz'" in str(err.value)
+    (tmp_path / "gone.wav").write_bytes((tmp_path / "u0.wav").read_bytes())
+    m = load_task_manifest(d)  # classes are the task kind's business (ManifestError from check_inventory)
+    assert m.utterances()[3].label == "zzz" and m.utterances()[3].targets == {"label": "zzz"}
+    with pytest.raises(ManifestError, match=r"1 row\(s\) with labels outside the inventory.*\n  train.jsonl "
+                                            r"id='u9': 'zzz'"):
+        m.check_inventory("label")
+    with pytest.raises(AttributeError, match="utterance has no field 'text'"):
+        m.utterances()[0].text
 
 
 def test_record_round_trip_and_refusals(tmp_path):
