@@ -108,6 +108,9 @@ class ResultRecord:
     corpus: str = ""
     manifest_fingerprint: str = ""
     folds: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: Every (lr, fold) training of the sweep: {"lr", "fold", "dev", "test", "best_step",
+    #: "history": [[step, dev metric], ...]}; the lr sweep and the dev curves behind the chosen number.
+    trials: list[dict[str, Any]] = field(default_factory=list)
     wall_time: dict[str, float] = field(default_factory=dict)  # {"extraction": s, "training": s}
     versions: dict[str, str] = field(default_factory=dict)
     git_hash: str = ""

@@ -94,12 +94,13 @@ class TaskPlan:
 
 @dataclass
 class Selection:
-    """The learning rate chosen on dev and what its trials measured."""
+    """The learning rate chosen on dev, what its trials measured, and every trial of the sweep."""
 
     lr: float
     folds: dict[str, TrainResult]
     dev: float
     training_seconds: float
+    trials: dict[float, dict[str, TrainResult]]
 
 
 def plan_task(upstream: Upstream, task: Task, data_root: Path, opts: RunOptions,
@@ -186,7 +187,7 @@ def select(plan: TaskPlan, trials: dict[float, dict[str, TrainResult]]) -> Selec
     pick = max if plan.task.higher_is_better else min
     best = pick(plan.lrs, key=lambda lr: mean_dev[lr])
     spent = sum(r.seconds for folds in trials.values() for r in folds.values())
-    return Selection(best, trials[best], mean_dev[best], spent)
+    return Selection(best, trials[best], mean_dev[best], spent, trials)
 
 
 def record(plan: TaskPlan, seed: int, chosen: Selection, extraction_seconds: float,
@@ -205,6 +206,9 @@ def record(plan: TaskPlan, seed: int, chosen: Selection, extraction_seconds: flo
         layer_weights=weights, layer=key.layer, corpus=plan.manifest.corpus, manifest_fingerprint=key.data,
         folds={name: {"dev": round(r.dev, 4), "test": round(r.test, 4), "best_step": r.best_step}
                for name, r in folds.items()} if len(folds) > 1 else {},
+        trials=[{"lr": lr, "fold": fold, "dev": round(r.dev, 4), "test": round(r.test, 4), "best_step": r.best_step,
+                 "history": [[int(step), round(float(dev), 4)] for step, dev in r.history]}
+                for lr, by_fold in chosen.trials.items() for fold, r in by_fold.items()],
         wall_time={"extraction": round(extraction_seconds, 3), "training": round(chosen.training_seconds, 3)},
         versions=environment_versions(), git_hash=git_hash(), created_at=now_iso())
     path = write_record(result, plan.results)

@@ -34,6 +34,10 @@ def test_ks_run_writes_a_complete_record(tmp_path):
     assert rec.profile == recipe.with_overrides(FAST).profile_label and rec.profile.startswith("fast+")
     assert rec.recipe_version == recipe.version
     assert rec.lr in FAST["lr_grid"] and len(rec.layer_weights) == 3
+    assert [(t["lr"], t["fold"]) for t in rec.trials] == [(lr, "default") for lr in FAST["lr_grid"]]
+    chosen = next(t for t in rec.trials if t["lr"] == rec.lr)
+    assert [step for step, _ in chosen["history"]] == [20, 40] and chosen["dev"] == rec.dev
+    assert max(dev for _, dev in chosen["history"]) == chosen["dev"]  # best dev checkpoint selected
     assert set(rec.wall_time) == {"extraction", "training"}
     assert rec.manifest_fingerprint and rec.upstream_fingerprint == ToneUpstream().fingerprint()
 
