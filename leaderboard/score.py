@@ -14,8 +14,14 @@ Two reference modes, named in every output:
   2022, "SUPERB score"); worked example (tests/test_score.py): HuBERT Base with PR
   5.41, KS 96.30, SID 81.42, ER 64.92, ASR 6.42 scores about 912.1 over these five.
 - `local`: FBANK measured here (the `fbank` upstream's records on the same data,
-  recipe version and profile) and SOTA = best upstream in the store per task.
+  recipe version and profile) and SOTA = the best row scored in that group per task
+  (every fingerprint and layer probe included), so no task score exceeds 1000 and a
+  row that is best on every task scores exactly 1000.
   Use it for shrunken profiles / other corpora where paper constants do not apply.
+
+Default (no `--reference`): `local` when every measured row is on a known corpus that
+is not one of SUPERB's (`OFFICIAL_CORPORA`; the demo corpus is "superbench-demo"),
+`paper` otherwise; the leaderboard's notes say which and why.
 
 A score over five tasks is not comparable with the official ten-task score, nor
 with a score over a different subset; `SuperbScore.tasks` travels with the value.
@@ -31,6 +37,24 @@ from superbench.tasks import TASKS, all_tasks, in_task_order
 
 REFERENCE_MODES = ("paper", "local")
 FBANK_UPSTREAM = "fbank"
+#: Corpus names (manifest `corpus`) of SUPERB's own data, as the `superbench data prepare` preparers
+#: write them; the paper reference points mean something only there.
+OFFICIAL_CORPORA = frozenset({"librispeech", "speech_commands", "voxceleb1", "iemocap"})
+
+
+def default_reference(corpora: Iterable[str]) -> tuple[str, str]:
+    """(mode, why): `local` when every corpus is known and unofficial, else `paper`."""
+    names = sorted(set(corpora))
+    if not names:
+        return "paper", "no measured rows"
+    unknown = [c for c in names if not c]
+    official = [c for c in names if c in OFFICIAL_CORPORA]
+    if official:
+        return "paper", f"rows on SUPERB corpora ({', '.join(official)})"
+    if unknown:
+        return "paper", "some records do not name their corpus"
+    return "local", (f"every row is on a corpus that is not SUPERB's ({', '.join(names)}), where the paper's "
+                     f"reference points mean nothing")
 
 
 @dataclass(frozen=True)

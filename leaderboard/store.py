@@ -16,8 +16,12 @@ runner. The data (manifest fingerprint) is in it because a re-prepared or
 relabelled corpus is another measurement: its record must be stored next to the
 old corpus's, not refused as "already stored" while the old score is shown.
 
-Schema history: 1 had no `data` column; a version-1 file is migrated in place
-when opened (one write transaction, so concurrent openers migrate it once).
+Published numbers (`leaderboard.published`, from a paper's table) live in their own
+`published` table: they have no run key, and `records()` never returns them, so the CI
+check, baselines and `local` references only ever see measurements made here.
+
+Schema history: 1 had no `data` column; 2 had no `published` table. An older file is
+migrated in place when opened (one write transaction, so concurrent openers migrate it once).
 """
 
 from __future__ import annotations
@@ -28,16 +32,18 @@ import math
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from leaderboard.published import PublishedResult
 from superbench import paths
 from superbench.results import RecordError, ResultRecord, RunKey, now_iso
 
 log = logging.getLogger(__name__)
 
-STORE_SCHEMA_VERSION = 2
+STORE_SCHEMA_VERSION = 3
 APPLICATION_ID = 0x53425042  # "SBPB": marks the file as a superbench store
 BUSY_TIMEOUT_MS = 60_000
 
@@ -65,7 +71,18 @@ CREATE TABLE IF NOT EXISTS results (
     PRIMARY KEY ({_KEY_SQL})
 );
 CREATE INDEX IF NOT EXISTS results_by_task ON results (task, recipe_version, profile);
-CREATE INDEX IF NOT EXISTS results_by_upstream ON results (upstream, task)
+CREATE INDEX IF NOT EXISTS results_by_upstream ON results (upstream, task);
+CREATE TABLE IF NOT EXISTS published (
+    upstream TEXT NOT NULL,       -- display name as published, e.g. 'HuBERT Base'
+    task TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    higher_is_better INTEGER NOT NULL,
+    value REAL NOT NULL,          -- percent, like every metric here
+    source TEXT NOT NULL,         -- where the number comes from (paper, table)
+    note TEXT NOT NULL,
+    stored_at TEXT NOT NULL,
+    PRIMARY KEY (upstream, task)
+)
 """
 
 #: Columns of a version-1 table (no `data`), read by the migration.
@@ -176,16 +193,18 @@ class ResultStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (1, 2, STORE_SCHEMA_VERSION):
+                raise StoreError(f"{self.path}: unknown store schema {version}; cannot migrate it")
             if version == 1:
                 self._migrate_v1(conn)
-            elif version != STORE_SCHEMA_VERSION:
-                raise StoreError(f"{self.path}: unknown store schema {version}; cannot migrate it")
+            if version in (1, 2):
+                self._migrate_v2(conn)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        if version == 1:
-            log.info("%s: migrated results store from schema 1 to %d", self.path, STORE_SCHEMA_VERSION)
+        if version != STORE_SCHEMA_VERSION:
+            log.info("%s: migrated results store from schema %d to %d", self.path, version, STORE_SCHEMA_VERSION)
 
     @staticmethod
     def _migrate_v1(conn: sqlite3.Connection) -> None:
@@ -202,6 +221,13 @@ class ResultStore:
             old["data"] = _data_of(old["record_json"])
             conn.execute(insert, tuple(old[c] for c in _COLUMNS))
         conn.execute("DROP TABLE results_v1")
+        conn.execute("PRAGMA user_version = 2")
+
+    @staticmethod
+    def _migrate_v2(conn: sqlite3.Connection) -> None:
+        """Schema 2 -> 3: add the `published` table (results are untouched)."""
+        for stmt in _statements(_SCHEMA):
+            conn.execute(stmt)
         conn.execute(f"PRAGMA user_version = {STORE_SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -238,24 +264,61 @@ class ResultStore:
         verb = "INSERT OR REPLACE" if overwrite else "INSERT OR IGNORE"
         insert = f"{verb} INTO results ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
         exists_sql = "SELECT 1 FROM results WHERE " + " AND ".join(f"{c} = ?" for c in RunKey.FIELDS)
+        with self._write(conn):
+            for rec in records:
+                key = rec.run_key()
+                exists = conn.execute(exists_sql, key.as_tuple()).fetchone() is not None
+                if exists and not overwrite:
+                    report.skipped.append(key)
+                    continue
+                conn.execute(insert, self._row(rec))
+                (report.replaced if exists else report.inserted).append(key)
+        return report
+
+    @contextmanager
+    def _write(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """One write transaction: everything in the block lands, or (on any error) nothing."""
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for rec in records:
-                    key = rec.run_key()
-                    exists = conn.execute(exists_sql, key.as_tuple()).fetchone() is not None
-                    if exists and not overwrite:
-                        report.skipped.append(key)
-                        continue
-                    conn.execute(insert, self._row(rec))
-                    (report.replaced if exists else report.inserted).append(key)
+                yield
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: write failed ({exc})") from exc
-        return report
+
+    def add_published(self, rows: Iterable[PublishedResult], overwrite: bool = False) -> tuple[int, int, list[str]]:
+        """Store published numbers in one transaction; returns (inserted, replaced, skipped descriptions).
+
+        A stored (upstream, task) is kept unless `overwrite`, like result records.
+        """
+        rows = list(rows)
+        conn = self._connect()
+        inserted, replaced, skipped = 0, 0, []
+        with self._write(conn):
+            for r in rows:
+                exists = conn.execute("SELECT 1 FROM published WHERE upstream = ? AND task = ?",
+                                      (r.upstream, r.task)).fetchone() is not None
+                if exists and not overwrite:
+                    skipped.append(f"{r.label} / {r.task}")
+                    continue
+                conn.execute("INSERT OR REPLACE INTO published VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             (r.upstream, r.task, r.metric, int(r.higher_is_better), float(r.value), r.source,
+                              r.note, now_iso()))
+                replaced, inserted = (replaced + 1, inserted) if exists else (replaced, inserted + 1)
+        return inserted, replaced, skipped
+
+    def published(self) -> list[PublishedResult]:
+        """Every stored published number (never part of `records()`)."""
+        try:
+            rows = self._connect().execute(
+                "SELECT upstream, task, value, source, metric, higher_is_better, note FROM published "
+                "ORDER BY upstream, task").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: read failed ({exc})") from exc
+        return [PublishedResult(u, t, float(v), s, m, bool(h), n) for u, t, v, s, m, h, n in rows]
 
     # -- reading --------------------------------------------------------------------
     def _select(self, where: str = "", params: tuple = ()) -> Iterator[tuple[tuple, str]]:

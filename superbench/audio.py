@@ -9,11 +9,12 @@ field are refused with an error naming the file.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from superbench.io import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +38,20 @@ def load_audio(path: str | Path, target_sr: int = TARGET_SAMPLE_RATE) -> np.ndar
     return check_waveform(wav, name=str(path))
 
 
-def save_wav(path: str | Path, wav: np.ndarray, sample_rate: int = TARGET_SAMPLE_RATE) -> None:
-    """16-bit PCM WAV, written beside `path` and renamed over it: a killed run never leaves half a file."""
+def save_wav(path: str | Path, wav: np.ndarray, sample_rate: int = TARGET_SAMPLE_RATE,
+             subtype: str = "PCM_16") -> None:
+    """Write a mono WAV through the atomic writer (temp file, fsync, rename): a killed run never leaves
+    half a file. Integer PCM cannot hold samples beyond full scale, so those are refused, not clipped;
+    `subtype="FLOAT"` keeps any float waveform exactly."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.wav")
-    sf.write(str(tmp), np.asarray(wav, dtype=np.float32), sample_rate, subtype="PCM_16")
-    os.replace(tmp, path)
+    wav = np.asarray(wav, dtype=np.float32)
+    if subtype.startswith("PCM") and wav.size:
+        peak = float(np.max(np.abs(wav)))
+        if peak > 1.0:
+            raise AudioError(f"{path}: peak {peak:.4f} is above full scale, {subtype} would clip it "
+                             f"(write subtype='FLOAT', or scale the waveform)")
+    with atomic_open(path, "wb") as fh:
+        sf.write(fh, wav, sample_rate, subtype=subtype, format="WAV")
 
 
 def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:

@@ -64,7 +64,7 @@ from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from superbench.audio import check_waveform, load_audio
-from superbench.io import atomic_open, atomic_write_text
+from superbench.io import atomic_open, atomic_write_text, human_bytes
 from superbench.manifest import TaskManifest, Utterance
 from superbench.paths import cache_dir
 from superbench.upstream import Upstream, pad_batch
@@ -178,14 +178,6 @@ def plan_chunks(upstream: Upstream, utterances: Sequence[Utterance], level: str,
 def _write_npy_atomic(path: Path, array: np.ndarray) -> None:
     with atomic_open(path, "wb") as fh:
         np.save(fh, array)
-
-
-def _human(nbytes: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if nbytes < 1024 or unit == "TiB":
-            return f"{nbytes:.1f} {unit}"
-        nbytes /= 1024
-    return ""
 
 
 def _load_wav(utt: Utterance, min_samples: int) -> np.ndarray:
@@ -312,11 +304,11 @@ def _extract_missing(upstream: Upstream, manifest: TaskManifest, level: str, pat
     cached = sum(k in done for k in by_key)
     log.info("%s/%s: extracting %d utterance(s) in %d chunk(s) (%d of its %d audio file(s) already cached), "
              "about %s of %s features into %s (%s free)", upstream.name, manifest.task, len(todo), len(work),
-             cached, len(by_key), _human(estimate), level, path, _human(free))
+             cached, len(by_key), human_bytes(estimate), level, path, human_bytes(free))
     if estimate > 0.95 * free:
         raise CacheError(
-            f"not enough disk for the {level} feature cache: need about {_human(estimate)} in {path}, "
-            f"only {_human(free)} free. Free some space, point SUPERBENCH_HOME at a larger disk, "
+            f"not enough disk for the {level} feature cache: need about {human_bytes(estimate)} in {path}, "
+            f"only {human_bytes(free)} free. Free some space, point SUPERBENCH_HOME at a larger disk, "
             f"or run with --no-cache (the upstream then runs on every training step).")
     if new_plan is not None:
         atomic_write_text(new_plan[0], json.dumps({"level": level, "chunks": new_plan[1]}) + "\n")
@@ -350,7 +342,7 @@ def _extract_missing(upstream: Upstream, manifest: TaskManifest, level: str, pat
                 _write_chunk(path, chunk_name, parts, chunk_keys, frames, level)
     bar.close()
     log.info("extracted %d utterance(s) of %s/%s in %.1f s (%s of chunks in %s)", len(todo), upstream.name,
-             manifest.task, time.perf_counter() - start, _human(_disk_bytes(path)), path)
+             manifest.task, time.perf_counter() - start, human_bytes(_disk_bytes(path)), path)
 
 
 def _run_batch(upstream: Upstream, batch: list[Utterance], wavs: list[np.ndarray], level: str,

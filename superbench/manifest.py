@@ -12,22 +12,48 @@ inventory in meta.json), `text` (ASR transcript) or `phones` (PR, space-separate
 phones from the inventory). Any other field is kept in `Utterance.targets`, so a new
 task needs no change here. `folds` says which splits train, select and test; ER has
 five leave-one-group-out folds, the other tasks one.
-Everything is validated on load, and writes are atomic (temp file + rename).
+Everything is validated on load, and writes are atomic (temp file + rename). With
+`check_files` (the default) every audio file must exist and its header (`soundfile.info`) must
+agree with the row's `sample_rate` and `num_samples`.
+
+Unseen labels. A target is *class-like* when meta.json has a `labels` inventory and every row's
+`label_field` value is one of its members (KS/SID/ER labels; not phone strings or transcripts,
+whose values are sequences). For a class-like target, a label that occurs in a fold's dev or
+test split but never in its train split is an error, at write and at load, naming the labels and
+their counts per split: a classifier cannot predict a class it never saw, and the score would drop
+with no other sign. A manifest that means it opts out with `"allow_unseen_labels": true` in
+meta.json (`write_task_manifest(..., allow_unseen_labels=True)`).
+
+Leaked audio. At load, audio files of a fold's dev/test rows that are byte-identical to one of its
+train rows (the same file, or a copy under another name) are logged as a warning naming the pairs.
+Only files of equal size are hashed; `check_duplicates=False` or SUPERBENCH_DUPLICATE_CHECK=0
+skips the check for huge corpora.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from superbench.io import atomic_write_text
 
+log = logging.getLogger(__name__)
+
 MANIFEST_VERSION = 1
 #: Columns every row has; everything else in a row is a target (`Utterance.targets`).
 BASE_FIELDS = ("id", "audio", "sample_rate", "num_samples", "speaker")
+#: Fields a row must have (`speaker` defaults to "").
+ROW_FIELDS = ("id", "audio", "sample_rate", "num_samples")
+#: Fields meta.json must have.
+META_FIELDS = ("task", "corpus", "version", "label_field", "labels", "folds", "splits", "fingerprint")
+#: Set to 0 to skip the byte-identical-audio check at load (huge corpora).
+DUPLICATE_CHECK_ENV = "SUPERBENCH_DUPLICATE_CHECK"
 
 
 class ManifestError(ValueError):
@@ -76,6 +102,7 @@ class TaskManifest:
     splits: dict[str, list[Utterance]]
     fingerprint: str
     extra: dict[str, Any] = field(default_factory=dict)
+    allow_unseen_labels: bool = False
 
     def check_inventory(self, field: str, units: Callable[[Any], Iterable[str]] = lambda value: [value]) -> None:
         """Refuse rows whose `field` has units (the value itself, or e.g. its phones) outside `labels`.
@@ -113,23 +140,76 @@ def _rows_fingerprint(splits: dict[str, list[dict[str, Any]]]) -> str:
     return h.hexdigest()[:16]
 
 
+def is_class_like(values: Iterable[Any], labels: Iterable[str]) -> bool:
+    """True when every value is a member of a non-empty `labels` inventory (a class label, not a sequence)."""
+    inventory = set(labels)
+    return bool(inventory) and all(isinstance(v, str) and v in inventory for v in values)
+
+
+def unseen_labels(label_field: str, labels: Iterable[str], splits: dict[str, list[dict[str, Any]]],
+                  folds: list[Fold]) -> list[str]:
+    """One line per fold whose dev/test rows carry class labels its train rows never do (empty: none).
+
+    Only for class-like targets (see the module docstring); rows are plain dicts, as written or read.
+    """
+    labels = list(labels)
+    if not is_class_like((r.get(label_field) for rows in splits.values() for r in rows), labels):
+        return []
+    out = []
+    for fold in folds:
+        seen = {r[label_field] for r in splits.get(fold.train, [])}
+        counts: dict[str, Counter] = defaultdict(Counter)
+        for held in dict.fromkeys((fold.dev, fold.test)):
+            if held == fold.train:
+                continue
+            for r in splits.get(held, []):
+                if r[label_field] not in seen:
+                    counts[r[label_field]][held] += 1
+        if counts:
+            shown = ", ".join(f"{label!r} ({', '.join(f'{s} {n}' for s, n in c.items())})"
+                              for label, c in sorted(counts.items())[:10])
+            more = f" and {len(counts) - 10} more" if len(counts) > 10 else ""
+            out.append(f"fold {fold.name!r}: {len(counts)} {label_field!r} value(s) never in "
+                       f"{fold.train}.jsonl: {shown}{more}")
+    return out
+
+
+def _unseen_error(where: str, problems: list[str]) -> ManifestError:
+    return ManifestError(
+        f"{where}: labels in dev/test that training never sees (a classifier cannot predict them):\n  "
+        + "\n  ".join(problems)
+        + "\n(fix the splits, or opt out: write_task_manifest(..., allow_unseen_labels=True), i.e. "
+          '"allow_unseen_labels": true in meta.json)')
+
+
 def write_task_manifest(task_dir: str | Path, *, task: str, corpus: str, version: str, label_field: str,
                         labels: Iterable[str], splits: dict[str, list[dict[str, Any]]],
-                        folds: list[Fold] | None = None, extra: dict[str, Any] | None = None) -> Path:
-    """Write split files then meta.json (last, so a folder with meta.json is complete)."""
+                        folds: list[Fold] | None = None, extra: dict[str, Any] | None = None,
+                        allow_unseen_labels: bool = False) -> Path:
+    """Write split files then meta.json (last, so a folder with meta.json is complete).
+
+    The unseen-label rule is checked first, so a preparer fails before writing anything.
+    """
     task_dir = Path(task_dir)
+    labels = list(labels)
     if not label_field.isidentifier() or label_field in BASE_FIELDS:
         raise ManifestError(f"label_field must be a field name other than {BASE_FIELDS}, got {label_field!r}")
     folds = folds or [Fold("default", "train", "dev", "test")]
+    if not allow_unseen_labels:
+        unseen = unseen_labels(label_field, labels, splits, folds)
+        if unseen:
+            raise _unseen_error(str(task_dir), unseen)
     for split, rows in splits.items():
         text = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows)
         atomic_write_text(task_dir / f"{split}.jsonl", text)
     meta = {
         "manifest_version": MANIFEST_VERSION, "task": task, "corpus": corpus, "version": version,
-        "label_field": label_field, "labels": list(labels), "folds": [asdict(f) for f in folds],
+        "label_field": label_field, "labels": labels, "folds": [asdict(f) for f in folds],
         "splits": {s: len(r) for s, r in splits.items()}, "fingerprint": _rows_fingerprint(splits),
         "extra": extra or {},
     }
+    if allow_unseen_labels:  # only when set, so existing meta.json files stay byte-identical
+        meta["allow_unseen_labels"] = True
     atomic_write_text(task_dir / "meta.json", json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     return task_dir
 
@@ -141,13 +221,105 @@ def format_problems(kind: str, rows: list[str]) -> str:
     return f"{len(rows)} row(s) with {kind}:\n  {shown}{more}"
 
 
-def load_task_manifest(task_dir: str | Path, check_files: bool = True) -> TaskManifest:
-    """Load and validate; every problem class is reported with the offending rows."""
+def _read_meta(meta_path: Path) -> dict[str, Any]:
+    """meta.json, with an error naming the file and the field for anything missing or mistyped."""
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{meta_path}: not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise ManifestError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
+    missing = [k for k in META_FIELDS if k not in meta]
+    if missing:
+        raise ManifestError(f"{meta_path}: missing field(s) {', '.join(map(repr, missing))} (meta.json needs "
+                            f"{', '.join(META_FIELDS)}; superbench.manifest.write_task_manifest writes all of them)")
+    types = {"labels": list, "folds": list, "splits": (dict, list), "label_field": str, "fingerprint": str}
+    for key, kind in types.items():
+        if not isinstance(meta[key], kind):
+            raise ManifestError(f"{meta_path}: field {key!r} has the wrong type ({type(meta[key]).__name__})")
+    for i, fold in enumerate(meta["folds"]):
+        if not isinstance(fold, dict) or sorted(fold) != ["dev", "name", "test", "train"]:
+            raise ManifestError(f"{meta_path}: field 'folds'[{i}] must have exactly name, train, dev and test, "
+                                f"got {fold!r}")
+    return meta
+
+
+def _check_header(u: Utterance, where: str, bad: list[str]) -> None:
+    """Declared sample rate and length against the file header (cheap: soundfile reads the header only).
+
+    A file soundfile cannot open is left to extraction, whose error names it."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(u.audio)
+    except Exception:  # soundfile raises several types for unreadable files
+        return
+    if int(info.samplerate) != u.sample_rate:
+        bad.append(f"{where}: 'sample_rate' is {u.sample_rate}, the file says {info.samplerate} ({u.audio})")
+    if int(info.frames) != u.num_samples:
+        bad.append(f"{where}: 'num_samples' is {u.num_samples}, the file has {info.frames} ({u.audio})")
+
+
+def _file_digest(path: str) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def find_identical_audio(manifest: TaskManifest) -> list[str]:
+    """Rows of a fold's dev/test whose audio is byte-identical to a train row's (one line per pair).
+
+    Files are grouped by size first, so only equal-sized files are read and hashed."""
+    sizes: dict[str, int] = {}
+    digests: dict[str, str] = {}
+
+    def size(path: str) -> int:
+        if path not in sizes:
+            try:
+                sizes[path] = os.stat(path).st_size
+            except OSError:
+                sizes[path] = -1
+        return sizes[path]
+
+    def digest(path: str) -> str:
+        if path not in digests:
+            digests[path] = _file_digest(path)
+        return digests[path]
+
+    pairs: dict[tuple[str, str, str, str], str] = {}
+    for fold in manifest.folds:
+        held = [(split, u) for split in dict.fromkeys((fold.dev, fold.test)) if split != fold.train
+                for u in manifest.splits[split]]
+        held_sizes = {size(u.audio) for _, u in held} - {-1}
+        train_sizes = {size(t.audio) for t in manifest.splits[fold.train]}
+        train: dict[str, list[Utterance]] = defaultdict(list)
+        for t in manifest.splits[fold.train]:
+            if size(t.audio) in held_sizes:
+                train[digest(t.audio)].append(t)
+        for split, u in held:
+            if size(u.audio) < 0 or size(u.audio) not in train_sizes:
+                continue
+            for t in train.get(digest(u.audio), ()):
+                same = " (the same file)" if u.audio == t.audio else f" ({u.audio} == {t.audio})"
+                pairs.setdefault((split, u.id, fold.train, t.id),
+                                 f"{split}.jsonl id={u.id!r} is byte-identical to {fold.train}.jsonl id={t.id!r}{same}")
+    return list(pairs.values())
+
+
+def load_task_manifest(task_dir: str | Path, check_files: bool = True,
+                       check_duplicates: bool | None = None) -> TaskManifest:
+    """Load and validate; every problem class is reported with the offending rows.
+
+    `check_duplicates` (default: on with `check_files`, unless SUPERBENCH_DUPLICATE_CHECK=0) warns
+    about byte-identical audio shared by train and dev/test.
+    """
     task_dir = Path(task_dir)
     meta_path = task_dir / "meta.json"
     if not meta_path.is_file():
         raise ManifestError(f"{task_dir}: no meta.json (not a prepared task folder)")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = _read_meta(meta_path)
     label_field = meta["label_field"]
     labels = list(meta["labels"])
     raw: dict[str, list[dict[str, Any]]] = {}
@@ -157,11 +329,32 @@ def load_task_manifest(task_dir: str | Path, check_files: bool = True) -> TaskMa
         if not path.is_file():
             errors.append(f"split file missing: {path}")
             continue
-        raw[split] = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                errors.append(f"{path}:{n}: not valid JSON ({exc})")
+                continue
+            if not isinstance(row, dict):
+                errors.append(f"{path}:{n}: expected a JSON object")
+                continue
+            absent = [k for k in ROW_FIELDS if k not in row]
+            if absent:
+                errors.append(f"{path}:{n}: missing field(s) {', '.join(map(repr, absent))}")
+                continue
+            for key in ("sample_rate", "num_samples"):
+                if not isinstance(row[key], int) or isinstance(row[key], bool) or row[key] <= 0:
+                    errors.append(f"{path}:{n}: field {key!r} must be a positive integer, got {row[key]!r}")
+            rows.append(row)
+        raw[split] = rows
     if errors:
-        raise ManifestError(f"{task_dir}: " + "; ".join(errors))
+        raise ManifestError(f"{task_dir}: " + "; ".join(errors[:10])
+                            + (f"; ... and {len(errors) - 10} more" if len(errors) > 10 else ""))
 
-    missing, dupes, empty = [], [], []
+    missing, dupes, empty, header = [], [], [], []
     seen: dict[str, str] = {}
     splits: dict[str, list[Utterance]] = {}
     for split, rows in raw.items():
@@ -171,8 +364,14 @@ def load_task_manifest(task_dir: str | Path, check_files: bool = True) -> TaskMa
             audio = Path(row["audio"])
             if not audio.is_absolute():
                 audio = (task_dir / audio).resolve()
-            if check_files and not audio.is_file():
-                missing.append(f"{where}: {audio}")
+            u = Utterance(id=row["id"], audio=str(audio), sample_rate=int(row["sample_rate"]),
+                          num_samples=int(row["num_samples"]), speaker=str(row.get("speaker", "")),
+                          targets={k: v for k, v in row.items() if k not in BASE_FIELDS})
+            if check_files:
+                if not audio.is_file():
+                    missing.append(f"{where}: {audio}")
+                else:
+                    _check_header(u, where, header)
             prev = seen.get(row["id"])
             if prev is not None and prev != str(audio):
                 dupes.append(f"{where} (also in another row with {prev})")
@@ -180,13 +379,13 @@ def load_task_manifest(task_dir: str | Path, check_files: bool = True) -> TaskMa
             value = row.get(label_field)
             if value is None or (isinstance(value, str) and not value.strip()):
                 empty.append(where)
-            out.append(Utterance(id=row["id"], audio=str(audio), sample_rate=int(row["sample_rate"]),
-                                 num_samples=int(row["num_samples"]), speaker=str(row.get("speaker", "")),
-                                 targets={k: v for k, v in row.items() if k not in BASE_FIELDS}))
+            out.append(u)
         splits[split] = out
     problems = []
     if missing:
         problems.append(format_problems("missing audio files", missing))
+    if header:
+        problems.append(format_problems("a header that disagrees with the row", header))
     if dupes:
         problems.append(format_problems("duplicate ids", dupes))
     if empty:
@@ -198,6 +397,20 @@ def load_task_manifest(task_dir: str | Path, check_files: bool = True) -> TaskMa
         for split in (fold.train, fold.dev, fold.test):
             if split not in splits:
                 raise ManifestError(f"{task_dir}: fold {fold.name!r} names split {split!r}, which has no file")
-    return TaskManifest(root=task_dir, task=meta["task"], corpus=meta["corpus"], version=str(meta["version"]),
-                        label_field=label_field, labels=labels, folds=folds, splits=splits,
-                        fingerprint=meta["fingerprint"], extra=meta.get("extra", {}))
+    allow_unseen = bool(meta.get("allow_unseen_labels", False))
+    if not allow_unseen:
+        unseen = unseen_labels(label_field, labels, raw, folds)
+        if unseen:
+            raise _unseen_error(str(task_dir), unseen)
+    manifest = TaskManifest(root=task_dir, task=meta["task"], corpus=meta["corpus"], version=str(meta["version"]),
+                            label_field=label_field, labels=labels, folds=folds, splits=splits,
+                            fingerprint=meta["fingerprint"], extra=meta.get("extra", {}),
+                            allow_unseen_labels=allow_unseen)
+    if check_duplicates is None:
+        check_duplicates = check_files and os.environ.get(DUPLICATE_CHECK_ENV, "1") != "0"
+    if check_duplicates:
+        leaks = find_identical_audio(manifest)
+        if leaks:
+            log.warning("%s: audio shared by training and held-out rows (a leak that inflates the score):\n%s",
+                        task_dir, format_problems("byte-identical audio", leaks))
+    return manifest

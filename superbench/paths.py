@@ -1,4 +1,14 @@
-"""Where superbench keeps data, caches and results (override with SUPERBENCH_HOME)."""
+"""Where superbench keeps things: one home, `$SUPERBENCH_HOME` (default ~/.cache/superbench).
+
+    <home>/data          demo corpus and prepared data
+    <home>/features      feature cache
+    <home>/checkpoints   training state of unfinished runs
+    <home>/results       result records ($SUPERBENCH_RESULTS or --results put them elsewhere)
+    <home>/leaderboard.db  the leaderboard store ($SUPERBENCH_DB or --db)
+
+Results live in the home too, so a run started from any folder finds (and skips) the
+records of an earlier one.
+"""
 
 from __future__ import annotations
 
@@ -24,4 +34,6 @@ def checkpoints_dir() -> Path:
 
 
 def results_dir() -> Path:
-    return Path(os.environ.get("SUPERBENCH_RESULTS", "results"))
+    """Result records: $SUPERBENCH_RESULTS, else <SUPERBENCH_HOME>/results (not the current folder)."""
+    env = os.environ.get("SUPERBENCH_RESULTS", "").strip()
+    return Path(env).expanduser() if env else home() / "results"

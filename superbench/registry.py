@@ -19,6 +19,7 @@ import hashlib
 import importlib
 import importlib.util
 import logging
+import types
 from collections.abc import Mapping
 from contextlib import contextmanager
 from importlib import metadata
@@ -41,6 +42,10 @@ class DuplicateNameError(RegistryError):
 class UnknownNameError(RegistryError, KeyError):
     def __str__(self) -> str:  # KeyError would otherwise repr() the message
         return str(self.args[0])
+
+
+class PluginAttributeError(UnknownNameError, AttributeError):
+    """`file.py:NAME` where the file has no NAME: a usage error with a did-you-mean, not a traceback."""
 
 
 class _Lazy:
@@ -95,7 +100,14 @@ class Registry(Generic[T]):
         def own_first(ep: metadata.EntryPoint) -> tuple[bool, str]:  # built-ins claim their names first
             return (getattr(getattr(ep, "dist", None), "name", "") != "superbench", ep.name)
 
+        seen: set[tuple[str, str]] = set()
         for ep in sorted(metadata.entry_points(group=self.entry_point_group), key=own_first):
+            # The same entry point listed twice (a plugin installed into the venv that is also on the path,
+            # an editable install beside its build) is one plugin; only another object under a taken name clashes.
+            if (ep.name, ep.value) in seen:
+                log.debug("%s entry point %s = %s listed twice; registered once", self.kind, ep.name, ep.value)
+                continue
+            seen.add((ep.name, ep.value))
             try:
                 obj = ep.load()
             except Exception as exc:  # a broken plugin must not break the tool
@@ -182,5 +194,14 @@ def load_object_from_file(spec: str) -> Any:
     try:
         return getattr(module, attr)
     except AttributeError:
-        names = [n for n in dir(module) if not n.startswith("_")]
-        raise AttributeError(f"{file_path} has no {attr!r} (it defines: {', '.join(names)})") from None
+        # What the file defines is worth suggesting; the modules, classes and functions it imports are not.
+        def own(value: Any) -> bool:
+            if isinstance(value, types.ModuleType) or type(value).__module__ == "__future__":
+                return False
+            return not isinstance(value, (type, types.FunctionType)) or value.__module__ == module_name
+
+        names = [n for n, v in vars(module).items() if not n.startswith("_") and own(v)]
+        close = difflib.get_close_matches(attr, names, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise PluginAttributeError(f"{file_path} has no {attr!r}{hint} (it defines: "
+                                   f"{', '.join(sorted(names)) or 'nothing public'})") from None

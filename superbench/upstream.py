@@ -14,12 +14,17 @@ Padding must not matter: the frames inside `frame_lengths` must equal what the
 upstream gives for the same utterance alone (within float tolerance).
 `forward` runs under `torch.inference_mode`: upstreams are frozen.
 `superbench.validate.validate_upstream` checks all of this on synthetic audio.
+
+Subclassing `Upstream` is the easy way, not a requirement: `as_upstream` wraps any object
+with `num_layers`, `hidden_size` and `forward` (HEAR-style), fingerprints its state dict and
+gives the optional attributes their defaults (`OPTIONAL_ATTRIBUTES`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -32,6 +37,8 @@ from superbench.torchaudio_compat import guard_broken_torchaudio
 # cannot load (PyPI's build beside a CPU-only torch) must not take those upstreams down with it.
 # Here rather than in the package: only code that loads models pays for importing torchaudio.
 guard_broken_torchaudio()
+
+log = logging.getLogger(__name__)
 
 
 class Upstream(torch.nn.Module):
@@ -104,6 +111,71 @@ def pad_batch(wavs: Sequence[np.ndarray | torch.Tensor]) -> tuple[torch.Tensor, 
     return batch, lengths
 
 
+# --------------------------------------------------------------------------- plain objects
+
+#: What an object must have to be an upstream without subclassing `Upstream`.
+REQUIRED_ATTRIBUTES = ("num_layers", "hidden_size")
+#: Attributes an object may leave out, and the value it then gets (`name` defaults to its class name).
+OPTIONAL_ATTRIBUTES = {"sample_rate": Upstream.sample_rate, "downsample_rate": Upstream.downsample_rate,
+                       "receptive_field": Upstream.receptive_field}
+
+
+class ContractUpstream(Upstream):
+    """An object that keeps the contract without subclassing `Upstream`, made into one.
+
+    The object's `forward(wavs, wav_lengths)` runs under `Upstream.forward` (inference mode, the
+    too-short check); an `nn.Module` is a submodule, so its state dict is in the fingerprint.
+    """
+
+    def __init__(self, model: Any, defaulted: Sequence[str] = ()) -> None:
+        super().__init__()
+        self.model = model
+        self.name = str(getattr(model, "name", None) or type(model).__name__)
+        for attr in (*REQUIRED_ATTRIBUTES, *OPTIONAL_ATTRIBUTES):
+            value = getattr(model, attr, None)
+            setattr(self, attr, OPTIONAL_ATTRIBUTES[attr] if value is None else value)
+        #: Optional attributes the object does not declare (so they carry the defaults).
+        self.defaulted = tuple(defaulted)
+
+    def _forward(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        run = self.model if isinstance(self.model, torch.nn.Module) else self.model.forward  # Modules: hooks too
+        hidden, frame_lengths = run(wavs, wav_lengths)
+        return list(hidden), torch.as_tensor(frame_lengths)
+
+    def variant(self, **options: Any) -> Upstream:
+        make = getattr(self.model, "variant", None)
+        if not callable(make):
+            return self
+        other = make(**options)
+        return self if other is self.model else as_upstream(other)
+
+    def config_dict(self) -> dict[str, Any]:
+        return {**super().config_dict(), "class": type(self.model).__qualname__}
+
+
+def as_upstream(obj: Any, what: str | None = None) -> Upstream:
+    """`obj` as an `Upstream`: itself if it subclasses one, wrapped if it keeps the contract,
+    else a one-line ValueError (said at load, not as a traceback in the middle of a run)."""
+    if isinstance(obj, Upstream):
+        return obj
+    what = what or type(obj).__name__
+    missing = [a for a in REQUIRED_ATTRIBUTES if getattr(obj, a, None) is None]
+    if not callable(getattr(obj, "forward", None)):
+        missing.append("forward(wavs, wav_lengths)")
+    if missing:
+        raise ValueError(f"{what} is not an upstream: it has no {', '.join(missing)}; subclass "
+                         f"superbench.upstream.Upstream, or give it num_layers, hidden_size and "
+                         f"forward(wavs, wav_lengths) -> (list of layers, frame_lengths)")
+    defaulted = [a for a in OPTIONAL_ATTRIBUTES if getattr(obj, a, None) is None]
+    if defaulted:
+        log.info("%s does not declare %s; using %s", what, ", ".join(defaulted),
+                 ", ".join(f"{a}={OPTIONAL_ATTRIBUTES[a]}" for a in defaulted))
+    if not isinstance(obj, torch.nn.Module):
+        log.warning("%s is not a torch.nn.Module: its fingerprint covers its attributes only, not its weights",
+                    what)
+    return ContractUpstream(obj, defaulted)
+
+
 # --------------------------------------------------------------------------- registry
 
 #: Upstream factories by name, `(path=None, **kw) -> Upstream`; a parametrised family (e.g. `s3prl`)
@@ -116,7 +188,8 @@ def load_upstream(spec: str, path: str | None = None, **kwargs: Any) -> Upstream
 
     `NAME` (built-in or entry point), `NAME=DIR` (same family, weights from a local
     directory), `path/to/file.py:ClassName` (an unpackaged plugin) or `FAMILY:ARG`
-    for a parametrised family such as `s3prl:HUBNAME`.
+    for a parametrised family such as `s3prl:HUBNAME`. What it builds may be any object that keeps
+    the contract (see `as_upstream`).
     """
     if "=" in spec and path is None:
         spec, path = spec.split("=", 1)
@@ -124,7 +197,7 @@ def load_upstream(spec: str, path: str | None = None, **kwargs: Any) -> Upstream
         head, arg = spec.split(":", 1)
         if head.endswith(".py"):
             factory = load_object_from_file(spec)
-            return factory(path=path, **kwargs) if path else factory(**kwargs)
-        return UPSTREAMS.get(head)(arg, path=path, **kwargs)
+            return as_upstream(factory(path=path, **kwargs) if path else factory(**kwargs), spec)
+        return as_upstream(UPSTREAMS.get(head)(arg, path=path, **kwargs), spec)
     factory = UPSTREAMS.get(spec)
-    return factory(path=path, **kwargs) if path else factory(**kwargs)
+    return as_upstream(factory(path=path, **kwargs) if path else factory(**kwargs), spec)

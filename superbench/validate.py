@@ -7,17 +7,38 @@ non-deterministic upstream poisons cached features and every score computed from
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from superbench.upstream import Upstream, pad_batch
+from superbench.upstream import ContractUpstream, Upstream, as_upstream, pad_batch
 
 DEFAULT_ATOL = 1e-4
 #: Every check, in the order they run and are reported.
 CHECK_NAMES = ("attributes", "forward", "layer count", "shapes and dtype", "frame lengths", "finite values",
                "determinism", "batch vs single", "padding invariance", "too-short input")
+#: What to look at when a check fails, shown under it: the usual cause, in the upstream's code.
+HINTS = {
+    "attributes": "declare name, sample_rate = 16000 and positive int num_layers, hidden_size, downsample_rate, "
+                  "receptive_field (input samples of the first frame) as attributes",
+    "forward": "forward(wavs (B, S) float32, wav_lengths (B,)) must return (list of num_layers tensors (B, T, D), "
+               "frame_lengths (B,)); the error above comes from your forward",
+    "layer count": "return one (B, T, hidden_size) tensor per layer, exactly num_layers of them (every hidden "
+                   "layer, the input embedding included if you count it)",
+    "shapes and dtype": "each layer must be a float32 (batch, frames, hidden_size) tensor: check the axis order "
+                        "and cast half precision with .float()",
+    "frame lengths": "return frames = (n - receptive_field) // downsample_rate + 1 (Upstream.num_frames), and "
+                     "declare the receptive_field and downsample_rate your model really has",
+    "finite values": "look for log(0), division by zero or half-precision overflow in forward",
+    "determinism": "call .eval() (dropout off) and keep random operations out of forward",
+    "batch vs single": "features change with the other clips in the batch: normalise each clip over its own "
+                       "wav_lengths samples, never over the padded batch",
+    "padding invariance": "frames of the real audio change with padding: zero or mask padded samples (from "
+                          "wav_lengths) before convolutions, normalisation and attention",
+    "too-short input": "raise ValueError naming the receptive field for clips shorter than it "
+                       "(Upstream.forward does this for subclasses)",
+}
 
 
 @dataclass
@@ -31,6 +52,11 @@ class Check:
     @property
     def status(self) -> str:
         return {True: "PASS", False: "FAIL", None: "SKIP"}[self.passed]
+
+    @property
+    def hint(self) -> str:
+        """What to look at, for a failed check ('' otherwise)."""
+        return HINTS.get(self.name, "") if self.passed is False else ""
 
 
 def synthetic_waveforms(upstream: Upstream, seed: int = 0) -> list[np.ndarray]:
@@ -74,12 +100,24 @@ def _attribute_check(up: Upstream) -> Check:
     detail = "; ".join(problems) or (
         f"{up.num_layers} layers x {up.hidden_size}, {up.downsample_rate} samples/frame, "
         f"receptive field {up.receptive_field}")
+    if isinstance(up, ContractUpstream):
+        detail += f"; not an Upstream subclass, wrapped{_defaults(up)}"
     return Check("attributes", not problems, detail)
 
 
-def validate_upstream(upstream: Upstream, atol: float = DEFAULT_ATOL, seed: int = 0) -> list[Check]:
-    """Run every contract check; never raises for a misbehaving upstream, it reports instead."""
-    up = upstream
+def _defaults(up: ContractUpstream) -> str:
+    return f" (defaults: {', '.join(f'{a}={getattr(up, a)}' for a in up.defaulted)})" if up.defaulted else ""
+
+
+def validate_upstream(upstream: Upstream | Any, atol: float = DEFAULT_ATOL, seed: int = 0) -> list[Check]:
+    """Run every contract check; never raises for a misbehaving upstream, it reports instead.
+
+    Any object that keeps the contract is accepted (`as_upstream` wraps a non-subclass).
+    """
+    try:
+        up = as_upstream(upstream)
+    except ValueError as exc:
+        return _skip_the_rest([Check("attributes", False, str(exc))], "not an upstream", None, too_short=False)
     checks = [_attribute_check(up)]
     if not checks[0].passed:
         return _skip_the_rest(checks, "attributes are invalid", up, too_short=False)
@@ -145,13 +183,14 @@ def validate_upstream(upstream: Upstream, atol: float = DEFAULT_ATOL, seed: int 
     return checks
 
 
-def _skip_the_rest(checks: list[Check], reason: str, up: Upstream, too_short: bool = True) -> list[Check]:
+def _skip_the_rest(checks: list[Check], reason: str, up: Upstream | None, too_short: bool = True) -> list[Check]:
     """Report the checks not run yet as skipped; the too-short check needs no forward output, so it runs."""
     done = {c.name for c in checks}
     for name in CHECK_NAMES:
         if name in done:
             continue
-        checks.append(_too_short_check(up) if name == "too-short input" and too_short else Check(name, None, reason))
+        run = name == "too-short input" and too_short and up is not None
+        checks.append(_too_short_check(up) if run else Check(name, None, reason))
     return checks
 
 
@@ -188,10 +227,13 @@ def _too_short_check(up: Upstream) -> Check:
 
 
 def format_checks(checks: list[Check]) -> str:
-    """A plain-text pass/fail table."""
+    """A plain-text pass/fail table; under each failed check, what to look at."""
     width = max(len(c.name) for c in checks)
     lines = [f"{'check':<{width}}  result  detail", f"{'-' * width}  ------  ------"]
-    lines += [f"{c.name:<{width}}  {c.status:<6}  {c.detail}" for c in checks]
+    for c in checks:
+        lines.append(f"{c.name:<{width}}  {c.status:<6}  {c.detail}")
+        if c.hint:
+            lines.append(f"{'':<{width}}  {'':<6}  -> {c.hint}")
     passed = sum(c.passed is True for c in checks)
     lines.append(f"{passed}/{len(checks)} checks passed")
     return "\n".join(lines)
@@ -201,4 +243,4 @@ def all_passed(checks: list[Check]) -> bool:
     return all(c.passed is True for c in checks)
 
 
-__all__ = ["Check", "validate_upstream", "format_checks", "all_passed", "synthetic_waveforms"]
+__all__ = ["Check", "HINTS", "validate_upstream", "format_checks", "all_passed", "synthetic_waveforms"]

@@ -155,13 +155,23 @@ def test_overwritten_wav_is_extracted_again_and_only_it(tmp_path):
 
 
 _CHILD = """
-import hashlib, logging
+import hashlib, logging, os, time
 logging.basicConfig(level=logging.INFO)
 from superbench.testing import ToneUpstream
 from superbench.cache import extract_features
 from superbench.manifest import load_task_manifest
+
+
+class Gated(ToneUpstream):
+    # The first forward waits for the test's go-ahead: the lock is held until the other process waits on it.
+    def _forward(self, wavs, wav_lengths):
+        while {gate!r} and not os.path.exists({gate!r}):
+            time.sleep(0.02)
+        return super()._forward(wavs, wav_lengths)
+
+
 m = load_task_manifest({task_dir!r})
-c = extract_features(ToneUpstream(sleep={sleep}, counter={counter!r}), m, "frame", root={root!r},
+c = extract_features(Gated(counter={counter!r}), m, "frame", root={root!r},
                      progress=False, batch_samples=16000, chunk_bytes=12_000)
 x, n = c.batch(sorted(u.id for u in m.utterances()))
 print(hashlib.sha256(x.numpy().tobytes() + n.numpy().tobytes()).hexdigest())
@@ -172,19 +182,28 @@ def test_two_processes_extracting_at_once_forward_each_utterance_once(tmp_path):
     task_dir = make_sequence_corpus(tmp_path, task="pr", n=(8, 3, 3))
     root = tmp_path / "cache"
     path = cache_path(ToneUpstream(), "frame", root)
+    gate = tmp_path / "go"
     procs, counters = [], []
-    for k, sleep in enumerate((0.5, 0.0)):
+    for k in range(2):
         counters.append(tmp_path / f"calls{k}.txt")
-        code = _CHILD.format(task_dir=str(task_dir), sleep=sleep, counter=str(counters[-1]), root=str(root))
+        code = _CHILD.format(task_dir=str(task_dir), gate=str(gate) if k == 0 else "", counter=str(counters[-1]),
+                             root=str(root))
         procs.append(subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True, env=dict(os.environ)))
-        if k == 0:  # the fast one starts while the slow one holds the lock, mid-chunk
-            deadline = time.time() + 60
-            while not counters[0].exists() and time.time() < deadline:
+        if k == 0:  # the first holds the lock, stopped in its first forward, before the second starts
+            deadline = time.time() + 120
+            while not list(path.glob("plans/*.json")) and time.time() < deadline:
                 time.sleep(0.02)
-    outs = [p.communicate(timeout=120) for p in procs]
+    waited = []
+    for line in procs[1].stderr:  # the second says it waits for the lock; then the first may go on
+        waited.append(line)
+        if "another process is extracting" in line:
+            gate.touch()
+            break
+    gate.touch()
+    outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
-    assert "another process is extracting" in outs[1][1]  # it really waited for the lock
+    assert any("another process is extracting" in line for line in waited)  # it really waited for the lock
     assert outs[0][0] == outs[1][0] and len(outs[0][0].strip()) == 64  # the same features in both
     assert _forwarded(counters[0]) == 14 and _forwarded(counters[1]) == 0
     assert not list(path.glob(".*.tmp"))

@@ -92,6 +92,38 @@ def test_speech_commands_bad_inputs_are_reported_by_path(tmp_path):
     assert "yes-eeee5555_nohash_0" not in {u.id for rows in m.splits.values() for u in rows}
 
 
+def test_speech_commands_reads_every_soundfile_format_and_reports_what_it_drops(tmp_path, capsys):
+    from recipes.prepare.speech_commands import prepare_speech_commands
+
+    root = tmp_path / "sc"
+    make_speech_commands(root)
+    wav(root / "yes" / "dddd4444_nohash_0.ogg", fmt="OGG")
+    opus = root / "no" / "dddd4444_nohash_0.opus"
+    sf.write(str(opus), np.zeros(4800, dtype=np.float32), 48000, format="OGG", subtype="OPUS")
+    wav(root / "up" / "dddd4444_nohash_0.flac", fmt="FLAC")
+    (root / "no" / "README.md").write_text("not audio")
+    with (root / "testing_list.txt").open("a") as fh:
+        fh.write("yes/dddd4444_nohash_0.ogg\n")  # a listed .ogg goes to test, not nowhere
+    m = load_task_manifest(prepare_speech_commands(root, tmp_path / "out"))
+    by = {u.id: (s, u.label, u.sample_rate) for s, rows in m.splits.items() for u in rows}
+    assert by["yes-dddd4444_nohash_0"] == ("test", "yes", 16000)
+    assert by["no-dddd4444_nohash_0"] == ("train", "no", 48000)
+    assert by["up-dddd4444_nohash_0"] == ("train", "up", 16000)
+    dropped = m.extra["dropped"]
+    assert dropped["file(s) in a format soundfile does not read"] == {"count": 1,
+                                                                      "examples": [str(root / "no" / "README.md")]}
+    assert dropped["word folder(s) not among the keywords, labelled _unknown_"] == {"count": 1,
+                                                                                   "examples": ["bed (3)"]}
+    # custom keywords: 'bed' is a class of its own, and the CLI summary says what was dropped and why
+    m = load_task_manifest(prepare_speech_commands(root, tmp_path / "out2", words=("yes", "no", "bed")))
+    assert m.labels == ["yes", "no", "bed", "_unknown_", "_silence_"] and m.extra["words"] == ["yes", "no", "bed"]
+    assert {u.label for u in m.splits["train"] if u.id.startswith("up-")} == {"_unknown_"}
+    assert main(["data", "prepare", "speech_commands", "--root", str(root), "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert f"ks: 1 file(s) in a format soundfile does not read, e.g. {root / 'no' / 'README.md'}" in out
+    assert "ks: 1 word folder(s) not among the keywords, labelled _unknown_, e.g. bed (3)" in out
+
+
 # --------------------------------------------------------------------------- VoxCeleb1
 
 def test_voxceleb1_iden_split(tmp_path):
@@ -113,6 +145,23 @@ def test_voxceleb1_iden_split(tmp_path):
     (root / "iden_split.txt").write_text("\n".join(lines) + "\n1 id10003/x/00001.wav\n")
     with pytest.raises(PrepareError, match=r"iden_split.txt:7: names a missing file .*id10003/x/00001.wav"):
         prepare_voxceleb1(root, tmp_path / "out2")
+
+
+def test_voxceleb1_speaker_only_in_test_follows_the_manifest_rule(tmp_path):
+    from recipes.prepare.voxceleb1 import prepare_voxceleb1
+    from superbench.manifest import ManifestError
+
+    root = tmp_path / "vox1"
+    lines = []
+    for spk, split in (("id10001", "1"), ("id10001", "3"), ("id10009", "2"), ("id10009", "3"), ("id10009", "3")):
+        rel = f"{spk}/v{len(lines)}/00001.wav"
+        wav(root / "wav" / rel)
+        lines.append(f"{split} {rel}")
+    (root / "iden_split.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ManifestError, match=r"1 'label' value\(s\) never in train.jsonl: 'id10009' "
+                                            r"\(dev 1, test 2\)"):
+        prepare_voxceleb1(root, tmp_path / "out")
+    assert not (tmp_path / "out" / "sid" / "meta.json").exists()
 
 
 # --------------------------------------------------------------------------- IEMOCAP
@@ -262,5 +311,7 @@ def test_hf_dataset_without_the_extra_is_a_clear_error(monkeypatch):
         return real_import(name, *a, **k)
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
-    with pytest.raises(ImportError, match="pip install datasets"):
+    with pytest.raises(ImportError, match=r"pip install 'superbench\[datasets\]'") as err:
         hf_datasets.prepare_hf_dataset("some/dataset", "ks")
+    assert isinstance(err.value, PrepareError)  # a ValueError too: the CLI prints one line, exit code 2
+    assert main(["data", "prepare", "hf", "--root", "some/dataset", "--task", "ks"]) == 2

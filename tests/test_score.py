@@ -152,3 +152,57 @@ def test_single_corpus_labels_do_not_show_data():
     board = build_leaderboard([rec("a", "ks", 70.0), rec("fbank", "ks", 50.0)], reference="local")
     assert sorted(board.frame["label"]) == ["a", "fbank"]
     assert not any("data data-one" in n for n in board.notes)
+
+
+def test_local_sota_comes_from_every_scored_row_so_nothing_exceeds_1000():
+    # the old bug: SOTA came from the first fingerprint of each upstream name among weighted-sum rows only,
+    # so a second fingerprint (80) scored 1000*(80-50)/(70-50) = 1500 and the layer probe (90) 2000
+    records = [rec("fbank", "ks", 50.0), rec("a", "ks", 70.0), rec("a", "ks", 90.0, layer=3)]
+    records.append(ResultRecord("a", "fp-a2", "ks", "acc", True, 80.0, 80.0, 0, "1.0", profile="superb",
+                                manifest_fingerprint="data-one"))
+    board = build_leaderboard(records, reference="local")
+    scores = dict(zip(board.frame["label"], board.frame["score"]))
+    assert scores == {"a@fp-a [layer 3]": pytest.approx(1000.0), "a@fp-a2": pytest.approx(750.0),
+                      "a@fp-a": pytest.approx(500.0), "fbank": pytest.approx(0.0)}
+    assert any("probed layers and every fingerprint included" in n for n in board.notes)
+
+
+def test_best_on_every_task_of_a_corpus_scores_exactly_1000():
+    # every task has its own manifest fingerprint: one row still holds a model's tasks on one corpus
+    records = []
+    for up, ks, sid in (("fbank", 40.0, 20.0), ("a", 80.0, 60.0), ("b", 60.0, 40.0)):
+        records += [rec(up, "ks", ks, data="ks-fp"), rec(up, "sid", sid, data="sid-fp")]
+    board = build_leaderboard(records, reference="local")
+    f = board.frame.set_index("label")
+    assert len(f) == 3 and f.loc["a", "data"] == "ks-fp+sid-fp"
+    assert f.loc["a", "score"] == pytest.approx(1000.0)
+    assert f.loc["b", "score"] == pytest.approx(500.0)  # (500 + 500) / 2
+    assert f.loc["b", "tasks"] == "ks,sid"
+
+
+def demo(upstream, task, value, corpus="superbench-demo"):
+    r = rec(upstream, task, value)
+    r.corpus = corpus
+    return r
+
+
+def test_default_reference_follows_the_corpus_and_says_why():
+    board = build_leaderboard([demo("fbank", "ks", 50.0), demo("a", "ks", 70.0)])
+    assert board.reference == "local"
+    assert any("reference = local by default" in n and "superbench-demo" in n for n in board.notes)
+    assert "SUPERB (local ref)" in board.to_markdown()
+    official = build_leaderboard([demo("a", "ks", 96.30, corpus="speech_commands")])
+    assert official.reference == "paper" and any("reference = paper by default" in n for n in official.notes)
+    assert build_leaderboard([rec("a", "ks", 96.30)]).reference == "paper"  # corpus unknown: paper
+    assert build_leaderboard([demo("a", "ks", 70.0)], reference="paper").reference == "paper"  # explicit wins
+
+
+def test_scores_that_round_to_zero_have_no_sign():
+    records = [rec("fbank", "ks", 50.0), rec("a", "ks", 100.0), rec("c", "ks", 49.9999999)]  # c: -2e-6
+    board = build_leaderboard(records, reference="local")
+    assert dict(zip(board.frame["label"], board.frame["score"]))["c"] == pytest.approx(-2e-6)
+    md = board.to_markdown()
+    assert "| c | 1.0 | superb | 50.00 | 1 | 0.0 | 1: ks |" in md and "-0.0" not in md
+    assert "c,c,fp-c,data-one,1.0,superb,,50.0000,,1,0.0000,1,ks,local" in board.render("csv")
+    assert "-0.0" not in board.render("csv") and "-0.0" not in board.render("html")
+    assert '"value": -0.0,' not in board.render("json")

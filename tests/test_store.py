@@ -199,12 +199,12 @@ def test_v1_store_is_migrated_in_place(tmp_path):
     got = store.records()
     assert sorted((r.test, r.manifest_fingerprint) for r in got) == [(50.0, "d-old"), (60.0, "")]
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA_VERSION == 3
     assert sorted(conn.execute("SELECT data, layer, seed FROM results").fetchall()) == [("", "3", 1),
                                                                                       ("d-old", "", 0)]
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index' AND sql IS NOT NULL")}
-    assert tables == {"results"} and indexes == {"results_by_task", "results_by_upstream"}
+    assert tables == {"results", "published"} and indexes == {"results_by_task", "results_by_upstream"}
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     # the same model/task/seed on a re-prepared corpus is a second row, not "already stored"
     report = store.add_many([rec(value=70.0, data="d-new")])
@@ -232,7 +232,7 @@ def test_concurrent_openers_migrate_once(tmp_path):
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
     assert sorted(queue.get(timeout=5) for _ in procs) == [20, 20, 20, 20]
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT data) FROM results").fetchone() == (20, 1)
 
 

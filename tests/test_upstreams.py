@@ -225,9 +225,11 @@ def fake_s3prl(monkeypatch):
     return nn
 
 
-def test_s3prl_adapter_maps_layers_and_lengths(fake_s3prl):
-    up = load_upstream("s3prl:apc", path="/ckpt/apc.pt")
-    assert FakeS3PRLUpstream.calls == [("apc", "/ckpt/apc.pt", {})]
+def test_s3prl_adapter_maps_layers_and_lengths(fake_s3prl, tmp_path):
+    ckpt = tmp_path / "apc.pt"
+    ckpt.write_bytes(b"")
+    up = load_upstream("s3prl:apc", path=str(ckpt))
+    assert FakeS3PRLUpstream.calls == [("apc", str(ckpt), {})]
     assert (up.name, up.num_layers, up.hidden_size, up.downsample_rate) == ("s3prl:apc", 3, 4, 320)
     wav = torch.randn(16000)
     hs, lengths = up.extract([wav.numpy(), wav[:5000].numpy()])

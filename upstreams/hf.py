@@ -267,6 +267,10 @@ def build_hf_upstream(spec: HFSpec, path: str | None = None, normalize: bool | N
     """Build `spec` from a local directory, the local HF cache / Hub, or a seeded random init."""
     if path is not None:
         directory = Path(path).expanduser()
+        if not directory.exists():
+            fetch = f" (fetch it with `hf download {spec.hub_id} --local-dir {directory}`)" if spec.hub_id else ""
+            raise WeightsNotFoundError(f"upstream {spec.name!r}: checkpoint directory {directory} does not exist"
+                                       f"{fetch}")
         if not (directory / "config.json").is_file():
             raise WeightsNotFoundError(
                 f"upstream {spec.name!r}: {directory} is not a checkpoint directory (no config.json); "

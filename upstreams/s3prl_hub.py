@@ -20,6 +20,7 @@ import importlib
 import logging
 import sys
 import types
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -108,6 +109,8 @@ class S3PRLUpstream(Upstream):
         # s3prl models see padding differently (HuBERT Base's GroupNorm normalises over it), so by
         # default each utterance runs alone and its features never depend on its batch-mates.
         self.per_utterance = bool(per_utterance)
+        if path is not None and "://" not in str(path) and not Path(path).expanduser().exists():
+            raise FileNotFoundError(f"upstream s3prl:{name}: checkpoint {path} does not exist")
         s3prl_nn = import_s3prl_nn()
         if path is not None:
             kwargs["path_or_url"] = path

@@ -47,6 +47,44 @@ class Problems:
         raise PrepareError(text + "\n(fix them, or pass skip_bad=True / --skip-bad to leave those files out)")
 
 
+#: File extensions of the formats libsndfile reads, by soundfile format name (RAW, headerless, is left out).
+FORMAT_EXTENSIONS = {
+    "WAV": ("wav",), "WAVEX": ("wav",), "RF64": ("rf64", "wav"), "W64": ("w64",), "FLAC": ("flac",),
+    "OGG": ("ogg", "oga", "opus"), "MP3": ("mp3",), "AIFF": ("aiff", "aif", "aifc"), "AU": ("au", "snd"),
+    "CAF": ("caf",), "NIST": ("sph", "nist"), "IRCAM": ("sf",), "VOC": ("voc",), "AVR": ("avr",),
+    "HTK": ("htk",), "SVX": ("iff", "svx"), "PAF": ("paf",), "PVF": ("pvf",), "SD2": ("sd2",), "SDS": ("sds",),
+    "MPC2K": ("mpc",), "WVE": ("wve",), "XI": ("xi",), "MAT4": ("mat",), "MAT5": ("mat",),
+}
+
+
+def audio_extensions() -> set[str]:
+    """Lower-case extensions (no dot) of every format this soundfile/libsndfile build reads."""
+    import soundfile as sf
+
+    available = sf.available_formats()
+    return {ext for fmt, exts in FORMAT_EXTENSIONS.items() if fmt in available for ext in exts}
+
+
+@dataclass
+class Dropped:
+    """What a preparer leaves out or relabels on purpose, by reason: logged, and kept in meta.json
+    `extra.dropped` so the CLI summary (and anyone later) can see it."""
+
+    corpus: str
+    reasons: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, reason: str, item: str) -> None:
+        self.reasons.setdefault(reason, []).append(item)
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        """{reason: {"count": n, "examples": first five}}, logged as warnings."""
+        out = {}
+        for reason, items in self.reasons.items():
+            log.warning("%s: %d %s (e.g. %s)", self.corpus, len(items), reason, ", ".join(items[:3]))
+            out[reason] = {"count": len(items), "examples": items[:5]}
+        return out
+
+
 def probe_audio(path: Path, problems: Problems) -> dict[str, Any] | None:
     """`sample_rate` and `num_samples` of a file, or None after recording why it is unusable."""
     import soundfile as sf

@@ -220,6 +220,8 @@ def summarize_corpus(root: str | Path) -> dict[str, dict[str, Any]]:
             "classes": len(m.labels),
             "splits": {s: len(r) for s, r in m.splits.items()},
         }
+        if m.extra.get("dropped"):  # what a preparer left out or relabelled, by reason
+            summary[task]["dropped"] = m.extra["dropped"]
     return summary
 
 
@@ -229,6 +231,9 @@ def format_summary(summary: dict[str, dict[str, Any]]) -> str:
         lines.append(f"{task:<5} {s['utterances']:>10} {s['speakers']:>8} {s['minutes']:>8.1f} {s['classes']:>7}")
     distinct_minutes = sum(s["minutes"] for t, s in summary.items() if t != "pr")  # PR shares ASR's audio
     lines.append(f"total audio: {distinct_minutes:.1f} min (PR reuses the ASR audio)")
+    for task, s in summary.items():
+        for reason, d in s.get("dropped", {}).items():
+            lines.append(f"{task}: {d['count']} {reason}, e.g. {', '.join(d['examples'][:3])}")
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Iterator
 
 from superbench import __version__
 from superbench.cli import data, leaderboard, results, run, upstreams
@@ -29,7 +30,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in (upstreams, data, run, results, leaderboard):
         module.register(sub)
+    for command in subcommands(parser):
+        # -v also after the subcommand (`superbench run ... -v`); SUPPRESS keeps a -v given before it.
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
     return parser
+
+
+def subcommands(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """Every subcommand parser below `parser`, at any depth (`data demo`, `leaderboard import`, ...)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                yield child
+                yield from subcommands(child)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,17 +16,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION")
 
     demo = dsub.add_parser("demo", help="synthesise the offline eSpeak NG demo corpus (all five tasks)")
-    demo.add_argument("--size", default="default", choices=("tiny", "default", "large"))
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--out", type=Path, default=None, help="output folder (default: the data dir)")
+    demo.add_argument("--size", default="default", choices=("tiny", "default", "large"),
+                      help="tiny (seconds, for tests), default (~40 min of speech) or large")
+    demo.add_argument("--seed", type=int, default=0, help="random seed of the synthesis (default: 0)")
+    demo.add_argument("--out", type=Path, default=None,
+                      help="output folder (default: $SUPERBENCH_HOME/data/demo-SIZE)")
     demo.add_argument("--force", action="store_true", help="regenerate even if a complete corpus exists")
     demo.set_defaults(func=_demo)
 
     prep = dsub.add_parser("prepare", help="write manifests for a corpus already on disk")
-    prep.add_argument("corpus", choices=CORPORA)
+    prep.add_argument("corpus", choices=CORPORA, help="which corpus layout to read: " + ", ".join(CORPORA))
     prep.add_argument("--root", required=True, help="corpus folder (for hf: hub id, save_to_disk dir or "
                                                     "audiofolder:DIR)")
-    prep.add_argument("--out", type=Path, default=None, help="output root (one folder per task)")
+    prep.add_argument("--out", type=Path, default=None,
+                      help="output root, one folder per task (default: $SUPERBENCH_HOME/data/CORPUS)")
     prep.add_argument("--skip-bad", action="store_true", help="leave out unreadable/missing files (logged)")
     prep.add_argument("--test-root", default=None, help="speech_commands: the official test-set folder")
     prep.add_argument("--task", default=None, help="hf: the task the dataset is for (ks, sid, er, asr, pr)")

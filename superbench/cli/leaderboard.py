@@ -1,9 +1,11 @@
 """`superbench leaderboard`, `superbench report` and `superbench check`.
 
     superbench leaderboard [--db PATH] [--reference paper|local] [--sort COL] [--format md|csv|json|html]
+                           [--no-published]
     superbench leaderboard import PATHS... [--overwrite]
+    superbench leaderboard import-published FILE.csv|superb-paper [--overwrite]
     superbench leaderboard export -o FILE
-    superbench report -o report.html
+    superbench report -o report.html [--data DATA_ROOT|demo[:SIZE]] [--reference paper|local]
     superbench check --baseline FILE [--db PATH | --records DIR] [--fingerprint FP] [--tolerance ABS]
                      [--std-tolerance K]
     superbench check --write-baseline FILE --upstream NAME [--fingerprint FP] [--profile P] [--recipe-version V]
@@ -44,11 +46,38 @@ def _emit(text: str, output: Path | None) -> None:
     log.info("wrote %s", output)
 
 
+def _published(args: argparse.Namespace, store) -> list:
+    return [] if getattr(args, "no_published", False) else store.published()
+
+
 def cmd_table(args: argparse.Namespace) -> int:
     from leaderboard.table import build_leaderboard
 
-    board = build_leaderboard(_store(args).records(), reference=args.reference, sort=args.sort)
+    store = _store(args)
+    board = build_leaderboard(store.records(), reference=args.reference, sort=args.sort,
+                              published=_published(args, store))
     _emit(board.render(args.format), args.output)
+    return ExitCode.OK
+
+
+def cmd_import_published(args: argparse.Namespace) -> int:
+    from leaderboard.published import PublishedError, read_published_csv, resolve_published_path
+
+    try:
+        rows = read_published_csv(resolve_published_path(args.file))
+    except PublishedError as exc:
+        log.error("%s", exc)
+        return ExitCode.USAGE
+    store = _store(args, must_exist=False)
+    inserted, replaced, skipped = store.add_published(rows, overwrite=args.overwrite)
+    for what in skipped[:SHOW_SKIPPED]:
+        log.warning("skipped (already stored): %s", what)
+    if len(skipped) > SHOW_SKIPPED:
+        log.warning("... and %d more skipped row(s)", len(skipped) - SHOW_SKIPPED)
+    upstreams = sorted({r.upstream for r in rows})
+    print(f"{store.path}: published numbers for {', '.join(upstreams)}: {inserted} inserted, {replaced} replaced, "
+          f"{len(skipped)} skipped (already stored; use --overwrite to replace); shown as '(published)' rows, "
+          f"scored with --reference paper, never used by `check`")
     return ExitCode.OK
 
 
@@ -77,10 +106,52 @@ def cmd_export(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    from leaderboard.report import build_report
+def _report_data_root(spec: str) -> Path:
+    """A data root for `report --data`: a folder, or an already built demo corpus (never built here)."""
+    if spec == "demo" or spec.startswith("demo:"):
+        from recipes.prepare.demo import demo_dir, is_complete
 
-    text = build_report(_store(args).records(), reference=args.reference, sort=args.sort, title=args.title)
+        root = demo_dir(spec.partition(":")[2] or "default")
+        if not is_complete(root):
+            raise FileNotFoundError(f"--data {spec}: the demo corpus is not built at {root} "
+                                    f"(run `superbench data demo` or leave out --data)")
+        return root
+    root = Path(spec)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--data {spec}: no such data root (a folder with <task>/meta.json manifests)")
+    return root
+
+
+def _report_command(args: argparse.Namespace) -> str:
+    """The report's own command line, rebuilt from its options (paths as given)."""
+    import shlex
+
+    parts = ["superbench", "report", "--db", str(_store(args).path), "-o", str(args.output)]
+    for flag, value in (("--reference", args.reference), ("--data", args.data)):
+        if value is not None:
+            parts += [flag, str(value)]
+    if args.sort != "score":
+        parts += ["--sort", args.sort]
+    if args.no_published:
+        parts.append("--no-published")
+    return shlex.join(parts)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from leaderboard.report import build_report, describe_data_root
+
+    store = _store(args)
+    records = store.records()
+    corpora, chance = None, None
+    if args.data is not None:
+        corpora, chance = describe_data_root(_report_data_root(args.data),
+                                             fingerprints={r.manifest_fingerprint for r in records})
+        if not corpora:
+            log.warning("--data %s: no manifest there matches the stored records' data; no corpus sizes or "
+                        "chance levels in the report", args.data)
+    text = build_report(records, reference=args.reference, sort=args.sort, title=args.title,
+                        published=_published(args, store), chance=chance, corpora=corpora,
+                        command=_report_command(args))
     _emit(text, args.output)
     return ExitCode.OK
 
@@ -127,11 +198,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                         description="Upstreams x tasks (mean ± std over seeds) with the SUPERB score. "
                                     "Subcommands: import, export.")
     _add_db(lb)
-    lb.add_argument("--reference", choices=REFERENCE_MODES, default="paper",
-                    help="SUPERB score reference points: published (paper) or measured in this store (local)")
+    lb.add_argument("--reference", choices=REFERENCE_MODES, default=None,
+                    help="SUPERB score reference points: published (paper) or measured in this store (local); "
+                         "default: local when every row is on a non-SUPERB corpus (e.g. the demo), else paper")
+    lb.add_argument("--no-published", action="store_true",
+                    help="hide the '(published)' rows added with `leaderboard import-published`")
     lb.add_argument("--sort", default="score", metavar="COLUMN",
                     help="score (default), upstream, recipe, profile or a task name (best first)")
-    lb.add_argument("--format", choices=FORMATS, default="md")
+    lb.add_argument("--format", choices=FORMATS, default="md",
+                    help="md (default, for terminals and READMEs), csv, json (with score task sets) or html")
     lb.add_argument("-o", "--output", type=Path, help="write to a file instead of stdout")
     lb.set_defaults(func=cmd_table)
     lbsub = lb.add_subparsers(dest="leaderboard_command", metavar="SUBCOMMAND")
@@ -142,17 +217,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_db(imp, suppress=True)
     imp.set_defaults(func=cmd_import)
 
+    pub = lbsub.add_parser("import-published",
+                           help="add published numbers (CSV: upstream,task,value,source) as '(published)' rows",
+                           description="Published numbers are stored apart from result records: shown as "
+                                       "'<upstream> (published)', scored in paper mode, never used by `check` "
+                                       "or local references. FILE is a CSV path or the name of a shipped "
+                                       "table (superb-paper).")
+    pub.add_argument("file", metavar="FILE.csv", help="CSV with columns upstream,task,value,source[,metric][,note]")
+    pub.add_argument("--overwrite", action="store_true", help="replace (upstream, task) numbers already stored")
+    _add_db(pub, suppress=True)
+    pub.set_defaults(func=cmd_import_published)
+
     exp = lbsub.add_parser("export", help="write every stored record to one JSON file")
-    exp.add_argument("-o", "--output", type=Path, required=True)
+    exp.add_argument("-o", "--output", type=Path, required=True,
+                     help="JSON file to write (a list of records; `leaderboard import` reads it back)")
     _add_db(exp, suppress=True)
     exp.set_defaults(func=cmd_export)
 
     rep = sub.add_parser("report", help="write a self-contained HTML report (table, bar chart, layer weights)")
     _add_db(rep)
-    rep.add_argument("-o", "--output", type=Path, default=Path("report.html"))
-    rep.add_argument("--reference", choices=REFERENCE_MODES, default="paper")
-    rep.add_argument("--sort", default="score", metavar="COLUMN")
-    rep.add_argument("--title", default="superbench report")
+    rep.add_argument("-o", "--output", type=Path, default=Path("report.html"),
+                     help="HTML file to write, self-contained (default: report.html)")
+    rep.add_argument("--reference", choices=REFERENCE_MODES, default=None,
+                     help="default: local when every row is on a non-SUPERB corpus (e.g. the demo), else paper")
+    rep.add_argument("--sort", default="score", metavar="COLUMN",
+                     help="table order: score (default), upstream, recipe, profile or a task name (best first)")
+    rep.add_argument("--data", metavar="DATA_ROOT|demo[:SIZE]",
+                     help="read corpus sizes and class counts (chance lines) from these manifests; only "
+                          "manifests the stored records were scored on are used")
+    rep.add_argument("--no-published", action="store_true", help="leave out the '(published)' rows")
+    rep.add_argument("--title", default="superbench report", help="page title (default: superbench report)")
     rep.set_defaults(func=cmd_report)
 
     chk = sub.add_parser("check", help="fail (exit 1) when results regressed against a baseline",

@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     mig = rsub.add_parser("migrate", help="move first-layout records (<upstream>__<task>__seed<N>.json) into "
                                           "the current layout, so skip-if-done and the store see them")
     mig.add_argument("--results", default=None, metavar="DIR",
-                     help="results folder (default: $SUPERBENCH_RESULTS or ./results)")
+                     help="results folder (default: $SUPERBENCH_RESULTS or $SUPERBENCH_HOME/results)")
     mig.set_defaults(func=cmd_migrate)
     res.set_defaults(func=lambda args: res.print_help() or ExitCode.USAGE)
 

@@ -15,28 +15,35 @@ examples:
   superbench run --upstream hubert-tiny-random --task ks,sid --seeds 3
   superbench run --upstream my_model.py:MyUpstream --task pr --data /data/superb --profile superb
   superbench run --upstream hubert --upstream-path ./hubert-base-ls960 --task er --layer last
+  superbench run --upstream hubert-tiny-random --task ks --layer all   # one probe per layer: score vs layer
 
 Features are extracted once per (upstream, audio) into the cache ($SUPERBENCH_HOME/features);
-re-runs and other tasks over the same audio reuse them. One JSON record per run goes to --results,
-under <upstream>/<fingerprint>/<profile>-r<recipe version>/; a run is identified by the upstream's
-name and weights, the task, the data, the recipe version and profile, the layer and the seed, and an
-existing record of that identity is skipped unless --overwrite. Interrupted (Ctrl-C, kill)? Run the
-same command again: the extraction resumes by chunk, finished (lr, fold) trials are reused and the running one continues
-from its last dev evaluation ($SUPERBENCH_HOME/checkpoints), with the same result.
+re-runs and other tasks over the same audio reuse them. One JSON record per run goes to --results
+($SUPERBENCH_RESULTS, default $SUPERBENCH_HOME/results), under
+<upstream>/<fingerprint>/<profile>-r<recipe version>/; a run is identified by the upstream's name
+and weights, the task, the data, the recipe version and profile, the layer and the seed, and an
+existing record of that identity is skipped unless --overwrite. Before any extraction, every task
+folder, --layer, the labels and the free disk are checked for all tasks. Interrupted (Ctrl-C,
+kill)? Run the same command again: the extraction resumes by chunk, finished (lr, fold) trials are
+reused and the running one continues from its last dev evaluation ($SUPERBENCH_HOME/checkpoints),
+with the same result.
 """
 
 
 def _layer(value: str) -> int | str:
-    if value == "last":
+    if value in ("last", "all"):
         return value
     try:
         return int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--layer must be an integer or 'last', got {value!r}") from None
+        raise argparse.ArgumentTypeError(f"--layer must be an integer, 'last' or 'all', got {value!r}") from None
 
 
 def _positive(value: str) -> int:
-    n = int(value)
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value!r}") from None
     if n < 1:
         raise argparse.ArgumentTypeError("must be >= 1")
     return n
@@ -58,8 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "or a prepared data root with <task>/meta.json folders (default: demo)")
     p.add_argument("--seeds", type=_positive, default=1, metavar="N",
                    help="train with seeds 0..N-1; a record per seed, mean ± std printed (default: 1)")
-    p.add_argument("--layer", type=_layer, default=None, metavar="K|last",
-                   help="probe a single layer instead of the learned weighted sum")
+    p.add_argument("--layer", type=_layer, default=None, metavar="K|last|all",
+                   help="probe a single layer instead of the learned weighted sum; 'all' probes every layer of "
+                        "the upstream in turn (one record per layer, one extraction), for a score-vs-layer figure")
     p.add_argument("--profile", default=None, metavar="superb|fast|ci",
                    help="recipe profile: superb (s3prl schedules), fast (demo-scale) or ci (smoke-scale, for "
                         "regression checks); default: fast with --data demo, superb otherwise")
@@ -70,14 +78,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run the upstream on every training step (s3prl's way; for corpora too big to cache)")
     p.add_argument("--overwrite", action="store_true", help="redo tasks whose records already exist")
     p.add_argument("--results", type=Path, default=None, metavar="DIR",
-                   help="where result records go (default: $SUPERBENCH_RESULTS or ./results)")
+                   help="where result records go (default: $SUPERBENCH_RESULTS or $SUPERBENCH_HOME/results)")
     p.add_argument("--no-store", dest="store", action="store_false",
                    help="do not add records to the leaderboard database")
-    p.add_argument("--db", type=Path, default=None, metavar="PATH", help="leaderboard database path")
+    p.add_argument("--db", type=Path, default=None, metavar="PATH",
+                   help="leaderboard database (default: $SUPERBENCH_DB or $SUPERBENCH_HOME/leaderboard.db)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    p.add_argument("--threads", type=_positive, default=None, metavar="N",
+                   help="torch intra-op threads for extraction and for head training (default: torch's own)")
+    p.add_argument("--extract-threads", type=_positive, default=None, metavar="N",
+                   help="threads while the upstream extracts features (overrides --threads)")
+    p.add_argument("--train-threads", type=_positive, default=None, metavar="N",
+                   help="threads while the heads train (overrides --threads)")
     p.set_defaults(func=cmd_run)
 
-    t = sub.add_parser("tasks", help="list the SUPERB tasks")
+    t = sub.add_parser("tasks", help="list the SUPERB tasks (built-in and plugin)")
     tsub = t.add_subparsers(dest="tasks_command", metavar="SUBCOMMAND")
     tl = tsub.add_parser("list", help="name, metric, direction, level and recipe version of each task")
     tl.set_defaults(func=cmd_tasks_list)
@@ -121,16 +136,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     opts = RunOptions(profile=args.profile or ("fast" if is_demo else "superb"), seeds=args.seeds,
                       layer=args.layer, lr=args.lr, lr_sweep=args.lr_sweep, use_cache=args.use_cache,
                       results_dir=args.results, overwrite=args.overwrite, progress=args.progress,
-                      on_record=store_writer(args.db) if args.store else None)
-    rows = aggregate(run(upstream, tasks, data_root, opts), by=("upstream", "profile"))
+                      on_record=store_writer(args.db) if args.store else None,
+                      extract_threads=args.extract_threads or args.threads,
+                      train_threads=args.train_threads or args.threads)
+    if args.results is None:
+        _warn_about_old_default()
+    rows = aggregate(run(upstream, tasks, data_root, opts), by=("upstream", "profile", "layer"))
     if len(rows):
-        print(f"{'upstream':<22} {'task':<5} {'metric':<6} {'test':>15} {'dev':>7} {'lr':>8} "
+        print(f"{'upstream':<22} {'task':<5} {'layer':<5} {'metric':<6} {'test':>15} {'dev':>7} {'lr':>8} "
               f"{'profile':<16} {'extract s':>9} {'train s':>8}")
         for r in rows.itertuples():
             score = f"{r.mean:.2f}" + (f" ± {r.std:.2f}" if r.n > 1 else "")
-            print(f"{r.upstream:<22} {r.task:<5} {r.metric:<6} {score:>15} {r.dev_mean:>7.2f} "
+            print(f"{r.upstream:<22} {r.task:<5} {r.layer or 'mix':<5} {r.metric:<6} {score:>15} {r.dev_mean:>7.2f} "
                   f"{r.lr:>8.0e} {r.profile:<16} {r.extraction_s:>9.1f} {r.training_s:>8.1f}")
     return 0
+
+
+def _warn_about_old_default() -> None:
+    """Records used to default to ./results; say where they go now when an old folder is right here."""
+    import os
+
+    from superbench.paths import results_dir
+
+    old = Path("results")
+    if (not os.environ.get("SUPERBENCH_RESULTS") and old.is_dir() and old.resolve() != results_dir().resolve()
+            and next(old.rglob("*.json"), None) is not None):
+        log.warning("./results holds records, but results now default to %s; pass --results results (or set "
+                    "SUPERBENCH_RESULTS) to keep using ./results", results_dir())
 
 
 def cmd_tasks_list(args: argparse.Namespace) -> int:

@@ -23,7 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "validate", help="run the upstream contract checks on synthetic audio (exit 0 = all pass)",
         description="Checks attributes, layer count, shapes, frame lengths, determinism, batch-vs-single "
                     "equality, padding invariance, finite values and the too-short-input error.")
-    validate.add_argument("name", help="NAME, NAME=DIR, path/to/file.py:Class or s3prl:HUBNAME")
+    validate.add_argument("name", nargs="?", default=None,
+                          help="NAME, NAME=DIR, path/to/file.py:Class or s3prl:HUBNAME (or give --upstream)")
+    validate.add_argument("--upstream", dest="upstream", metavar="NAME", default=None,
+                          help="the same as the positional NAME, spelled as in `run` and `check`")
     validate.add_argument("--upstream-path", metavar="DIR", default=None,
                           help="load NAME's weights from this local checkpoint directory")
     validate.add_argument("--atol", type=float, default=None,
@@ -76,7 +79,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from superbench.upstream import load_upstream
     from superbench.validate import DEFAULT_ATOL, all_passed, format_checks, validate_upstream
 
-    upstream = load_upstream(args.name, path=args.upstream_path)
+    if bool(args.name) == bool(args.upstream):
+        raise ValueError("upstreams validate needs the upstream once: `validate NAME` or `validate --upstream NAME`")
+    upstream = load_upstream(args.name or args.upstream, path=args.upstream_path)
     checks = validate_upstream(upstream, atol=args.atol if args.atol is not None else DEFAULT_ATOL)
     print(f"upstream {upstream.name} (fingerprint {upstream.fingerprint()})")
     print(format_checks(checks))

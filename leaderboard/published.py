@@ -1,0 +1,146 @@
+"""Published numbers (a paper's table, the official leaderboard) shown beside local results.
+
+A published row is one (upstream, task) value with its source: no fingerprint, seed,
+dev score or corpus fingerprint, because a paper gives none. They live in their own
+table of the store (`ResultStore.add_published` / `.published()`), never among the
+result records, so `check`, `make_baseline` and `local` references cannot see them;
+the leaderboard shows them as "<upstream> (published)" and scores them in `paper` mode
+only (their corpus is the official one, the paper's reference points apply).
+
+CSV format (one header line, then one row per number):
+
+    upstream,task,value,source[,metric][,note]
+    HuBERT Base,ks,96.30,"Yang et al., SUPERB, Interspeech 2021, Table 3"
+
+`value` is in percent, like every metric here; `metric`, when given, must be the
+task's metric (a PER typed into an accuracy column is caught).
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from superbench.tasks import TASKS
+
+REQUIRED_COLUMNS = ("upstream", "task", "value", "source")
+OPTIONAL_COLUMNS = ("metric", "note")
+#: The CSVs shipped with superbench (`import-published superb-paper` finds them by name).
+SHIPPED_DIR = Path(__file__).with_name("published")
+PUBLISHED_SUFFIX = " (published)"
+
+
+class PublishedError(ValueError):
+    """A published-results CSV cannot be read; the message names the file, line and field."""
+
+
+@dataclass(frozen=True)
+class PublishedResult:
+    """One published number: `value` of `task`'s metric (percent) for `upstream`, from `source`."""
+
+    upstream: str
+    task: str
+    value: float
+    source: str
+    metric: str
+    higher_is_better: bool
+    note: str = ""
+
+    @property
+    def label(self) -> str:
+        """How the leaderboard names the row: never mistaken for a local measurement."""
+        return f"{self.upstream}{PUBLISHED_SUFFIX}"
+
+
+def shipped_files() -> dict[str, Path]:
+    """Shipped CSVs by stem (e.g. 'superb-paper')."""
+    return {p.stem: p for p in sorted(SHIPPED_DIR.glob("*.csv"))}
+
+
+def resolve_published_path(spec: str | Path) -> Path:
+    """A CSV path, or the name of a shipped CSV; a missing file says what is shipped."""
+    path = Path(spec)
+    if path.exists():
+        return path
+    shipped = shipped_files()
+    if str(spec) in shipped:
+        return shipped[str(spec)]
+    raise PublishedError(f"{spec}: no such file (shipped published tables: {', '.join(shipped) or 'none'})")
+
+
+def _column_hint(name: str) -> str:
+    close = difflib.get_close_matches(name, REQUIRED_COLUMNS + OPTIONAL_COLUMNS, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def read_published_csv(path: str | Path) -> list[PublishedResult]:
+    """Every row of a published-results CSV, or PublishedError listing every bad line and field."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PublishedError(f"{path}: cannot read ({exc})") from exc
+    reader = csv.DictReader(text.splitlines(), skipinitialspace=True)
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    if not header:
+        raise PublishedError(f"{path}: empty file; expected a header line {','.join(REQUIRED_COLUMNS)}")
+    problems = [f"line 1: missing column {c!r}" for c in REQUIRED_COLUMNS if c not in header]
+    problems += [f"line 1: unknown column {c!r}{_column_hint(c)}" for c in header
+                 if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+    if problems:
+        raise PublishedError(f"{path}: bad header\n  " + "\n  ".join(problems))
+    reader.fieldnames = header
+    rows: list[PublishedResult] = []
+    seen: dict[tuple[str, str], int] = {}
+    for row in reader:
+        line = reader.line_num
+        if None in row:  # more fields than the header has
+            problems.append(f"line {line}: {len(header) + len(row[None])} fields, the header has {len(header)}")
+            continue
+        cells = {k: (v or "").strip() for k, v in row.items()}
+        if not any(cells.values()):
+            continue
+        bad = _row_problems(cells)
+        if bad:
+            problems += [f"line {line}, field {f!r}: {msg}" for f, msg in bad]
+            continue
+        spec = TASKS.get(cells["task"].lower())
+        key = (cells["upstream"], spec.name)
+        if key in seen:
+            problems.append(f"line {line}: {cells['upstream']} / {spec.name} already given on line {seen[key]}")
+            continue
+        seen[key] = line
+        rows.append(PublishedResult(cells["upstream"], spec.name, float(cells["value"]), cells["source"],
+                                    spec.metric, spec.higher_is_better, cells.get("note", "")))
+    if problems:
+        raise PublishedError(f"{path}: {len(problems)} bad row(s); nothing was imported\n  " + "\n  ".join(problems))
+    if not rows:
+        raise PublishedError(f"{path}: no rows under the header")
+    return rows
+
+
+def _row_problems(cells: dict[str, str]) -> list[tuple[str, str]]:
+    out = []
+    for c in REQUIRED_COLUMNS:
+        if not cells.get(c):
+            why = " (every published number needs its source)" if c == "source" else ""
+            out.append((c, f"empty{why}"))
+    task = cells.get("task", "").lower()
+    if task and task not in TASKS:
+        out.append(("task", TASKS.unknown_message(task)))
+    value = cells.get("value", "")
+    if value:
+        try:
+            number = float(value)
+        except ValueError:
+            out.append(("value", f"{value!r} is not a number"))
+        else:
+            if not math.isfinite(number) or not 0.0 <= number <= 100.0:
+                out.append(("value", f"{value} is not a percentage between 0 and 100"))
+    metric = cells.get("metric", "")
+    if metric and task in TASKS and metric.lower() != TASKS.get(task).metric:
+        out.append(("metric", f"{metric!r} is not task {task}'s metric ({TASKS.get(task).metric})"))
+    return out
