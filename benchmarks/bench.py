@@ -7,6 +7,7 @@ random init: same compute as HuBERT Base, no download) and `fbank`, and prints:
   2. total time-to-score / one extraction pass (KS, fast recipe incl. lr sweep) goal <= 1.3x
   3. extraction throughput vs the bare upstream forward on the same batches    goal >= 0.9x
   4. peak RSS and cache bytes per utterance as the PR corpus grows x4          goal: flat
+  5. torch threads: extraction and head training with 1 vs 2 threads           picks the CLI defaults
 
 Everything goes to a temporary SUPERBENCH_HOME, so every number includes a cold
 extraction. Medians over repeats where a repeat is cheap (fbank). This is a
@@ -34,17 +35,29 @@ from superbench.manifest import load_task_manifest, write_task_manifest  # noqa:
 log = logging.getLogger("bench")
 
 
+def _spread(rows: list, n: int, key) -> list:
+    """n rows taken round-robin over the groups of `key` (every class of a split keeps a row), strided within."""
+    groups: dict = {}
+    for u in rows:
+        groups.setdefault(key(u), []).append(u)
+    queues = [g[:: max(1, len(g) * len(groups) // n)] for g in groups.values()]
+    out = []
+    while len(out) < n and any(queues):
+        out.extend(q.pop(0) for q in queues if q)
+    return out[:n]
+
+
 def subset(task_dir: Path, out_root: Path, n_train: int, n_eval: int) -> Path:
-    """A smaller copy of a task manifest (evenly strided rows, absolute audio paths)."""
+    """A smaller copy of a task manifest (every class kept in each split, absolute audio paths)."""
     m = load_task_manifest(task_dir)
     fold = m.folds[0]
+    classes, target = set(m.labels), m.label_field
     splits = {}
     for split, n in ((fold.train, n_train), (fold.dev, n_eval), (fold.test, n_eval)):
         rows = m.splits[split]
-        step = max(1, len(rows) // n)
+        key = (lambda u: u.targets[target]) if all(u.targets[target] in classes for u in rows) else (lambda u: 0)
         splits[split] = [{"id": u.id, "audio": u.audio, "sample_rate": u.sample_rate, "num_samples": u.num_samples,
-                          "speaker": u.speaker, m.label_field: getattr(u, m.label_field)}
-                         for u in rows[::step][:n]]
+                          "speaker": u.speaker, target: u.targets[target]} for u in _spread(rows, n, key)]
     out = out_root / f"{m.task}-{n_train}" / m.task
     write_task_manifest(out, task=m.task, corpus=m.corpus, version=m.version, label_field=m.label_field,
                         labels=m.labels, splits=splits, folds=[fold.__class__("default", fold.train, fold.dev,
@@ -148,12 +161,30 @@ def bench_memory(upstream_name: str, pr_dir: Path, work: Path, sizes: tuple[int,
     return out
 
 
+def bench_threads(upstream, task: str, data_root: Path, work: Path, threads: tuple[int, ...], repeats: int,
+                  overrides: dict) -> dict[int, dict[str, float]]:
+    """Median extraction and training seconds of one task run per thread count (cold cache each time)."""
+    out = {}
+    for t in threads:
+        ext, tr = [], []
+        for r in range(repeats):
+            _, rec = timed_run(upstream, task, data_root, work / f"t{t}-{r}", lr=1e-3, overrides=overrides,
+                               extract_threads=t, train_threads=t)
+            ext.append(rec.wall_time["extraction"])
+            tr.append(rec.wall_time["training"])
+        out[t] = {"extraction_s": statistics.median(ext), "training_s": statistics.median(tr)}
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=100, help="updates for the cached-vs-no-cache comparison")
     ap.add_argument("--ks-train", type=int, default=96, help="KS training utterances in the no-cache comparison")
     ap.add_argument("--repeats", type=int, default=3, help="repeats for the cheap (fbank) measurements")
+    ap.add_argument("--only", type=int, choices=range(1, 6), action="append", metavar="N",
+                    help="run only section N (repeatable); default: all five")
     args = ap.parse_args()
+    sections = set(args.only or range(1, 6))
     logging.basicConfig(level=logging.WARNING)
     home = Path(tempfile.mkdtemp(prefix="superbench-bench-"))
     demo_home = os.environ.get("SUPERBENCH_HOME")
@@ -166,6 +197,20 @@ def main() -> int:
     ups = {"fbank": load_upstream("fbank"), "hubert-base-random": load_upstream("hubert-base-random")}
     ks_small = subset(data / "ks", home / "subsets", args.ks_train, 24)
 
+    if 1 in sections:
+        section_1(args, ups, ks_small, home)
+    if 2 in sections:
+        section_2(ups, data, home)
+    if 3 in sections:
+        section_3(args, ups, ks_small, home)
+    if 4 in sections:
+        section_4(data, home)
+    if 5 in sections:
+        section_5(args, ups, data, ks_small, home)
+    return 0
+
+
+def section_1(args: argparse.Namespace, ups: dict, ks_small: Path, home: Path) -> None:
     print(f"1. time-to-score, cached vs --no-cache, {args.steps} updates of 32 on KS "
           f"({args.ks_train} train / 24 dev / 24 test utterances; cached includes extraction)")
     for name, up in ups.items():
@@ -175,25 +220,48 @@ def main() -> int:
         print(f"   {'':<20} projected from the per-update costs: {r['projected_fast']:.0f}x at 1,500 updates "
               f"(fast KS recipe), {r['projected_superb']:.0f}x at 200,000 (SUPERB KS)")
 
+
+
+def section_2(ups: dict, data: Path, home: Path) -> None:
     print("\n2. total time-to-score / one extraction pass (full demo KS, fast recipe with its lr sweep)")
     for name, up in ups.items():
         r = bench_time_to_score(up, data, home / f"c2-{name}")
         print(f"   {name:<20} total {r['total_s']:7.1f} s  extraction {r['extraction_s']:7.1f} s  "
               f"training {r['training_s']:6.1f} s  ratio {r['ratio']:4.2f}x  (goal <= 1.3x; acc {r['acc']:.1f})")
 
+
+
+def section_3(args: argparse.Namespace, ups: dict, ks_small: Path, home: Path) -> None:
     print("\n3. extraction throughput vs the bare upstream forward on the same batches (KS subset)")
     for name, up in ups.items():
         r = bench_throughput(up, ks_small / "ks", home / f"c3-{name}", args.repeats if name == "fbank" else 1)
         print(f"   {name:<20} bare {r['bare_s']:6.2f} s  extract {r['extract_s']:6.2f} s  "
               f"ratio {r['ratio']:4.2f}x (goal >= 0.9x)  {r['x_realtime']:.0f}x real time")
 
+
+
+def section_4(data: Path, home: Path) -> None:
     print("\n4. peak RSS and cache bytes per utterance, PR frame cache (fbank), corpus x4")
     mem = bench_memory("fbank", data, home / "c4", (60, 240))
     (n1, a), (n2, b) = sorted(mem.items())
     print(f"   {n1:4d} train utts: peak RSS {a['maxrss_mb']:6.0f} MB, {a['bytes_per_utt'] / 1024:7.1f} KiB/utt")
     print(f"   {n2:4d} train utts: peak RSS {b['maxrss_mb']:6.0f} MB, {b['bytes_per_utt'] / 1024:7.1f} KiB/utt")
     print(f"   RSS growth x{b['maxrss_mb'] / a['maxrss_mb']:.2f} for corpus x{n2 / n1:.0f} (goal: flat)")
-    return 0
+
+
+def section_5(args: argparse.Namespace, ups: dict, data: Path, ks_small: Path, home: Path) -> None:
+    print("\n5. torch threads (1 vs 2): extraction and head training, medians; the CLI's defaults follow this")
+    asr_small = subset(data / "asr", home / "subsets", 96, 24)
+    cases = [("hubert-base-random", "ks", ks_small, 1, {"steps": 300, "eval_interval": 300}),
+             ("fbank", "ks", ks_small, args.repeats, {"steps": 300, "eval_interval": 300}),
+             ("fbank", "asr", asr_small, args.repeats, {"steps": 60, "eval_interval": 60})]
+    for name, task, root, repeats, over in cases:
+        r = bench_threads(ups[name], task, root, home / f"c5-{name}-{task}", (1, 2), repeats, over)
+        one, two = r[1], r[2]
+        print(f"   {name:<20} {task:<4} extraction 1 thr {one['extraction_s']:6.2f} s, "
+              f"2 thr {two['extraction_s']:6.2f} s (x{one['extraction_s'] / two['extraction_s']:.2f});  "
+              f"training 1 thr {one['training_s']:6.2f} s, "
+              f"2 thr {two['training_s']:6.2f} s (x{one['training_s'] / two['training_s']:.2f})")
 
 
 if __name__ == "__main__":
