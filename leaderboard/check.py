@@ -17,10 +17,17 @@ fingerprints let the baseline's own old rows stand in for a regressed new model.
 A task regresses when it got worse (direction-aware: lower accuracy, higher
 PER/WER) by more than `allowed = max(tolerance, K * std)`, where std is the
 larger of the baseline's and the current run's seed std (0 with one seed).
-Exit codes: 0 nothing regressed, 1 a regression, 2 a usage/data problem (unreadable
-baseline, missing task without --allow-missing, different recipe version, profile
-or data, unknown or ambiguous --fingerprint) - a check that cannot compare like with
-like must not pass silently.
+The std can widen the tolerance only so far: a std is a number of metric points (percent),
+and one above `MAX_STD` (50 points) is implausible for a seed-to-seed spread, so a baseline
+holding one (or a non-finite one, or n < 1) is refused on load, and a current std is capped
+at `MAX_STD` when the allowance is computed. `--tolerance` above 100 points (any drop passes)
+and non-finite options are refused.
+
+Exit codes: 0 nothing regressed, 1 a regression, 2 a usage/data problem (unreadable or
+implausible baseline, missing task without --allow-missing, nothing compared at all,
+different recipe version, profile or data, unknown or ambiguous --fingerprint) - a check
+that cannot compare like with like must not pass silently. 3: the check itself crashed
+(an internal error, never reported as a regression).
 """
 
 from __future__ import annotations
@@ -35,13 +42,17 @@ from typing import Any
 
 from superbench.exit_codes import ExitCode
 from superbench.io import atomic_write_text
-from superbench.results import ResultRecord, aggregate, now_iso
+from superbench.results import ResultRecord, aggregate, metric_value_problem, now_iso
 from superbench.tasks import TASKS, in_task_order
 
 BASELINE_FORMAT = "superbench-baseline"
 BASELINE_FORMAT_VERSION = 1
 #: What a check summarises over seeds: one model's benchmark numbers per corpus and setup.
 SUMMARY_KEYS = ("upstream", "upstream_fingerprint", "data", "recipe_version", "profile", "layer")
+#: Largest plausible seed std, in metric points (percent): more is a broken baseline, not noise.
+MAX_STD = 50.0
+#: Largest --tolerance: an allowance of 100 points lets any drop of a percentage pass.
+MAX_TOLERANCE = 100.0
 
 
 class CheckError(ValueError):
@@ -187,6 +198,9 @@ def make_baseline(records: Iterable[ResultRecord], upstream: str, *, profile: st
                              f"several setups ({'; '.join(combos)}); pick one with --profile / --recipe-version, "
                              f"or keep one corpus's records (--records DIR)")
         r = g.iloc[0]
+        if _std(r["std"]) > MAX_STD:
+            raise CheckError(f"upstream {upstream!r} task {task!r}: seed std {_std(r['std']):.2f} is more than "
+                             f"{MAX_STD:g} points; such results cannot make a baseline")
         tasks[task] = TaskBaseline(str(r["metric"]), bool(r["higher_is_better"]), float(r["mean"]),
                                    _std(r["std"]), int(r["n"]), str(r["recipe_version"]), str(r["profile"]),
                                    str(r["data"]))
@@ -222,6 +236,11 @@ def load_baseline(path: str | Path) -> Baseline:
     for task, entry in tasks_in.items():
         if task not in TASKS:
             raise CheckError(f"{path}: tasks.{task}: {TASKS.unknown_message(task)}")
+        if not isinstance(entry, dict):
+            raise CheckError(f"{path}: tasks.{task}: expected an object, got {entry!r}")
+        problems = _entry_problems(entry)
+        if problems:
+            raise CheckError(f"{path}: tasks.{task}: " + "; ".join(problems))
         try:
             tb = TaskBaseline(str(entry["metric"]), bool(entry["higher_is_better"]), float(entry["mean"]),
                               float(entry.get("std", 0.0) or 0.0), int(entry.get("n", 1)),
@@ -229,8 +248,6 @@ def load_baseline(path: str | Path) -> Baseline:
                               str(entry.get("data") or ""))
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckError(f"{path}: tasks.{task}: missing or bad field ({exc!r})") from exc
-        if not math.isfinite(tb.mean):
-            raise CheckError(f"{path}: tasks.{task}: mean is {tb.mean}, not a finite number")
         spec = TASKS.get(task)
         if tb.metric != spec.metric or tb.higher_is_better != spec.higher_is_better:
             raise CheckError(f"{path}: tasks.{task}: metric {tb.metric!r} (higher_is_better="
@@ -239,6 +256,33 @@ def load_baseline(path: str | Path) -> Baseline:
         tasks[task] = tb
     return Baseline(data["upstream"], tasks, str(data.get("upstream_fingerprint", "")),
                     str(data.get("created_at", "")))
+
+
+def _entry_problems(entry: dict[str, Any]) -> list[str]:
+    """Why a baseline task entry cannot gate anything: missing fields, a mean that is no score,
+    a std that is not a finite spread within MAX_STD, n < 1."""
+    missing = [k for k in ("metric", "higher_is_better", "mean", "recipe_version") if k not in entry]
+    if missing:
+        return [f"missing field(s) {missing}"]
+    problems = []
+    if not isinstance(entry["metric"], str):
+        problems.append(f"metric is {entry['metric']!r}, not a string")
+    if not isinstance(entry["higher_is_better"], bool):
+        problems.append(f"higher_is_better is {entry['higher_is_better']!r}, not true/false")
+    problem = metric_value_problem(str(entry["metric"]), entry["mean"], "mean")
+    if problem:
+        problems.append(problem.replace("mean metric is", "mean is"))
+    std = entry.get("std", 0.0)
+    std = 0.0 if std is None else std
+    if isinstance(std, bool) or not isinstance(std, (int, float)) or not math.isfinite(std) or std < 0:
+        problems.append(f"std is {std!r}, not a finite number >= 0")
+    elif std > MAX_STD:
+        problems.append(f"std is {std!r}, implausible for a seed spread (more than {MAX_STD:g} points); "
+                        f"a std that large would let any regression pass")
+    n = entry.get("n", 1)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        problems.append(f"n is {n!r}, not an integer >= 1")
+    return problems
 
 
 @dataclass
@@ -304,6 +348,12 @@ def compare(baseline: Baseline, records: Iterable[ResultRecord], *, tolerance: f
     if tolerance < 0 or std_tolerance < 0 or not math.isfinite(tolerance) or not math.isfinite(std_tolerance):
         raise CheckError(f"--tolerance and --std-tolerance must be finite and >= 0 "
                          f"(got {tolerance}, {std_tolerance})")
+    if tolerance > MAX_TOLERANCE:
+        raise CheckError(f"--tolerance {tolerance:g} is more than {MAX_TOLERANCE:g} points: any drop would pass")
+    for task, tb in baseline.tasks.items():  # a Baseline built in code gets the checks of load_baseline
+        problems = _entry_problems(vars(tb))
+        if problems:
+            raise CheckError(f"baseline task {task}: " + "; ".join(problems))
     recs = _select(records, baseline.upstream)
     choice = choose_fingerprint(recs, baseline.upstream, fingerprint, source=source)
     if choice is not None:
@@ -344,7 +394,7 @@ def compare(baseline: Baseline, records: Iterable[ResultRecord], *, tolerance: f
             continue
         r = same.iloc[0]
         current, cstd = float(r["mean"]), _std(r["std"])
-        allowed = max(tolerance, std_tolerance * max(tb.std, cstd))
+        allowed = max(tolerance, std_tolerance * min(max(tb.std, cstd), MAX_STD))
         worse = (tb.mean - current) if tb.higher_is_better else (current - tb.mean)
         status = "REGRESSED" if worse > allowed + 1e-9 else ("improved" if worse < -allowed - 1e-9 else "ok")
         rows.append(CheckRow(task, tb.metric, tb.higher_is_better, tb.mean, tb.std, current, cstd,
@@ -352,6 +402,10 @@ def compare(baseline: Baseline, records: Iterable[ResultRecord], *, tolerance: f
     if problems:
         raise CheckError("cannot check against the baseline:\n  " + "\n  ".join(problems)
                          + (f"\n  ({choice.describe()})" if choice else ""))
+    if not any(r.status != "missing" for r in rows):
+        raise CheckError(f"nothing compared: none of the baseline's tasks ({', '.join(baseline.tasks)}) has "
+                         f"current results for upstream {baseline.upstream!r}; --allow-missing skips missing "
+                         f"tasks, but a check that compared nothing cannot pass")
     if choice is not None and baseline.upstream_fingerprint and choice.fingerprint != baseline.upstream_fingerprint:
         notes.append(f"upstream fingerprint changed since the baseline ({baseline.upstream_fingerprint[:12]} -> "
                      f"{choice.fingerprint[:12]})")

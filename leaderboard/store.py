@@ -120,10 +120,22 @@ class ImportReport:
     inserted: list[RunKey] = field(default_factory=list)
     replaced: list[RunKey] = field(default_factory=list)
     skipped: list[RunKey] = field(default_factory=list)
+    #: Inputs that are not valid records, each "where: why" (a file, a list index); never written.
+    refused: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"{len(self.inserted)} inserted, {len(self.replaced)} replaced, "
-                f"{len(self.skipped)} skipped (already stored; use --overwrite to replace)")
+                f"{len(self.skipped)} skipped (already stored; use --overwrite to replace), "
+                f"{len(self.refused)} refused")
+
+
+@dataclass
+class SyncReport:
+    """What `ResultStore.sync` did: records on disk that the store lacked were added; nothing is deleted."""
+
+    added: list[RunKey] = field(default_factory=list)
+    already: int = 0  # records on disk that the store already had
+    refused: list[str] = field(default_factory=list)  # unreadable or invalid files, "path: why"
 
 
 class ResultStore:
@@ -134,6 +146,8 @@ class ResultStore:
         self._create = create
         self._conn: sqlite3.Connection | None = None
         self._pid: int | None = None
+        #: Rows the last `records()` call skipped as invalid, each "db: stored row KEY is not ... (why)".
+        self.invalid_rows: list[str] = []
 
     # -- connection -----------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -257,11 +271,16 @@ class ResultStore:
         return bool(report.inserted or report.replaced)
 
     def add_many(self, records: Iterable[ResultRecord], overwrite: bool = False) -> ImportReport:
-        """Store records in ONE transaction: all of them land, or (on error) none."""
+        """Store records in ONE transaction: all of them land, or (on error) none.
+
+        Every record is validated first (RecordError for the first invalid one: nothing is written).
+        A row that exists is skipped (or, with `overwrite`, replaced); any other constraint failure
+        is an error, never a row silently dropped while counted as inserted.
+        """
         records = [r.validate() for r in records]
         report = ImportReport()
         conn = self._connect()
-        verb = "INSERT OR REPLACE" if overwrite else "INSERT OR IGNORE"
+        verb = "INSERT OR REPLACE" if overwrite else "INSERT"
         insert = f"{verb} INTO results ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
         exists_sql = "SELECT 1 FROM results WHERE " + " AND ".join(f"{c} = ?" for c in RunKey.FIELDS)
         with self._write(conn):
@@ -333,8 +352,14 @@ class ResultStore:
             yield tuple(row[:-1]), row[-1]
 
     def records(self, *, upstream: str | None = None, task: str | None = None,
-                upstream_fingerprint: str | None = None, data: str | None = None) -> list[ResultRecord]:
-        """Every stored record (optionally of one upstream/task/fingerprint/data), validated on the way out."""
+                upstream_fingerprint: str | None = None, data: str | None = None,
+                strict: bool = False) -> list[ResultRecord]:
+        """Every stored record (optionally of one upstream/task/fingerprint/data), validated on the way out.
+
+        A row that is not a valid record (edited by hand, written by a buggy version) is skipped
+        with a warning naming it, and listed in `self.invalid_rows`, so one bad row never disables
+        the leaderboard; `strict` raises StoreError instead.
+        """
         clauses, params = [], []
         for column, value in (("upstream", upstream), ("task", task),
                               ("upstream_fingerprint", upstream_fingerprint), ("data", data)):
@@ -343,11 +368,19 @@ class ResultStore:
                 params.append(value)
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         out = []
+        self.invalid_rows = []
         for key, text in self._select(where, tuple(params)):
             try:
-                out.append(ResultRecord.from_dict(json.loads(text)))
-            except (json.JSONDecodeError, RecordError) as exc:
-                raise StoreError(f"{self.path}: stored row {key} is not a valid record ({exc})") from exc
+                rec = ResultRecord.from_dict(json.loads(text))
+                if rec.run_key().as_tuple() != tuple(key):
+                    raise RecordError(f"its record is for another run ({rec.run_key().as_tuple()})")
+                out.append(rec)
+            except (TypeError, ValueError) as exc:  # JSONDecodeError and RecordError are ValueErrors
+                problem = f"{self.path}: stored row {key} is not a valid record ({exc})"
+                if strict:
+                    raise StoreError(problem) from exc
+                log.warning("%s; skipped", problem)
+                self.invalid_rows.append(problem)
         return out
 
     def __len__(self) -> int:
@@ -355,6 +388,20 @@ class ResultStore:
             return int(self._connect().execute("SELECT COUNT(*) FROM results").fetchone()[0])
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: read failed ({exc})") from exc
+
+    def sync(self, results_dir: str | Path) -> SyncReport:
+        """Add every record file under `results_dir` that the store lacks (rows are never deleted
+        or replaced): repairs a store that missed a record (a run killed, or its database write failed,
+        after the record file was written). Invalid files are reported in `refused`, not added."""
+        root = Path(results_dir)
+        report = SyncReport()
+        if not root.is_dir():
+            report.refused.append(f"{root}: no such results folder")
+            return report
+        records, report.refused = load_record_files(sorted(root.rglob("*.json")))
+        done = self.add_many(records, overwrite=False)
+        report.added, report.already = done.inserted, len(done.skipped)
+        return report
 
     def export_json(self, path: str | Path) -> int:
         """Write every record as one JSON list (importable again); returns the count."""
@@ -366,19 +413,21 @@ class ResultStore:
 
 
 # -- reading record files for import --------------------------------------------------
-def _records_from_json(data: Any, origin: str) -> list[ResultRecord]:
+def _records_from_json(data: Any, origin: str, errors: list[str]) -> list[ResultRecord]:
+    """The valid records of one file (a record or an export list); each invalid row goes to `errors`."""
     items = data if isinstance(data, list) else [data]
     out = []
     for i, item in enumerate(items):
         where = f"{origin}[{i}]" if isinstance(data, list) else origin
         if not isinstance(item, dict):
-            raise RecordError(f"{where}: not a result record (expected a JSON object)")
+            errors.append(f"{where}: not a result record (expected a JSON object)")
+            continue
         try:
             out.append(ResultRecord.from_dict(item))
         except RecordError as exc:
-            raise RecordError(f"{where}: {exc}") from exc
+            errors.append(f"{where}: {exc}")
         except (TypeError, ValueError) as exc:
-            raise RecordError(f"{where}: not a result record ({exc})") from exc
+            errors.append(f"{where}: not a result record ({exc})")
     return out
 
 
@@ -403,11 +452,11 @@ def load_record_files(inputs: Iterable[str | Path]) -> tuple[list[ResultRecord],
         for f in files:
             try:
                 data = json.loads(f.read_text(encoding="utf-8"), parse_constant=_json_constant)
-                records.extend(_records_from_json(data, str(f)))
+                records.extend(_records_from_json(data, str(f), errors))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
                 errors.append(f"{f}: cannot read result record ({exc})")
-            except RecordError as exc:
-                errors.append(str(exc))
+            except RecursionError:
+                errors.append(f"{f}: cannot read result record (nested too deeply)")
     return records, errors
 
 

@@ -9,7 +9,8 @@ once and key each utterance's features by its AUDIO, not by the task or the labe
         extract.lock                held by the one process that is extracting
         plans/<request hash>.json   chunks of batches of audio keys for one set of missing audio
         <plan12>-00000.npy          the features of one chunk
-        <plan12>-00000.json         audio keys, frame counts, offsets; written LAST = the chunk is complete
+        <plan12>-00000.json         audio keys, frame counts, offsets, the .npy's size and blake2b;
+                                    written LAST = the chunk is complete
 
 An audio key (`audio_key`) hashes the resolved path, the file size and the first and
 last 64 KiB of the file. PR and ASR over the same LibriSpeech files therefore share
@@ -39,6 +40,15 @@ written to a temp file and renamed, its .json is written after its .npy, and a
 re-run finds the same plan, does only the chunks without a .json and never reads a
 temp file, so its features are byte-identical to an uninterrupted run's.
 
+Every chunk is verified before it is used: its .npy must have the size and blake2b that its
+.json recorded when it was written (a streaming read, once per file and process: the verified
+(path, size, mtime, inode) are remembered). A chunk whose .npy is damaged or truncated, or whose
+.json is unreadable, is logged with its path and treated as missing: under the extraction lock the
+pair is removed and the chunk is extracted again; damaged features are never read.
+
+The folder name is built from the upstream's name and fingerprint, both made safe first: anything
+that is not a plain token is hashed, and the final path must lie inside the cache root.
+
 Writers hold ``extract.lock`` (a `filelock.FileLock`) for the whole extraction, and
 remove stale temp files only while holding it, so a second process waits instead of
 deleting a running writer's temp files, then finds the work done. Reading a complete
@@ -52,6 +62,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -63,7 +74,7 @@ import torch
 from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
-from superbench.audio import check_waveform, load_audio
+from superbench.audio import TARGET_SAMPLE_RATE, check_waveform, load_audio
 from superbench.io import atomic_open, atomic_write_text, human_bytes
 from superbench.manifest import TaskManifest, Utterance
 from superbench.paths import cache_dir
@@ -71,7 +82,8 @@ from superbench.upstream import Upstream, pad_batch
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT_VERSION = 2
+#: v3: each chunk's .json records its .npy's size and blake2b (v2 chunks carry no checksum).
+CACHE_FORMAT_VERSION = 3
 LEVELS = ("utterance", "frame")
 #: Default extraction batch budget: padded samples per forward pass (64 s of 16 kHz audio).
 DEFAULT_BATCH_SAMPLES = 16000 * 64
@@ -84,7 +96,19 @@ AUDIO_KEY_BLOCK = 64 << 10
 #: Threads that compute audio keys; the work is stat + two small reads per file.
 AUDIO_KEY_WORKERS = 8
 
+#: Samples a decoded waveform may differ from its row's num_samples (resampling rounding) before
+#: extraction stops: a lying row must not size a batch.
+NUM_SAMPLES_TOLERANCE = 4
+#: Bytes read per step when checksumming a chunk.
+_HASH_BLOCK = 1 << 20
+
 _CHUNK_GLOB = "*-[0-9][0-9][0-9][0-9][0-9].json"
+#: A path component built from data (an upstream name, a fingerprint) is used as-is only when it is this.
+_SAFE_TOKEN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+_SAFE_FINGERPRINT = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+#: (path, size, mtime_ns, inode) of every chunk .npy this process has checked (or written) whole.
+_VERIFIED: set[tuple[str, int, int, int]] = set()
 
 
 class CacheError(RuntimeError):
@@ -127,9 +151,20 @@ def audio_keys(manifest: TaskManifest, workers: int = AUDIO_KEY_WORKERS) -> dict
     return {u.id: keys[u.audio] for u in utts}
 
 
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
 def _fingerprint_dir(upstream: Upstream, fingerprint: str | None) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in upstream.name)
-    return f"{safe}-{fingerprint if fingerprint is not None else upstream.fingerprint()}"
+    """`<name>-<fingerprint>`, where neither part can be `..`, empty or carry a separator: those are hashed."""
+    name = str(upstream.name)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    if not _SAFE_TOKEN.fullmatch(safe) or ".." in safe:
+        safe = f"upstream_{_short_hash(name)}"
+    fp = str(fingerprint if fingerprint is not None else upstream.fingerprint())
+    if not _SAFE_FINGERPRINT.fullmatch(fp):
+        fp = f"h{_short_hash(fp)}"
+    return f"{safe}-{fp}"
 
 
 def cache_path(upstream: Upstream, level: str, root: str | Path | None = None,
@@ -138,7 +173,10 @@ def cache_path(upstream: Upstream, level: str, root: str | Path | None = None,
     if level not in LEVELS:
         raise ValueError(f"cache level must be one of {LEVELS}, got {level!r}")
     base = Path(root) if root is not None else cache_dir()
-    return base / _fingerprint_dir(upstream, fingerprint) / f"{level}-v{CACHE_FORMAT_VERSION}"
+    path = base / _fingerprint_dir(upstream, fingerprint) / f"{level}-v{CACHE_FORMAT_VERSION}"
+    if not os.path.abspath(path).startswith(os.path.join(os.path.abspath(base), "")):
+        raise CacheError(f"cache folder {path} would lie outside the cache root {base}")  # defence in depth
+    return path
 
 
 def _bytes_per_utterance(upstream: Upstream, utt: Utterance, level: str) -> int:
@@ -175,24 +213,118 @@ def plan_chunks(upstream: Upstream, utterances: Sequence[Utterance], level: str,
     return chunks
 
 
-def _write_npy_atomic(path: Path, array: np.ndarray) -> None:
+class _HashingWriter:
+    """A write-only file that hashes what passes through, so a chunk's checksum costs no second read."""
+
+    def __init__(self, fh) -> None:
+        self._fh, self.hash, self.nbytes = fh, hashlib.blake2b(), 0
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        self.hash.update(view)
+        self.nbytes += len(view)
+        return self._fh.write(view)
+
+
+def _write_npy_atomic(path: Path, array: np.ndarray) -> tuple[int, str]:
+    """Write `array` as .npy; its (size, blake2b), which the chunk's .json records."""
     with atomic_open(path, "wb") as fh:
-        np.save(fh, array)
+        writer = _HashingWriter(fh)
+        np.save(writer, array)
+    return writer.nbytes, writer.hash.hexdigest()
+
+
+def _stat_key(path: Path) -> tuple[str, int, int, int]:
+    st = path.stat()
+    return str(path), st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def _verify_npy(npy: Path, info: Mapping) -> str | None:
+    """None when `npy` is the file its .json describes; else why not. Streaming, once per file and process."""
+    try:
+        key = _stat_key(npy)
+        if key in _VERIFIED:
+            return None
+        if key[1] != info["npy_bytes"]:
+            return f"{key[1]} bytes, its .json says {info['npy_bytes']} (truncated or replaced)"
+        h = hashlib.blake2b()
+        with open(npy, "rb") as fh:
+            for block in iter(lambda: fh.read(_HASH_BLOCK), b""):
+                h.update(block)
+    except OSError as exc:
+        return f"cannot read it ({exc})"
+    if h.hexdigest() != info["npy_blake2b"]:
+        return "checksum mismatch (its bytes changed after it was written)"
+    _VERIFIED.add(key)
+    return None
 
 
 def _load_wav(utt: Utterance, min_samples: int) -> np.ndarray:
+    """The waveform, refused when its length is not the row's num_samples: a row that lies about it
+    would otherwise size (and pad) a whole batch."""
     wav = load_audio(utt.audio)
+    expected = round(utt.num_samples * TARGET_SAMPLE_RATE / utt.sample_rate)
+    if abs(len(wav) - expected) > NUM_SAMPLES_TOLERANCE:
+        raise CacheError(f"{utt.audio} (id {utt.id}): the manifest row says num_samples={utt.num_samples} "
+                         f"at {utt.sample_rate} Hz, the decoded audio has {len(wav)} samples at "
+                         f"{TARGET_SAMPLE_RATE} Hz (expected {expected}); re-prepare the task or fix the row")
     return check_waveform(wav, name=utt.audio, min_samples=min_samples)
 
 
 # --------------------------------------------------------------------------- on-disk index
 
-def _read_chunks(path: Path) -> dict[str, dict]:
-    """Chunk name -> its .json, for every complete chunk (a .json exists only after its .npy)."""
-    chunks = {}
+def _check_sidecar(info: object, level: str | None) -> str | None:
+    """None when a chunk's .json has every field, consistently; else what is wrong."""
+    if not isinstance(info, dict):
+        return "not a JSON object"
+    keys, frames = info.get("keys"), info.get("frames")
+    if not isinstance(keys, list) or not isinstance(frames, list) or len(keys) != len(frames):
+        return "'keys' and 'frames' missing or of different lengths"
+    if not all(isinstance(k, str) for k in keys) or not all(isinstance(n, int) for n in frames):
+        return "'keys' must be strings and 'frames' integers"
+    offsets = info.get("offsets")
+    if (level == "frame" or offsets is not None) and (not isinstance(offsets, list) or len(offsets) != len(keys)):
+        return "'offsets' missing or of the wrong length"
+    if not isinstance(info.get("npy_bytes"), int) or not isinstance(info.get("npy_blake2b"), str):
+        return "no 'npy_bytes'/'npy_blake2b' checksum"
+    return None
+
+
+def _read_chunks(path: Path, level: str | None = None) -> tuple[dict[str, dict], dict[str, str]]:
+    """Chunk name -> its .json for every complete chunk (a .json exists only after its .npy), and
+    chunk name -> why, for each .json that cannot be read."""
+    chunks, bad = {}, {}
     for meta in sorted(path.glob(_CHUNK_GLOB)):
-        chunks[meta.stem] = json.loads(meta.read_text(encoding="utf-8"))
-    return chunks
+        try:
+            info = json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            bad[meta.stem] = f"{meta}: unreadable ({exc})"
+            continue
+        problem = _check_sidecar(info, level)
+        if problem is not None:
+            bad[meta.stem] = f"{meta}: {problem}"
+            continue
+        chunks[meta.stem] = info
+    return chunks, bad
+
+
+def _scan(path: Path, wanted: set[str] | None, level: str | None = None
+          ) -> tuple[dict[str, dict], dict[str, tuple[str, int, int]], dict[str, str]]:
+    """(good chunks, audio key -> where, chunk name -> why it is bad): every chunk that holds a
+    `wanted` key (all when None) is verified against its checksum first, so nothing damaged is indexed."""
+    chunks, bad = _read_chunks(path, level)
+    while True:
+        index = _key_index(chunks)
+        names = {index[k][0] for k in (index if wanted is None else wanted & index.keys())}
+        failed = {}
+        for name in sorted(names):
+            problem = _verify_npy(path / f"{name}.npy", chunks[name])
+            if problem is not None:
+                failed[name] = f"{path / f'{name}.npy'}: {problem}"
+        if not failed:
+            return chunks, index, bad
+        bad.update(failed)  # a key held by a damaged chunk may also be in a later one: look again
+        chunks = {n: c for n, c in chunks.items() if n not in failed}
 
 
 def _key_index(chunks: Mapping[str, dict]) -> dict[str, tuple[str, int, int]]:
@@ -209,13 +341,24 @@ def _plan_hash(keys: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:16]
 
 
+def _read_meta(meta_file: Path) -> dict:
+    """cache.json, or a CacheError naming it."""
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CacheError(f"{meta_file}: unreadable ({exc}); remove {meta_file.parent} to extract again") from exc
+    if not isinstance(meta, dict):
+        raise CacheError(f"{meta_file}: not a JSON object; remove {meta_file.parent} to extract again")
+    return meta
+
+
 def _write_meta(path: Path, upstream: Upstream, level: str, fingerprint: str) -> dict:
     meta_file = path / "cache.json"
     meta = {"format_version": CACHE_FORMAT_VERSION, "level": level, "upstream": upstream.name,
             "upstream_fingerprint": fingerprint, "num_layers": upstream.num_layers,
             "hidden_size": upstream.hidden_size}
     if meta_file.is_file():
-        found = json.loads(meta_file.read_text(encoding="utf-8"))
+        found = _read_meta(meta_file)
         if any(found.get(k) != v for k, v in meta.items() if k != "upstream"):
             raise CacheError(f"{path}: cache.json says {found}, this run expects {meta}; "
                              f"the folder was written by something else, remove it")
@@ -239,10 +382,12 @@ def extract_features(upstream: Upstream, manifest: TaskManifest, level: str, *,
     path = cache_path(upstream, level, root, fingerprint)
     keys = audio_keys(manifest)
     if (path / "cache.json").is_file():  # fast path, no lock: every chunk we read is complete
-        cache, _ = FeatureCache._open(path, keys)
+        cache, _, _ = FeatureCache._open(path, keys)  # damaged chunks: repaired below, under the lock
         if cache is not None:
             log.info("features cached: %s", path)
             return cache
+    else:
+        _log_old_formats(path)
     path.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(path / "extract.lock"))
     try:
@@ -261,12 +406,45 @@ def extract_features(upstream: Upstream, manifest: TaskManifest, level: str, *,
     return FeatureCache.open(path, keys)
 
 
+def _log_old_formats(path: Path) -> None:
+    """Say why a cache that exists in an older format is extracted again."""
+    level = path.name.rsplit("-v", 1)[0]
+    old = sorted(p.name for p in path.parent.glob(f"{level}-v*") if p != path and (p / "cache.json").is_file())
+    if old:
+        log.info("%s: feature cache format changed (%s -> v%d: chunks now carry checksums); extracting again "
+                 "(the old folder(s) can be removed)", path.parent, ", ".join(old), CACHE_FORMAT_VERSION)
+
+
+def _remove_bad_chunks(path: Path, bad: Mapping[str, str]) -> None:
+    """Under the extraction lock only: drop each damaged chunk (its .json first, so no reader sees it
+    complete) and say so; its audio is then missing and extracted again."""
+    for name, why in sorted(bad.items()):
+        log.warning("damaged feature-cache chunk, removing it and extracting it again: %s", why)
+        (path / f"{name}.json").unlink(missing_ok=True)
+        (path / f"{name}.npy").unlink(missing_ok=True)
+
+
+def _read_plan(plan_file: Path) -> list[list[list[str]]] | None:
+    """A plan's chunks, or None (logged, file removed; under the lock) when it cannot be read."""
+    try:
+        chunks = json.loads(plan_file.read_text(encoding="utf-8"))["chunks"]
+        if isinstance(chunks, list) and all(isinstance(b, list) for c in chunks for b in c):
+            return chunks
+        problem = "malformed 'chunks'"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        problem = f"unreadable ({exc})"
+    log.warning("%s: %s; removing the plan, its audio is planned again", plan_file, problem)
+    plan_file.unlink(missing_ok=True)
+    return None
+
+
 def _extract_missing(upstream: Upstream, manifest: TaskManifest, level: str, path: Path, keys: dict[str, str],
                      batch_samples: int, chunk_bytes: int, frame_tolerance: int, progress: bool) -> None:
-    done = _key_index(_read_chunks(path))
     by_key: dict[str, Utterance] = {}
     for utt in manifest.utterances():
         by_key.setdefault(keys[utt.id], utt)
+    _, done, bad = _scan(path, set(by_key), level)
+    _remove_bad_chunks(path, bad)
     missing = set(by_key) - set(done)
     if not missing:
         log.info("features cached (by another process): %s", path)
@@ -278,7 +456,9 @@ def _extract_missing(upstream: Upstream, manifest: TaskManifest, level: str, pat
     work: list[tuple[str, int, list[list[str]]]] = []  # (plan hash, chunk index, batches of keys)
     covered = set(done)  # extracted, or in a chunk scheduled above
     for plan_file in sorted(plans_dir.glob("*.json")):
-        chunks = json.loads(plan_file.read_text(encoding="utf-8"))["chunks"]
+        chunks = _read_plan(plan_file)
+        if chunks is None:
+            continue
         planned = {k for c in chunks for b in c for k in b}
         if not planned & missing or not planned <= set(by_key):
             continue
@@ -290,9 +470,8 @@ def _extract_missing(upstream: Upstream, manifest: TaskManifest, level: str, pat
     if missing:
         digest = _plan_hash(list(missing))
         plan_file = plans_dir / f"{digest}.json"
-        if plan_file.is_file():
-            chunks = json.loads(plan_file.read_text(encoding="utf-8"))["chunks"]
-        else:
+        chunks = _read_plan(plan_file) if plan_file.is_file() else None
+        if chunks is None:
             as_keys = [dataclasses.replace(by_key[k], id=k) for k in missing]
             chunks = plan_chunks(upstream, as_keys, level, batch_samples, chunk_bytes)
             new_plan = (plan_file, chunks)
@@ -390,15 +569,26 @@ def _run_batch(upstream: Upstream, batch: list[Utterance], wavs: list[np.ndarray
 def _write_chunk(path: Path, name: str, parts: list[np.ndarray], keys: list[str], frames: list[int],
                  level: str) -> None:
     data = np.stack(parts) if level == "utterance" else np.concatenate(parts, axis=0)
-    _write_npy_atomic(path / f"{name}.npy", data)
+    npy = path / f"{name}.npy"
+    nbytes, digest = _write_npy_atomic(npy, data)
     info: dict = {"keys": keys, "frames": frames}
     if level == "frame":
         info["offsets"] = np.concatenate([[0], np.cumsum(frames)[:-1]]).astype(int).tolist()
+    info.update(npy_bytes=nbytes, npy_blake2b=digest)
     atomic_write_text(path / f"{name}.json", json.dumps(info) + "\n")  # last: marks the chunk done
+    key = _stat_key(npy)
+    if key[1] == nbytes:
+        _VERIFIED.add(key)  # hashed on its way out: no need to read it back
 
 
 def _disk_bytes(path: Path) -> int:
-    return sum(p.with_suffix(".npy").stat().st_size for p in path.glob(_CHUNK_GLOB))
+    total = 0
+    for meta in path.glob(_CHUNK_GLOB):
+        try:
+            total += meta.with_suffix(".npy").stat().st_size
+        except OSError:  # removed by a writer repairing it
+            pass
+    return total
 
 
 # --------------------------------------------------------------------------- read side
@@ -406,10 +596,12 @@ def _disk_bytes(path: Path) -> int:
 class FeatureCache:
     """Read side of a cache for one manifest: `batch(ids)` takes its utterance ids, gives what the heads take."""
 
-    def __init__(self, path: Path, meta: dict, where: dict[str, tuple[str, int, int]]) -> None:
+    def __init__(self, path: Path, meta: dict, where: dict[str, tuple[str, int, int]],
+                 chunks: Mapping[str, dict] | None = None) -> None:
         self.path = path
         self.level: str = meta["level"]
         self._where = where  # utterance id -> (chunk name, row or frame offset, frames)
+        self._chunks = dict(chunks or {})  # chunk name -> its .json (size and checksum of its .npy)
         self._maps: dict[str, np.ndarray] = {}
         names = {c for c, _, _ in where.values()}
         item = 4 if self.level == "utterance" else 2
@@ -421,26 +613,30 @@ class FeatureCache:
     @classmethod
     def open(cls, path: str | Path, keys: Mapping[str, str]) -> "FeatureCache":
         """Index every complete chunk of `path` and map the ids of `keys` (id -> audio key) to their features."""
-        cache, absent = cls._open(Path(path), keys)
+        cache, absent, bad = cls._open(Path(path), keys)
+        for why in bad.values():
+            log.warning("damaged feature-cache chunk, not used (re-run extraction to redo it): %s", why)
         if cache is None:
             raise CacheError(f"{path}: {len(absent)} utterance(s) not extracted yet (e.g. {absent[0]!r}); "
                              f"re-run to finish extraction")
         return cache
 
     @classmethod
-    def _open(cls, path: Path, keys: Mapping[str, str]) -> tuple["FeatureCache | None", list[str]]:
-        """The cache, or None and the ids whose audio is not extracted yet."""
+    def _open(cls, path: Path, keys: Mapping[str, str]
+              ) -> tuple["FeatureCache | None", list[str], dict[str, str]]:
+        """The cache, or None and the ids whose audio is not extracted (or only in a damaged chunk);
+        and chunk name -> why, for the damaged chunks met."""
         meta_file = path / "cache.json"
         if not meta_file.is_file():
             raise CacheError(f"{path}: no feature cache here (no cache.json); run extraction first")
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        meta = _read_meta(meta_file)
         if meta.get("format_version") != CACHE_FORMAT_VERSION:
             raise CacheError(f"{path}: cache format {meta.get('format_version')}, expected {CACHE_FORMAT_VERSION}")
-        by_key = _key_index(_read_chunks(path))
+        chunks, by_key, bad = _scan(path, set(keys.values()), meta.get("level"))
         absent = [uid for uid, key in keys.items() if key not in by_key]
         if absent:
-            return None, absent
-        return cls(path, meta, {uid: by_key[key] for uid, key in keys.items()}), []
+            return None, absent, bad
+        return cls(path, meta, {uid: by_key[key] for uid, key in keys.items()}, chunks), [], bad
 
     @property
     def nbytes(self) -> int:
@@ -461,7 +657,12 @@ class FeatureCache:
     def _chunk(self, name: str) -> np.ndarray:
         array = self._maps.get(name)
         if array is None:  # mapped on first use: a process touches only the chunks it reads
-            array = self._maps[name] = np.load(self.path / f"{name}.npy", mmap_mode="r")
+            npy = self.path / f"{name}.npy"
+            info = self._chunks.get(name)
+            problem = _verify_npy(npy, info) if info is not None else None  # free unless it changed since open
+            if problem is not None:
+                raise CacheError(f"{npy}: {problem}; re-run extraction to redo this chunk")
+            array = self._maps[name] = np.load(npy, mmap_mode="r")
         return array
 
     def get(self, uid: str) -> np.ndarray:

@@ -17,6 +17,9 @@ class ExitCode(IntEnum):
     USAGE = 2
     #: The work itself failed: non-finite loss, extraction error, full disk, an I/O error.
     RUNTIME = 3
+    #: An unexpected exception (a bug) inside a command: the same code as RUNTIME, never FAILED,
+    #: so a crashing `check` is not mistaken for a regression.
+    INTERNAL = 3
     #: Ctrl-C / SIGINT; finished work is kept and a re-run resumes.
     INTERRUPTED = 130
 

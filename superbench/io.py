@@ -8,7 +8,9 @@ A new file gets the mode any other tool would give it (0o666 minus the umask), n
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,13 +31,41 @@ def current_umask() -> int:
     return mask
 
 
+#: What torch.save raises (a RuntimeError, not an OSError) when the disk fills under its zip writer.
+_TORCH_DISK_FULL = ("enforce fail at inline_container", "No space left")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for ENOSPC, however it surfaced (an OSError, or torch.save's RuntimeError)."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, RuntimeError) and any(s in str(exc) for s in _TORCH_DISK_FULL)
+
+
+def disk_full_error(path: str | Path, exc: BaseException | None = None) -> OSError:
+    """The one message a full disk gets, wherever it happens: the path, and the space left there."""
+    try:
+        free = f"{human_bytes(shutil.disk_usage(Path(path).parent).free)} free"
+    except OSError:
+        free = "free space unknown"
+    cause = f"; {exc}" if exc is not None else ""
+    return OSError(errno.ENOSPC, f"no space left on {path} ({free}); free some space or point "
+                                 f"SUPERBENCH_HOME at a larger disk{cause}")
+
+
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
     """A temp file beside `path` (unique per writer), fsynced and renamed over it on success,
-    removed on failure."""
+    removed on failure. A full disk is reported as "no space left on <path>", not as a bare errno
+    or a torch zip-writer assertion."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(path, exc) from exc
+        raise
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
             os.fchmod(fh.fileno(), 0o666 & ~current_umask())  # mkstemp makes 0o600; the rename keeps it
@@ -43,8 +73,10 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)  # our own temp file, never another writer's
+        if is_disk_full(exc) and not str(getattr(exc, "strerror", "")).startswith("no space left on"):
+            raise disk_full_error(path, exc) from exc
         raise
 
 

@@ -402,9 +402,15 @@ def load_task_manifest(task_dir: str | Path, check_files: bool = True,
         unseen = unseen_labels(label_field, labels, raw, folds)
         if unseen:
             raise _unseen_error(str(task_dir), unseen)
+    # The run identity's `data` is what the rows say now, not what meta.json says they said.
+    fingerprint = _rows_fingerprint(raw)
+    if fingerprint != meta["fingerprint"]:
+        log.warning("%s: stored fingerprint %s does not match the rows (%s): the split files were edited "
+                    "after meta.json was written; using the rows' fingerprint", meta_path, meta["fingerprint"],
+                    fingerprint)
     manifest = TaskManifest(root=task_dir, task=meta["task"], corpus=meta["corpus"], version=str(meta["version"]),
                             label_field=label_field, labels=labels, folds=folds, splits=splits,
-                            fingerprint=meta["fingerprint"], extra=meta.get("extra", {}),
+                            fingerprint=fingerprint, extra=meta.get("extra", {}),
                             allow_unseen_labels=allow_unseen)
     if check_duplicates is None:
         check_duplicates = check_files and os.environ.get(DUPLICATE_CHECK_ENV, "1") != "0"

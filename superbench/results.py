@@ -40,8 +40,24 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 
 
+#: Longest path component a record path gets (file systems allow 255 bytes; room for a hash suffix).
+MAX_COMPONENT = 96
+
+
 def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "_"
+    """One path component made from data (a name, a fingerprint, a profile): never a path of its own.
+
+    Characters other than letters, digits, '-', '_' and '.' become '_' (so '/' can never split it).
+    A component that is still not a plain token after that (empty, '.', '..', or starting with '.',
+    i.e. hidden) or that is too long gets a short hash of the original appended, so it can neither
+    escape the results folder nor collide with another value. Plain values keep their old spelling.
+    """
+    name = str(name)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    if safe and not safe.startswith(".") and len(safe) <= MAX_COMPONENT:
+        return safe
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"_{safe.lstrip('.')[:MAX_COMPONENT]}-{digest}"
 
 
 @dataclass(frozen=True)
@@ -70,10 +86,11 @@ class RunKey:
 
     def relpath(self) -> Path:
         """Where the record lives under a results folder."""
-        layer = "" if self.layer is None else f"-layer{self.layer}"
+        layer = "" if self.layer is None else f"-layer{_safe(str(self.layer))}"
+        data = str(self.data or "")[:12] or "unknown"
         return (Path(_safe(self.upstream)) / _safe(self.upstream_fingerprint or "unknown")
                 / _safe(f"{self.profile}-r{self.recipe_version}")
-                / f"{_safe(self.task)}{layer}-data{_safe(self.data[:12] or 'unknown')}-seed{int(self.seed)}.json")
+                / f"{_safe(self.task)}{layer}-data{_safe(data)}-seed{int(self.seed)}.json")
 
     def digest(self) -> str:
         """Short hash of the whole key: names the checkpoint folder of the unfinished run."""
@@ -87,6 +104,76 @@ class RunKey:
 
 class RecordError(ValueError):
     pass
+
+
+# ------------------------------------------------------------------ the record schema
+#: Every metric is in percent. Accuracy-like metrics (acc, f1, eer, ...) lie in [0, 100]. Edit-distance
+#: error rates (per, wer, cer) count insertions too, so they can exceed 100 (a hypothesis longer than
+#: the reference); they are accepted up to 1000, beyond which the number is a bug, not a measurement.
+METRIC_RANGES: dict[str, tuple[float, float]] = {
+    "acc": (0.0, 100.0), "f1": (0.0, 100.0), "eer": (0.0, 100.0), "der": (0.0, 1000.0),
+    "per": (0.0, 1000.0), "wer": (0.0, 1000.0), "cer": (0.0, 1000.0),
+}
+#: A metric this table does not know (a plugin task's): any finite value within +-1e9.
+OTHER_METRIC_RANGE = (-1e9, 1e9)
+#: Seeds are non-negative and fit the 32-bit seeding of numpy / torch workers.
+MAX_SEED = 2**32 - 1
+#: Identity fields that must be non-empty text (they name the run and its file).
+IDENTITY_FIELDS = ("upstream", "upstream_fingerprint", "task", "metric", "recipe_version", "profile")
+
+
+def is_real(value: object) -> bool:
+    """A real number (int or float), not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def metric_range(metric: str) -> tuple[float, float]:
+    return METRIC_RANGES.get(metric, OTHER_METRIC_RANGE)
+
+
+def metric_value_problem(metric: str, value: object, name: str = "value") -> str | None:
+    """Why `value` is not a plausible score in `metric` (None when it is): type, finiteness, range."""
+    if not is_real(value):
+        return f"{name} metric is {value!r}, not a number"
+    if not math.isfinite(value):
+        return f"{name} metric is {float(value)}, not a finite number"
+    lo, hi = metric_range(metric)
+    if not lo <= value <= hi:
+        return f"{name} metric is {value!r}, outside [{lo:g}, {hi:g}] for metric {metric!r} (percent)"
+    return None
+
+
+def record_problems(record: "ResultRecord") -> list[str]:
+    """Every way `record` breaks the schema (empty when it is valid)."""
+    problems = []
+    for name in IDENTITY_FIELDS:
+        value = getattr(record, name)
+        if not isinstance(value, str) or not value.strip():
+            problems.append(f"{name} is {value!r}, not a non-empty string")
+    if isinstance(record.task, str) and record.task and record.task not in TASKS:
+        problems.append(f"unknown task {record.task!r}: {TASKS.unknown_message(record.task)}")
+    seed = record.seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        problems.append(f"seed is {seed!r}, not an integer in 0..{MAX_SEED}")
+    if not isinstance(record.higher_is_better, bool):
+        problems.append(f"higher_is_better is {record.higher_is_better!r}, not true/false")
+    layer = record.layer
+    if not (layer is None or layer == "last" or (isinstance(layer, int) and not isinstance(layer, bool)
+                                                  and 0 <= layer < 10_000)):
+        problems.append(f"layer is {layer!r}, not null, 'last' or a layer index")
+    if not isinstance(record.manifest_fingerprint, str):
+        problems.append(f"manifest_fingerprint is {record.manifest_fingerprint!r}, not a string")
+    metric = record.metric if isinstance(record.metric, str) else ""
+    for name in ("test", "dev"):
+        problem = metric_value_problem(metric, getattr(record, name), name)
+        if problem:
+            problems.append(problem)
+    if isinstance(record.task, str) and record.task in TASKS and metric:
+        spec = TASKS.get(record.task)
+        if (metric, record.higher_is_better) != (spec.metric, spec.higher_is_better):
+            problems.append(f"metric {metric!r} (higher_is_better={record.higher_is_better}) does not match "
+                            f"task {record.task!r} ({spec.metric}, {spec.direction})")
+    return problems
 
 
 @dataclass
@@ -118,13 +205,11 @@ class ResultRecord:
     schema_version: int = SCHEMA_VERSION
 
     def validate(self) -> "ResultRecord":
-        if self.task not in TASKS:
-            raise RecordError(f"result record has unknown task {self.task!r}: {TASKS.unknown_message(self.task)}")
-        for name in ("test", "dev"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise RecordError(f"result record {self.upstream}/{self.task}/seed{self.seed}: "
-                                  f"{name} metric is {value!r}, not a finite number")
+        """The one schema of a record, used by write, read, import and the store; raises RecordError
+        listing every problem (see `record_problems`)."""
+        problems = record_problems(self)
+        if problems:
+            raise RecordError(f"result record {self.upstream}/{self.task}/seed{self.seed}: " + "; ".join(problems))
         return self
 
     def run_key(self) -> RunKey:
@@ -136,6 +221,8 @@ class ResultRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ResultRecord":
+        if not isinstance(data, dict):
+            raise RecordError(f"not a result record (expected a JSON object, got {type(data).__name__})")
         known = {f.name for f in fields(cls)}
         missing = [f.name for f in fields(cls) if f.name not in data
                    and f.default is MISSING and f.default_factory is MISSING]
@@ -149,7 +236,12 @@ class ResultRecord:
 
 
 def record_path(results_dir: str | Path, key: RunKey) -> Path:
-    return Path(results_dir) / key.relpath()
+    """The record's file: always inside `results_dir` (see `_safe`; checked again here)."""
+    root = Path(results_dir)
+    path = root / key.relpath()
+    if not path.resolve().is_relative_to(root.resolve()):  # cannot happen with _safe; never write outside
+        raise RecordError(f"run {key.as_tuple()} maps to {path}, outside the results folder {root}")
+    return path
 
 
 def write_record(record: ResultRecord, results_dir: str | Path) -> Path:

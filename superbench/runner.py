@@ -54,6 +54,9 @@ from superbench.upstream import Upstream, as_upstream
 
 log = logging.getLogger(__name__)
 
+#: Most seeds one run trains (each is a full sweep); a larger count is a typo, not a plan.
+MAX_SEEDS = 1000
+
 
 @dataclass
 class RunOptions:
@@ -234,9 +237,9 @@ def record(plan: TaskPlan, seed: int, chosen: Selection, extraction_seconds: flo
     path = write_record(result, plan.results)
     log.info("%s/%s seed %d: test %s %.2f (dev %.2f, lr %g) -> %s", key.upstream, task.name, seed,
              task.metric, result.test, result.dev, chosen.lr, path)
+    shutil.rmtree(plan.checkpoint_dir(seed, opts), ignore_errors=True)  # the record is safe on disk
     if opts.on_record is not None:
         opts.on_record(result)
-    shutil.rmtree(plan.checkpoint_dir(seed, opts), ignore_errors=True)
     return result
 
 
@@ -248,6 +251,12 @@ def execute(plan: TaskPlan, opts: RunOptions,
     Records found on disk are handed to `on_record` too, so a store that missed one (a run killed
     between the file and the database write) catches up on the rerun.
     """
+    for found in plan.done:
+        leftover = plan.checkpoint_dir(found.seed, opts)
+        if leftover.exists():  # the run was killed after its record was written
+            log.info("%s: already recorded; removing its leftover checkpoints %s", plan.keys[found.seed].describe(),
+                     leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
     if opts.on_record is not None:
         for found in plan.done:
             opts.on_record(found)
@@ -280,6 +289,8 @@ def run(upstream: Upstream, tasks: Sequence[Task], data_root: Path, opts: RunOpt
     `--layer all` each task gets one plan per layer, and they share one extraction.
     """
     upstream = as_upstream(upstream)
+    if isinstance(opts.seeds, bool) or not isinstance(opts.seeds, int) or not 1 <= opts.seeds <= MAX_SEEDS:
+        raise ValueError(f"seeds must be an integer in 1..{MAX_SEEDS}, got {opts.seeds!r}")
     for name in ("extract_threads", "train_threads"):
         value = getattr(opts, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):

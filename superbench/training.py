@@ -8,12 +8,16 @@ A non-finite loss stops the run and names the step, instead of training on garba
 Resumable: with a checkpoint path, the state (head, optimiser, RNG, best-so-far) is
 saved atomically at every dev evaluation; a rerun after an interruption continues from
 there and ends with the same result as an uninterrupted run (the batch stream is replayed
-to the saved step, which costs index draws only).
+to the saved step, which costs index draws only). A checkpoint carries the blake2b of its
+bytes; one that fails the check (a flipped bit, a torn copy) is never resumed: the trial
+starts over, with a warning naming the file.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import io
 import logging
 import math
 import time
@@ -204,21 +208,57 @@ def train(make_head: Callable[[], torch.nn.Module], objective: Objective, source
                        history=history)
 
 
+#: First bytes of a checkpoint: a digest line over the torch.save payload that follows it.
+CHECKPOINT_MAGIC = b"superbench-checkpoint v1 blake2b="
+
+
+def _digest(payload: bytes | memoryview) -> str:
+    return hashlib.blake2b(payload, digest_size=32).hexdigest()
+
+
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """torch.save bytes behind a line with their blake2b and size, in one atomic file, so a resume
+    can tell a flipped bit or a torn copy from the state it saved (heads are small: held in memory)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getbuffer()
+    header = CHECKPOINT_MAGIC + f"{_digest(payload)} bytes={len(payload)}\n".encode()
     with atomic_open(path, "wb") as fh:
-        torch.save(state, fh)
+        fh.write(header)
+        fh.write(payload)
+
+
+def _read_checkpoint(path: Path) -> bytes:
+    """The payload of a checkpoint, or ValueError saying why it cannot be trusted."""
+    with open(path, "rb") as fh:
+        header = fh.readline(200)
+        payload = fh.read()
+    if not header.startswith(CHECKPOINT_MAGIC) or not header.endswith(b"\n"):
+        raise ValueError("no checksum header (not written by this version, or damaged at the start)")
+    try:
+        digest, size = header[len(CHECKPOINT_MAGIC):].decode("ascii").split()
+        nbytes = int(size.removeprefix("bytes="))
+    except ValueError as exc:
+        raise ValueError(f"garbled checksum header {header[:120]!r}") from exc
+    if len(payload) != nbytes:
+        raise ValueError(f"{len(payload)} bytes after the header, the header says {nbytes} (truncated?)")
+    if _digest(payload) != digest:
+        raise ValueError("checksum mismatch (the file changed after it was written)")
+    return payload
 
 
 def _load_checkpoint(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
-    """The saved state if it belongs to this very run (same key and config), else None."""
+    """The saved state if it is intact and belongs to this very run (same key and config), else None:
+    a damaged state is never resumed, the trial starts over."""
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unreadable: start over rather than fail the run
-        log.warning("ignoring unreadable training checkpoint %s (%s)", path, exc)
+        payload = _read_checkpoint(path)
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as exc:  # unreadable or damaged: start over rather than fail the run
+        log.warning("ignoring damaged training checkpoint %s, the trial restarts from scratch (%s)", path, exc)
         return None
-    if any(state.get(k) != v for k, v in key.items()):
+    if not isinstance(state, dict) or any(state.get(k) != v for k, v in key.items()):
         log.info("ignoring training checkpoint %s: it belongs to another configuration", path)
         return None
     return state

@@ -19,6 +19,7 @@ import torch
 
 from superbench.cache import (
     AUDIO_KEY_BLOCK,
+    CACHE_FORMAT_VERSION,
     CacheError,
     OnlineFeatures,
     audio_key,
@@ -80,9 +81,10 @@ def test_cache_folder_changes_with_upstream_weights_and_level_only(tmp_path, mon
     assert cache_path(a, "utterance") != cache_path(b, "utterance")
     assert cache_path(a, "utterance") != cache_path(a, "frame")
     fp = a.fingerprint()
-    assert cache_path(a, "frame", tmp_path) == tmp_path / f"tone-test-{fp}" / "frame-v2"
+    folder = tmp_path / f"tone-test-{fp}" / f"frame-v{CACHE_FORMAT_VERSION}"
+    assert cache_path(a, "frame", tmp_path) == folder
     monkeypatch.setattr(ToneUpstream, "fingerprint", lambda self: pytest.fail("fingerprint recomputed"))
-    assert cache_path(a, "frame", tmp_path, fingerprint=fp) == tmp_path / f"tone-test-{fp}" / "frame-v2"
+    assert cache_path(a, "frame", tmp_path, fingerprint=fp) == folder
 
 
 def test_extraction_hashes_the_weights_at_most_once(tmp_path, monkeypatch):

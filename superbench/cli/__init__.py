@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark frozen self-supervised speech models on SUPERB tasks "
                     "(PR, ASR, KS, SID, ER) with cached features and a local leaderboard.",
         epilog="exit codes: 0 ok, 1 negative verdict (regression, failed validation), 2 usage error "
-               "(bad input, found before any work), 3 runtime failure (e.g. NaN loss, full disk), 130 interrupted",
+               "(bad input, found before any work), 3 runtime failure or internal error (e.g. NaN loss, full "
+               "disk, a bug), 130 interrupted",
     )
     parser.add_argument("--version", action="version", version=f"superbench {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -53,18 +54,22 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return ExitCode.USAGE
+    log = logging.getLogger("superbench")
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        logging.getLogger("superbench").error("interrupted; finished work is kept and a re-run resumes")
+        log.error("interrupted; finished work is kept and a re-run resumes")
         return ExitCode.INTERRUPTED
     except (LookupError, ValueError, RuntimeError, OSError) as exc:
         code = exit_code_for(exc)
         kind = "error" if code == ExitCode.USAGE else "failed"
-        logging.getLogger("superbench").error("%s: %s", kind, exc)
-        if args.verbose:
-            raise
+        log.error("%s: %s", kind, exc, exc_info=bool(args.verbose))
         return code
+    except Exception as exc:  # a bug, not a verdict: never exit 1 (a regression, to CI)
+        first = (str(exc).splitlines() or [""])[0]
+        log.error("internal error: %s: %s (run with -v for the traceback)", type(exc).__name__, first,
+                  exc_info=bool(args.verbose))
+        return ExitCode.INTERNAL
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
     superbench leaderboard import PATHS... [--overwrite]
     superbench leaderboard import-published FILE.csv|superb-paper [--overwrite]
     superbench leaderboard export -o FILE
+    superbench leaderboard sync [--results DIR] [--db PATH]
     superbench report -o report.html [--data DATA_ROOT|demo[:SIZE]] [--reference paper|local]
     superbench check --baseline FILE [--db PATH | --records DIR] [--fingerprint FP] [--tolerance ABS]
                      [--std-tolerance K]
@@ -54,7 +55,11 @@ def cmd_table(args: argparse.Namespace) -> int:
     from leaderboard.table import build_leaderboard
 
     store = _store(args)
-    board = build_leaderboard(store.records(), reference=args.reference, sort=args.sort,
+    records = store.records()  # rows that fail validation are skipped with a warning each
+    if store.invalid_rows:
+        log.warning("%d stored row(s) skipped as invalid (see above); the table shows the other %d",
+                    len(store.invalid_rows), len(records))
+    board = build_leaderboard(records, reference=args.reference, sort=args.sort,
                               published=_published(args, store))
     _emit(board.render(args.format), args.output)
     return ExitCode.OK
@@ -82,15 +87,19 @@ def cmd_import_published(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from leaderboard.store import load_record_files
+    """All or nothing: every input is validated (the one record schema, `ResultRecord.validate`) before
+    anything is written; with any refused input nothing is written and the refusals are listed."""
+    from leaderboard.store import ImportReport, load_record_files
 
     records, errors = load_record_files(args.paths)
+    store = _store(args, must_exist=False)
     if errors:
         for e in errors:
-            log.error("%s", e)
-        log.error("import refused: %d bad input(s); nothing was written", len(errors))
+            log.error("refused: %s", e)
+        log.error("import refused: %d bad input(s), %d valid record(s) not imported; nothing was written",
+                  len(errors), len(records))
+        print(f"{store.path}: {ImportReport(refused=errors).summary()}; nothing was written")
         return ExitCode.USAGE
-    store = _store(args, must_exist=False)
     report = store.add_many(records, overwrite=args.overwrite)
     for key in report.skipped[:SHOW_SKIPPED]:
         log.warning("skipped (already stored): %s", key.describe())
@@ -98,6 +107,23 @@ def cmd_import(args: argparse.Namespace) -> int:
         log.warning("... and %d more skipped row(s)", len(report.skipped) - SHOW_SKIPPED)
     print(f"{store.path}: {report.summary()}; {len(store)} row(s) in store")
     return ExitCode.OK
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Add record files the store lacks (a run killed, or its database write failed, after the record
+    file was written); rows are never deleted or replaced. Exit 2 when some file could not be added."""
+    from superbench.paths import results_dir
+
+    root = args.results if args.results is not None else results_dir()
+    store = _store(args, must_exist=False)
+    report = store.sync(root)
+    for key in report.added:
+        print(f"added {key.describe()}")
+    for problem in report.refused:
+        log.error("refused: %s", problem)
+    print(f"{store.path}: {len(report.added)} record(s) added from {root}, {report.already} already stored, "
+          f"{len(report.refused)} refused; {len(store)} row(s) in store")
+    return ExitCode.USAGE if report.refused else ExitCode.OK
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -234,6 +260,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_db(exp, suppress=True)
     exp.set_defaults(func=cmd_export)
 
+    syn = lbsub.add_parser("sync", help="add record files under the results folder that the store lacks",
+                           description="Repairs a store that missed records (a run killed, or the database "
+                                       "write failed, after the record file was written). Records already "
+                                       "stored are left as they are; rows are never deleted.")
+    syn.add_argument("--results", type=Path, default=None, metavar="DIR",
+                     help="results folder to read (default: $SUPERBENCH_RESULTS or $SUPERBENCH_HOME/results)")
+    _add_db(syn, suppress=True)
+    syn.set_defaults(func=cmd_sync)
+
     rep = sub.add_parser("report", help="write a self-contained HTML report (table, bar chart, layer weights)")
     _add_db(rep)
     rep.add_argument("-o", "--output", type=Path, default=Path("report.html"),
@@ -251,7 +286,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     chk = sub.add_parser("check", help="fail (exit 1) when results regressed against a baseline",
                          description="Direction-aware regression check. Exit 0: ok, 1: regression, "
-                                     "2: usage/data error.")
+                                     "2: usage/data error (also: implausible baseline std, nothing compared), "
+                                     "3: internal error.")
     mode = chk.add_mutually_exclusive_group(required=True)
     mode.add_argument("--baseline", type=Path, help="baseline JSON to check against")
     mode.add_argument("--write-baseline", type=Path, metavar="FILE",

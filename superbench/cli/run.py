@@ -30,23 +30,55 @@ with the same result.
 """
 
 
+def _int_in(lo: int, hi: int) -> Callable[[str], int]:
+    """argparse type: a decimal integer in lo..hi (a loop count must be sane: `1e11` or 10**30 is a usage
+    error, never a traceback)."""
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer in {lo}..{hi}, got {value!r}") from None
+        if not lo <= n <= hi:
+            raise argparse.ArgumentTypeError(f"must be an integer in {lo}..{hi}, got {value}")
+        return n
+
+    parse.__name__ = "integer"
+    return parse
+
+
+#: Most seeds one command runs (each seed is a full training sweep).
+MAX_SEEDS = 1000
+#: Most torch threads one may ask for.
+MAX_THREADS = 1024
+#: Largest layer index accepted on the command line (the upstream's own count is checked before any work).
+MAX_LAYER = 9999
+
+_positive = _int_in(1, MAX_THREADS)
+
+
 def _layer(value: str) -> int | str:
     if value in ("last", "all"):
         return value
     try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--layer must be an integer, 'last' or 'all', got {value!r}") from None
-
-
-def _positive(value: str) -> int:
-    try:
         n = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
+        raise argparse.ArgumentTypeError(f"--layer must be an integer, 'last' or 'all', got {value!r}") from None
+    if not 0 <= n <= MAX_LAYER:
+        raise argparse.ArgumentTypeError(f"--layer must be a layer index in 0..{MAX_LAYER}, 'last' or 'all', "
+                                         f"got {value}")
     return n
+
+
+def _lr(value: str) -> float:
+    import math
+
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--lr must be a number, got {value!r}") from None
+    if not math.isfinite(x) or not 0 < x <= 10:
+        raise argparse.ArgumentTypeError(f"--lr must be a finite learning rate in (0, 10], got {value}")
+    return x
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -63,15 +95,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default="demo", metavar="demo|DATA_ROOT",
                    help="'demo' (synthetic offline corpus, built on first use; 'demo:tiny' for the small one) "
                         "or a prepared data root with <task>/meta.json folders (default: demo)")
-    p.add_argument("--seeds", type=_positive, default=1, metavar="N",
-                   help="train with seeds 0..N-1; a record per seed, mean ± std printed (default: 1)")
+    p.add_argument("--seeds", type=_int_in(1, MAX_SEEDS), default=1, metavar="N",
+                   help=f"train with seeds 0..N-1 (N in 1..{MAX_SEEDS}); a record per seed, mean ± std printed "
+                        f"(default: 1)")
     p.add_argument("--layer", type=_layer, default=None, metavar="K|last|all",
                    help="probe a single layer instead of the learned weighted sum; 'all' probes every layer of "
                         "the upstream in turn (one record per layer, one extraction), for a score-vs-layer figure")
     p.add_argument("--profile", default=None, metavar="superb|fast|ci",
                    help="recipe profile: superb (s3prl schedules), fast (demo-scale) or ci (smoke-scale, for "
                         "regression checks); default: fast with --data demo, superb otherwise")
-    p.add_argument("--lr", type=float, default=None, metavar="X", help="fixed learning rate (no sweep)")
+    p.add_argument("--lr", type=_lr, default=None, metavar="X", help="fixed learning rate (no sweep)")
     p.add_argument("--no-lr-sweep", dest="lr_sweep", action="store_false",
                    help="use the recipe's single lr instead of sweeping its lr_grid on dev")
     p.add_argument("--no-cache", dest="use_cache", action="store_false",
@@ -85,7 +118,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="leaderboard database (default: $SUPERBENCH_DB or $SUPERBENCH_HOME/leaderboard.db)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
     p.add_argument("--threads", type=_positive, default=None, metavar="N",
-                   help="torch intra-op threads for extraction and for head training (default: torch's own)")
+                   help="torch intra-op threads for extraction and for head training (default: torch's own, one "
+                        "per core, the fastest measured for both; use 1 when several runs share the cores)")
     p.add_argument("--extract-threads", type=_positive, default=None, metavar="N",
                    help="threads while the upstream extracts features (overrides --threads)")
     p.add_argument("--train-threads", type=_positive, default=None, metavar="N",
@@ -113,15 +147,37 @@ def resolve_data(data: str) -> tuple[Path, bool]:
     return root, False
 
 
-def store_writer(db: Path | None) -> Callable:
-    """`on_record` for the runner: each record goes into the leaderboard store as it is written."""
-    from leaderboard.store import ResultStore
+class StoreWriter:
+    """`on_record` for the runner: each record goes into the leaderboard store as it is written.
 
-    def add(record) -> None:
-        with ResultStore(db) as store:
-            store.add(record, overwrite=True)
+    A failed database write (locked, full disk, not a database) never loses the result: the record
+    file is already written, the error names the database and the record, the run goes on, and the
+    command ends with exit code 3. The next run of the same command (records found on disk are
+    handed over again) or `superbench leaderboard sync` adds the record.
+    """
 
-    return add
+    def __init__(self, db: Path | None) -> None:
+        self.db = db
+        self.failed: list[str] = []
+
+    def __call__(self, record) -> None:
+        import sqlite3
+
+        from leaderboard.store import ResultStore, StoreError
+
+        store = ResultStore(self.db)
+        try:
+            with store:
+                store.add(record, overwrite=True)
+        except (StoreError, sqlite3.Error, OSError) as exc:
+            what = record.run_key().describe()
+            self.failed.append(what)
+            log.error("could not add %s to the results database %s (%s); the record file is kept and the next "
+                      "run, or `superbench leaderboard sync --db %s`, adds it", what, store.path, exc, store.path)
+
+
+def store_writer(db: Path | None) -> StoreWriter:
+    return StoreWriter(db)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -133,10 +189,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     tasks = resolve_tasks(args.task)  # fail on a typo before loading a model or building data
     upstream = load_upstream(args.upstream, path=args.upstream_path)
     data_root, is_demo = resolve_data(args.data)
+    writer = store_writer(args.db) if args.store else None
     opts = RunOptions(profile=args.profile or ("fast" if is_demo else "superb"), seeds=args.seeds,
                       layer=args.layer, lr=args.lr, lr_sweep=args.lr_sweep, use_cache=args.use_cache,
                       results_dir=args.results, overwrite=args.overwrite, progress=args.progress,
-                      on_record=store_writer(args.db) if args.store else None,
+                      on_record=writer,
                       extract_threads=args.extract_threads or args.threads,
                       train_threads=args.train_threads or args.threads)
     if args.results is None:
@@ -149,6 +206,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             score = f"{r.mean:.2f}" + (f" ± {r.std:.2f}" if r.n > 1 else "")
             print(f"{r.upstream:<22} {r.task:<5} {r.layer or 'mix':<5} {r.metric:<6} {score:>15} {r.dev_mean:>7.2f} "
                   f"{r.lr:>8.0e} {r.profile:<16} {r.extraction_s:>9.1f} {r.training_s:>8.1f}")
+    if writer is not None and writer.failed:
+        from superbench.exit_codes import ExitCode
+
+        log.error("%d record(s) are not in the results database %s (see above); their files are kept: run "
+                  "`superbench leaderboard sync` (or this command again) to add them", len(writer.failed),
+                  writer.db or "(default)")
+        return ExitCode.RUNTIME
     return 0
 
 
