@@ -4,6 +4,11 @@
   and `_silence_`.
 * dev = files named in validation_list.txt, test = files named in testing_list.txt, train = the rest
   (the lists are the corpus's own hash-based split, which s3prl's split_dataset reproduces).
+* Without both lists (a copy that lost them, a re-packaged corpus) the split is the rule the lists
+  were made with: `which_set` from the corpus README / TensorFlow's speech_commands input_data.py, a
+  SHA-1 of the file name up to `_nohash_` (so a speaker's files stay together), 10% dev, 10% test.
+  This is logged and recorded in meta.json `extra.split_rule`. With only one list present the
+  preparer refuses: mixing the list with the hash rule could put a speaker on both sides.
 * `_background_noise_/*.wav` is cut into non-overlapping 1 s `_silence_` clips (written under
   OUT/audio/ks_silence/); clip k of each file goes to dev if k % 10 == 0, test if k % 10 == 1,
   else train. s3prl crops a random second on the fly instead; fixed clips keep runs reproducible.
@@ -17,11 +22,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from pathlib import Path
 from typing import Sequence
 
-from recipes.prepare import Dropped, Problems, audio_extensions, audio_row, default_out, probe_audio
+from recipes.prepare import Dropped, PrepareError, Problems, audio_extensions, audio_row, default_out, probe_audio
 from superbench.manifest import write_task_manifest
 
 log = logging.getLogger(__name__)
@@ -29,6 +36,23 @@ log = logging.getLogger(__name__)
 WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 LABELS = WORDS + ("_unknown_", "_silence_")
 SILENCE_SECONDS = 1.0
+MAX_NUM_WAVS_PER_CLASS = 2**27 - 1  # the corpus README's constant (~134M)
+VALIDATION_PERCENTAGE = TESTING_PERCENTAGE = 10.0
+HASH_SPLIT_RULE = "hash of file name (Speech Commands which_set, 10% validation, 10% testing)"
+
+
+def which_set(filename: str, validation_percentage: float = VALIDATION_PERCENTAGE,
+              testing_percentage: float = TESTING_PERCENTAGE) -> str:
+    """The corpus's own split rule ("train", "dev" or "test"), as `which_set` in the Speech Commands
+    README: everything from `_nohash_` on is ignored, so all files of one speaker land together."""
+    hash_name = re.sub(r"_nohash_.*$", "", Path(filename).name)
+    hash_hex = hashlib.sha1(hash_name.encode("utf-8")).hexdigest()
+    percentage_hash = (int(hash_hex, 16) % (MAX_NUM_WAVS_PER_CLASS + 1)) * (100.0 / MAX_NUM_WAVS_PER_CLASS)
+    if percentage_hash < validation_percentage:
+        return "dev"
+    if percentage_hash < validation_percentage + testing_percentage:
+        return "test"
+    return "train"
 
 
 def _read_list(path: Path, root: Path, problems: Problems) -> set[str]:
@@ -76,8 +100,20 @@ def prepare_speech_commands(root: str | Path, out: str | Path | None = None, tes
     labels = words + ("_unknown_", "_silence_")
     problems = Problems("speech_commands", skip_bad)
     dropped = Dropped("speech_commands")
-    dev = _read_list(root / "validation_list.txt", root, problems)
-    test = _read_list(root / "testing_list.txt", root, problems)
+    dev_list, test_list = root / "validation_list.txt", root / "testing_list.txt"
+    if dev_list.is_file() != test_list.is_file():
+        have, lack = (dev_list, test_list) if dev_list.is_file() else (test_list, dev_list)
+        raise PrepareError(f"speech_commands: {have.name} is there but {lack} is missing; give both lists, or "
+                           "remove both to split by the corpus's file-name hash rule (one list plus the hash "
+                           "rule could put a speaker in two splits)")
+    hash_split = not dev_list.is_file()
+    if hash_split:
+        log.warning("speech_commands: no validation_list.txt / testing_list.txt in %s; splitting by %s",
+                    root, HASH_SPLIT_RULE)
+        dev, test = set(), set()
+    else:
+        dev = _read_list(dev_list, root, problems)
+        test = _read_list(test_list, root, problems)
     splits: dict[str, list[dict]] = {"train": [], "dev": [], "test": []}
     ids: dict[str, Path] = {}
     word_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(("_", ".")))
@@ -88,13 +124,14 @@ def prepare_speech_commands(root: str | Path, out: str | Path | None = None, tes
             dropped.add("word folder(s) not among the keywords, labelled _unknown_", f"{d.name} ({len(files)})")
         for wav in files:
             rel = f"{d.name}/{wav.name}"
-            if rel in test:
-                if test_root is not None:
-                    dropped.add("testing_list.txt file(s) left out (the test folder is the test set)", rel)
-                    continue
-                split = "test"
+            if hash_split:
+                split = which_set(wav.name)
             else:
-                split = "dev" if rel in dev else "train"
+                split = "test" if rel in test else "dev" if rel in dev else "train"
+            if split == "test" and test_root is not None:
+                source = "hashed-to-test" if hash_split else "testing_list.txt"
+                dropped.add(f"{source} file(s) left out (the test folder is the test set)", rel)
+                continue
             uid = f"{d.name}-{wav.stem}"
             if uid in ids:
                 problems.add(f"{wav}: same name as {ids[uid]} in another format (id {uid!r} twice)")
@@ -149,6 +186,10 @@ def prepare_speech_commands(root: str | Path, out: str | Path | None = None, tes
             log.warning("speech_commands: split %s has no %s", split, ", ".join(missing))
     extra = {"test_set": "official test folder" if test_root else "testing_list.txt",
              "silence": "1 s clips of _background_noise_, clip k%10: 0 dev, 1 test"}
+    if hash_split:
+        extra["split_rule"] = HASH_SPLIT_RULE
+        if test_root is None:
+            extra["test_set"] = "files hashed to test (no testing_list.txt)"
     if words != WORDS:
         extra["words"] = list(words)
     if dropped.reasons:
