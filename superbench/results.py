@@ -10,6 +10,10 @@ Layout (like MTEB's model / revision / experiment):
 
     <results>/<upstream>/<upstream fingerprint>/<profile>-r<recipe version>/<task>[-layerK]-data<fp>-seed<N>.json
 
+Beside each record, with the same stem, the runner keeps the best head (`<stem>.head.pt`, or
+`<stem>.<fold>.head.pt` per fold) and its predictions (`<stem>.predictions.jsonl`), named in the
+record's `artifacts` (see `superbench.runner` for the formats).
+
 Every metric is in percent (PER/WER/accuracy), the same unit as the SUPERB
 paper, so records compare directly with published numbers. Records are written
 atomically and validated on read, so a crashed run never leaves a half record.
@@ -161,8 +165,16 @@ def record_problems(record: "ResultRecord") -> list[str]:
     if not (layer is None or layer == "last" or (isinstance(layer, int) and not isinstance(layer, bool)
                                                   and 0 <= layer < 10_000)):
         problems.append(f"layer is {layer!r}, not null, 'last' or a layer index")
-    if not isinstance(record.manifest_fingerprint, str):
-        problems.append(f"manifest_fingerprint is {record.manifest_fingerprint!r}, not a string")
+    for name in ("manifest_fingerprint", "features_fingerprint", "upstream_source"):
+        if not isinstance(getattr(record, name), str):
+            problems.append(f"{name} is {getattr(record, name)!r}, not a string")
+    if not isinstance(record.overrides, dict):
+        problems.append(f"overrides is {record.overrides!r}, not a mapping")
+    artifacts = record.artifacts
+    if not isinstance(artifacts, dict) or not all(isinstance(k, str) and isinstance(v, str) and v
+                                                  and not Path(v).is_absolute() and ".." not in Path(v).parts
+                                                  for k, v in artifacts.items()):
+        problems.append(f"artifacts is {artifacts!r}, not a mapping of names to paths relative to the record")
     metric = record.metric if isinstance(record.metric, str) else ""
     for name in ("test", "dev"):
         problem = metric_value_problem(metric, getattr(record, name), name)
@@ -203,6 +215,19 @@ class ResultRecord:
     git_hash: str = ""
     created_at: str = ""
     schema_version: int = SCHEMA_VERSION
+    #: Fingerprint of the upstream variant whose features were scored (e.g. FBANK without CMVN for KS/SID/ER);
+    #: equal to `upstream_fingerprint` (the model the user chose, the run identity) when the recipe asks no
+    #: variant; "" in records written before it existed.
+    features_fingerprint: str = ""
+    #: The local checkpoint directory or file the upstream was loaded from ("" for a built-in or hub model),
+    #: so weights from `NAME=DIR` can never pass for the published model of that name.
+    upstream_source: str = ""
+    #: Recipe values overridden for this run ({"train.steps": 50}); their digest is in `profile`.
+    overrides: dict[str, Any] = field(default_factory=dict)
+    #: Files kept beside the record, as paths relative to the record file's folder: "head" (or "head.<fold>"
+    #: for several folds) the best head's state_dict, "predictions" its dev and test predictions (JSON lines);
+    #: see `superbench.runner` for their formats.
+    artifacts: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> "ResultRecord":
         """The one schema of a record, used by write, read, import and the store; raises RecordError
@@ -261,6 +286,12 @@ def read_record(path: str | Path) -> ResultRecord:
         return ResultRecord.from_dict(data)
     except RecordError as exc:
         raise RecordError(f"{path}: {exc}") from exc
+
+
+def artifact_paths(record: ResultRecord, record_file: str | Path) -> dict[str, Path]:
+    """The record's artefacts (`ResultRecord.artifacts`) as paths: relative to the record file's folder."""
+    folder = Path(record_file).parent
+    return {name: folder / rel for name, rel in record.artifacts.items()}
 
 
 def read_records(paths: list[str | Path]) -> list[ResultRecord]:

@@ -13,6 +13,26 @@ Nothing here knows a particular task or upstream: the task's kind builds objecti
 targets and head, and the recipe's `upstream` section asks the upstream for a variant.
 Nothing is lost when a run is interrupted: the cache resumes by chunk, finished (lr,
 fold) trials are kept, and the running trial resumes from its last dev evaluation.
+
+What a record keeps beside it (same folder, same stem as `<stem>.json`; listed in the record's
+`artifacts`, paths relative to the record file):
+
+- `<stem>.head.pt`: the best (dev-selected) head of the chosen learning rate, a torch `state_dict`
+  (`torch.load(path, weights_only=True)`; load it into the task kind's head built with the same
+  recipe `head` section, upstream layer count and hidden size). With several folds (ER) there is
+  one file per fold, `<stem>.<fold>.head.pt`, listed as `artifacts["head.<fold>"]`.
+- `<stem>.predictions.jsonl`: that head's predictions, one JSON object per utterance, the dev
+  utterances then the test utterances of each fold in manifest order:
+  `{"split": "dev"|"test", "manifest_split": <split file it comes from>, "fold": <fold name>,
+  "id": <utterance id>, "reference": ..., "prediction": ...}` plus a per-utterance score:
+  `"correct": 0|1` where reference and prediction are classes (class names from the manifest's
+  `labels`; the index where it has none), or `"errors"` (word/phone edit distance) and
+  `"ref_tokens"` (reference length) where they are decoded strings (CTC), so that
+  sum(errors) / sum(ref_tokens) is the corpus PER/WER of the record's `test` (per fold).
+
+Each finished (lr, fold) trial writes its head and predictions into the trial folder before its
+`.json` (a trial without them is trained again, deterministically), and the record copies those of
+the chosen lr, so an interrupted and resumed run keeps the same artefacts. All files are atomic.
 """
 
 from __future__ import annotations
@@ -32,8 +52,9 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from superbench.cache import CacheError, OnlineFeatures, audio_keys, cache_path, extract_features
-from superbench.io import atomic_write_text, human_bytes
+from superbench.io import atomic_open, atomic_write_text, human_bytes
 from superbench.manifest import TaskManifest, load_task_manifest
+from superbench.metrics import edit_distance
 from superbench.paths import cache_dir, checkpoints_dir
 from superbench.paths import results_dir as default_results_dir
 from superbench.recipe import Recipe
@@ -81,6 +102,9 @@ class RunOptions:
     #: Separate because the best count differs (a large upstream scales with cores, a small head does not).
     extract_threads: int | None = None
     train_threads: int | None = None
+    #: Where the upstream's weights were loaded from (a local directory or file), recorded as `upstream_source`;
+    #: "" takes the upstream's own `source` attribute where it has one.
+    upstream_source: str = ""
 
 
 @dataclass
@@ -100,6 +124,11 @@ class TaskPlan:
     lrs: list[float]
     results: Path
     layer: int | str | None = None  # the probed layer of this plan's records (never "all")
+    upstream_source: str = ""  # where the chosen upstream's weights came from, when known
+
+    def trial_stem(self, seed: int, opts: RunOptions, lr: float, fold: str) -> Path:
+        """One finished trial's files: `<stem>.json` (numbers), `.head.pt`, `.predictions.jsonl`."""
+        return self.checkpoint_dir(seed, opts) / f"lr{lr:g}-{fold}"
 
     def checkpoint_dir(self, seed: int, opts: RunOptions) -> Path:
         """Finished trials and the running one's state, until the record is written."""
@@ -149,7 +178,17 @@ def plan_task(upstream: Upstream, task: Task, data_root: Path, opts: RunOptions,
                     model_fingerprint=model_fp, upstream=variant, upstream_fingerprint=variant_fp, keys=keys,
                     todo=[s for s in keys if s not in skip], done=[read_record(record_path(results, keys[s]))
                                                                   for s in skip],
-                    lrs=recipe.lrs(opts.lr, opts.lr_sweep), results=results, layer=opts.layer)
+                    lrs=recipe.lrs(opts.lr, opts.lr_sweep), results=results, layer=opts.layer,
+                    upstream_source=opts.upstream_source or upstream_source(upstream))
+
+
+def upstream_source(upstream: Upstream) -> str:
+    """The upstream's `source` (where its weights came from) when it declares one as text or a path, else ""."""
+    for obj in (upstream, getattr(upstream, "model", None)):
+        value = getattr(obj, "source", None)
+        if isinstance(value, (str, Path)) and str(value):
+            return str(value)
+    return ""
 
 
 def extract(plan: TaskPlan, opts: RunOptions) -> tuple[FeatureSource, float]:
@@ -188,20 +227,65 @@ def sweep(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, seed: int,
                 desc = (f"{name}/{task} seed {seed} lr {lr:g}"
                         + (f" {fold.name}" if len(plan.manifest.folds) > 1 else ""))
                 key = _trial_key(identity, cfg, fold.name)
-                trial_file = partial / f"lr{lr:g}-{fold.name}.json"
+                stem = plan.trial_stem(seed, opts, lr, fold.name)
+                trial_file = stem.with_name(stem.name + ".json")
                 result = _finished_trial(trial_file, key)
                 if result is None:
-                    checkpoint = trial_file.with_suffix(".pt")
+                    checkpoint = stem.with_name(stem.name + ".pt")
                     result = train(setup.make_head, setup.objective, source, data(fold.train), data(fold.dev),
                                    data(fold.test), cfg, progress=opts.progress, desc=desc, checkpoint=checkpoint,
                                    checkpoint_key=key)
+                    # head and predictions first: a trial's .json says it is finished, artefacts included
+                    _save_trial_artifacts(stem, plan, setup, fold, result, data)
                     atomic_write_text(trial_file, json.dumps({"key": key, "result": result.to_dict()}) + "\n")
                     checkpoint.unlink(missing_ok=True)
+                    result = dataclasses.replace(result, head_state=None)  # on disk now; keep memory small
                 else:
                     log.info("%s: finished before the interruption, reusing it (%s)", desc, trial_file)
                 trials[lr][fold.name] = result
                 log.info("%s: dev %s %.2f (best step %d)", desc, plan.task.metric, result.dev, result.best_step)
     return trials
+
+
+def _save_trial_artifacts(stem: Path, plan: TaskPlan, setup: TaskSetup, fold: Any, result: TrainResult,
+                          data: Callable[[str], tuple[list[str], list[Any]]]) -> None:
+    """The finished trial's best head (`<stem>.head.pt`) and its dev/test predictions (`<stem>.predictions.jsonl`)."""
+    with atomic_open(stem.with_name(stem.name + ".head.pt"), "wb") as fh:
+        torch.save(result.head_state, fh)
+    lines = []
+    for role, split in (("dev", fold.dev), ("test", fold.test)):
+        ids, targets = data(split)
+        predicted = result.predictions.get(role, [])
+        if len(predicted) != len(ids):
+            raise RuntimeError(f"{plan.task.name} {fold.name}: {len(predicted)} {role} predictions for {len(ids)} "
+                               f"utterances")
+        for utt, target, prediction in zip(ids, targets, predicted):
+            row = {"split": role, "manifest_split": split, "fold": fold.name, "id": utt,
+                   "reference": _shown(target, plan.manifest.labels),
+                   "prediction": _shown(prediction, plan.manifest.labels), **_utterance_score(target, prediction)}
+            lines.append(json.dumps(row, ensure_ascii=False, default=str))
+    atomic_write_text(stem.with_name(stem.name + ".predictions.jsonl"), "".join(line + "\n" for line in lines))
+
+
+def _is_index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(value: Any, labels: Sequence[str]) -> Any:
+    """A class index as its name from the manifest's `labels` (the index where there is none); else as is."""
+    if _is_index(value) and labels and 0 <= value < len(labels):
+        return labels[value]
+    return value
+
+
+def _utterance_score(target: Any, prediction: Any) -> dict[str, int]:
+    """`correct` for classes, `errors` / `ref_tokens` (edit distance over whitespace tokens) for strings."""
+    if _is_index(target) and _is_index(prediction):
+        return {"correct": int(target == prediction)}
+    if isinstance(target, str) and isinstance(prediction, str):
+        ref = target.split()
+        return {"errors": edit_distance(ref, prediction.split()), "ref_tokens": len(ref)}
+    return {}
 
 
 def select(plan: TaskPlan, trials: dict[float, dict[str, TrainResult]]) -> Selection:
@@ -221,6 +305,7 @@ def record(plan: TaskPlan, seed: int, chosen: Selection, extraction_seconds: flo
     weights = [round(statistics.fmean(r.layer_weights[i] for r in folds.values()), 6) for i in range(n_layers)]
     key = plan.keys[seed]
     task = plan.task
+    artifacts = _write_artifacts(plan, seed, chosen, opts)
     result = ResultRecord(
         upstream=key.upstream, upstream_fingerprint=key.upstream_fingerprint, task=task.name,
         metric=task.metric, higher_is_better=task.higher_is_better,
@@ -233,7 +318,9 @@ def record(plan: TaskPlan, seed: int, chosen: Selection, extraction_seconds: flo
                  "history": [[int(step), round(float(dev), 4)] for step, dev in r.history]}
                 for lr, by_fold in chosen.trials.items() for fold, r in by_fold.items()],
         wall_time={"extraction": round(extraction_seconds, 3), "training": round(chosen.training_seconds, 3)},
-        versions=environment_versions(), git_hash=git_hash(), created_at=now_iso())
+        versions=environment_versions(), git_hash=git_hash(), created_at=now_iso(),
+        features_fingerprint=plan.upstream_fingerprint, upstream_source=plan.upstream_source,
+        overrides=json.loads(json.dumps(plan.recipe.overrides, default=str)), artifacts=artifacts)
     path = write_record(result, plan.results)
     log.info("%s/%s seed %d: test %s %.2f (dev %.2f, lr %g) -> %s", key.upstream, task.name, seed,
              task.metric, result.test, result.dev, chosen.lr, path)
@@ -241,6 +328,42 @@ def record(plan: TaskPlan, seed: int, chosen: Selection, extraction_seconds: flo
     if opts.on_record is not None:
         opts.on_record(result)
     return result
+
+
+def _write_artifacts(plan: TaskPlan, seed: int, chosen: Selection, opts: RunOptions) -> dict[str, str]:
+    """Copy the chosen lr's heads and predictions from its trial files to beside the record (atomically);
+    returns the record's `artifacts` (file names, relative to the record). A missing trial file is logged
+    and left out, never a failed run."""
+    target = record_path(plan.results, plan.keys[seed])
+    stem = target.name.removesuffix(".json")
+    several = len(chosen.folds) > 1
+    artifacts: dict[str, str] = {}
+    lines: list[str] = []
+    for fold in chosen.folds:
+        trial = plan.trial_stem(seed, opts, chosen.lr, fold)
+        head = trial.with_name(trial.name + ".head.pt")
+        name, out = ((f"head.{fold}", f"{stem}.{_safe_name(fold)}.head.pt") if several
+                     else ("head", f"{stem}.head.pt"))
+        try:
+            payload = head.read_bytes()
+            lines.append(trial.with_name(trial.name + ".predictions.jsonl").read_text(encoding="utf-8"))
+        except OSError as exc:
+            log.warning("%s: no head or predictions of lr %g %s to keep beside the record (%s)",
+                        plan.keys[seed].describe(), chosen.lr, fold, exc)
+            continue
+        with atomic_open(target.parent / out, "wb") as fh:
+            fh.write(payload)
+        artifacts[name] = out
+    if lines:
+        out = f"{stem}.predictions.jsonl"
+        atomic_write_text(target.parent / out, "".join(lines))
+        artifacts["predictions"] = out
+    return artifacts
+
+
+def _safe_name(name: str) -> str:
+    """A fold name as one plain file-name part."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(name)) or "fold"
 
 
 def execute(plan: TaskPlan, opts: RunOptions,
@@ -432,8 +555,18 @@ def _trial_key(identity: dict[str, Any], cfg: Any, fold: str) -> str:
 
 
 def _finished_trial(path: Path, key: str) -> TrainResult | None:
+    """A trial finished before an interruption (same key, its head and predictions on disk too), else None."""
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
-        return TrainResult.from_dict(saved["result"]) if saved.get("key") == key else None
+        if saved.get("key") != key:
+            return None
+        result = TrainResult.from_dict(saved["result"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    stem = path.with_suffix("")
+    missing = [p.name for p in (stem.with_name(stem.name + ".head.pt"),
+                                stem.with_name(stem.name + ".predictions.jsonl")) if not p.is_file()]
+    if missing:
+        log.info("%s: finished trial without %s (kept since); training it again", path, ", ".join(missing))
+        return None
+    return result

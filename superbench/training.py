@@ -11,6 +11,12 @@ there and ends with the same result as an uninterrupted run (the batch stream is
 to the saved step, which costs index draws only). A checkpoint carries the blake2b of its
 bytes; one that fails the check (a flipped bit, a torn copy) is never resumed: the trial
 starts over, with a warning naming the file.
+
+What `train` returns beyond the numbers (in memory only, never in `TrainResult.to_dict`): the
+best (dev-selected) head's `state_dict` (`head_state`) and that head's predictions
+(`predictions = {"dev": [...], "test": [...]}`, in the order of the ids given), so a caller can
+keep the head and the per-utterance outputs behind the score. The dev predictions are those of
+the dev evaluation that selected the head (kept in the resumable state too), not a re-run.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import io
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
@@ -77,12 +83,20 @@ class TrainResult:
     layer_weights: list[float]
     seconds: float
     history: list[tuple[int, float]] = field(default_factory=list)
+    #: The best (dev-selected) head's state_dict; in memory only (not in `to_dict`), None when not at hand.
+    head_state: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
+    #: That head's predictions {"dev": [...], "test": [...]}; in memory only (not in `to_dict`).
+    predictions: dict[str, list] = field(default_factory=dict, repr=False, compare=False)
+
+    #: Fields kept in memory only: a finished trial's JSON holds the numbers, not weights or outputs.
+    MEMORY_ONLY = ("head_state", "predictions")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name not in self.MEMORY_ONLY}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainResult":
+        data = {k: v for k, v in data.items() if k not in cls.MEMORY_ONLY}
         return cls(**{**data, "history": [tuple(h) for h in data.get("history", [])]})
 
 
@@ -154,6 +168,7 @@ def train(make_head: Callable[[], torch.nn.Module], objective: Objective, source
     stream = _batches(list(train_data[0]), list(train_data[1]), cfg, gen)
     better = (lambda a, b: a > b) if objective.higher_is_better else (lambda a, b: a < b)
     best_dev, best_step, best_state = math.nan, 0, None
+    best_predictions: list | None = None  # the dev predictions of the best checkpoint
     history: list[tuple[int, float]] = []
     first_step, spent = 1, 0.0
     key = {"key": checkpoint_key, "config": asdict(cfg), "train_ids": len(train_data[0])}
@@ -162,6 +177,7 @@ def train(make_head: Callable[[], torch.nn.Module], objective: Objective, source
         head.load_state_dict(saved["head"])
         optimizer.load_state_dict(saved["optimizer"])
         best_dev, best_step, best_state = saved["best_dev"], saved["best_step"], saved["best_state"]
+        best_predictions = saved.get("best_predictions")  # absent in states saved before predictions were kept
         history, spent = [tuple(h) for h in saved["history"]], saved["seconds"]
         for _ in range(saved["step"] * cfg.grad_accum):  # replay the batch draws up to the saved step
             next(stream)
@@ -185,27 +201,32 @@ def train(make_head: Callable[[], torch.nn.Module], objective: Objective, source
         optimizer.step()
         bar.update(1)
         if step % cfg.eval_interval == 0 or step == cfg.steps:
-            dev, _ = evaluate(head, objective, source, list(dev_data[0]), dev_data[1], cfg.eval_batch_size)
+            dev, dev_predictions = evaluate(head, objective, source, list(dev_data[0]), dev_data[1],
+                                            cfg.eval_batch_size)
             history.append((step, dev))
             bar.set_postfix(loss=f"{loss.item():.3f}", dev=f"{dev:.1f}")
             log.debug("%s step %d loss %.4f dev %s %.2f", desc, step, loss.item(), objective.metric, dev)
             if best_state is None or better(dev, best_dev):
                 best_dev, best_step = dev, step
                 best_state = copy.deepcopy(head.state_dict())
+                best_predictions = dev_predictions
             if checkpoint is not None and step < cfg.steps:
                 _save_checkpoint(checkpoint, {
                     **key, "step": step, "head": head.state_dict(), "optimizer": optimizer.state_dict(),
                     "torch_rng": torch.get_rng_state(), "best_dev": best_dev, "best_step": best_step,
-                    "best_state": best_state, "history": history,
+                    "best_state": best_state, "best_predictions": best_predictions, "history": history,
                     "seconds": spent + time.perf_counter() - start})
     bar.close()
     assert best_state is not None
     head.load_state_dict(best_state)
-    test, _ = evaluate(head, objective, source, list(test_data[0]), test_data[1], cfg.eval_batch_size)
+    test, test_predictions = evaluate(head, objective, source, list(test_data[0]), test_data[1], cfg.eval_batch_size)
+    if best_predictions is None:  # resumed from a state that did not keep them: the same head, evaluated again
+        _, best_predictions = evaluate(head, objective, source, list(dev_data[0]), dev_data[1], cfg.eval_batch_size)
     weights = head.featurizer.normalized_weights().detach().tolist()
     return TrainResult(dev=best_dev, test=test, best_step=best_step, steps=cfg.steps, lr=cfg.lr,
                        layer_weights=[round(w, 6) for w in weights], seconds=spent + time.perf_counter() - start,
-                       history=history)
+                       history=history, head_state=best_state,
+                       predictions={"dev": list(best_predictions), "test": list(test_predictions)})
 
 
 #: First bytes of a checkpoint: a digest line over the torch.save payload that follows it.

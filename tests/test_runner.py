@@ -197,7 +197,8 @@ def test_interrupted_run_keeps_finished_trials_and_resumes_the_running_one(tmp_p
     with pytest.raises(Interrupted):  # lr 1e-3 finished; lr 1e-2 dies in step 31 (state saved at 20)
         run_task(ToneUpstream(), get_task("ks"), tmp_path, opts)
     partial = tmp_path / "ckpt-b" / whole.run_key().digest()
-    assert sorted(p.name for p in partial.iterdir()) == ["lr0.001-default.json", "lr0.01-default.pt"]
+    assert sorted(p.name for p in partial.iterdir()) == ["lr0.001-default.head.pt", "lr0.001-default.json",
+                                                         "lr0.001-default.predictions.jsonl", "lr0.01-default.pt"]
 
     rerun = []
 

@@ -16,6 +16,7 @@ examples:
   superbench run --upstream my_model.py:MyUpstream --task pr --data /data/superb --profile superb
   superbench run --upstream hubert --upstream-path ./hubert-base-ls960 --task er --layer last
   superbench run --upstream hubert-tiny-random --task ks --layer all   # one probe per layer: score vs layer
+  superbench run --upstream fbank --task ks --set train.steps=50 --set head.proj_dim=64
 
 Features are extracted once per (upstream, audio) into the cache ($SUPERBENCH_HOME/features);
 re-runs and other tasks over the same audio reuse them. One JSON record per run goes to --results
@@ -26,7 +27,8 @@ existing record of that identity is skipped unless --overwrite. Before any extra
 folder, --layer, the labels and the free disk are checked for all tasks. Interrupted (Ctrl-C,
 kill)? Run the same command again: the extraction resumes by chunk, finished (lr, fold) trials are
 reused and the running one continues from its last dev evaluation ($SUPERBENCH_HOME/checkpoints),
-with the same result.
+with the same result. Beside each record: the best head (<stem>.head.pt) and its dev/test
+predictions (<stem>.predictions.jsonl), listed in the record's "artifacts".
 """
 
 
@@ -81,6 +83,46 @@ def _lr(value: str) -> float:
     return x
 
 
+def _override(value: str) -> tuple[str, object]:
+    """argparse type of `--set section.key=value`: the value read as YAML (numbers, lists, true/false)."""
+    import yaml
+
+    key, sep, raw = value.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"--set takes section.key=value (e.g. train.steps=50), got {value!r}")
+    try:
+        parsed = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise argparse.ArgumentTypeError(f"--set {key}: {raw!r} is not a YAML value ({exc})") from None
+    return key.strip(), _numbers(parsed)
+
+
+def _numbers(value: object) -> object:
+    """YAML 1.1 reads `1e-3` (no dot) as text: such numbers become floats, in lists too."""
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        import math
+
+        return number if math.isfinite(number) and any(c.isdigit() for c in value) else value
+    return value
+
+
+def overrides_from_args(sets: list[tuple[str, object]] | None) -> dict[str, object]:
+    """`--set` pairs as RunOptions.overrides (a later --set of the same key wins)."""
+    return dict(sets or [])
+
+
+def check_overrides(tasks: list, profile: str, overrides: dict[str, object]) -> None:
+    """Every `--set` key and value is valid for every task's recipe (RecipeError, exit 2, before any work)."""
+    for task in tasks:
+        task.load_recipe(profile).with_overrides(overrides)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="benchmark an upstream on SUPERB tasks",
                        description="Extract features once, train the SUPERB heads (learning-rate sweep on dev, "
@@ -105,6 +147,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="recipe profile: superb (s3prl schedules), fast (demo-scale) or ci (smoke-scale, for "
                         "regression checks); default: fast with --data demo, superb otherwise")
     p.add_argument("--lr", type=_lr, default=None, metavar="X", help="fixed learning rate (no sweep)")
+    p.add_argument("--set", dest="sets", action="append", type=_override, default=None,
+                   metavar="SECTION.KEY=VALUE",
+                   help="override one recipe value, e.g. train.steps=50 or head.proj_dim=64 (repeatable; the value "
+                        "is read as YAML: numbers, [lists], true/false); checked against every task's recipe before "
+                        "any work; the record's profile becomes <profile>+<digest> and keeps the values")
     p.add_argument("--no-lr-sweep", dest="lr_sweep", action="store_false",
                    help="use the recipe's single lr instead of sweeping its lr_grid on dev")
     p.add_argument("--no-cache", dest="use_cache", action="store_false",
@@ -187,10 +234,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from superbench.upstream import load_upstream
 
     tasks = resolve_tasks(args.task)  # fail on a typo before loading a model or building data
+    is_demo = args.data == "demo" or args.data.startswith("demo:")
+    profile = args.profile or ("fast" if is_demo else "superb")
+    overrides = overrides_from_args(getattr(args, "sets", None))
+    check_overrides(tasks, profile, overrides)  # a bad --set is a usage error before any work
     upstream = load_upstream(args.upstream, path=args.upstream_path)
     data_root, is_demo = resolve_data(args.data)
     writer = store_writer(args.db) if args.store else None
-    opts = RunOptions(profile=args.profile or ("fast" if is_demo else "superb"), seeds=args.seeds,
+    opts = RunOptions(profile=profile, seeds=args.seeds, overrides=overrides,
+                      upstream_source=upstream_source_of(args.upstream, args.upstream_path),
                       layer=args.layer, lr=args.lr, lr_sweep=args.lr_sweep, use_cache=args.use_cache,
                       results_dir=args.results, overwrite=args.overwrite, progress=args.progress,
                       on_record=writer,
@@ -214,6 +266,15 @@ def cmd_run(args: argparse.Namespace) -> int:
                   writer.db or "(default)")
         return ExitCode.RUNTIME
     return 0
+
+
+def upstream_source_of(spec: str, path: str | None) -> str:
+    """The local weights an upstream spec names (`--upstream-path DIR` or `NAME=DIR`), absolute; "" for none."""
+    if path is None and "=" in spec:
+        path = spec.split("=", 1)[1]
+    if not path:
+        return ""
+    return str(Path(path).expanduser().resolve())
 
 
 def _warn_about_old_default() -> None:
