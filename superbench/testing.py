@@ -15,7 +15,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from superbench.manifest import write_task_manifest
+from superbench.manifest import Fold, write_task_manifest
 from superbench.upstream import Upstream
 
 SR = 16000
@@ -65,8 +65,9 @@ def _tone(freq: float, seconds: float, rng: np.random.Generator) -> np.ndarray:
 
 
 def make_class_corpus(root: Path, task: str = "ks", n_classes: int = 3, per_class: tuple = (12, 4, 4),
-                      seed: int = 0, label_field: str = "label") -> Path:
-    """Utterance task: class c is a tone at TONES[c] of random length (0.3-0.8 s), its name in `label_field`."""
+                      seed: int = 0, label_field: str = "label", folds: list[Fold] | None = None) -> Path:
+    """Utterance task: class c is a tone at TONES[c] of random length (0.3-0.8 s), its name in `label_field`;
+    `folds` (e.g. ER-style cross-validation over the same three splits) defaults to one train/dev/test fold."""
     rng = np.random.default_rng(seed)
     labels = [f"c{i}" for i in range(n_classes)]
     splits = {}
@@ -82,7 +83,7 @@ def make_class_corpus(root: Path, task: str = "ks", n_classes: int = 3, per_clas
                              "speaker": f"s{k % 3}", label_field: labels[c]})
         splits[split] = rows
     write_task_manifest(root / task, task=task, corpus="tones", version="1", label_field=label_field,
-                        labels=labels, splits=splits)
+                        labels=labels, splits=splits, folds=folds)
     return root / task
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from superbench.cli import main
-from superbench.manifest import Fold, load_task_manifest, write_task_manifest
+from superbench.manifest import Fold, load_task_manifest
 from superbench.results import artifact_paths, read_record, read_records, record_path
 from superbench.runner import RunOptions, extract, plan_task, run_task
 from superbench.tasks import get_task
@@ -74,13 +74,10 @@ def test_ks_record_keeps_its_best_head_and_predictions(tmp_path):
 
 
 def test_multi_fold_record_keeps_one_head_per_fold(tmp_path):
-    task_dir = make_class_corpus(tmp_path, task="er", n_classes=4, per_class=(8, 3, 3))
-    meta = json.loads((task_dir / "meta.json").read_text())
+    folds = [Fold("fold1", "train", "dev", "test"), Fold("fold2", "train", "test", "dev")]
+    task_dir = make_class_corpus(tmp_path, task="er", n_classes=4, per_class=(8, 3, 3), folds=folds)
     splits = {s: [json.loads(x) for x in (task_dir / f"{s}.jsonl").read_text().splitlines()]
               for s in ("train", "dev", "test")}
-    folds = [Fold("fold1", "train", "dev", "test"), Fold("fold2", "train", "test", "dev")]
-    write_task_manifest(task_dir, task="er", corpus="tones", version="1", label_field="label",
-                        labels=meta["labels"], splits=splits, folds=folds)
     (rec,) = run_task(ToneUpstream(), get_task("er"), tmp_path, _opts(tmp_path, lr=1e-2))
     files = _artifacts(tmp_path, rec)
     assert set(rec.artifacts) == {"head.fold1", "head.fold2", "predictions"}

@@ -56,13 +56,8 @@ def test_existing_record_is_skipped_unless_overwrite(tmp_path):
 
 
 def test_er_reports_the_mean_over_folds(tmp_path):
-    task_dir = make_class_corpus(tmp_path, task="er", n_classes=4, per_class=(8, 3, 3))
-    meta = json.loads((task_dir / "meta.json").read_text())
-    splits = {s: [json.loads(x) for x in (task_dir / f"{s}.jsonl").read_text().splitlines()]
-              for s in ("train", "dev", "test")}
     folds = [Fold("fold1", "train", "dev", "test"), Fold("fold2", "train", "test", "dev")]
-    write_task_manifest(task_dir, task="er", corpus="tones", version="1", label_field="label",
-                        labels=meta["labels"], splits=splits, folds=folds)
+    make_class_corpus(tmp_path, task="er", n_classes=4, per_class=(8, 3, 3), folds=folds)
     (rec,) = run_task(ToneUpstream(), get_task("er"), tmp_path, _opts(tmp_path, lr=1e-2))
     assert set(rec.folds) == {"fold1", "fold2"}
     assert rec.test == pytest.approx(sum(f["test"] for f in rec.folds.values()) / 2, abs=1e-3)
