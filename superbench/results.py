@@ -48,7 +48,7 @@ SCHEMA_VERSION = 1
 MAX_COMPONENT = 96
 
 
-def _safe(name: str) -> str:
+def safe_component(name: str) -> str:
     """One path component made from data (a name, a fingerprint, a profile): never a path of its own.
 
     Characters other than letters, digits, '-', '_' and '.' become '_' (so '/' can never split it).
@@ -90,11 +90,11 @@ class RunKey:
 
     def relpath(self) -> Path:
         """Where the record lives under a results folder."""
-        layer = "" if self.layer is None else f"-layer{_safe(str(self.layer))}"
+        layer = "" if self.layer is None else f"-layer{safe_component(str(self.layer))}"
         data = str(self.data or "")[:12] or "unknown"
-        return (Path(_safe(self.upstream)) / _safe(self.upstream_fingerprint or "unknown")
-                / _safe(f"{self.profile}-r{self.recipe_version}")
-                / f"{_safe(self.task)}{layer}-data{_safe(data)}-seed{int(self.seed)}.json")
+        return (Path(safe_component(self.upstream)) / safe_component(self.upstream_fingerprint or "unknown")
+                / safe_component(f"{self.profile}-r{self.recipe_version}")
+                / f"{safe_component(self.task)}{layer}-data{safe_component(data)}-seed{int(self.seed)}.json")
 
     def digest(self) -> str:
         """Short hash of the whole key: names the checkpoint folder of the unfinished run."""

@@ -67,6 +67,7 @@ from superbench.results import (
     old_layout_records,
     read_record,
     record_path,
+    safe_component,
     write_record,
 )
 from superbench.tasks import Task, TaskSetup, in_task_order
@@ -128,7 +129,7 @@ class TaskPlan:
 
     def trial_stem(self, seed: int, opts: RunOptions, lr: float, fold: str) -> Path:
         """One finished trial's files: `<stem>.json` (numbers), `.head.pt`, `.predictions.jsonl`."""
-        return self.checkpoint_dir(seed, opts) / f"lr{lr:g}-{fold}"
+        return self.checkpoint_dir(seed, opts) / safe_component(f"lr{lr:g}-{fold}")
 
     def checkpoint_dir(self, seed: int, opts: RunOptions) -> Path:
         """Finished trials and the running one's state, until the record is written."""
@@ -342,7 +343,7 @@ def _write_artifacts(plan: TaskPlan, seed: int, chosen: Selection, opts: RunOpti
     for fold in chosen.folds:
         trial = plan.trial_stem(seed, opts, chosen.lr, fold)
         head = trial.with_name(trial.name + ".head.pt")
-        name, out = ((f"head.{fold}", f"{stem}.{_safe_name(fold)}.head.pt") if several
+        name, out = ((f"head.{fold}", f"{stem}.{safe_component(fold)}.head.pt") if several
                      else ("head", f"{stem}.head.pt"))
         try:
             payload = head.read_bytes()
@@ -359,11 +360,6 @@ def _write_artifacts(plan: TaskPlan, seed: int, chosen: Selection, opts: RunOpti
         atomic_write_text(target.parent / out, "".join(lines))
         artifacts["predictions"] = out
     return artifacts
-
-
-def _safe_name(name: str) -> str:
-    """A fold name as one plain file-name part."""
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(name)) or "fold"
 
 
 def execute(plan: TaskPlan, opts: RunOptions,

@@ -343,3 +343,23 @@ def test_library_seeds_are_checked_too(tmp_path):
     make_class_corpus(tmp_path / "a", task="ks")
     with pytest.raises(ValueError, match="seeds must be an integer in 1..1000"):
         run_task(ToneUpstream(), get_task("ks"), tmp_path / "a", _opts(tmp_path, seeds=10**30))
+
+
+def test_fold_names_from_meta_json_never_escape_the_checkpoint_or_results_folders(tmp_path):
+    from superbench.manifest import Fold
+    from superbench.runner import RunOptions, run_task
+    from superbench.tasks import get_task
+    from superbench.testing import ToneUpstream, make_class_corpus
+
+    folds = [Fold("../../../../../escaped", "train", "dev", "test"), Fold("..", "train", "test", "dev")]
+    make_class_corpus(tmp_path / "data", task="er", n_classes=3, per_class=(6, 2, 2), folds=folds)
+    box = tmp_path / "box"
+    opts = RunOptions(results_dir=box / "results", cache_root=box / "cache", checkpoint_root=box / "ckpt",
+                      progress=False, profile="fast",
+                      overrides={"steps": 4, "eval_interval": 2, "batch_size": 4, "lr_grid": [1e-2]})
+    (rec,) = run_task(ToneUpstream(), get_task("er"), tmp_path / "data", opts)
+    assert set(rec.folds) == {"../../../../../escaped", ".."}
+    outside = [p for p in tmp_path.rglob("*") if box not in p.parents and p != box and "data" not in p.parts]
+    assert outside == []  # nothing written next to or above the box
+    heads = sorted(p.name for p in (box / "results").rglob("*.head.pt"))
+    assert len(heads) == 2 and all("/" not in h and not h.startswith(".") for h in heads)
