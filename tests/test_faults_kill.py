@@ -20,7 +20,8 @@ from superbench.runner import RunOptions, run_task
 from superbench.tasks import get_task
 from superbench.testing import ToneUpstream, make_class_corpus
 
-OVERRIDES = {"steps": 240, "eval_interval": 20, "batch_size": 8, "lr_grid": [1e-3, 1e-2]}
+# Long enough that the child cannot finish between the first checkpoint and the kill on a fast machine.
+OVERRIDES = {"steps": 600, "eval_interval": 20, "batch_size": 8, "lr_grid": [1e-3, 1e-2]}
 
 _TRAIN_CHILD = """
 import torch
@@ -52,7 +53,7 @@ def test_kill_minus_9_during_training_resumes_to_the_same_record(tmp_path):
     deadline = time.time() + 120
     while not list(ckpt.rglob("*.pt")) and time.time() < deadline and child.poll() is None:
         time.sleep(0.01)  # the first training state is on disk: the kill lands mid-training
-    time.sleep(random.Random(7).uniform(0.0, 0.3))
+    time.sleep(random.Random(7).uniform(0.0, 0.05))
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     assert child.returncode == -signal.SIGKILL, "the child finished before the kill; make the schedule longer"
@@ -65,7 +66,7 @@ def test_kill_minus_9_during_training_resumes_to_the_same_record(tmp_path):
 
 
 _STORE_CHILD = """
-import json, sys
+import sys, time
 from leaderboard.store import ResultStore
 from superbench.results import read_records
 records = read_records([{results!r}])
@@ -73,6 +74,7 @@ store = ResultStore({db!r})
 for i, rec in enumerate(records):
     store.add(rec)
     print(i + 1, flush=True)
+    time.sleep(0.05)  # so the parent's kill lands while rows are still being written, on any machine
 """
 
 
