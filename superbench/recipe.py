@@ -30,7 +30,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
@@ -175,16 +175,20 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     return value
 
 
+def _refuse_unknown(where: str, keys: Iterable[str], allowed: Sequence[str], what: str = "key(s)") -> None:
+    """The one "unknown key" error of recipes: the keys, a did-you-mean for each, and what is allowed."""
+    unknown = sorted(set(keys) - set(allowed))
+    if unknown:
+        hints = "".join(_did_you_mean(k, list(allowed)) for k in unknown)
+        raise RecipeError(f"{where}: unknown {what} {unknown}{hints}; allowed: {', '.join(allowed)}")
+
+
 def build_section(cls: type, data: Mapping[str, Any] | None, where: str) -> Any:
     """Load a mapping into dataclass `cls`: unknown keys (did-you-mean), missing required keys and
     wrong types are a RecipeError naming `where`; the dataclass's own checks run too."""
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
-    known = [f.name for f in _recipe_fields(cls)]
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        hints_txt = "".join(_did_you_mean(k, known) for k in unknown)
-        raise RecipeError(f"{where}: unknown key(s) {unknown}{hints_txt}; allowed: {', '.join(known)}")
+    _refuse_unknown(where, data, [f.name for f in _recipe_fields(cls)])
     required = [f.name for f in _recipe_fields(cls) if f.default is dataclasses.MISSING
                 and f.default_factory is dataclasses.MISSING]
     missing = [k for k in required if k not in data]
@@ -208,11 +212,7 @@ def read_recipe_file(path: str | Path) -> dict[str, Any]:
         raise RecipeError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: expected a mapping at the top level")
-    unknown = sorted(set(data) - set(HEADER_KEYS))
-    if unknown:
-        raise RecipeError(f"{path}: unknown top-level key(s) {unknown}"
-                          f"{''.join(_did_you_mean(k, list(HEADER_KEYS)) for k in unknown)}; "
-                          f"allowed: {', '.join(HEADER_KEYS)}")
+    _refuse_unknown(str(path), data, HEADER_KEYS, what="top-level key(s)")
     for key in ("version", "profiles"):
         if key not in data:
             raise RecipeError(f"{path}: missing {key!r}")
@@ -234,11 +234,7 @@ def load_recipe(path: str | Path, profile: str, *, task: str, head_config: type)
     where = f"{path}: profile {profile!r}"
     if not isinstance(settings, dict):
         raise RecipeError(f"{where}: expected a mapping with sections {', '.join(SECTIONS)}")
-    unknown = sorted(set(settings) - set(PROFILE_KEYS))
-    if unknown:
-        raise RecipeError(f"{where}: unknown key(s) {unknown}"
-                          f"{''.join(_did_you_mean(k, list(PROFILE_KEYS)) for k in unknown)}; "
-                          f"allowed: {', '.join(PROFILE_KEYS)}")
+    _refuse_unknown(where, settings, PROFILE_KEYS)
     if "train" not in settings:
         raise RecipeError(f"{where}: missing the 'train' section")
     return Recipe(task=task, version=str(data["version"]), profile=profile,
