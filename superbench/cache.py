@@ -179,10 +179,12 @@ def cache_path(upstream: Upstream, level: str, root: str | Path | None = None,
     return path
 
 
-def _bytes_per_utterance(upstream: Upstream, utt: Utterance, level: str) -> int:
+def feature_bytes(upstream: Upstream, num_samples: int, level: str) -> int:
+    """Bytes the cache stores for one utterance of `num_samples` input samples: each layer's mean over
+    frames in float32 (utterance level), or every frame of every layer in float16 (frame level)."""
     if level == "utterance":
         return upstream.num_layers * upstream.hidden_size * 4
-    frames = int(upstream.num_frames(torch.tensor([utt.num_samples]))[0])
+    frames = int(upstream.num_frames(torch.tensor([num_samples]))[0])
     return frames * upstream.num_layers * upstream.hidden_size * 2
 
 
@@ -194,7 +196,7 @@ def plan_chunks(upstream: Upstream, utterances: Sequence[Utterance], level: str,
     batches: list[list[Utterance]] = []
     batch_bytes: list[int] = []
     for utt in ordered:
-        nbytes = _bytes_per_utterance(upstream, utt, level)
+        nbytes = feature_bytes(upstream, utt.num_samples, level)
         if (batches and batches[-1][0].num_samples * (len(batches[-1]) + 1) <= batch_samples
                 and batch_bytes[-1] + nbytes <= chunk_bytes):
             batches[-1].append(utt)
@@ -369,18 +371,26 @@ def _write_meta(path: Path, upstream: Upstream, level: str, fingerprint: str) ->
 
 # --------------------------------------------------------------------------- extraction
 
+def cached_keys(path: str | Path) -> set[str]:
+    """Audio keys held by the complete chunks of a cache folder, read from their sidecars only (no
+    checksum pass): what a planner may count as already extracted."""
+    return set(_key_index(_read_chunks(Path(path))[0]))
+
+
 def extract_features(upstream: Upstream, manifest: TaskManifest, level: str, *,
                      root: str | Path | None = None, fingerprint: str | None = None,
+                     keys: Mapping[str, str] | None = None,
                      batch_samples: int = DEFAULT_BATCH_SAMPLES, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
                      frame_tolerance: int = DEFAULT_FRAME_TOLERANCE, progress: bool = True) -> "FeatureCache":
     """Extract the audio of `manifest` that the cache lacks, then open the cache for its ids.
 
-    `fingerprint` is `upstream.fingerprint()` when the caller already has it (hashing large weights
-    takes seconds). Another process extracting into the same folder is waited for, not disturbed.
+    `fingerprint` is `upstream.fingerprint()` and `keys` is `audio_keys(manifest)` when the caller
+    already has them (hashing large weights takes seconds; keying a large corpus reads every file).
+    Another process extracting into the same folder is waited for, not disturbed.
     """
     fingerprint = fingerprint if fingerprint is not None else upstream.fingerprint()
     path = cache_path(upstream, level, root, fingerprint)
-    keys = audio_keys(manifest)
+    keys = dict(keys) if keys is not None else audio_keys(manifest)
     if (path / "cache.json").is_file():  # fast path, no lock: every chunk we read is complete
         cache, _, _ = FeatureCache._open(path, keys)  # damaged chunks: repaired below, under the lock
         if cache is not None:
@@ -478,7 +488,7 @@ def _extract_missing(upstream: Upstream, manifest: TaskManifest, level: str, pat
         work += [(digest, i, c) for i, c in enumerate(chunks) if any(k not in done for b in c for k in b)]
 
     todo = [k for _, _, c in work for b in c for k in b]
-    estimate = sum(_bytes_per_utterance(upstream, by_key[k], level) for k in todo)
+    estimate = sum(feature_bytes(upstream, by_key[k].num_samples, level) for k in todo)
     free = shutil.disk_usage(path).free
     cached = sum(k in done for k in by_key)
     log.info("%s/%s: extracting %d utterance(s) in %d chunk(s) (%d of its %d audio file(s) already cached), "

@@ -51,7 +51,15 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from superbench.cache import CacheError, OnlineFeatures, audio_keys, cache_path, extract_features
+from superbench.cache import (
+    CacheError,
+    OnlineFeatures,
+    audio_keys,
+    cache_path,
+    cached_keys,
+    extract_features,
+    feature_bytes,
+)
 from superbench.io import atomic_open, atomic_write_text, human_bytes
 from superbench.manifest import TaskManifest, load_task_manifest
 from superbench.metrics import edit_distance
@@ -126,6 +134,8 @@ class TaskPlan:
     results: Path
     layer: int | str | None = None  # the probed layer of this plan's records (never "all")
     upstream_source: str = ""  # where the chosen upstream's weights came from, when known
+    #: utterance id -> audio key (superbench.cache.audio_keys), computed once per manifest by `run`
+    audio_keys: dict[str, str] | None = None
 
     def trial_stem(self, seed: int, opts: RunOptions, lr: float, fold: str) -> Path:
         """One finished trial's files: `<stem>.json` (numbers), `.head.pt`, `.predictions.jsonl`."""
@@ -148,14 +158,16 @@ class Selection:
 
 
 def plan_task(upstream: Upstream, task: Task, data_root: Path, opts: RunOptions,
-              fingerprint: str | None = None) -> TaskPlan:
+              fingerprint: str | None = None, manifest: TaskManifest | None = None) -> TaskPlan:
     """Load and check recipe and manifest, derive each seed's RunKey, find the seeds already done.
 
-    `opts.layer` is one layer here; `run` expands "all" into one plan per layer.
+    `opts.layer` is one layer here; `run` expands "all" into one plan per layer, loading and
+    checking each task's `manifest` once for all of them.
     """
     recipe = task.load_recipe(opts.profile).with_overrides(opts.overrides)
-    manifest = load_task_manifest(Path(data_root) / task.name)
-    task.check_manifest(manifest)
+    if manifest is None:
+        manifest = load_task_manifest(Path(data_root) / task.name)
+        task.check_manifest(manifest)
     variant = upstream.variant(**recipe.upstream.given())
     if opts.layer == "all":
         raise ValueError("plan_task probes one layer; run() expands --layer all into one plan per layer")
@@ -199,7 +211,7 @@ def extract(plan: TaskPlan, opts: RunOptions) -> tuple[FeatureSource, float]:
         with torch_threads(opts.extract_threads):
             source: FeatureSource = extract_features(plan.upstream, plan.manifest, plan.task.level,
                                                      root=opts.cache_root, progress=opts.progress,
-                                                     fingerprint=plan.upstream_fingerprint)
+                                                     fingerprint=plan.upstream_fingerprint, keys=plan.audio_keys)
     else:  # the upstream runs inside training, so under `train_threads`
         source = OnlineFeatures(plan.upstream, plan.manifest)
     return source, time.perf_counter() - start
@@ -417,8 +429,16 @@ def run(upstream: Upstream, tasks: Sequence[Task], data_root: Path, opts: RunOpt
     check_task_folders(tasks, data_root)
     layers = layers_to_run(upstream, opts.layer)
     fingerprint = fingerprint or upstream.fingerprint()
-    plans = [plan_task(upstream, task, data_root, dataclasses.replace(opts, layer=layer), fingerprint)
-             for task in tasks for layer in layers]
+    plans = []
+    for task in tasks:
+        manifest = load_task_manifest(Path(data_root) / task.name)
+        task.check_manifest(manifest)
+        keys = audio_keys(manifest) if opts.use_cache else None  # read once: the disk check and extraction
+        for layer in layers:
+            plan = plan_task(upstream, task, data_root, dataclasses.replace(opts, layer=layer), fingerprint,
+                             manifest)
+            plan.audio_keys = keys
+            plans.append(plan)
     check_disk(plans, opts)
     out: list[ResultRecord] = []
     shared: tuple[tuple[str, str], FeatureSource] | None = None  # the last task's features
@@ -476,18 +496,13 @@ def cache_bytes_needed(plans: Sequence[TaskPlan], opts: RunOptions) -> dict[str,
             continue
         up, level = plan.upstream, plan.task.level
         folder = cache_path(up, level, opts.cache_root, plan.upstream_fingerprint)
-        done = cached.setdefault(folder, _cached_audio(folder))
-        keys = audio_keys(plan.manifest)
-        todo: list[int] = []
+        done = cached.setdefault(folder, cached_keys(folder))
+        keys = plan.audio_keys if plan.audio_keys is not None else audio_keys(plan.manifest)
+        nbytes = 0
         for utt in plan.manifest.utterances():
             if keys[utt.id] not in done:
                 done.add(keys[utt.id])
-                todo.append(utt.num_samples * up.sample_rate // max(utt.sample_rate, 1))
-        per_frame = up.num_layers * up.hidden_size
-        if level == "utterance":  # each layer's mean over frames, float32
-            nbytes = len(todo) * per_frame * 4
-        else:  # every frame of every layer, float16
-            nbytes = int(up.num_frames(torch.tensor(todo, dtype=torch.long)).sum()) * per_frame * 2 if todo else 0
+                nbytes += feature_bytes(up, utt.num_samples * up.sample_rate // max(utt.sample_rate, 1), level)
         need[plan.task.name] = need.get(plan.task.name, 0) + nbytes
     return need
 
@@ -508,18 +523,6 @@ def check_disk(plans: Sequence[TaskPlan], opts: RunOptions) -> None:
         raise CacheError(f"not enough disk for the feature cache: this run needs about {human_bytes(total)} "
                          f"({per_task}) in {root}, only {human_bytes(free)} free. Free some space, point "
                          f"SUPERBENCH_HOME at a larger disk, run fewer tasks, or use --no-cache")
-
-
-def _cached_audio(folder: Path) -> set[str]:
-    """Audio keys the cache folder already holds: the `keys` of its complete chunks (each chunk's .json
-    is written last, see superbench.cache). Unreadable files count as not cached (an over-estimate)."""
-    keys: set[str] = set()
-    for meta in folder.glob("*-[0-9][0-9][0-9][0-9][0-9].json"):
-        try:
-            keys.update(json.loads(meta.read_text(encoding="utf-8"))["keys"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return keys
 
 
 def _free_bytes(path: Path) -> int:
