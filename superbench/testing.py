@@ -3,19 +3,23 @@
 They live in the library (not in a test file) so a plugin package's tests can score a task
 or an upstream end to end in seconds: `ToneUpstream` is a 3-layer, 16-dim upstream of log
 band energies; `make_class_corpus` / `make_sequence_corpus` write prepared task folders of
-tones (utterance classes, or sequences of tone "phones") that any head learns quickly.
+tones (utterance classes, or sequences of tone "phones") that any head learns quickly;
+`scratch_run_options` keeps a test run's results, cache and checkpoints in one folder;
+`InterruptingSource` dies mid-training like a killed run, to test resuming.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import soundfile as sf
 import torch
 
 from superbench.manifest import Fold, write_task_manifest
+from superbench.runner import RunOptions
 from superbench.upstream import Upstream
 
 SR = 16000
@@ -118,3 +122,30 @@ def make_sequence_corpus(root: Path, task: str = "pr", n: tuple = (24, 6, 6), se
                         label_field="phones" if task == "pr" else "text",
                         labels=phones if task == "pr" else [], splits=splits)
     return root / task
+
+
+def scratch_run_options(root: Path, **options: Any) -> RunOptions:
+    """RunOptions for a quick run whose results, cache and checkpoints all live under `root`
+    (fast profile, no progress bars); `options` set or replace any field."""
+    base: dict[str, Any] = dict(results_dir=Path(root) / "results", cache_root=Path(root) / "cache",
+                                checkpoint_root=Path(root) / "ckpt", progress=False, profile="fast")
+    return RunOptions(**{**base, **options})
+
+
+class Interrupted(Exception):
+    """Raised by `InterruptingSource` where a real run would have been killed."""
+
+
+class InterruptingSource:
+    """A feature source that dies after `n` training batches (recognised by their size), like a killed
+    run; `calls` counts the training batches it served. Dev/test batches pass through."""
+
+    def __init__(self, source: Any, n: int, train_batch_size: int = 8) -> None:
+        self.source, self.n, self.train_batch_size, self.calls = source, n, train_batch_size, 0
+
+    def batch(self, ids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(ids) == self.train_batch_size:
+            self.calls += 1
+            if self.calls > self.n:
+                raise Interrupted
+        return self.source.batch(ids)

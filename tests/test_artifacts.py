@@ -11,9 +11,9 @@ import torch
 from superbench.cli import main
 from superbench.manifest import Fold, load_task_manifest
 from superbench.results import artifact_paths, read_record, read_records, record_path
-from superbench.runner import RunOptions, extract, plan_task, run_task
+from superbench.runner import extract, plan_task, run_task
 from superbench.tasks import get_task
-from superbench.testing import ToneUpstream, make_class_corpus, make_sequence_corpus
+from superbench.testing import ToneUpstream, make_class_corpus, make_sequence_corpus, scratch_run_options
 from superbench.training import evaluate
 from superbench.upstream import load_upstream
 
@@ -21,10 +21,7 @@ FAST = {"steps": 40, "eval_interval": 20, "batch_size": 8, "lr_grid": [1e-3, 1e-
 
 
 def _opts(tmp_path, **kw):
-    base = dict(results_dir=tmp_path / "results", progress=False, cache_root=tmp_path / "cache", profile="fast",
-                overrides=dict(FAST), checkpoint_root=tmp_path / "ckpt")
-    base.update(kw)
-    return RunOptions(**base)
+    return scratch_run_options(tmp_path, **{"overrides": dict(FAST), **kw})
 
 
 def _rows(path):

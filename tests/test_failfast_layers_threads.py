@@ -8,18 +8,15 @@ import torch
 import superbench.runner as runner
 from superbench.cli import main
 from superbench.results import read_records
-from superbench.runner import RunOptions, run, run_task
+from superbench.runner import run, run_task
 from superbench.tasks import get_task
-from superbench.testing import ToneUpstream, make_class_corpus
+from superbench.testing import ToneUpstream, make_class_corpus, scratch_run_options
 
 SMALL = {"steps": 4, "eval_interval": 2, "batch_size": 8, "lr_grid": [1e-2]}
 
 
 def _opts(tmp_path, **kw):
-    base = dict(results_dir=tmp_path / "results", progress=False, cache_root=tmp_path / "cache", profile="fast",
-                overrides=dict(SMALL), checkpoint_root=tmp_path / "ckpt")
-    base.update(kw)
-    return RunOptions(**base)
+    return scratch_run_options(tmp_path, **{"overrides": dict(SMALL), **kw})
 
 
 def test_layer_all_writes_one_probe_record_per_layer_from_one_extraction(tmp_path):

@@ -14,9 +14,9 @@ from superbench.cli import main
 from superbench.exit_codes import ExitCode
 from superbench.manifest import write_task_manifest
 from superbench.registry import PluginAttributeError
-from superbench.runner import RunOptions, cache_bytes_needed, plan_task, run
+from superbench.runner import cache_bytes_needed, plan_task, run
 from superbench.tasks import get_task
-from superbench.testing import ToneUpstream, make_class_corpus, make_sequence_corpus
+from superbench.testing import ToneUpstream, make_class_corpus, make_sequence_corpus, scratch_run_options
 from superbench.upstream import load_upstream
 
 SMALL = {"steps": 4, "eval_interval": 2, "batch_size": 8, "lr_grid": [1e-2]}
@@ -27,10 +27,7 @@ TONES_PLUGIN = ("from superbench.testing import ToneUpstream\n\n"
 
 
 def _opts(tmp_path, **kw):
-    base = dict(results_dir=tmp_path / "results", progress=False, cache_root=tmp_path / "cache", profile="fast",
-                overrides=dict(SMALL), checkpoint_root=tmp_path / "ckpt")
-    base.update(kw)
-    return RunOptions(**base)
+    return scratch_run_options(tmp_path, **{"overrides": dict(SMALL), **kw})
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from downstreams import ClassificationObjective, UtteranceHead
 from superbench.cache import CacheError, cache_path, extract_features
 from superbench.io import atomic_open, atomic_write_text
 from superbench.manifest import _rows_fingerprint, load_task_manifest, write_task_manifest
-from superbench.testing import ToneUpstream, make_class_corpus, make_sequence_corpus
+from superbench.testing import Interrupted, InterruptingSource, ToneUpstream, make_class_corpus, make_sequence_corpus
 from superbench.training import TrainConfig, _save_checkpoint, train
 
 FRAME_CHUNK_BYTES = 20_000  # several chunks for the tiny sequence corpus
@@ -149,24 +149,6 @@ def test_old_cache_format_is_extracted_again_saying_why(tmp_path, caplog):
 
 # --------------------------------------------------------------------------- checkpoints
 
-class _Interrupted(Exception):
-    pass
-
-
-class _StopAfter:
-    """Dies after `n` training batches, like a killed run; counts the training batches it served."""
-
-    def __init__(self, source, n):
-        self.source, self.n, self.calls = source, n, 0
-
-    def batch(self, ids):
-        if len(ids) == 8:
-            self.calls += 1
-            if self.calls > self.n:
-                raise _Interrupted
-        return self.source.batch(ids)
-
-
 @pytest.mark.parametrize("damage", ["flipped byte", "truncated", "garbled header"])
 def test_damaged_checkpoint_restarts_the_trial(tmp_path, caplog, damage):
     manifest = load_task_manifest(make_class_corpus(tmp_path))
@@ -186,8 +168,8 @@ def test_damaged_checkpoint_restarts_the_trial(tmp_path, caplog, damage):
 
     whole = run(cache)
     ckpt = tmp_path / "trial.pt"
-    with pytest.raises(_Interrupted):
-        run(_StopAfter(cache, 50), ckpt)
+    with pytest.raises(Interrupted):
+        run(InterruptingSource(cache, 50), ckpt)
     raw = bytearray(ckpt.read_bytes())
     if damage == "flipped byte":
         raw[len(raw) * 2 // 3] ^= 0x40  # e.g. an exponent bit of a stored tensor
@@ -196,7 +178,7 @@ def test_damaged_checkpoint_restarts_the_trial(tmp_path, caplog, damage):
     else:
         raw[:20] = b"x" * 20
     ckpt.write_bytes(bytes(raw))
-    counting = _StopAfter(cache, 10**6)
+    counting = InterruptingSource(cache, 10**6)
     with caplog.at_level(logging.WARNING, logger="superbench.training"):
         restarted = run(counting, ckpt)
     assert counting.calls == 60  # from scratch, not from step 41

@@ -18,7 +18,7 @@ from superbench.exit_codes import ExitCode
 from superbench.results import RecordError, ResultRecord, RunKey, read_record, record_path, write_record
 from superbench.runner import RunOptions, run_task
 from superbench.tasks import TASKS, get_task
-from superbench.testing import ToneUpstream, make_class_corpus
+from superbench.testing import ToneUpstream, make_class_corpus, scratch_run_options
 
 SMALL = {"steps": 20, "eval_interval": 10, "batch_size": 8, "lr_grid": [1e-2]}
 
@@ -29,11 +29,8 @@ def rec(task="ks", value=50.0, seed=0, upstream="up", profile="fast", **kw) -> R
                         "1.0", profile=profile, manifest_fingerprint="d1", **kw)
 
 
-def _opts(tmp_path, **kw) -> RunOptions:
-    base = dict(results_dir=tmp_path / "results", progress=False, cache_root=tmp_path / "cache", profile="fast",
-                overrides=dict(SMALL), checkpoint_root=tmp_path / "ckpt")
-    base.update(kw)
-    return RunOptions(**base)
+def _opts(tmp_path, **kw):
+    return scratch_run_options(tmp_path, **{"overrides": dict(SMALL), **kw})
 
 
 # ------------------------------------------------------------------ 1. the store never misses a record
@@ -347,7 +344,7 @@ def test_library_seeds_are_checked_too(tmp_path):
 
 def test_fold_names_from_meta_json_never_escape_the_checkpoint_or_results_folders(tmp_path):
     from superbench.manifest import Fold
-    from superbench.runner import RunOptions, run_task
+    from superbench.runner import run_task
     from superbench.tasks import get_task
     from superbench.testing import ToneUpstream, make_class_corpus
 

@@ -15,9 +15,9 @@ import superbench.runner as runner
 from superbench.cli import main
 from superbench.exit_codes import ExitCode
 from superbench.results import read_record, read_records, record_path
-from superbench.runner import RunOptions, run_task
+from superbench.runner import run_task
 from superbench.tasks import get_task
-from superbench.testing import ToneUpstream, make_class_corpus
+from superbench.testing import ToneUpstream, make_class_corpus, scratch_run_options
 
 SMALL = {"steps": 20, "eval_interval": 10, "batch_size": 8, "lr_grid": [1e-2]}
 
@@ -37,10 +37,7 @@ def trained(monkeypatch):
 
 
 def _opts(tmp_path, **kw):
-    base = dict(results_dir=tmp_path / "results", progress=False, cache_root=tmp_path / "cache", profile="fast",
-                overrides=dict(SMALL), checkpoint_root=tmp_path / "ckpt")
-    base.update(kw)
-    return RunOptions(**base)
+    return scratch_run_options(tmp_path, **{"overrides": dict(SMALL), **kw})
 
 
 def test_any_change_of_identity_is_a_new_record_and_a_rerun_is_skipped(tmp_path, trained):

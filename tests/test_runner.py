@@ -11,18 +11,15 @@ from superbench.manifest import Fold, write_task_manifest
 from superbench.recipe import RecipeError, load_recipe
 from superbench.registry import UnknownNameError
 from superbench.results import read_record, record_path
-from superbench.runner import RunOptions, run_task
+from superbench.runner import run_task
 from superbench.tasks import get_task, resolve_tasks
-from superbench.testing import ToneUpstream, make_class_corpus, make_sequence_corpus
+from superbench.testing import ToneUpstream, make_class_corpus, make_sequence_corpus, scratch_run_options
 
 FAST = {"steps": 40, "eval_interval": 20, "batch_size": 8, "lr_grid": [1e-3, 1e-2]}
 
 
 def _opts(tmp_path, **kw):
-    base = dict(results_dir=tmp_path / "results", progress=False, cache_root=tmp_path / "cache", profile="fast",
-                overrides=dict(FAST))
-    base.update(kw)
-    return RunOptions(**base)
+    return scratch_run_options(tmp_path, **{"overrides": dict(FAST), **kw})
 
 
 def test_ks_run_writes_a_complete_record(tmp_path):

@@ -10,7 +10,7 @@ import torch
 from downstreams import ClassificationObjective, UtteranceHead
 from superbench.cache import extract_features
 from superbench.manifest import load_task_manifest
-from superbench.testing import ToneUpstream, make_class_corpus
+from superbench.testing import Interrupted, InterruptingSource, ToneUpstream, make_class_corpus
 from superbench.training import TrainConfig, TrainingError, _batches, train
 
 
@@ -89,24 +89,6 @@ class DropoutHead(UtteranceHead):
         return super().forward(torch.nn.functional.dropout(x, 0.3, self.training), lengths)
 
 
-class Interrupted(Exception):
-    pass
-
-
-class StopAfter:
-    """A feature source that dies after `n` training batches, like a killed run."""
-
-    def __init__(self, source, n):
-        self.source, self.n, self.calls = source, n, 0
-
-    def batch(self, ids):
-        if len(ids) == 8:  # training batches (dev/test use the eval batch size)
-            self.calls += 1
-            if self.calls > self.n:
-                raise Interrupted
-        return self.source.batch(ids)
-
-
 @pytest.mark.parametrize("balanced", [False, True])
 def test_interrupted_training_resumes_to_the_same_result(tone_task, tmp_path, balanced):
     cache, data = tone_task
@@ -131,9 +113,9 @@ def test_interrupted_training_resumes_to_the_same_result(tone_task, tmp_path, ba
     whole = run(cache, objective=whole_losses)
     ckpt = tmp_path / "trial.pt"
     with pytest.raises(Interrupted):
-        run(StopAfter(cache, 50), ckpt)  # dies in step 51: the state saved at step 40 survives
+        run(InterruptingSource(cache, 50), ckpt)  # dies in step 51: the state saved at step 40 survives
     assert ckpt.is_file()
-    counting = StopAfter(cache, 10**6)
+    counting = InterruptingSource(cache, 10**6)
     resumed = run(counting, ckpt, objective=resumed_losses)
     assert counting.calls == 20  # steps 41..60 only
     # same batches, same dropout masks, same parameters: the very same losses, bit for bit
@@ -141,6 +123,6 @@ def test_interrupted_training_resumes_to_the_same_result(tone_task, tmp_path, ba
     assert (resumed.dev, resumed.test, resumed.best_step, resumed.layer_weights, resumed.history) == \
         (whole.dev, whole.test, whole.best_step, whole.layer_weights, whole.history)
     # a state saved under another key (other data, recipe or seed) is never reused
-    other = StopAfter(cache, 10**6)
+    other = InterruptingSource(cache, 10**6)
     run(other, ckpt, key="another run")
     assert other.calls == 60
