@@ -4,6 +4,11 @@ PR (s3prl `ctc/libriphone.yaml`, `FrameLevel`): Linear(D, 256) -> Linear(256, V+
 ASR (s3prl `asr/config.yaml`, `RNNs`): Linear(D, 1024) -> 2-layer BiLSTM (1024 per
 direction, dropout 0.2 after each layer) -> Linear(2048, V+1).
 Index 0 is the CTC blank; decoding is greedy (argmax, merge repeats, drop blanks).
+
+ASR's s3prl config also turns on SpecAugment on the representation (`specaug:` block, applied by
+s3prl's `downstream/runner.py` to the featurizer's output during training only, with
+`downstream/specaug.py`): `SpecAugment` below reproduces it (time warp, then frequency masks, then
+time masks, drawn from torch's global RNG) between the weighted sum and the head's first Linear.
 """
 
 from __future__ import annotations
@@ -75,17 +80,97 @@ def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[i
     return out
 
 
+def _check_width_range(name: str, width_range: Sequence[int]) -> tuple[int, int]:
+    if len(width_range) != 2 or not 0 <= width_range[0] < width_range[1]:
+        raise ValueError(f"{name} must be [low, high) with 0 <= low < high, got {list(width_range)}")
+    return int(width_range[0]), int(width_range[1])
+
+
+class SpecAugment(torch.nn.Module):
+    """s3prl's `SpecAug` (downstream/specaug.py) on a (B, T, D) representation, in training mode only.
+
+    In order, as there: a time warp per utterance (a centre in [w, t - w), a new position in
+    [centre - w + 1, centre + w], each side resized by bicubic interpolation; utterances with
+    t - w <= w are left alone), then `num_freq_mask` frequency masks and `num_time_mask` time masks per
+    utterance, each of a width drawn in [low, high) and a start in [0, max(1, size - widest)), zeroed.
+    As in s3prl, time-mask starts are drawn over the batch's longest utterance. Every draw comes from
+    torch's global RNG (seeded by training and kept in its checkpoints), so runs stay deterministic and
+    resumable. `time_warp_window=0`, or a count of 0, turns that part off. s3prl's `adaptive` masks
+    (off in its ASR config) are not offered.
+    """
+
+    def __init__(self, time_warp_window: int = 5, freq_mask_width_range: Sequence[int] = (0, 50),
+                 num_freq_mask: int = 4, time_mask_width_range: Sequence[int] = (0, 40),
+                 num_time_mask: int = 2) -> None:
+        super().__init__()
+        if time_warp_window < 0 or num_freq_mask < 0 or num_time_mask < 0:
+            raise ValueError("time_warp_window, num_freq_mask and num_time_mask must be >= 0")
+        self.time_warp_window = time_warp_window
+        self.freq_mask_width_range = _check_width_range("freq_mask_width_range", freq_mask_width_range)
+        self.time_mask_width_range = _check_width_range("time_mask_width_range", time_mask_width_range)
+        self.num_freq_mask, self.num_time_mask = num_freq_mask, num_time_mask
+
+    def extra_repr(self) -> str:
+        return (f"time_warp_window={self.time_warp_window}, freq_mask_width_range={self.freq_mask_width_range}, "
+                f"num_freq_mask={self.num_freq_mask}, time_mask_width_range={self.time_mask_width_range}, "
+                f"num_time_mask={self.num_time_mask}")
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D); the identity in eval mode. Frames past `lengths` stay as they are."""
+        if not self.training:
+            return x
+        if self.time_warp_window > 0:
+            x = self.time_warp(x, lengths)
+        if self.num_freq_mask > 0:
+            x = x.masked_fill(self.mask(x.shape[0], x.shape[2], self.freq_mask_width_range,
+                                        self.num_freq_mask)[:, None, :], 0.0)
+        if self.num_time_mask > 0:
+            longest = int(lengths.max())
+            mask = self.mask(x.shape[0], longest, self.time_mask_width_range, self.num_time_mask)
+            mask = F.pad(mask, (0, x.shape[1] - longest))  # padding frames: never masked
+            x = x.masked_fill(mask[:, :, None], 0.0)
+        return x
+
+    @staticmethod
+    def mask(batch: int, size: int, width_range: tuple[int, int], count: int) -> torch.Tensor:
+        """(batch, size) bool: `count` spans per row, widths in [low, high), starts in
+        [0, max(1, size - widest)), as s3prl's MaskAlongAxis draws them (widths first, then starts)."""
+        widths = torch.randint(width_range[0], width_range[1], (batch, count)).unsqueeze(2)
+        starts = torch.randint(0, max(1, size - int(widths.max())), (batch, count)).unsqueeze(2)
+        positions = torch.arange(size)[None, None, :]
+        return ((starts <= positions) & (positions < starts + widths)).any(dim=1)
+
+    def time_warp(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """s3prl's TimeWarp, utterance by utterance (a centre and a target drawn for each)."""
+        w = self.time_warp_window
+        out = x.clone()
+        for i, n in enumerate(lengths.tolist()):
+            if n - w <= w:
+                continue
+            y = x[i, :n][None, None]  # (1, 1, t, D)
+            center = int(torch.randint(w, n - w, (1,))[0])
+            warped = int(torch.randint(center - w, center + w, (1,))[0]) + 1
+            left = F.interpolate(y[:, :, :center], (warped, y.shape[3]), mode="bicubic", align_corners=False)
+            right = F.interpolate(y[:, :, center:], (n - warped, y.shape[3]), mode="bicubic", align_corners=False)
+            out[i, :n] = torch.cat([left, right], dim=2)[0, 0]
+        return out
+
+
 class CTCHead(torch.nn.Module):
-    """Weighted sum -> Linear(D, proj_dim) -> optional stacked BiLSTMs -> Linear(., vocab)."""
+    """Weighted sum -> [SpecAugment, training only] -> Linear(D, proj_dim) -> optional stacked BiLSTMs
+    -> Linear(., vocab). `feature_layer_norm` layer-normalises each upstream layer before the weighted
+    sum (s3prl's `upstream_feature_normalize`)."""
 
     def __init__(self, num_layers: int, input_dim: int, vocab_size: int, proj_dim: int = 256,
                  rnn_dims: Sequence[int] = (), dropout: float = 0.2, layer: int | str | None = None,
-                 frame_stack: int = 1) -> None:
+                 frame_stack: int = 1, specaugment: SpecAugment | None = None,
+                 feature_layer_norm: bool = False) -> None:
         super().__init__()
         if frame_stack < 1:
             raise ValueError(f"frame_stack must be >= 1, got {frame_stack}")
         self.frame_stack = frame_stack
-        self.featurizer = WeightedSum(num_layers, layer=layer)
+        self.featurizer = WeightedSum(num_layers, layer=layer, layer_norm=feature_layer_norm)
+        self.specaugment = specaugment
         self.projector = torch.nn.Linear(input_dim, proj_dim)
         self.rnns = torch.nn.ModuleList()
         dim = proj_dim * frame_stack
@@ -99,7 +184,10 @@ class CTCHead(torch.nn.Module):
         """Log-probabilities (B, T, V) from (L, B, T, D) frames."""
         if features.dim() != 4:
             raise ValueError(f"expected (L, B, T, D) frames, got shape {tuple(features.shape)}")
-        x = self.projector(self.featurizer(features))
+        x = self.featurizer(features)
+        if self.specaugment is not None:
+            x = self.specaugment(x, lengths)
+        x = self.projector(x)
         if self.frame_stack > 1:  # concatenate k neighbouring frames (s3prl's "concat" downsampling)
             k = self.frame_stack
             usable = x.shape[1] // k * k
@@ -151,6 +239,27 @@ class CTCHeadConfig:
     rnn_dims: tuple[int, ...] = ()
     dropout: float = 0.0
     frame_stack: int = 1
+    #: Layer-normalise each upstream layer before the weighted sum (s3prl's upstream_feature_normalize).
+    feature_layer_norm: bool = False
+    #: SpecAugment on the weighted sum while training (s3prl's asr `specaug:` block); the values
+    #: below are that block's (time warp window 5, 4 freq masks of width [0, 50), 2 time masks [0, 40)).
+    specaugment: bool = False
+    time_warp_window: int = 5  # 0 = no time warp
+    freq_mask_width_range: tuple[int, ...] = (0, 50)
+    num_freq_mask: int = 4
+    time_mask_width_range: tuple[int, ...] = (0, 40)
+    num_time_mask: int = 2
+
+    def __post_init__(self) -> None:
+        if self.specaugment:
+            self.make_specaugment()  # bad widths or counts fail when the recipe loads
+
+    def make_specaugment(self) -> SpecAugment | None:
+        """The head's SpecAugment module, or None when `specaugment` is off."""
+        if not self.specaugment:
+            return None
+        return SpecAugment(self.time_warp_window, self.freq_mask_width_range, self.num_freq_mask,
+                           self.time_mask_width_range, self.num_time_mask)
 
 
 class CTCTranscription:
@@ -189,4 +298,5 @@ class CTCTranscription:
         return TaskSetup(CTCObjective(vocab, task.metric), target_of,
                          lambda: CTCHead(num_layers, hidden_size, len(vocab), proj_dim=head.proj_dim,
                                          rnn_dims=head.rnn_dims, dropout=head.dropout, layer=layer,
-                                         frame_stack=head.frame_stack))
+                                         frame_stack=head.frame_stack, specaugment=head.make_specaugment(),
+                                         feature_layer_norm=head.feature_layer_norm))

@@ -68,6 +68,10 @@ class ClassificationObjective:
     def score(self, targets: list, predictions: list) -> float:
         return metrics.accuracy(targets, predictions)
 
+    def balanced_score(self, targets: list, predictions: list) -> float:
+        """Class-balanced accuracy (mean per-class recall): KS dev, as s3prl's balanced dev resample expects."""
+        return metrics.balanced_accuracy(targets, predictions)
+
 
 @dataclass(frozen=True)
 class UtteranceHeadConfig:
@@ -95,4 +99,88 @@ class UtteranceClassification:
 
         return TaskSetup(ClassificationObjective(), target_of,
                          lambda: UtteranceHead(num_layers, hidden_size, len(manifest.labels), proj_dim=head.proj_dim,
-                                               layer=layer))
+                                               layer=layer),
+                         stack=StackedUtteranceHeads)
+
+
+class StackedUtteranceHeads:
+    """K `UtteranceHead`s on pooled features as stacked tensors, for `superbench.trial_group.train_group`.
+
+    Forward per trial k: s = sum_l softmax(a_k)_l x_l; h = s W1_k^T + b1_k; o = h W2_k^T + b2_k;
+    loss = cross-entropy averaged over the batch. The backward is written out (softmax-CE,
+    two linear layers, the softmax of the layer weights): on pooled features the head is a few
+    small products, and autograd's bookkeeping would cost more than the arithmetic.
+    Weights keep nn.Linear's (out, in) layout, so `state_dict(k)` is an `UtteranceHead` state dict.
+    """
+
+    def __init__(self, heads: list[UtteranceHead]) -> None:
+        if not heads:
+            raise ValueError("no heads to stack")
+        first = heads[0].featurizer
+        if any(h.featurizer.layer != first.layer or h.featurizer.layer_norm for h in heads):
+            raise ValueError("stacked heads must probe the same layer (or all mix layers), without layer norm")
+        self.layer = first.layer
+        self.num_layers = first.num_layers
+
+        def stack(get):
+            return torch.stack([get(h).detach().clone() for h in heads])
+
+        self.a = stack(lambda h: h.featurizer.weights)  # (K, L)
+        self.w1 = stack(lambda h: h.projector.weight)  # (K, P, D)
+        self.b1 = stack(lambda h: h.projector.bias)  # (K, P)
+        self.w2 = stack(lambda h: h.classifier.weight)  # (K, C, P)
+        self.b2 = stack(lambda h: h.classifier.bias)  # (K, C)
+        self.params = ([self.a] if self.layer is None else []) + [self.w1, self.b1, self.w2, self.b2]
+
+    def _mix(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(K, B, D) mixed features from (L, B, D) shared or (L, K, B, D) per-trial rows, and the mix weights."""
+        if self.layer is not None:
+            picked = x[self.layer]
+            return (picked.expand(self.w1.shape[0], *picked.shape) if x.dim() == 3 else picked), None
+        w = torch.softmax(self.a, dim=-1)  # (K, L)
+        if x.dim() == 3:  # shared rows: one (K, L) x (L, B*D) product
+            length, b, d = x.shape
+            return (w @ x.reshape(length, b * d)).view(-1, b, d), w
+        return torch.einsum("kl,lkbd->kbd", w, x), w
+
+    @torch.no_grad()
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        s, _ = self._mix(x)
+        h = torch.baddbmm(self.b1.unsqueeze(1), s, self.w1.transpose(1, 2))
+        return torch.baddbmm(self.b2.unsqueeze(1), h, self.w2.transpose(1, 2))
+
+    @torch.no_grad()
+    def loss_and_grads(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        s, w = self._mix(x)
+        h = torch.baddbmm(self.b1.unsqueeze(1), s, self.w1.transpose(1, 2))  # (K, B, P)
+        o = torch.baddbmm(self.b2.unsqueeze(1), h, self.w2.transpose(1, 2))  # (K, B, C)
+        batch = o.shape[1]
+        log_p = torch.log_softmax(o, dim=-1)
+        loss = -log_p.gather(-1, targets.unsqueeze(-1)).squeeze(-1).mean(dim=1)  # (K,)
+        d_o = log_p.exp_()
+        d_o.scatter_add_(-1, targets.unsqueeze(-1), torch.full_like(d_o[..., :1], -1.0)).div_(batch)
+        g_w2 = torch.bmm(d_o.transpose(1, 2), h)  # (K, C, P)
+        g_b2 = d_o.sum(dim=1)
+        d_h = torch.bmm(d_o, self.w2)  # (K, B, P)
+        g_w1 = torch.bmm(d_h.transpose(1, 2), s)  # (K, P, D)
+        g_b1 = d_h.sum(dim=1)
+        grads = [g_w1, g_b1, g_w2, g_b2]
+        if w is not None:
+            d_s = torch.bmm(d_h, self.w1)  # (K, B, D)
+            if x.dim() == 3:
+                length, b, d = x.shape
+                g_w = d_s.reshape(-1, b * d) @ x.reshape(length, b * d).T  # (K, L)
+            else:
+                g_w = torch.einsum("kbd,lkbd->kl", d_s, x)
+            grads.insert(0, w * (g_w - (w * g_w).sum(dim=-1, keepdim=True)))
+        return loss, grads
+
+    def state_dict(self, k: int) -> dict[str, torch.Tensor]:
+        return {"featurizer.weights": self.a[k].clone(), "projector.weight": self.w1[k].clone(),
+                "projector.bias": self.b1[k].clone(), "classifier.weight": self.w2[k].clone(),
+                "classifier.bias": self.b2[k].clone()}
+
+    def layer_weights(self, k: int) -> list[float]:
+        if self.layer is not None:
+            return F.one_hot(torch.tensor(self.layer), self.num_layers).float().tolist()
+        return torch.softmax(self.a[k], dim=-1).tolist()

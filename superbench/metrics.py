@@ -20,6 +20,24 @@ def accuracy(references: Sequence[int | str], predictions: Sequence[int | str]) 
     return 100.0 * correct / len(references)
 
 
+def balanced_accuracy(references: Sequence[int | str], predictions: Sequence[int | str]) -> float:
+    """Mean over the classes present in `references` of each class's recall, in percent.
+
+    s3prl scores KS dev on a WeightedRandomSampler resample of dev with weights 1/count(class),
+    so every class is drawn equally often; the expected accuracy of that resample is exactly this
+    mean of per-class recalls, which superbench computes without the sampling noise.
+    """
+    if len(references) != len(predictions) or not references:
+        raise ValueError(f"balanced accuracy needs equal, non-empty lists (got {len(references)} and "
+                         f"{len(predictions)})")
+    totals: dict[int | str, int] = {}
+    hits: dict[int | str, int] = {}
+    for r, p in zip(references, predictions):
+        totals[r] = totals.get(r, 0) + 1
+        hits[r] = hits.get(r, 0) + (r == p)
+    return 100.0 * sum(hits[c] / totals[c] for c in totals) / len(totals)
+
+
 def _check_pairs(references: Sequence[str], hypotheses: Sequence[str]) -> None:
     if len(references) != len(hypotheses) or not references:
         raise ValueError(f"error rate needs equal, non-empty lists (got {len(references)} and {len(hypotheses)})")

@@ -11,7 +11,7 @@ did-you-mean:
     profiles:
       superb:                         # s3prl's configuration; also `fast` (demo) and `ci` (smoke)
         description: ...
-        upstream: {cmvn: false}       # UpstreamOptions: variants an upstream may offer
+        upstream: {cmvn: false}       # UpstreamOptions: variants an upstream may offer (cmvn, gain_db)
         head: {proj_dim: 256}         # the task kind's head config
         train: {steps: 200000, batch_size: 32, lr: 1.0e-4, eval_interval: 5000, ...}   # TrainConfig
 
@@ -54,6 +54,8 @@ class UpstreamOptions:
     """
 
     cmvn: bool | None = None
+    #: Gain in dB on the waveform before the upstream (every upstream; e.g. -3.0 as s3prl's KS loader).
+    gain_db: float | None = None
 
     def given(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}

@@ -80,6 +80,7 @@ from superbench.results import (
 )
 from superbench.tasks import Task, TaskSetup, in_task_order
 from superbench.training import FeatureSource, TrainResult, train
+from superbench.trial_group import Trial, group_key, resident_bytes, rows_per_update, train_group
 from superbench.upstream import Upstream, as_upstream
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,10 @@ class RunOptions:
     #: Where the upstream's weights were loaded from (a local directory or file), recorded as `upstream_source`;
     #: "" takes the upstream's own `source` attribute where it has one.
     upstream_source: str = ""
+    #: Train all trials of a task (lr grid x seeds x folds) as one batched computation where the kind allows it.
+    group_trials: bool = True
+    #: Above this many bytes of pooled features, trials train one at a time instead of as a resident group.
+    max_resident_bytes: int = 8 * 1024 ** 3
 
 
 @dataclass
@@ -217,47 +222,96 @@ def extract(plan: TaskPlan, opts: RunOptions) -> tuple[FeatureSource, float]:
     return source, time.perf_counter() - start
 
 
-def sweep(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, seed: int,
-          opts: RunOptions) -> dict[float, dict[str, TrainResult]]:
-    """One trained head per (learning rate, fold); finished trials survive an interruption."""
-    partial = plan.checkpoint_dir(seed, opts)
-    if opts.overwrite:
-        shutil.rmtree(partial, ignore_errors=True)
-    identity = {"key": plan.keys[seed].as_tuple(), "variant": plan.upstream_fingerprint,
-                "recipe": dataclasses.asdict(plan.recipe)}
+def sweep(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, seeds: Sequence[int],
+          opts: RunOptions) -> dict[int, dict[float, dict[str, TrainResult]]]:
+    """One trained head per (seed, learning rate, fold); finished trials survive an interruption.
+
+    Where the task kind can stack its heads and the features are pooled, every trial still to
+    train is trained in one group (superbench.trial_group); otherwise one after the other.
+    """
+    for seed in seeds:
+        if opts.overwrite:
+            shutil.rmtree(plan.checkpoint_dir(seed, opts), ignore_errors=True)
     rows = {split: plan.manifest.splits[split] for split in plan.manifest.splits}
 
     def data(split: str) -> tuple[list[str], list[Any]]:
         return [u.id for u in rows[split]], [setup.target_of(u) for u in rows[split]]
 
     name, task = plan.model_name, plan.task.name + ("" if plan.layer is None else f" layer {plan.layer}")
-    trials: dict[float, dict[str, TrainResult]] = {}
-    with torch_threads(opts.train_threads):
+    several_folds = len(plan.manifest.folds) > 1
+    trials: dict[int, dict[float, dict[str, TrainResult]]] = {seed: {lr: {} for lr in plan.lrs} for seed in seeds}
+    pending: list[tuple[int, float, Any, Trial, Path]] = []
+    for seed in seeds:
+        identity = {"key": plan.keys[seed].as_tuple(), "variant": plan.upstream_fingerprint,
+                    "recipe": dataclasses.asdict(plan.recipe)}
         for lr in plan.lrs:
             cfg = dataclasses.replace(plan.recipe.train, lr=lr, seed=seed)
-            trials[lr] = {}
             for fold in plan.manifest.folds:
-                desc = (f"{name}/{task} seed {seed} lr {lr:g}"
-                        + (f" {fold.name}" if len(plan.manifest.folds) > 1 else ""))
-                key = _trial_key(identity, cfg, fold.name)
+                desc = f"{name}/{task} seed {seed} lr {lr:g}" + (f" {fold.name}" if several_folds else "")
+                trial = Trial(cfg, data(fold.train), data(fold.dev), data(fold.test), desc,
+                              _trial_key(identity, cfg, fold.name))
                 stem = plan.trial_stem(seed, opts, lr, fold.name)
-                trial_file = stem.with_name(stem.name + ".json")
-                result = _finished_trial(trial_file, key)
+                result = _finished_trial(stem.with_name(stem.name + ".json"), trial.key)
                 if result is None:
-                    checkpoint = stem.with_name(stem.name + ".pt")
-                    result = train(setup.make_head, setup.objective, source, data(fold.train), data(fold.dev),
-                                   data(fold.test), cfg, progress=opts.progress, desc=desc, checkpoint=checkpoint,
-                                   checkpoint_key=key)
-                    # head and predictions first: a trial's .json says it is finished, artefacts included
-                    _save_trial_artifacts(stem, plan, setup, fold, result, data)
-                    atomic_write_text(trial_file, json.dumps({"key": key, "result": result.to_dict()}) + "\n")
-                    checkpoint.unlink(missing_ok=True)
-                    result = dataclasses.replace(result, head_state=None)  # on disk now; keep memory small
+                    pending.append((seed, lr, fold, trial, stem))
                 else:
-                    log.info("%s: finished before the interruption, reusing it (%s)", desc, trial_file)
-                trials[lr][fold.name] = result
-                log.info("%s: dev %s %.2f (best step %d)", desc, plan.task.metric, result.dev, result.best_step)
+                    log.info("%s: finished before the interruption, reusing it (%s.json)", desc, stem)
+                    trials[seed][lr][fold.name] = result
+    with torch_threads(opts.train_threads):
+        group = [trial for _, _, _, trial, _ in pending]
+        if pending and _can_group(plan, setup, source, opts, group):
+            what = (f"{name}/{task}: {len(group)} trials as one group (lr {', '.join(f'{lr:g}' for lr in plan.lrs)}; "
+                    f"seeds {', '.join(str(s) for s in seeds)}" + (f"; {len(plan.manifest.folds)} folds"
+                                                                  if several_folds else "") + ")")
+            log.info("%s", what)
+            checkpoint = plan.checkpoint_dir(pending[0][0], opts) / f"group-{group_key(group)}.pt"
+            results = train_group(setup.make_head, setup.stack, setup.objective, source, group,
+                                  progress=opts.progress, desc=f"{name}/{task} x{len(group)}", checkpoint=checkpoint)
+            for (seed, lr, fold, trial, stem), result in zip(pending, results):
+                trials[seed][lr][fold.name] = _keep_trial(plan, setup, fold, trial, stem, result, data)
+            checkpoint.unlink(missing_ok=True)
+        else:
+            for seed, lr, fold, trial, stem in pending:
+                checkpoint = stem.with_name(stem.name + ".pt")
+                result = train(setup.make_head, setup.objective, source, trial.train, trial.dev, trial.test,
+                               trial.cfg, progress=opts.progress, desc=trial.desc, checkpoint=checkpoint,
+                               checkpoint_key=trial.key)
+                trials[seed][lr][fold.name] = _keep_trial(plan, setup, fold, trial, stem, result, data)
+                checkpoint.unlink(missing_ok=True)
+    for seed, by_lr in trials.items():
+        for lr, by_fold in by_lr.items():
+            for fold_name, result in by_fold.items():
+                log.info("%s/%s seed %d lr %g%s: dev %s %.2f (best step %d)", name, task, seed, lr,
+                         f" {fold_name}" if several_folds else "", plan.task.metric, result.dev, result.best_step)
     return trials
+
+
+def _can_group(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, opts: RunOptions,
+               group: Sequence[Trial]) -> bool:
+    """Whether `group` can train as one computation: a stackable head on pooled features that fit in memory,
+    equal batches for every trial."""
+    if not opts.group_trials or setup.stack is None or getattr(source, "level", None) != "utterance":
+        return False
+    try:
+        rows_per_update(group)
+    except ValueError as exc:
+        log.info("%s: training trials one at a time: %s", plan.task.name, exc)
+        return False
+    needed = resident_bytes(len(plan.manifest.utterances()), plan.upstream.num_layers, plan.upstream.hidden_size)
+    if needed > opts.max_resident_bytes:
+        log.info("%s: pooled features need %s resident, above --max-resident %s: training trials one at a time",
+                 plan.task.name, human_bytes(needed), human_bytes(opts.max_resident_bytes))
+        return False
+    return True
+
+
+def _keep_trial(plan: TaskPlan, setup: TaskSetup, fold: Any, trial: Trial, stem: Path, result: TrainResult,
+                data: Callable[[str], tuple[list[str], list[Any]]]) -> TrainResult:
+    """Write a finished trial: head and predictions first, then its .json, which says it is finished."""
+    _save_trial_artifacts(stem, plan, setup, fold, result, data)
+    atomic_write_text(stem.with_name(stem.name + ".json"), json.dumps({"key": trial.key, "result": result.to_dict()})
+                      + "\n")
+    return dataclasses.replace(result, head_state=None)  # on disk now; keep memory small
 
 
 def _save_trial_artifacts(stem: Path, plan: TaskPlan, setup: TaskSetup, fold: Any, result: TrainResult,
@@ -397,9 +451,9 @@ def execute(plan: TaskPlan, opts: RunOptions,
     setup = plan.task.kind.setup(plan.task, plan.manifest, plan.recipe.head, plan.upstream.num_layers,
                                  plan.upstream.hidden_size, plan.layer)
     out = list(plan.done)
+    trials = sweep(plan, setup, source, plan.todo, opts)
     for seed in plan.todo:
-        trials = sweep(plan, setup, source, seed, opts)
-        out.append(record(plan, seed, select(plan, trials), extraction, opts))
+        out.append(record(plan, seed, select(plan, trials[seed]), extraction, opts))
         extraction = 0.0  # paid once, by the first seed's record
     return out
 

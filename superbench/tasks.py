@@ -43,6 +43,9 @@ class TaskSetup:
     objective: Objective
     target_of: Callable[[Utterance], Any]
     make_head: Callable[[], torch.nn.Module]
+    #: Stacks K heads of `make_head` for training them as one group (superbench.trial_group); None when
+    #: the kind has no batched form (frame-level heads train one at a time).
+    stack: Callable[[list[torch.nn.Module]], Any] | None = None
 
 
 class TaskKind(Protocol):

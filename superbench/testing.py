@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import soundfile as sf
 import torch
 
-from superbench.manifest import Fold, write_task_manifest
+from superbench.cache import FeatureCache, extract_features
+from superbench.manifest import Fold, load_task_manifest, write_task_manifest
 from superbench.runner import RunOptions
 from superbench.upstream import Upstream
 
@@ -89,6 +90,20 @@ def make_class_corpus(root: Path, task: str = "ks", n_classes: int = 3, per_clas
     write_task_manifest(root / task, task=task, corpus="tones", version="1", label_field=label_field,
                         labels=labels, splits=splits, folds=folds)
     return root / task
+
+
+def cached_class_task(root: Path) -> tuple[FeatureCache, Callable[[str], tuple[list[str], list[int]]]]:
+    """`make_class_corpus` under `root`, its ToneUpstream utterance cache, and `data(split)` -> (ids, class
+    indices): what `training.train` takes, for tests of the training loop."""
+    manifest = load_task_manifest(make_class_corpus(Path(root)))
+    cache = extract_features(ToneUpstream(), manifest, "utterance", root=Path(root) / "cache", progress=False)
+    index = {name: i for i, name in enumerate(manifest.labels)}
+
+    def data(split: str) -> tuple[list[str], list[int]]:
+        rows = manifest.splits[split]
+        return [u.id for u in rows], [index[u.label] for u in rows]
+
+    return cache, data
 
 
 def make_sequence_corpus(root: Path, task: str = "pr", n: tuple = (24, 6, 6), seed: int = 0) -> Path:

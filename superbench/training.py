@@ -5,6 +5,10 @@ Deterministic given the seed (same seed, same machine -> same score): the seed s
 the head's initialisation, dropout and a private generator that draws the batches.
 A non-finite loss stops the run and names the step, instead of training on garbage.
 
+s3prl options a recipe may turn on: a learning-rate schedule per optimiser step (`scheduler`,
+s3prl's `linear_schedule_with_warmup`; its state is in the checkpoint) and class-balanced dev
+accuracy (`balanced_dev`: the objective's `balanced_score` selects checkpoints; test stays plain).
+
 Resumable: with a checkpoint path, the state (head, optimiser, RNG, best-so-far) is
 saved atomically at every dev evaluation; a rerun after an interruption continues from
 there and ends with the same result as an uninterrupted run (the batch stream is replayed
@@ -47,6 +51,10 @@ class FeatureSource(Protocol):
     def batch(self, ids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
+#: Learning-rate schedules `TrainConfig.scheduler` may name (s3prl's `scheduler.name`, or none at all).
+SCHEDULERS = ("none", "linear_schedule_with_warmup")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """The SUPERB protocol's knobs for one head (a recipe's `train` section, plus the seed of a trial)."""
@@ -59,6 +67,12 @@ class TrainConfig:
     grad_clip: float = 1.0
     grad_accum: int = 1
     balanced_sampling: bool = False  # class-balanced batches (s3prl's KS sampler)
+    #: Dev metric that selects checkpoints: class-balanced accuracy (the expectation of s3prl's KS dev
+    #: score on its class-balanced WeightedRandomSampler resample); test stays plain accuracy.
+    balanced_dev: bool = False
+    #: Learning-rate schedule per optimiser step: "none" or s3prl's "linear_schedule_with_warmup".
+    scheduler: str = "none"
+    warmup_steps: int = 0  # linear_schedule_with_warmup's num_warmup_steps
     eval_batch_size: int = 32
     seed: int = field(default=0, metadata={"recipe": False})  # from --seeds, never from a recipe
 
@@ -71,6 +85,38 @@ class TrainConfig:
             raise ValueError(f"lr and lr_grid values must be > 0 (lr {self.lr!r}, lr_grid {list(self.lr_grid)})")
         if not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0, got {self.grad_clip!r}")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be a non-negative integer, got {self.warmup_steps!r}")
+        if self.warmup_steps and self.scheduler == "none":
+            raise ValueError(f"warmup_steps={self.warmup_steps} needs a scheduler (e.g. linear_schedule_with_warmup)")
+
+
+def lr_factor(cfg: TrainConfig, step: int) -> float:
+    """Multiplier of `cfg.lr` for optimiser step `step` (1-based), as s3prl's runner applies it.
+
+    s3prl builds a LambdaLR from `schedulers.get_linear_schedule_with_warmup` (num_training_steps =
+    total_steps) and calls `scheduler.step()` after each `optimizer.step()`, so update k runs with
+    lambda(k - 1): the first update has lr 0 during warmup, exactly as there.
+    """
+    if cfg.scheduler == "none":
+        return 1.0
+    current = step - 1
+    if current < cfg.warmup_steps:
+        return float(current) / float(max(1, cfg.warmup_steps))
+    return max(0.0, float(cfg.steps - current) / float(max(1, cfg.steps - cfg.warmup_steps)))
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer,
+                   cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR | None:
+    """The LambdaLR of `cfg.scheduler` on `optimizer` (None for "none"); step it once per optimiser step.
+
+    Its state (the step count) goes into training checkpoints, so a resumed run continues the schedule.
+    """
+    if cfg.scheduler == "none":
+        return None
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda current: lr_factor(cfg, current + 1))
 
 
 @dataclass
@@ -113,6 +159,18 @@ class Objective(Protocol):
     def score(self, targets: list, predictions: list) -> float: ...
 
 
+def dev_scorer(objective: Objective, balanced: bool) -> Callable[[list, list], float]:
+    """The metric that scores dev: `objective.score`, or its `balanced_score` when `balanced`
+    (TrainConfig.balanced_dev); ValueError when the objective has no balanced score."""
+    if not balanced:
+        return objective.score
+    scorer = getattr(objective, "balanced_score", None)
+    if not callable(scorer):
+        raise ValueError(f"balanced_dev is set but {type(objective).__name__} has no balanced_score(targets, "
+                         f"predictions); class-balanced dev accuracy is defined for classification only")
+    return scorer
+
+
 def _batches(ids: Sequence[str], targets: Sequence, cfg: TrainConfig, gen: torch.Generator):
     """Endless stream of training batches: epoch shuffles, or class-balanced draws (KS)."""
     n = len(ids)
@@ -137,8 +195,10 @@ def output_lengths(head: torch.nn.Module, lengths: torch.Tensor) -> torch.Tensor
 
 
 def evaluate(head: torch.nn.Module, objective: Objective, source: FeatureSource, ids: Sequence[str],
-             targets: Sequence, batch_size: int = 32) -> tuple[float, list]:
-    """Metric (percent) and predictions of `head` on `ids`."""
+             targets: Sequence, batch_size: int = 32, balanced: bool = False) -> tuple[float, list]:
+    """Metric (percent) and predictions of `head` on `ids`; `balanced` scores with the objective's
+    class-balanced metric (dev under TrainConfig.balanced_dev)."""
+    score = dev_scorer(objective, balanced)
     head.eval()
     predictions: list = []
     with torch.no_grad():
@@ -146,7 +206,7 @@ def evaluate(head: torch.nn.Module, objective: Objective, source: FeatureSource,
             x, lengths = source.batch(ids[s:s + batch_size])
             predictions.extend(objective.predict(head(x, lengths), output_lengths(head, lengths)))
     head.train()
-    return objective.score(list(targets), predictions), predictions
+    return score(list(targets), predictions), predictions
 
 
 def train(make_head: Callable[[], torch.nn.Module], objective: Objective, source: FeatureSource,
@@ -159,12 +219,14 @@ def train(make_head: Callable[[], torch.nn.Module], objective: Objective, source
     interrupted run resumes; a saved state is used only if its `checkpoint_key` and config match.
     """
     start = time.perf_counter()
+    dev_scorer(objective, cfg.balanced_dev)  # a config the objective cannot score fails before any work
     torch.manual_seed(cfg.seed)
     head = make_head()
     head.train()
     gen = torch.Generator().manual_seed(cfg.seed)
     params = [p for p in head.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    scheduler = make_scheduler(optimizer, cfg)
     stream = _batches(list(train_data[0]), list(train_data[1]), cfg, gen)
     better = (lambda a, b: a > b) if objective.higher_is_better else (lambda a, b: a < b)
     best_dev, best_step, best_state = math.nan, 0, None
@@ -176,6 +238,8 @@ def train(make_head: Callable[[], torch.nn.Module], objective: Objective, source
     if saved is not None:
         head.load_state_dict(saved["head"])
         optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(saved["scheduler"])
         best_dev, best_step, best_state = saved["best_dev"], saved["best_step"], saved["best_state"]
         best_predictions = saved.get("best_predictions")  # absent in states saved before predictions were kept
         history, spent = [tuple(h) for h in saved["history"]], saved["seconds"]
@@ -199,10 +263,12 @@ def train(make_head: Callable[[], torch.nn.Module], objective: Objective, source
             (loss / cfg.grad_accum).backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         bar.update(1)
         if step % cfg.eval_interval == 0 or step == cfg.steps:
             dev, dev_predictions = evaluate(head, objective, source, list(dev_data[0]), dev_data[1],
-                                            cfg.eval_batch_size)
+                                            cfg.eval_batch_size, balanced=cfg.balanced_dev)
             history.append((step, dev))
             bar.set_postfix(loss=f"{loss.item():.3f}", dev=f"{dev:.1f}")
             log.debug("%s step %d loss %.4f dev %s %.2f", desc, step, loss.item(), objective.metric, dev)
@@ -213,6 +279,7 @@ def train(make_head: Callable[[], torch.nn.Module], objective: Objective, source
             if checkpoint is not None and step < cfg.steps:
                 _save_checkpoint(checkpoint, {
                     **key, "step": step, "head": head.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
                     "torch_rng": torch.get_rng_state(), "best_dev": best_dev, "best_step": best_step,
                     "best_state": best_state, "best_predictions": best_predictions, "history": history,
                     "seconds": spent + time.perf_counter() - start})

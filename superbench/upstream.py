@@ -22,9 +22,11 @@ gives the optional attributes their defaults (`OPTIONAL_ATTRIBUTES`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+import math
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -41,8 +43,33 @@ guard_broken_torchaudio()
 log = logging.getLogger(__name__)
 
 
+#: Variant options every upstream offers, handled here rather than by each upstream's `variant`.
+GENERIC_OPTIONS = ("gain_db",)
+
+
+def _with_generic_options(specific: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap an upstream's own `variant` so that the generic options (`gain_db`) work for every upstream:
+    they are taken out, the upstream's `variant` gets the rest, and its result is wrapped."""
+
+    @functools.wraps(specific)
+    def variant(self: Upstream, **options: Any) -> Upstream:
+        gain_db = options.pop("gain_db", None)
+        return GainUpstream.wrap(specific(self, **options), gain_db)
+
+    variant.handles_generic_options = True  # type: ignore[attr-defined]
+    return variant
+
+
 class Upstream(torch.nn.Module):
     """Base class for upstreams; subclasses implement `_forward` (padded batch in, all layers out)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A subclass that offers its own variants (FBANK's `cmvn`, a plugin's) overrides `variant`;
+        # wrapping it here keeps the generic options working without each override knowing them.
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("variant")
+        if own is not None and not getattr(own, "handles_generic_options", False):
+            cls.variant = _with_generic_options(own)  # type: ignore[method-assign]
 
     name: str = "upstream"
     sample_rate: int = 16000
@@ -74,11 +101,14 @@ class Upstream(torch.nn.Module):
     def _forward(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         raise NotImplementedError
 
+    @_with_generic_options
     def variant(self, **options: Any) -> Upstream:
         """The upstream a recipe asks for (its `upstream:` section, e.g. `cmvn=False`).
 
         Options this upstream does not offer leave it unchanged: recipes state what a task
-        wants from the upstreams that have the option. Override to offer variants.
+        wants from the upstreams that have the option. Override to offer variants. Every upstream
+        offers `gain_db` (the waveform scaled by 10 ** (gain_db / 20) before `forward`, see
+        `GainUpstream`), handled around any override, so an override never sees it.
         """
         return self
 
@@ -99,6 +129,48 @@ class Upstream(torch.nn.Module):
         """Pad a list of 1-D waveforms and run `forward`; a convenience for callers and tests."""
         batch, lengths = pad_batch(wavs)
         return self(batch, lengths)
+
+
+class GainUpstream(Upstream):
+    """An upstream run on its input scaled by a gain in decibels (s3prl's Speech Commands loader applies
+    sox `gain -3.0` to every waveform). Its fingerprint differs from the inner upstream's (the gain is in
+    `config_dict`), so the audio-keyed feature cache and the records tell the two apart."""
+
+    def __init__(self, inner: Upstream, gain_db: float) -> None:
+        super().__init__()
+        if not math.isfinite(gain_db):
+            raise ValueError(f"gain_db must be a finite number of decibels, got {gain_db!r}")
+        self.inner, self.gain_db = inner, float(gain_db)
+        self.scale = 10.0 ** (self.gain_db / 20.0)
+        for attr in ("name", "sample_rate", "num_layers", "hidden_size", "downsample_rate", "receptive_field"):
+            setattr(self, attr, getattr(inner, attr))
+
+    @classmethod
+    def wrap(cls, upstream: Upstream, gain_db: float | None) -> Upstream:
+        """`upstream` itself for no gain (None or 0 dB), else `upstream` behind that gain."""
+        if gain_db is None or float(gain_db) == 0.0:
+            return upstream
+        return cls(upstream, float(gain_db))
+
+    def _forward(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        return self.inner(wavs * self.scale, wav_lengths)
+
+    def num_frames(self, wav_lengths: torch.Tensor) -> torch.Tensor:
+        return self.inner.num_frames(wav_lengths)
+
+    def variant(self, **options: Any) -> Upstream:
+        """The inner upstream's variant behind this gain, or behind the `gain_db` given (it replaces
+        this one: a recipe's gain is relative to the model's input, not to another variant's)."""
+        gain_db = options.pop("gain_db", self.gain_db)
+        inner = self.inner.variant(**options)
+        if inner is self.inner and gain_db is not None and float(gain_db) == self.gain_db:
+            return self
+        return GainUpstream.wrap(inner, gain_db)
+
+    variant.handles_generic_options = True  # type: ignore[attr-defined]
+
+    def config_dict(self) -> dict[str, Any]:
+        return {**self.inner.config_dict(), "gain_db": self.gain_db}
 
 
 def pad_batch(wavs: Sequence[np.ndarray | torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,3 +17,11 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     yield
+
+
+@pytest.fixture()
+def tone_task(tmp_path):
+    """(utterance cache, data(split) -> (ids, class indices)) of a small tone corpus (superbench.testing)."""
+    from superbench.testing import cached_class_task
+
+    return cached_class_task(tmp_path)

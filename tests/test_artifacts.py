@@ -113,9 +113,10 @@ def test_ctc_record_keeps_decoded_predictions_with_edit_counts(tmp_path, task):
 def test_artifacts_survive_an_interruption_and_resume(tmp_path, monkeypatch):
     import superbench.runner as runner
 
-    make_class_corpus(tmp_path, task="ks")
+    make_class_corpus(tmp_path, task="ks")  # one trial at a time: a trial that dies after another finished
     (whole,) = run_task(ToneUpstream(), get_task("ks"), tmp_path,
-                        _opts(tmp_path, results_dir=tmp_path / "a", checkpoint_root=tmp_path / "ckpt-a"))
+                        _opts(tmp_path, results_dir=tmp_path / "a", checkpoint_root=tmp_path / "ckpt-a",
+                              group_trials=False))
     real_train, calls = runner.train, []
 
     class Interrupted(Exception):
@@ -128,7 +129,7 @@ def test_artifacts_survive_an_interruption_and_resume(tmp_path, monkeypatch):
         return real_train(*args, **kw)
 
     monkeypatch.setattr(runner, "train", dying_in_the_second_trial)
-    opts = _opts(tmp_path, results_dir=tmp_path / "b", checkpoint_root=tmp_path / "ckpt-b")
+    opts = _opts(tmp_path, results_dir=tmp_path / "b", checkpoint_root=tmp_path / "ckpt-b", group_trials=False)
     with pytest.raises(Interrupted):
         run_task(ToneUpstream(), get_task("ks"), tmp_path, opts)
     monkeypatch.setattr(runner, "train", real_train)
@@ -146,7 +147,7 @@ def test_finished_trial_without_its_head_is_trained_again(tmp_path, monkeypatch)
     import superbench.runner as runner
 
     make_class_corpus(tmp_path, task="ks")
-    opts = _opts(tmp_path, lr=1e-2, overwrite=False)
+    opts = _opts(tmp_path, lr=1e-2, overwrite=False, group_trials=False)
     real_train, calls = runner.train, []
 
     class Interrupted(Exception):

@@ -63,13 +63,18 @@ class ThreadsSeen(ToneUpstream):
 @pytest.fixture
 def train_threads(monkeypatch):
     """Thread counts seen by every head training, through the runner's `train`."""
-    seen, real = [], runner.train
+    seen, real, real_group = [], runner.train, runner.train_group
 
     def recording(*args, **kw):
         seen.append(torch.get_num_threads())
         return real(*args, **kw)
 
+    def recording_group(*args, **kw):
+        seen.append(torch.get_num_threads())
+        return real_group(*args, **kw)
+
     monkeypatch.setattr(runner, "train", recording)
+    monkeypatch.setattr(runner, "train_group", recording_group)
     return seen
 
 
@@ -99,6 +104,7 @@ def test_threads_are_restored_when_training_fails(tmp_path, monkeypatch):
         raise RuntimeError("head blew up")
 
     monkeypatch.setattr(runner, "train", boom)
+    monkeypatch.setattr(runner, "train_group", boom)
     with pytest.raises(RuntimeError, match="head blew up"):
         run(ToneUpstream(), [get_task("ks")], tmp_path, _opts(tmp_path, train_threads=3))
     assert torch.get_num_threads() == before

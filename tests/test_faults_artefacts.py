@@ -21,7 +21,14 @@ from downstreams import ClassificationObjective, UtteranceHead
 from superbench.cache import CacheError, cache_path, extract_features
 from superbench.io import atomic_open, atomic_write_text
 from superbench.manifest import _rows_fingerprint, load_task_manifest, write_task_manifest
-from superbench.testing import Interrupted, InterruptingSource, ToneUpstream, make_class_corpus, make_sequence_corpus
+from superbench.testing import (
+    Interrupted,
+    InterruptingSource,
+    ToneUpstream,
+    cached_class_task,
+    make_class_corpus,
+    make_sequence_corpus,
+)
 from superbench.training import TrainConfig, _save_checkpoint, train
 
 FRAME_CHUNK_BYTES = 20_000  # several chunks for the tiny sequence corpus
@@ -151,14 +158,7 @@ def test_old_cache_format_is_extracted_again_saying_why(tmp_path, caplog):
 
 @pytest.mark.parametrize("damage", ["flipped byte", "truncated", "garbled header"])
 def test_damaged_checkpoint_restarts_the_trial(tmp_path, caplog, damage):
-    manifest = load_task_manifest(make_class_corpus(tmp_path))
-    cache = extract_features(ToneUpstream(), manifest, "utterance", root=tmp_path / "cache", progress=False)
-    index = {name: i for i, name in enumerate(manifest.labels)}
-
-    def data(split):
-        rows = manifest.splits[split]
-        return [u.id for u in rows], [index[u.label] for u in rows]
-
+    cache, data = cached_class_task(tmp_path)
     cfg = TrainConfig(steps=60, batch_size=8, lr=1e-2, eval_interval=20, seed=3, eval_batch_size=5)
 
     def run(source, checkpoint=None):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 
 import pytest
 import torch
@@ -26,13 +27,18 @@ SMALL = {"steps": 20, "eval_interval": 10, "batch_size": 8, "lr_grid": [1e-2]}
 def trained(monkeypatch):
     """Counts the heads trained (a skipped run trains none)."""
     calls = []
-    real = runner.train
+    real, real_group = runner.train, runner.train_group
 
     def counting(*args, **kw):
         calls.append(kw.get("desc"))
         return real(*args, **kw)
 
+    def counting_group(make_head, stack, objective, source, trials, **kw):
+        calls.extend(t.desc for t in trials)
+        return real_group(make_head, stack, objective, source, trials, **kw)
+
     monkeypatch.setattr(runner, "train", counting)
+    monkeypatch.setattr(runner, "train_group", counting_group)
     return calls
 
 
@@ -51,7 +57,7 @@ def test_any_change_of_identity_is_a_new_record_and_a_rerun_is_skipped(tmp_path,
     assert len(trained) == 1 and again == first  # identical identity: skipped, the stored record returned
 
     v2 = tmp_path / "ks-v2.yaml"
-    v2.write_text(ks.recipe.read_text().replace('version: "1"', 'version: "2"'))
+    v2.write_text(re.sub(r'(?m)^version: .*$', 'version: "99"', ks.recipe.read_text()))
     heavier = ToneUpstream()
     with torch.no_grad():
         heavier.proj.weight.mul_(2.0)  # same name, other weights

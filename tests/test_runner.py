@@ -91,7 +91,7 @@ def test_recipe_validation_and_task_lists():
     asr = get_task("asr").load_recipe("superb")
     assert (asr.head.proj_dim, asr.head.rnn_dims, asr.head.dropout) == (1024, (1024, 1024), 0.2)
     assert (asr.train.steps, asr.train.lr, asr.upstream.cmvn) == (200000, 1e-4, None)
-    assert get_task("ks").load_recipe("superb").upstream.given() == {"cmvn": False}
+    assert get_task("ks").load_recipe("superb").upstream.given() == {"cmvn": False, "gain_db": -3.0}
 
 
 RECIPE = """version: '1'
@@ -176,8 +176,9 @@ def test_interrupted_run_keeps_finished_trials_and_resumes_the_running_one(tmp_p
     import superbench.runner as runner
 
     make_class_corpus(tmp_path, task="ks")
-    (whole,) = run_task(ToneUpstream(), get_task("ks"), tmp_path,
-                        _opts(tmp_path, results_dir=tmp_path / "a", checkpoint_root=tmp_path / "ckpt-a"))
+    (whole,) = run_task(ToneUpstream(), get_task("ks"), tmp_path,  # trials one at a time (see test_trial_group)
+                        _opts(tmp_path, results_dir=tmp_path / "a", checkpoint_root=tmp_path / "ckpt-a",
+                              group_trials=False))
     real_train, seen = runner.train, []
 
     def train_dying_in_the_second_trial(make_head, objective, *args, **kw):
@@ -185,7 +186,7 @@ def test_interrupted_run_keeps_finished_trials_and_resumes_the_running_one(tmp_p
         return real_train(make_head, seen[-1], *args, **kw)
 
     monkeypatch.setattr(runner, "train", train_dying_in_the_second_trial)
-    opts = _opts(tmp_path, results_dir=tmp_path / "b", checkpoint_root=tmp_path / "ckpt-b")
+    opts = _opts(tmp_path, results_dir=tmp_path / "b", checkpoint_root=tmp_path / "ckpt-b", group_trials=False)
     with pytest.raises(Interrupted):  # lr 1e-3 finished; lr 1e-2 dies in step 31 (state saved at 20)
         run_task(ToneUpstream(), get_task("ks"), tmp_path, opts)
     partial = tmp_path / "ckpt-b" / whole.run_key().digest()

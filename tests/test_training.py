@@ -8,23 +8,8 @@ import pytest
 import torch
 
 from downstreams import ClassificationObjective, UtteranceHead
-from superbench.cache import extract_features
-from superbench.manifest import load_task_manifest
-from superbench.testing import Interrupted, InterruptingSource, ToneUpstream, make_class_corpus
+from superbench.testing import Interrupted, InterruptingSource
 from superbench.training import TrainConfig, TrainingError, _batches, train
-
-
-@pytest.fixture()
-def tone_task(tmp_path):
-    manifest = load_task_manifest(make_class_corpus(tmp_path))
-    cache = extract_features(ToneUpstream(), manifest, "utterance", root=tmp_path / "cache", progress=False)
-    index = {name: i for i, name in enumerate(manifest.labels)}
-
-    def data(split):
-        rows = manifest.splits[split]
-        return [u.id for u in rows], [index[u.label] for u in rows]
-
-    return cache, data
 
 
 def _run(cache, data, seed, lr=1e-2, steps=60):

@@ -171,6 +171,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="threads while the upstream extracts features (overrides --threads)")
     p.add_argument("--train-threads", type=_positive, default=None, metavar="N",
                    help="threads while the heads train (overrides --threads)")
+    p.add_argument("--one-trial-at-a-time", dest="group_trials", action="store_false",
+                   help="train the trials of a sweep (lrs x seeds x folds) one after the other instead of as one "
+                        "batched group (utterance tasks); same scores within float rounding, several times slower")
     p.set_defaults(func=cmd_run)
 
     t = sub.add_parser("tasks", help="list the SUPERB tasks (built-in and plugin)")
@@ -247,7 +250,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                       results_dir=args.results, overwrite=args.overwrite, progress=args.progress,
                       on_record=writer,
                       extract_threads=args.extract_threads or args.threads,
-                      train_threads=args.train_threads or args.threads)
+                      train_threads=args.train_threads or args.threads, group_trials=args.group_trials)
     if args.results is None:
         _warn_about_old_default()
     rows = aggregate(run(upstream, tasks, data_root, opts), by=("upstream", "profile", "layer"))
