@@ -8,6 +8,9 @@ random init: same compute as HuBERT Base, no download) and `fbank`, and prints:
   3. extraction throughput vs the bare upstream forward on the same batches    goal >= 0.9x
   4. peak RSS and cache bytes per utterance as the PR corpus grows x4          goal: flat
   5. torch threads: extraction and head training with 1 vs 2 threads           picks the CLI defaults
+  6. the superb schedule (200k updates x the lr sweep) on a Speech-Commands-sized KS corpus of distinct
+     clips: time-to-score / one extraction pass, trials grouped                  goal <= 1.3x
+     + per-update costs grouped vs one trial at a time (KS, SID, ER) and their equality
 
 Everything goes to a temporary SUPERBENCH_HOME, so every number includes a cold
 extraction. Medians over repeats where a repeat is cheap (fbank). This is a
@@ -65,12 +68,14 @@ def subset(task_dir: Path, out_root: Path, n_train: int, n_eval: int) -> Path:
     return out.parent
 
 
-def timed_run(upstream, task: str, data_root: Path, work: Path, **opts) -> tuple[float, object]:
+def timed_run(upstream, task: str, data_root: Path, work: Path, profile: str = "fast", **opts
+              ) -> tuple[float, object]:
     from superbench.runner import RunOptions, run_task
     from superbench.tasks import get_task
 
-    o = RunOptions(results_dir=work / "results", progress=False, cache_root=work / "cache", profile="fast",
-                   overwrite=True, **opts)
+    o = RunOptions(results_dir=work / "results", progress=False, cache_root=work.parent / "cache-shared"
+                   if opts.pop("shared_cache", False) else work / "cache", profile=profile, overwrite=True,
+                   checkpoint_root=work / "ckpt", **opts)
     t0 = time.perf_counter()
     (rec,) = run_task(upstream, get_task(task), data_root, o)
     return time.perf_counter() - t0, rec
@@ -181,10 +186,16 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=100, help="updates for the cached-vs-no-cache comparison")
     ap.add_argument("--ks-train", type=int, default=96, help="KS training utterances in the no-cache comparison")
     ap.add_argument("--repeats", type=int, default=3, help="repeats for the cheap (fbank) measurements")
-    ap.add_argument("--only", type=int, choices=range(1, 6), action="append", metavar="N",
-                    help="run only section N (repeatable); default: all five")
+    ap.add_argument("--ks-clips", type=int, default=2346,
+                    help="clips of the KS corpus of section 6 (2,346: the size s3prl was compared on)")
+    ap.add_argument("--superb-upstream", default="hubert-base-random", choices=("hubert-base-random", "fbank"),
+                    help="upstream of section 6 (fbank: a quick check of the section itself)")
+    ap.add_argument("--superb-steps", type=int, default=None,
+                    help="section 6a's updates instead of the recipe's (a quick check; the goal needs the recipe's)")
+    ap.add_argument("--only", type=int, choices=range(1, 7), action="append", metavar="N",
+                    help="run only section N (repeatable); default: all six")
     args = ap.parse_args()
-    sections = set(args.only or range(1, 6))
+    sections = set(args.only or range(1, 7))
     logging.basicConfig(level=logging.WARNING)
     home = Path(tempfile.mkdtemp(prefix="superbench-bench-"))
     demo_home = os.environ.get("SUPERBENCH_HOME")
@@ -207,6 +218,8 @@ def main() -> int:
         section_4(data, home)
     if 5 in sections:
         section_5(args, ups, data, ks_small, home)
+    if 6 in sections:
+        section_6(args, ups, data, home)
     return 0
 
 
@@ -262,6 +275,99 @@ def section_5(args: argparse.Namespace, ups: dict, data: Path, ks_small: Path, h
               f"2 thr {two['extraction_s']:6.2f} s (x{one['extraction_s'] / two['extraction_s']:.2f});  "
               f"training 1 thr {one['training_s']:6.2f} s, "
               f"2 thr {two['training_s']:6.2f} s (x{one['training_s'] / two['training_s']:.2f})")
+
+
+def ks_corpus_of_distinct_clips(demo: Path, out: Path, n_clips: int) -> Path:
+    """A KS corpus of `n_clips` distinct 1-s files (80/10/10 %): the demo's KS clips cycled, each copy with its
+    own faint dither, so the audio-keyed cache extracts every one (a copy of the same bytes would be free)."""
+    import numpy as np
+    import soundfile as sf
+
+    from superbench.audio import load_audio
+
+    src = load_task_manifest(demo / "ks")
+    rng = np.random.default_rng(0)
+    pool = [u for split in src.splits.values() for u in split]
+    pool = [pool[i] for i in rng.permutation(len(pool))]  # every class in every split, whatever n_clips
+    sizes = {"train": n_clips - 2 * (n_clips // 10), "dev": n_clips // 10, "test": n_clips // 10}
+    (out / "ks" / "wav").mkdir(parents=True, exist_ok=True)
+    splits, k = {}, 0
+    for split, n in sizes.items():
+        rows = []
+        for _ in range(n):
+            u = pool[k % len(pool)]
+            path = out / "ks" / "wav" / f"{k:05d}.wav"
+            if not path.is_file():
+                wav = load_audio(u.audio) + 1e-4 * rng.standard_normal(u.num_samples).astype("float32")
+                sf.write(path, wav, u.sample_rate)
+            rows.append({"id": f"{split}-{k:05d}", "audio": str(path), "sample_rate": u.sample_rate,
+                         "num_samples": u.num_samples, "speaker": u.speaker, "label": u.targets["label"]})
+            k += 1
+        splits[split] = rows
+    write_task_manifest(out / "ks", task="ks", corpus="superbench-demo-distinct", version="1", label_field="label",
+                        labels=src.labels, splits=splits)
+    return out
+
+
+#: Hours of audio of the real SUPERB corpora (train+dev+test as SUPERB uses them), for the projections.
+REAL_HOURS = {"ks": 18.0, "sid": 352.0, "er": 12.0}
+
+
+def per_update(upstream, task: str, root: Path, work: Path, steps: int, grouped: bool) -> tuple[float, object]:
+    """Seconds per trial-update of the superb profile's head and batches (lr sweep, folds), features cached."""
+    over = {"train.steps": steps, "train.eval_interval": steps}
+    _, rec = timed_run(upstream, task, root, work / f"{task}-{steps}-{grouped}", profile="superb",
+                       overrides=over, group_trials=grouped, shared_cache=True)
+    return rec.wall_time["training"] / (steps * len(rec.trials)), rec
+
+
+def section_6(args: argparse.Namespace, ups: dict, data: Path, home: Path) -> None:
+    from superbench.tasks import get_task
+
+    up = ups[args.superb_upstream]
+    ks_root = ks_corpus_of_distinct_clips(data, home / "ks-distinct", args.ks_clips)
+    print(f"\n6. superb schedule, {args.superb_upstream}, trials grouped (hubert-base-random: HuBERT Base size, "
+          f"random weights)")
+    work = home / "c6"
+    # a. the full schedule on KS first: one cold extraction (b and c reuse its cache), then 200k updates x the lr sweep
+    full = {"train.steps": args.superb_steps} if args.superb_steps else {}
+    t_total, rec = timed_run(up, "ks", ks_root, work / "full", profile="superb", shared_cache=True, overrides=full)
+    ext, train_s = rec.wall_time["extraction"], rec.wall_time["training"]
+    print(f"   a. KS, {args.ks_clips} clips, {rec.steps} updates x {len(rec.trials)} lrs: total {t_total:7.1f} s = "
+          f"extraction {ext:7.1f} s + training {train_s:6.1f} s (+ {t_total - ext - train_s:.1f} s other)  "
+          f"ratio {t_total / ext:4.2f}x  (goal <= 1.3x; acc {rec.test:.1f})")
+    # b. per-update costs, grouped vs one at a time, on cached features (SID/ER: the demo corpus)
+    print("   b. seconds per update of one trial (superb heads and batches, lr sweep, ER's folds), features cached:")
+    costs = {}
+    for task, root in (("ks", ks_root), ("sid", data), ("er", data)):
+        recipe = get_task(task).load_recipe("superb")
+        grouped, rec_g = per_update(up, task, root, work, 2000, True)
+        single, rec_s = per_update(up, task, root, work, 200, False)
+        costs[task] = (grouped, recipe)
+        classes = len(load_task_manifest(root / task).labels)
+        print(f"      {task:<3} one at a time {single * 1e3:6.2f} ms   grouped ({len(rec_g.trials)} trials) "
+              f"{grouped * 1e3:6.2f} ms   x{single / grouped:4.1f}   ({classes} classes)")
+    # c. equality on a short schedule (same features, same seeds)
+    over = {"train.steps": 300, "train.eval_interval": 100}
+    (_, a), (_, b) = (timed_run(up, "ks", ks_root, work / f"eq-{g}", profile="superb", overrides=over,
+                                group_trials=g, shared_cache=True) for g in (True, False))
+    d_dev = max(abs(x["dev"] - y["dev"]) for x, y in zip(a.trials, b.trials))
+    d_test = max(abs(x["test"] - y["test"]) for x, y in zip(a.trials, b.trials))
+    same_steps = all(x["best_step"] == y["best_step"] for x, y in zip(a.trials, b.trials))
+    print(f"   c. grouped vs one at a time, KS 300 updates x {len(a.trials)} lrs: max |dev diff| {d_dev:.4f}, "
+          f"max |test diff| {d_test:.4f}, same best steps: {same_steps}  (goal: equal within float rounding)")
+    # d. the same ratio projected to the real corpora, from the measured extraction rate and per-update costs
+    m = load_task_manifest(ks_root / "ks")
+    rate = ext / sum(u.duration for u in m.utterances())  # extraction seconds per second of audio
+    print(f"   d. projected to the real corpora (extraction {rate:.3f} s per s of audio on this machine; SID's "
+          f"1,251-speaker classifier costs more per update than the demo's):")
+    for task, (cost, recipe) in costs.items():
+        trials = len(recipe.lrs(None, True)) * (5 if task == "er" else 1)
+        training = cost * recipe.train.steps * trials
+        extraction = rate * REAL_HOURS[task] * 3600
+        print(f"      {task:<3} {REAL_HOURS[task]:5.0f} h of audio: extraction {extraction / 3600:6.1f} h, training "
+              f"{recipe.train.steps} x {trials} trials {training / 3600:5.2f} h, ratio "
+              f"{(extraction + training) / extraction:4.2f}x")
 
 
 if __name__ == "__main__":
