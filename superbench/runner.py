@@ -275,7 +275,7 @@ def sweep(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, seeds: Sequen
                 checkpoint = stem.with_name(stem.name + ".pt")
                 result = train(setup.make_head, setup.objective, source, trial.train, trial.dev, trial.test,
                                trial.cfg, progress=opts.progress, desc=trial.desc, checkpoint=checkpoint,
-                               checkpoint_key=trial.key)
+                               checkpoint_key=trial.key, lengths=[u.num_samples for u in rows[fold.train]])
                 trials[seed][lr][fold.name] = _keep_trial(plan, setup, fold, trial, stem, result, data)
                 checkpoint.unlink(missing_ok=True)
     for seed, by_lr in trials.items():
@@ -291,6 +291,8 @@ def _can_group(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, opts: Ru
     """Whether `group` can train as one computation: a stackable head on pooled features that fit in memory,
     equal batches for every trial."""
     if not opts.group_trials or setup.stack is None or getattr(source, "level", None) != "utterance":
+        return False
+    if plan.recipe.train.bucketing:  # length buckets are drawn by training.train only
         return False
     try:
         rows_per_update(group)

@@ -147,6 +147,22 @@ def scratch_run_options(root: Path, **options: Any) -> RunOptions:
     return RunOptions(**{**base, **options})
 
 
+class RecordingObjective:
+    """Wraps an objective and keeps every training loss value (`losses`), e.g. to compare a resumed run
+    with an uninterrupted one loss by loss; everything else is the wrapped objective's."""
+
+    def __init__(self, objective: Any) -> None:
+        self.objective, self.losses = objective, []
+
+    def loss(self, output: torch.Tensor, lengths: torch.Tensor, targets: list) -> torch.Tensor:
+        value = self.objective.loss(output, lengths, targets)
+        self.losses.append(value.item())
+        return value
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.objective, name)
+
+
 class Interrupted(Exception):
     """Raised by `InterruptingSource` where a real run would have been killed."""
 

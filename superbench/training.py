@@ -7,7 +7,8 @@ A non-finite loss stops the run and names the step, instead of training on garba
 
 s3prl options a recipe may turn on: a learning-rate schedule per optimiser step (`scheduler`,
 s3prl's `linear_schedule_with_warmup`; its state is in the checkpoint) and class-balanced dev
-accuracy (`balanced_dev`: the objective's `balanced_score` selects checkpoints; test stays plain).
+accuracy (`balanced_dev`: the objective's `balanced_score` selects checkpoints; test stays plain), and
+s3prl's length bucketing of PR/ASR (`bucketing`: batches of neighbours in length order, less padding).
 
 Resumable: with a checkpoint path, the state (head, optimiser, RNG, best-so-far) is
 saved atomically at every dev evaluation; a rerun after an interruption continues from
@@ -33,7 +34,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -74,6 +75,12 @@ class TrainConfig:
     scheduler: str = "none"
     warmup_steps: int = 0  # linear_schedule_with_warmup's num_warmup_steps
     eval_batch_size: int = 32
+    #: s3prl's length bucketing (PR/ASR): batches are runs of `batch_size` consecutive utterances in
+    #: descending length order, the order of those buckets reshuffled every epoch. Needs `train(lengths=...)`.
+    bucketing: bool = False
+    #: With bucketing, a full bucket whose longest utterance exceeds this many samples is split into two
+    #: halves (s3prl's HALF_BATCHSIZE_TIME rule: 2000 for ASR, 300000 for libriphone); 0 never splits.
+    bucket_halve_above: int = 0
     seed: int = field(default=0, metadata={"recipe": False})  # from --seeds, never from a recipe
 
     def __post_init__(self) -> None:
@@ -91,6 +98,14 @@ class TrainConfig:
             raise ValueError(f"warmup_steps must be a non-negative integer, got {self.warmup_steps!r}")
         if self.warmup_steps and self.scheduler == "none":
             raise ValueError(f"warmup_steps={self.warmup_steps} needs a scheduler (e.g. linear_schedule_with_warmup)")
+        if self.bucketing and self.balanced_sampling:
+            raise ValueError("bucketing and balanced_sampling exclude each other "
+                             "(length buckets vs class-balanced draws)")
+        halve = self.bucket_halve_above
+        if isinstance(halve, bool) or not isinstance(halve, int) or halve < 0:
+            raise ValueError(f"bucket_halve_above must be a non-negative integer, got {halve!r}")
+        if halve and not self.bucketing:
+            raise ValueError(f"bucket_halve_above={halve} needs bucketing: true")
 
 
 def lr_factor(cfg: TrainConfig, step: int) -> float:
@@ -171,8 +186,45 @@ def dev_scorer(objective: Objective, balanced: bool) -> Callable[[list, list], f
     return scorer
 
 
-def _batches(ids: Sequence[str], targets: Sequence, cfg: TrainConfig, gen: torch.Generator):
-    """Endless stream of training batches: epoch shuffles, or class-balanced draws (KS)."""
+def length_buckets(lengths: Sequence[int], batch_size: int, halve_above: int = 0) -> list[list[int]]:
+    """s3prl's buckets (downstream/asr/dataset.py): indices sorted by descending length (stable: ties keep
+    their order), cut into runs of `batch_size`; a full run whose longest utterance is above `halve_above`
+    (0: never) becomes two halves. The last, shorter run is kept, so every index is in exactly one bucket."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    buckets: list[list[int]] = []
+    for s in range(0, len(order), batch_size):
+        run = order[s:s + batch_size]
+        if halve_above and batch_size >= 2 and len(run) == batch_size and max(lengths[i] for i in run) > halve_above:
+            buckets += [run[:batch_size // 2], run[batch_size // 2:]]
+        else:
+            buckets.append(run)
+    return buckets
+
+
+def _batches(ids: Sequence[str], targets: Sequence, cfg: TrainConfig, gen: torch.Generator,
+             lengths: Sequence[int] | None = None) -> Iterator[tuple[list[str], list]]:
+    """Endless stream of training batches: epoch shuffles, class-balanced draws (KS) or length buckets in
+    a new order every epoch (`cfg.bucketing`, from the utterances' `lengths`). Only `gen` draws, so the
+    stream is a function of the seed and replays exactly on resume."""
+    if cfg.bucketing:
+        if lengths is None or len(lengths) != len(ids):
+            raise ValueError(f"bucketing needs one length per training utterance ({len(ids)} utterances, "
+                             f"{'no' if lengths is None else len(lengths)} lengths)")
+        return _bucket_stream(ids, targets, length_buckets(lengths, cfg.batch_size, cfg.bucket_halve_above), gen)
+    return _draw_stream(ids, targets, cfg, gen)
+
+
+def _bucket_stream(ids: Sequence[str], targets: Sequence, buckets: list[list[int]],
+                   gen: torch.Generator) -> Iterator[tuple[list[str], list]]:
+    """The buckets, reshuffled every epoch (s3prl's DataLoader: batch_size 1 over buckets, shuffle=True)."""
+    while True:
+        for b in torch.randperm(len(buckets), generator=gen).tolist():
+            yield [ids[i] for i in buckets[b]], [targets[i] for i in buckets[b]]
+
+
+def _draw_stream(ids: Sequence[str], targets: Sequence, cfg: TrainConfig,
+                 gen: torch.Generator) -> Iterator[tuple[list[str], list]]:
+    """Epoch shuffles (a last partial batch is dropped), or class-balanced draws with replacement."""
     n = len(ids)
     if cfg.balanced_sampling:
         classes = torch.as_tensor(targets, dtype=torch.long)
@@ -212,11 +264,14 @@ def evaluate(head: torch.nn.Module, objective: Objective, source: FeatureSource,
 def train(make_head: Callable[[], torch.nn.Module], objective: Objective, source: FeatureSource,
           train_data: tuple[Sequence[str], Sequence], dev_data: tuple[Sequence[str], Sequence],
           test_data: tuple[Sequence[str], Sequence], cfg: TrainConfig, progress: bool = True,
-          desc: str = "train", checkpoint: Path | None = None, checkpoint_key: str = "") -> TrainResult:
+          desc: str = "train", checkpoint: Path | None = None, checkpoint_key: str = "",
+          lengths: Sequence[int] | None = None) -> TrainResult:
     """Train a fresh head, select the best dev checkpoint, score it on test.
 
     `checkpoint` (optional) is where the state is kept between dev evaluations so that an
     interrupted run resumes; a saved state is used only if its `checkpoint_key` and config match.
+    `lengths` (one per training utterance, in samples: the manifest's `num_samples`) builds the
+    length buckets of `cfg.bucketing`; without bucketing it is not used.
     """
     start = time.perf_counter()
     dev_scorer(objective, cfg.balanced_dev)  # a config the objective cannot score fails before any work
@@ -227,13 +282,15 @@ def train(make_head: Callable[[], torch.nn.Module], objective: Objective, source
     params = [p for p in head.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
     scheduler = make_scheduler(optimizer, cfg)
-    stream = _batches(list(train_data[0]), list(train_data[1]), cfg, gen)
+    stream = _batches(list(train_data[0]), list(train_data[1]), cfg, gen, lengths)
     better = (lambda a, b: a > b) if objective.higher_is_better else (lambda a, b: a < b)
     best_dev, best_step, best_state = math.nan, 0, None
     best_predictions: list | None = None  # the dev predictions of the best checkpoint
     history: list[tuple[int, float]] = []
     first_step, spent = 1, 0.0
     key = {"key": checkpoint_key, "config": asdict(cfg), "train_ids": len(train_data[0])}
+    if cfg.bucketing:  # the buckets depend on the lengths: a state saved over other lengths is not replayed
+        key["train_lengths"] = _digest(repr([int(n) for n in lengths or ()]).encode())
     saved = _load_checkpoint(checkpoint, key) if checkpoint is not None else None
     if saved is not None:
         head.load_state_dict(saved["head"])

@@ -199,6 +199,9 @@ def train_group(make_head: Callable[[], torch.nn.Module], stack: Callable[[list[
     A trial's `seconds` is its share of the group's wall time (the group's time divided by K).
     """
     start = time.perf_counter()
+    if any(t.cfg.bucketing for t in trials):
+        raise ValueError("train.bucketing draws length buckets of frame-level utterances; a trial group is "
+                         "utterance-level and never buckets: train these trials one at a time (training.train)")
     cfg = shared_schedule(trials)
     dev_score = dev_scorer(objective, cfg.balanced_dev)  # a config the objective cannot score fails first
     k_trials = len(trials)

@@ -18,8 +18,8 @@ def test_tiny_demo_scores_pass_the_committed_baseline_and_a_worse_score_fails(tm
                  "--profile", "ci", "--results", str(results), "--db", str(db)]) == 0
     written = {p.name.split("-data")[0]: p for p in results.rglob("*.json")}
     assert sorted(written) == sorted(["pr", "asr", "ks", "sid", "er"])
-    # recipe versions as in the baseline: 2 where the superb profile changed (asr, ks, sid), 1 elsewhere
-    versions = {"pr": "1", "asr": "2", "ks": "2", "sid": "2", "er": "1"}
+    # recipe versions as in the baseline: bumped where the superb profile changed (asr twice, pr, ks, sid)
+    versions = {"pr": "2", "asr": "3", "ks": "2", "sid": "2", "er": "1"}
     assert {task: p.relative_to(results).parts[:3] for task, p in written.items()} == {
         task: ("hubert-tiny-random", read_record(written["ks"]).upstream_fingerprint, f"ci-r{v}")
         for task, v in versions.items()}

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from downstreams import ClassificationObjective, UtteranceHead
-from superbench.testing import Interrupted, InterruptingSource
+from superbench.testing import Interrupted, InterruptingSource, RecordingObjective
 from superbench.training import TrainConfig, TrainingError, _batches, train
 
 
@@ -80,21 +80,12 @@ def test_interrupted_training_resumes_to_the_same_result(tone_task, tmp_path, ba
     cfg = TrainConfig(steps=60, batch_size=8, lr=1e-2, eval_interval=20, seed=3, eval_batch_size=5,
                       balanced_sampling=balanced)
 
-    class Recording(ClassificationObjective):
-        def __init__(self):
-            self.losses = []
-
-        def loss(self, output, lengths, targets):
-            value = super().loss(output, lengths, targets)
-            self.losses.append(value.item())
-            return value
-
     def run(source, checkpoint=None, key="k", objective=None):
         return train(lambda: DropoutHead(3, 16, 3, proj_dim=16), objective or ClassificationObjective(), source,
                      data("train"), data("dev"), data("test"), cfg, progress=False, checkpoint=checkpoint,
                      checkpoint_key=key)
 
-    whole_losses, resumed_losses = Recording(), Recording()
+    whole_losses, resumed_losses = (RecordingObjective(ClassificationObjective()) for _ in range(2))
     whole = run(cache, objective=whole_losses)
     ckpt = tmp_path / "trial.pt"
     with pytest.raises(Interrupted):
