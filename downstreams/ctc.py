@@ -123,12 +123,12 @@ class SpecAugment(torch.nn.Module):
             x = self.time_warp(x, lengths)
         if self.num_freq_mask > 0:
             x = x.masked_fill(self.mask(x.shape[0], x.shape[2], self.freq_mask_width_range,
-                                        self.num_freq_mask)[:, None, :], 0.0)
+                                        self.num_freq_mask)[:, None, :].to(x.device), 0.0)
         if self.num_time_mask > 0:
             longest = int(lengths.max())
             mask = self.mask(x.shape[0], longest, self.time_mask_width_range, self.num_time_mask)
             mask = F.pad(mask, (0, x.shape[1] - longest))  # padding frames: never masked
-            x = x.masked_fill(mask[:, :, None], 0.0)
+            x = x.masked_fill(mask[:, :, None].to(x.device), 0.0)  # drawn on the CPU: the same masks anywhere
         return x
 
     @staticmethod
@@ -219,8 +219,8 @@ class CTCObjective:
 
     def loss(self, output: torch.Tensor, lengths: torch.Tensor, targets: list) -> torch.Tensor:
         encoded = [self.vocab.encode(t) for t in targets]
-        flat = torch.tensor([i for e in encoded for i in e], dtype=torch.long)
-        target_lengths = torch.tensor([len(e) for e in encoded], dtype=torch.long)
+        flat = torch.tensor([i for e in encoded for i in e], dtype=torch.long, device=output.device)
+        target_lengths = torch.tensor([len(e) for e in encoded], dtype=torch.long, device=output.device)
         return F.ctc_loss(output.transpose(0, 1), flat, lengths, target_lengths, blank=0,
                           reduction="mean", zero_infinity=True)
 

@@ -60,7 +60,7 @@ class ClassificationObjective:
     metric, higher_is_better = "acc", True
 
     def loss(self, output: torch.Tensor, lengths: torch.Tensor, targets: list) -> torch.Tensor:
-        return F.cross_entropy(output, torch.as_tensor(targets, dtype=torch.long))
+        return F.cross_entropy(output, torch.as_tensor(targets, dtype=torch.long, device=output.device))
 
     def predict(self, output: torch.Tensor, lengths: torch.Tensor) -> list:
         return output.argmax(dim=-1).tolist()

@@ -75,6 +75,7 @@ from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from superbench.audio import TARGET_SAMPLE_RATE, check_waveform, load_audio
+from superbench.device import Compute, to_device
 from superbench.io import atomic_open, atomic_write_text, human_bytes
 from superbench.manifest import TaskManifest, Utterance
 from superbench.paths import cache_dir
@@ -149,6 +150,13 @@ def audio_keys(manifest: TaskManifest, workers: int = AUDIO_KEY_WORKERS) -> dict
         keys = {p: audio_key(p) for p in paths}
     log.debug("keyed %d audio file(s) in %.3f s", len(paths), time.perf_counter() - start)
     return {u.id: keys[u.audio] for u in utts}
+
+
+def _device_of(upstream: Upstream) -> torch.device:
+    """Where the upstream's weights are (the CPU for one without any)."""
+    for tensor in (*upstream.parameters(), *upstream.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 def _short_hash(text: str) -> str:
@@ -381,13 +389,17 @@ def extract_features(upstream: Upstream, manifest: TaskManifest, level: str, *,
                      root: str | Path | None = None, fingerprint: str | None = None,
                      keys: Mapping[str, str] | None = None,
                      batch_samples: int = DEFAULT_BATCH_SAMPLES, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                     frame_tolerance: int = DEFAULT_FRAME_TOLERANCE, progress: bool = True) -> "FeatureCache":
+                     frame_tolerance: int = DEFAULT_FRAME_TOLERANCE, progress: bool = True,
+                     compute: Compute | None = None) -> "FeatureCache":
     """Extract the audio of `manifest` that the cache lacks, then open the cache for its ids.
 
     `fingerprint` is `upstream.fingerprint()` and `keys` is `audio_keys(manifest)` when the caller
     already has them (hashing large weights takes seconds; keying a large corpus reads every file).
-    Another process extracting into the same folder is waited for, not disturbed.
+    Another process extracting into the same folder is waited for, not disturbed. `compute` says where the
+    upstream runs and at which precision (default: where it is, fp32); a precision other than fp32 must be
+    in `fingerprint` (the runner appends it), since it changes the features.
     """
+    compute = compute or Compute(device=_device_of(upstream))
     fingerprint = fingerprint if fingerprint is not None else upstream.fingerprint()
     path = cache_path(upstream, level, root, fingerprint)
     keys = dict(keys) if keys is not None else audio_keys(manifest)
@@ -410,7 +422,7 @@ def extract_features(upstream: Upstream, manifest: TaskManifest, level: str, *,
             stale.unlink(missing_ok=True)
         _write_meta(path, upstream, level, fingerprint)
         _extract_missing(upstream, manifest, level, path, keys, batch_samples, chunk_bytes,
-                         frame_tolerance, progress)
+                         frame_tolerance, progress, compute)
     finally:
         lock.release()
     return FeatureCache.open(path, keys)
@@ -449,7 +461,8 @@ def _read_plan(plan_file: Path) -> list[list[list[str]]] | None:
 
 
 def _extract_missing(upstream: Upstream, manifest: TaskManifest, level: str, path: Path, keys: dict[str, str],
-                     batch_samples: int, chunk_bytes: int, frame_tolerance: int, progress: bool) -> None:
+                     batch_samples: int, chunk_bytes: int, frame_tolerance: int, progress: bool,
+                     compute: Compute) -> None:
     by_key: dict[str, Utterance] = {}
     for utt in manifest.utterances():
         by_key.setdefault(keys[utt.id], utt)
@@ -522,7 +535,8 @@ def _extract_missing(upstream: Upstream, manifest: TaskManifest, level: str, pat
                 pending = pool.submit(read, batches[k + 1][1])
             if chunk_name != current_chunk:
                 current_chunk, parts, frames, chunk_keys = chunk_name, [], [], []
-            parts_b, frames_b = _run_batch(upstream, [by_key[key] for key in batch], wavs, level, frame_tolerance)
+            parts_b, frames_b = _run_batch(upstream, [by_key[key] for key in batch], wavs, level, frame_tolerance,
+                                           compute)
             parts.extend(parts_b)
             frames.extend(frames_b)
             chunk_keys.extend(batch)
@@ -535,13 +549,14 @@ def _extract_missing(upstream: Upstream, manifest: TaskManifest, level: str, pat
 
 
 def _run_batch(upstream: Upstream, batch: list[Utterance], wavs: list[np.ndarray], level: str,
-               frame_tolerance: int) -> tuple[list[np.ndarray], list[int]]:
+               frame_tolerance: int, compute: Compute) -> tuple[list[np.ndarray], list[int]]:
     wav_batch, wav_lengths = pad_batch(wavs)
-    hidden, frame_lengths = upstream(wav_batch, wav_lengths)
+    with compute.autocast():
+        hidden, frame_lengths = upstream(to_device(wav_batch, compute.device), wav_lengths)  # lengths: CPU
     if len(hidden) != upstream.num_layers:
         raise CacheError(f"{upstream.name} returned {len(hidden)} layers, declares num_layers={upstream.num_layers}")
     expected = upstream.num_frames(wav_lengths)
-    frame_lengths = torch.as_tensor(frame_lengths, dtype=torch.long)
+    frame_lengths = torch.as_tensor(frame_lengths, dtype=torch.long).cpu()
     off = (frame_lengths - expected).abs()
     if bool((off > frame_tolerance).any()):
         b = int(off.argmax())
@@ -565,13 +580,13 @@ def _run_batch(upstream: Upstream, batch: list[Utterance], wavs: list[np.ndarray
             what = "no frames" if n == 0 else f"NaN/Inf features in layer(s) {layers}"
             raise CacheError(f"{upstream.name}: {what} for {utt.audio} (id {utt.id})")
         if level == "utterance":
-            parts.append(valid.mean(dim=1).numpy().astype(np.float32))  # (L, D)
+            parts.append(valid.mean(dim=1).cpu().numpy().astype(np.float32))  # (L, D)
         else:
             half = valid.transpose(0, 1).to(torch.float16)  # (n, L, D)
             if not bool(torch.isfinite(half).all()):
                 raise CacheError(f"{upstream.name}: features of {utt.audio} overflow float16 (|x| > 65504); "
                                  f"run with --no-cache for this upstream")
-            parts.append(half.numpy())
+            parts.append(half.cpu().numpy())
         frames.append(n)
     return parts, frames
 
@@ -704,8 +719,9 @@ class OnlineFeatures:
 
     level = "frame"
 
-    def __init__(self, upstream: Upstream, manifest: TaskManifest) -> None:
+    def __init__(self, upstream: Upstream, manifest: TaskManifest, compute: Compute | None = None) -> None:
         self.upstream = upstream.eval()
+        self.compute = compute or Compute(device=_device_of(upstream))
         self._utts = {u.id: u for u in manifest.utterances()}
         self._wavs: dict[str, np.ndarray] = {}
 
@@ -716,7 +732,8 @@ class OnlineFeatures:
                 self._wavs[uid] = _load_wav(self._utts[uid], self.upstream.receptive_field)
             wavs.append(self._wavs[uid])
         batch, lengths = pad_batch(wavs)
-        with torch.inference_mode():
-            hidden, frame_lengths = self.upstream(batch, lengths)
+        device = self.compute.device
+        with torch.inference_mode(), self.compute.autocast():
+            hidden, frame_lengths = self.upstream(to_device(batch, device), lengths)
             x = torch.stack([h.float() for h in hidden])
-        return x.clone(), torch.as_tensor(frame_lengths, dtype=torch.long).clone()
+        return x.clone(), torch.as_tensor(frame_lengths, dtype=torch.long, device=device).clone()

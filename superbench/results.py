@@ -168,6 +168,10 @@ def record_problems(record: "ResultRecord") -> list[str]:
     for name in ("manifest_fingerprint", "features_fingerprint", "upstream_source"):
         if not isinstance(getattr(record, name), str):
             problems.append(f"{name} is {getattr(record, name)!r}, not a string")
+    if not isinstance(record.device, str):
+        problems.append(f"device is {record.device!r}, not a string")
+    if record.precision not in ("fp32", "bf16", "fp16"):
+        problems.append(f"precision is {record.precision!r}, not fp32, bf16 or fp16")
     if not isinstance(record.overrides, dict):
         problems.append(f"overrides is {record.overrides!r}, not a mapping")
     artifacts = record.artifacts
@@ -228,6 +232,10 @@ class ResultRecord:
     #: for several folds) the best head's state_dict, "predictions" its dev and test predictions (JSON lines);
     #: see `superbench.runner` for their formats.
     artifacts: dict[str, str] = field(default_factory=dict)
+    #: Where extraction and training ran ("cpu", "cuda:0 (NVIDIA H100 ...)"); "" in records written before.
+    device: str = ""
+    #: Precision of the upstream forward (fp32, bf16, fp16); anything but fp32 is also in `profile` ("+bf16").
+    precision: str = "fp32"
 
     def validate(self) -> "ResultRecord":
         """The one schema of a record, used by write, read, import and the store; raises RecordError

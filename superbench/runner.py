@@ -60,6 +60,7 @@ from superbench.cache import (
     extract_features,
     feature_bytes,
 )
+from superbench.device import Compute, resolve_compute
 from superbench.io import atomic_open, atomic_write_text, human_bytes
 from superbench.manifest import TaskManifest, load_task_manifest
 from superbench.metrics import edit_distance
@@ -117,6 +118,11 @@ class RunOptions:
     upstream_source: str = ""
     #: Train all trials of a task (lr grid x seeds x folds) as one batched computation where the kind allows it.
     group_trials: bool = True
+    #: Where the upstream and the heads run: auto|cpu|cuda|cuda:N|mps (superbench.device), checked before work.
+    device: str = "auto"
+    #: Precision of the upstream forward: fp32|bf16|fp16. Not fp32: the features differ, so the cache
+    #: fingerprint and the record's profile carry it ("superb+bf16").
+    precision: str = "fp32"
     #: Above this many bytes of pooled features, trials train one at a time instead of as a resident group.
     max_resident_bytes: int = 8 * 1024 ** 3
 
@@ -141,6 +147,7 @@ class TaskPlan:
     upstream_source: str = ""  # where the chosen upstream's weights came from, when known
     #: utterance id -> audio key (superbench.cache.audio_keys), computed once per manifest by `run`
     audio_keys: dict[str, str] | None = None
+    compute: Compute = field(default_factory=Compute)  # device and upstream precision
 
     def trial_stem(self, seed: int, opts: RunOptions, lr: float, fold: str) -> Path:
         """One finished trial's files: `<stem>.json` (numbers), `.head.pt`, `.predictions.jsonl`."""
@@ -170,6 +177,7 @@ def plan_task(upstream: Upstream, task: Task, data_root: Path, opts: RunOptions,
     checking each task's `manifest` once for all of them.
     """
     recipe = task.load_recipe(opts.profile).with_overrides(opts.overrides)
+    compute = resolve_compute(opts.device, opts.precision)
     if manifest is None:
         manifest = load_task_manifest(Path(data_root) / task.name)
         task.check_manifest(manifest)
@@ -179,6 +187,9 @@ def plan_task(upstream: Upstream, task: Task, data_root: Path, opts: RunOptions,
     layers_to_run(variant, opts.layer)  # the variant the recipe asks for has the layer too
     model_fp = fingerprint or upstream.fingerprint()
     variant_fp = model_fp if variant is upstream else variant.fingerprint()
+    if compute.tag:  # bf16/fp16 features are other features: their own cache folder and run key
+        variant_fp = f"{variant_fp}-{compute.tag}"
+    profile = recipe.profile_label + (f"+{compute.tag}" if compute.tag else "")
     results = Path(opts.results_dir or default_results_dir())
     old = old_layout_records(results)
     if old:
@@ -186,7 +197,7 @@ def plan_task(upstream: Upstream, task: Task, data_root: Path, opts: RunOptions,
                     "Move them with `superbench results migrate --results %s`", results, len(old), old[0].name,
                     results)
     keys = {seed: RunKey(upstream.name, model_fp, task.name, manifest.fingerprint, recipe.version,
-                         recipe.profile_label, opts.layer, seed) for seed in range(opts.seeds)}
+                         profile, opts.layer, seed) for seed in range(opts.seeds)}
     existing = [s for s, k in keys.items() if record_path(results, k).is_file()]
     if existing and not opts.overwrite:
         log.info("%s/%s: record(s) for seed(s) %s exist under %s; skipping them (use --overwrite to redo)",
@@ -197,7 +208,7 @@ def plan_task(upstream: Upstream, task: Task, data_root: Path, opts: RunOptions,
                     todo=[s for s in keys if s not in skip], done=[read_record(record_path(results, keys[s]))
                                                                   for s in skip],
                     lrs=recipe.lrs(opts.lr, opts.lr_sweep), results=results, layer=opts.layer,
-                    upstream_source=opts.upstream_source or upstream_source(upstream))
+                    upstream_source=opts.upstream_source or upstream_source(upstream), compute=compute)
 
 
 def upstream_source(upstream: Upstream) -> str:
@@ -212,13 +223,15 @@ def upstream_source(upstream: Upstream) -> str:
 def extract(plan: TaskPlan, opts: RunOptions) -> tuple[FeatureSource, float]:
     """Features for every utterance of the manifest (once, cached by audio), and the seconds it took."""
     start = time.perf_counter()
+    plan.upstream.to(plan.compute.device)
     if opts.use_cache:
         with torch_threads(opts.extract_threads):
             source: FeatureSource = extract_features(plan.upstream, plan.manifest, plan.task.level,
                                                      root=opts.cache_root, progress=opts.progress,
-                                                     fingerprint=plan.upstream_fingerprint, keys=plan.audio_keys)
+                                                     fingerprint=plan.upstream_fingerprint, keys=plan.audio_keys,
+                                                     compute=plan.compute)
     else:  # the upstream runs inside training, so under `train_threads`
-        source = OnlineFeatures(plan.upstream, plan.manifest)
+        source = OnlineFeatures(plan.upstream, plan.manifest, plan.compute)
     return source, time.perf_counter() - start
 
 
@@ -266,7 +279,8 @@ def sweep(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, seeds: Sequen
             log.info("%s", what)
             checkpoint = plan.checkpoint_dir(pending[0][0], opts) / f"group-{group_key(group)}.pt"
             results = train_group(setup.make_head, setup.stack, setup.objective, source, group,
-                                  progress=opts.progress, desc=f"{name}/{task} x{len(group)}", checkpoint=checkpoint)
+                                  progress=opts.progress, desc=f"{name}/{task} x{len(group)}", checkpoint=checkpoint,
+                                  device=plan.compute.device)
             for (seed, lr, fold, trial, stem), result in zip(pending, results):
                 trials[seed][lr][fold.name] = _keep_trial(plan, setup, fold, trial, stem, result, data)
             checkpoint.unlink(missing_ok=True)
@@ -275,6 +289,7 @@ def sweep(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, seeds: Sequen
                 checkpoint = stem.with_name(stem.name + ".pt")
                 result = train(setup.make_head, setup.objective, source, trial.train, trial.dev, trial.test,
                                trial.cfg, progress=opts.progress, desc=trial.desc, checkpoint=checkpoint,
+                               device=plan.compute.device,
                                checkpoint_key=trial.key, lengths=[u.num_samples for u in rows[fold.train]])
                 trials[seed][lr][fold.name] = _keep_trial(plan, setup, fold, trial, stem, result, data)
                 checkpoint.unlink(missing_ok=True)
@@ -389,7 +404,8 @@ def record(plan: TaskPlan, seed: int, chosen: Selection, extraction_seconds: flo
         wall_time={"extraction": round(extraction_seconds, 3), "training": round(chosen.training_seconds, 3)},
         versions=environment_versions(), git_hash=git_hash(), created_at=now_iso(),
         features_fingerprint=plan.upstream_fingerprint, upstream_source=plan.upstream_source,
-        overrides=json.loads(json.dumps(plan.recipe.overrides, default=str)), artifacts=artifacts)
+        overrides=json.loads(json.dumps(plan.recipe.overrides, default=str)), artifacts=artifacts,
+        device=plan.compute.describe(), precision=plan.compute.precision)
     path = write_record(result, plan.results)
     log.info("%s/%s seed %d: test %s %.2f (dev %.2f, lr %g) -> %s", key.upstream, task.name, seed,
              task.metric, result.test, result.dev, chosen.lr, path)

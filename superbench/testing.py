@@ -52,7 +52,7 @@ class ToneUpstream(Upstream):
         if self.sleep:
             time.sleep(self.sleep)
         frames = wavs.unfold(1, self.receptive_field, self.downsample_rate)  # (B, T, 400)
-        spec = torch.fft.rfft(frames * torch.hann_window(400), dim=-1).abs() ** 2
+        spec = torch.fft.rfft(frames * torch.hann_window(400, device=frames.device), dim=-1).abs() ** 2
         bands = torch.stack([b.sum(-1) for b in spec[..., 1:193].chunk(16, dim=-1)], dim=-1)
         h0 = (torch.log(bands + 1e-6) + 4.0) / 4.0  # roughly unit scale
         h1 = torch.tanh(self.proj(h0))

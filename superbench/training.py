@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from superbench.device import to_device
 from superbench.io import atomic_open
 
 log = logging.getLogger(__name__)
@@ -249,14 +250,15 @@ def output_lengths(head: torch.nn.Module, lengths: torch.Tensor) -> torch.Tensor
 def evaluate(head: torch.nn.Module, objective: Objective, source: FeatureSource, ids: Sequence[str],
              targets: Sequence, batch_size: int = 32, balanced: bool = False) -> tuple[float, list]:
     """Metric (percent) and predictions of `head` on `ids`; `balanced` scores with the objective's
-    class-balanced metric (dev under TrainConfig.balanced_dev)."""
+    class-balanced metric (dev under TrainConfig.balanced_dev). Batches go to the head's device."""
     score = dev_scorer(objective, balanced)
+    device = next(head.parameters()).device
     head.eval()
     predictions: list = []
     with torch.no_grad():
         for s in range(0, len(ids), batch_size):
-            x, lengths = source.batch(ids[s:s + batch_size])
-            predictions.extend(objective.predict(head(x, lengths), output_lengths(head, lengths)))
+            x, frames = (to_device(t, device) for t in source.batch(ids[s:s + batch_size]))
+            predictions.extend(objective.predict(head(x, frames), output_lengths(head, frames)))
     head.train()
     return score(list(targets), predictions), predictions
 
@@ -265,18 +267,20 @@ def train(make_head: Callable[[], torch.nn.Module], objective: Objective, source
           train_data: tuple[Sequence[str], Sequence], dev_data: tuple[Sequence[str], Sequence],
           test_data: tuple[Sequence[str], Sequence], cfg: TrainConfig, progress: bool = True,
           desc: str = "train", checkpoint: Path | None = None, checkpoint_key: str = "",
-          lengths: Sequence[int] | None = None) -> TrainResult:
+          lengths: Sequence[int] | None = None, device: torch.device | str = "cpu") -> TrainResult:
     """Train a fresh head, select the best dev checkpoint, score it on test.
 
     `checkpoint` (optional) is where the state is kept between dev evaluations so that an
     interrupted run resumes; a saved state is used only if its `checkpoint_key` and config match.
     `lengths` (one per training utterance, in samples: the manifest's `num_samples`) builds the
-    length buckets of `cfg.bucketing`; without bucketing it is not used.
+    length buckets of `cfg.bucketing`; without bucketing it is not used. The head trains on `device`
+    (initialised on the CPU under the seed first, so its start is the same on every device).
     """
+    device = torch.device(device)
     start = time.perf_counter()
     dev_scorer(objective, cfg.balanced_dev)  # a config the objective cannot score fails before any work
     torch.manual_seed(cfg.seed)
-    head = make_head()
+    head = make_head().to(device)
     head.train()
     gen = torch.Generator().manual_seed(cfg.seed)
     params = [p for p in head.parameters() if p.requires_grad]
@@ -303,6 +307,8 @@ def train(make_head: Callable[[], torch.nn.Module], objective: Objective, source
         for _ in range(saved["step"] * cfg.grad_accum):  # replay the batch draws up to the saved step
             next(stream)
         torch.set_rng_state(saved["torch_rng"])
+        if device.type == "cuda" and saved.get("cuda_rng") is not None:  # dropout masks drawn on the GPU
+            torch.cuda.set_rng_state(saved["cuda_rng"], device)
         first_step = saved["step"] + 1
         log.info("%s: resuming at step %d of %d from %s", desc, first_step, cfg.steps, checkpoint)
     # disable=None lets tqdm switch itself off when stderr is not a terminal (CI logs).
@@ -312,8 +318,8 @@ def train(make_head: Callable[[], torch.nn.Module], objective: Objective, source
         optimizer.zero_grad(set_to_none=True)
         for _ in range(cfg.grad_accum):
             ids, targets = next(stream)
-            x, lengths = source.batch(ids)
-            loss = objective.loss(head(x, lengths), output_lengths(head, lengths), targets)
+            x, frames = (to_device(t, device) for t in source.batch(ids))
+            loss = objective.loss(head(x, frames), output_lengths(head, frames), targets)
             if not torch.isfinite(loss):
                 raise TrainingError(f"{desc}: loss is {loss.item()} at step {step} (lr={cfg.lr:g}); "
                                     f"try a smaller learning rate or check the features")
@@ -331,13 +337,15 @@ def train(make_head: Callable[[], torch.nn.Module], objective: Objective, source
             log.debug("%s step %d loss %.4f dev %s %.2f", desc, step, loss.item(), objective.metric, dev)
             if best_state is None or better(dev, best_dev):
                 best_dev, best_step = dev, step
-                best_state = copy.deepcopy(head.state_dict())
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in head.state_dict().items()}
                 best_predictions = dev_predictions
             if checkpoint is not None and step < cfg.steps:
                 _save_checkpoint(checkpoint, {
                     **key, "step": step, "head": head.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "torch_rng": torch.get_rng_state(), "best_dev": best_dev, "best_step": best_step,
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                    "best_dev": best_dev, "best_step": best_step,
                     "best_state": best_state, "best_predictions": best_predictions, "history": history,
                     "seconds": spent + time.perf_counter() - start})
     bar.close()

@@ -147,7 +147,8 @@ class StackedAdam:
         self.betas, self.eps = betas, eps
         self.exp_avg = [torch.zeros_like(p) for p in params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in params]
-        self.steps = [[torch.zeros((), dtype=torch.float32) for _ in params] for _ in self.lrs]
+        self.steps = [[torch.zeros((), dtype=torch.float32, device=params[0].device) for _ in params]
+                      for _ in self.lrs]
 
     @torch.no_grad()
     def step(self, grads: list[torch.Tensor], lr_scale: float = 1.0) -> None:
@@ -222,7 +223,7 @@ def train_group(make_head: Callable[[], torch.nn.Module], stack: Callable[[list[
     heads = []
     for t in trials:
         torch.manual_seed(t.cfg.seed)
-        heads.append(make_head())
+        heads.append(make_head().to(device))  # initialised on the CPU, as one-at-a-time training does
     stacked = stack(heads)
     optimizer = StackedAdam(stacked.params, [t.cfg.lr for t in trials])
     streams = [_batches([row[u] for u in t.train[0]], list(t.train[1]), t.cfg,

@@ -141,7 +141,7 @@ def masked_cmvn(x: torch.Tensor, lengths: torch.Tensor, eps: float = 1e-10) -> t
     """Per-utterance mean/variance normalisation using valid frames only (unbiased std, as s3prl)."""
     dtype = x.dtype
     x = x.double()  # float64 statistics: constant features centre to exactly 0 instead of rounding noise
-    mask = (torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(-1)
+    mask = (torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lengths.to(x.device).unsqueeze(1)).unsqueeze(-1)
     count = lengths.to(x.dtype).clamp_min(1).view(-1, 1, 1)
     mean = (x * mask).sum(1, keepdim=True) / count
     centred = (x - mean) * mask
@@ -221,7 +221,9 @@ class KaldiFeatures(Upstream):
         if self.config.cmvn:
             feats = masked_cmvn(feats, frame_lengths, self.config.cmvn_eps)
         else:
-            feats = feats * (torch.arange(feats.shape[1]).unsqueeze(0) < frame_lengths.unsqueeze(1)).unsqueeze(-1)
+            valid = (torch.arange(feats.shape[1], device=feats.device).unsqueeze(0)
+                     < frame_lengths.to(feats.device)[:, None])
+            feats = feats * valid.unsqueeze(-1)
         return [feats.contiguous()], frame_lengths
 
 

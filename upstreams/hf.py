@@ -152,7 +152,8 @@ class HFUpstream(Upstream):
         frames = []
         for wav, n in zip(wavs, wav_lengths.tolist()):
             frames.append(extractor(wav[:n].unsqueeze(0))[0].transpose(0, 1))
-        out = torch.zeros(len(frames), int(frame_lengths.max()), frames[0].shape[1], dtype=frames[0].dtype)
+        out = torch.zeros(len(frames), int(frame_lengths.max()), frames[0].shape[1], dtype=frames[0].dtype,
+                          device=frames[0].device)
         for i, f in enumerate(frames):
             out[i, : f.shape[0]] = f
         return out
@@ -181,7 +182,8 @@ class HFUpstream(Upstream):
     def _forward(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         frame_lengths = self.num_frames(wav_lengths)
         wavs = wavs[:, : int(wav_lengths.max())]  # surplus padding would only add frames to drop
-        valid = torch.arange(wavs.shape[1]).unsqueeze(0) < wav_lengths.unsqueeze(1)
+        device = wavs.device  # the model's; lengths may come on the CPU (the upstream contract)
+        valid = torch.arange(wavs.shape[1], device=device).unsqueeze(0) < wav_lengths.to(device).unsqueeze(1)
         wavs = wavs * valid
         if self.normalize:
             wavs = wavs.clone()
@@ -191,12 +193,14 @@ class HFUpstream(Upstream):
         if features.shape[1] != int(frame_lengths.max()):
             raise RuntimeError(f"{self.name}: CNN gave {features.shape[1]} frames, the frame rule "
                                f"says {int(frame_lengths.max())}; is the conv stack non-standard?")
-        frame_mask = torch.arange(features.shape[1]).unsqueeze(0) < frame_lengths.unsqueeze(1)
+        frame_mask = (torch.arange(features.shape[1], device=device).unsqueeze(0)
+                      < frame_lengths.to(device).unsqueeze(1))
         if self.per_utterance_encoder:
             per_utt = [self._encode(features[i: i + 1, :n], None) for i, n in enumerate(frame_lengths.tolist())]
             hidden = []
             for layer in range(len(per_utt[0])):
-                h = torch.zeros(len(per_utt), features.shape[1], self.hidden_size)
+                h = torch.zeros(len(per_utt), features.shape[1], self.hidden_size, device=device,
+                                dtype=per_utt[0][layer].dtype)
                 for i, states in enumerate(per_utt):
                     h[i, : states[layer].shape[1]] = states[layer][0]
                 hidden.append(h)

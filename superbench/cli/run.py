@@ -171,6 +171,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="threads while the upstream extracts features (overrides --threads)")
     p.add_argument("--train-threads", type=_positive, default=None, metavar="N",
                    help="threads while the heads train (overrides --threads)")
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N|mps",
+                   help="where the upstream extracts and the heads train: auto (CUDA when available, else MPS, "
+                        "else the CPU), cpu, cuda, cuda:N or mps; checked before any work")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                   help="precision of the upstream forward (autocast); bf16/fp16 features get their own cache "
+                        "and the records' profile says so (e.g. superb+bf16); heads always train in fp32")
     p.add_argument("--one-trial-at-a-time", dest="group_trials", action="store_false",
                    help="train the trials of a sweep (lrs x seeds x folds) one after the other instead of as one "
                         "batched group (utterance tasks); same scores within float rounding, several times slower")
@@ -231,12 +237,14 @@ def store_writer(db: Path | None) -> StoreWriter:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from superbench.device import resolve_compute
     from superbench.results import aggregate
     from superbench.runner import RunOptions, run
     from superbench.tasks import resolve_tasks
     from superbench.upstream import load_upstream
 
     tasks = resolve_tasks(args.task)  # fail on a typo before loading a model or building data
+    resolve_compute(args.device, args.precision)  # no GPU where one is asked for: a usage error, before any work
     is_demo = args.data == "demo" or args.data.startswith("demo:")
     profile = args.profile or ("fast" if is_demo else "superb")
     overrides = overrides_from_args(getattr(args, "sets", None))
@@ -250,7 +258,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                       results_dir=args.results, overwrite=args.overwrite, progress=args.progress,
                       on_record=writer,
                       extract_threads=args.extract_threads or args.threads,
-                      train_threads=args.train_threads or args.threads, group_trials=args.group_trials)
+                      train_threads=args.train_threads or args.threads, group_trials=args.group_trials,
+                      device=args.device, precision=args.precision)
     if args.results is None:
         _warn_about_old_default()
     rows = aggregate(run(upstream, tasks, data_root, opts), by=("upstream", "profile", "layer"))
