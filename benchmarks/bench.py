@@ -8,6 +8,10 @@ random init: same compute as HuBERT Base, no download) and `fbank`, and prints:
   3. extraction throughput vs the bare upstream forward on the same batches    goal >= 0.9x
   4. peak RSS and cache bytes per utterance as the PR corpus grows x4          goal: flat
   5. torch threads: extraction and head training with 1 vs 2 threads           picks the CLI defaults
+  7. Ray (if installed): the ER grid (3 lrs x 5 folds) on 2 Ray workers vs the local executor, and
+     extraction with 2 Ray actors vs 1 (hubert-base-random, CPU-bound)        goals >= 1.6x
+  8. int8 vs fp16 frame cache (fbank, demo PR and ASR): bytes (goal 0.5x), training throughput (goal >= 1.0x),
+     error vs the float32 features and the score change
   6. the superb schedule (200k updates x the lr sweep) on a Speech-Commands-sized KS corpus of distinct
      clips: time-to-score / one extraction pass, trials grouped                  goal <= 1.3x
      + per-update costs grouped vs one trial at a time (KS, SID, ER) and their equality
@@ -192,10 +196,11 @@ def main() -> int:
                     help="upstream of section 6 (fbank: a quick check of the section itself)")
     ap.add_argument("--superb-steps", type=int, default=None,
                     help="section 6a's updates instead of the recipe's (a quick check; the goal needs the recipe's)")
-    ap.add_argument("--only", type=int, choices=range(1, 7), action="append", metavar="N",
-                    help="run only section N (repeatable); default: all six")
+    ap.add_argument("--er-steps", type=int, default=3000, help="updates per ER trial in section 7")
+    ap.add_argument("--only", type=int, choices=range(1, 9), action="append", metavar="N",
+                    help="run only section N (repeatable); default: all eight")
     args = ap.parse_args()
-    sections = set(args.only or range(1, 7))
+    sections = set(args.only or range(1, 9))
     logging.basicConfig(level=logging.WARNING)
     home = Path(tempfile.mkdtemp(prefix="superbench-bench-"))
     demo_home = os.environ.get("SUPERBENCH_HOME")
@@ -220,6 +225,10 @@ def main() -> int:
         section_5(args, ups, data, ks_small, home)
     if 6 in sections:
         section_6(args, ups, data, home)
+    if 7 in sections:
+        section_7(args, ups, data, home)
+    if 8 in sections:
+        section_8(ups, data, home)
     return 0
 
 
@@ -368,6 +377,83 @@ def section_6(args: argparse.Namespace, ups: dict, data: Path, home: Path) -> No
         print(f"      {task:<3} {REAL_HOURS[task]:5.0f} h of audio: extraction {extraction / 3600:6.1f} h, training "
               f"{recipe.train.steps} x {trials} trials {training / 3600:5.2f} h, ratio "
               f"{(extraction + training) / extraction:4.2f}x")
+
+
+def section_7(args: argparse.Namespace, ups: dict, data: Path, home: Path) -> None:
+    try:
+        import ray
+    except ImportError:
+        print("\n7. Ray: not installed (pip install 'superbench[ray]'), skipped")
+        return
+    print("\n7. Ray on this machine's 2 cores: 2 workers vs the local executor")
+    t0 = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    print(f"   Ray start-up (ray.init of a local 2-CPU instance): {time.perf_counter() - t0:.1f} s, not counted below")
+    work = home / "c7"
+    over = {"train.steps": args.er_steps, "train.eval_interval": args.er_steps // 3}
+    up = ups["hubert-base-random"]
+    # the ER grid on cached features: extract once (not timed), then train the grid both ways
+    timed_run(up, "er", data, work / "warm", profile="superb", overrides={"train.steps": 2, "train.eval_interval": 2},
+              shared_cache=True)
+    rows = {}
+    for executor in ("local", "ray"):
+        t, rec = timed_run(up, "er", data, work / f"er-{executor}", profile="superb", overrides=over,
+                           shared_cache=True, executor=executor)
+        rows[executor] = (t, rec)
+    (tl, rl), (tr, rr) = rows["local"], rows["ray"]
+    print(f"   a. ER grid, {len(rl.trials)} trials x {args.er_steps} updates (superb batches): local {tl:6.1f} s, "
+          f"Ray 2 workers {tr:6.1f} s  x{tl / tr:4.2f}  (goal >= 1.6x; same test acc: {rl.test == rr.test})")
+    # extraction: a KS subset with 1 actor vs 2 (cold caches; each actor one thread)
+    ks = subset(data / "ks", work / "subsets", 96, 24)
+    t1, r1 = timed_run(up, "ks", ks, work / "x1", lr=1e-3, overrides={"steps": 2, "eval_interval": 2},
+                       executor="ray", extract_actors=1)
+    t2, r2 = timed_run(up, "ks", ks, work / "x2", lr=1e-3, overrides={"steps": 2, "eval_interval": 2},
+                       executor="ray", extract_actors=2)
+    e1, e2 = r1.wall_time["extraction"], r2.wall_time["extraction"]
+    print(f"   b. extraction of {len(load_task_manifest(ks / 'ks').utterances())} KS clips, hubert-base-random: "
+          f"1 actor {e1:6.1f} s, 2 actors {e2:6.1f} s  x{e1 / e2:4.2f}  (goal >= 1.6x)")
+    ray.shutdown()
+
+
+def cache_errors(upstream, manifest, cache, n: int = 40) -> tuple[float, float]:
+    """Max and mean |cached - float32| over n utterances, relative to max and mean |float32|."""
+    import numpy as np
+    import torch
+
+    from superbench.audio import load_audio
+
+    worst, total, scale_max, scale_sum, count = 0.0, 0.0, 0.0, 0.0, 0
+    for u in manifest.utterances()[:n]:
+        with torch.inference_mode():
+            hidden, frames = upstream.extract([load_audio(u.audio)])
+        exact = torch.stack([h[0, : int(frames[0])] for h in hidden], dim=1).numpy()
+        err = np.abs(np.asarray(cache.get(u.id), dtype=np.float32) - exact)
+        worst, total = max(worst, float(err.max())), total + float(err.sum())
+        scale_max, scale_sum, count = max(scale_max, float(np.abs(exact).max())), \
+            scale_sum + float(np.abs(exact).sum()), count + exact.size
+    return worst / scale_max, (total / count) / (scale_sum / count)
+
+
+def section_8(ups: dict, data: Path, home: Path) -> None:
+    from superbench.cache import FeatureCache, audio_keys, cache_path
+
+    print("\n8. frame cache as int8 vs fp16 (fbank, fast recipe, demo PR and ASR)")
+    up = ups["fbank"]
+    for task in ("pr", "asr"):
+        m = load_task_manifest(data / task)
+        rows = {}
+        for dtype in ("fp16", "int8"):
+            _, rec = timed_run(up, task, data, home / f"c8-{task}-{dtype}", cache_dtype=dtype)
+            cache = FeatureCache.open(cache_path(up.variant(), "frame", home / f"c8-{task}-{dtype}" / "cache",
+                                                 rec.features_fingerprint), audio_keys(m))
+            rows[dtype] = (rec, cache, cache_errors(up, m, cache))
+        (r16, c16, e16), (r8, c8, e8) = rows["fp16"], rows["int8"]
+        per16 = r16.wall_time["training"] / (r16.steps * len(r16.trials))
+        per8 = r8.wall_time["training"] / (r8.steps * len(r8.trials))
+        print(f"   {task}: bytes int8/fp16 {c8.nbytes / c16.nbytes:4.2f}x (goal 0.5x); training per update "
+              f"fp16 {per16 * 1e3:5.1f} ms, int8 {per8 * 1e3:5.1f} ms, throughput x{per16 / per8:4.2f} (goal >= 1.0x)")
+        print(f"        error vs float32, max/max|x| and mean/mean|x|: fp16 {e16[0]:.2e} / {e16[1]:.2e}, "
+              f"int8 {e8[0]:.2e} / {e8[1]:.2e};  test {r16.metric} fp16 {r16.test:.2f}, int8 {r8.test:.2f}")
 
 
 if __name__ == "__main__":

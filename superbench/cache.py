@@ -66,8 +66,9 @@ import re
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -110,6 +111,37 @@ _SAFE_FINGERPRINT = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 #: (path, size, mtime_ns, inode) of every chunk .npy this process has checked (or written) whole.
 _VERIFIED: set[tuple[str, int, int, int]] = set()
+
+
+class ChunkPool(Protocol):
+    """Runs chunk tasks somewhere else; `run` calls `progress(n)` as chunks of n utterances finish."""
+
+    def run(self, upstream: Upstream, tasks: Sequence["ChunkTask"], progress: Callable[[int], Any]) -> None: ...
+
+
+#: Frame cache storage: float16 (default), or int8 with a float32 scale per utterance, layer and channel.
+FRAME_DTYPES = ("fp16", "int8")
+#: int8 frame caches put each utterance's (L, D) float32 scales in the 4 int8 rows before its frames.
+SCALE_ROWS = 4
+
+
+def quantize_int8(frames: torch.Tensor) -> torch.Tensor:
+    """(n, L, D) float frames -> (SCALE_ROWS + n, L, D) int8: the float32 scales (max |x| / 127 per layer
+    and channel over the utterance's frames) as raw bytes, then round(x / scale). Symmetric, so the error
+    of a value is at most half its channel's scale."""
+    frames = frames.float()
+    scale = frames.abs().amax(dim=0) / 127.0  # (L, D)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # a silent channel: any scale is exact
+    q = torch.round(frames / scale).clamp_(-127, 127).to(torch.int8)
+    raw = scale.contiguous().view(torch.int8).reshape(scale.shape[0], scale.shape[1], 4)  # 4 bytes per value
+    return torch.cat([raw.permute(2, 0, 1), q], dim=0)
+
+
+def dequantize_int8(block: np.ndarray) -> np.ndarray:
+    """The (n, L, D) float32 frames of one utterance's (SCALE_ROWS + n, L, D) int8 block."""
+    head = np.ascontiguousarray(np.asarray(block[:SCALE_ROWS]).transpose(1, 2, 0))  # (L, D, 4) bytes
+    scale = head.view(np.float32)[..., 0]  # (L, D)
+    return np.asarray(block[SCALE_ROWS:], dtype=np.float32) * scale
 
 
 class CacheError(RuntimeError):
@@ -187,13 +219,15 @@ def cache_path(upstream: Upstream, level: str, root: str | Path | None = None,
     return path
 
 
-def feature_bytes(upstream: Upstream, num_samples: int, level: str) -> int:
+def feature_bytes(upstream: Upstream, num_samples: int, level: str, frame_dtype: str = "fp16") -> int:
     """Bytes the cache stores for one utterance of `num_samples` input samples: each layer's mean over
-    frames in float32 (utterance level), or every frame of every layer in float16 (frame level)."""
+    frames in float32 (utterance level), or every frame of every layer in float16 (frame level) or in
+    int8 plus a float32 scale per layer and channel (`frame_dtype="int8"`)."""
+    values = upstream.num_layers * upstream.hidden_size
     if level == "utterance":
-        return upstream.num_layers * upstream.hidden_size * 4
+        return values * 4
     frames = int(upstream.num_frames(torch.tensor([num_samples]))[0])
-    return frames * upstream.num_layers * upstream.hidden_size * 2
+    return frames * values + SCALE_ROWS * values if frame_dtype == "int8" else frames * values * 2
 
 
 def plan_chunks(upstream: Upstream, utterances: Sequence[Utterance], level: str, batch_samples: int,
@@ -362,11 +396,13 @@ def _read_meta(meta_file: Path) -> dict:
     return meta
 
 
-def _write_meta(path: Path, upstream: Upstream, level: str, fingerprint: str) -> dict:
+def _write_meta(path: Path, upstream: Upstream, level: str, fingerprint: str, frame_dtype: str = "fp16") -> dict:
     meta_file = path / "cache.json"
     meta = {"format_version": CACHE_FORMAT_VERSION, "level": level, "upstream": upstream.name,
             "upstream_fingerprint": fingerprint, "num_layers": upstream.num_layers,
             "hidden_size": upstream.hidden_size}
+    if level == "frame" and frame_dtype != "fp16":  # absent: float16, as every cache before int8 existed
+        meta["frame_dtype"] = frame_dtype
     if meta_file.is_file():
         found = _read_meta(meta_file)
         if any(found.get(k) != v for k, v in meta.items() if k != "upstream"):
@@ -390,15 +426,22 @@ def extract_features(upstream: Upstream, manifest: TaskManifest, level: str, *,
                      keys: Mapping[str, str] | None = None,
                      batch_samples: int = DEFAULT_BATCH_SAMPLES, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
                      frame_tolerance: int = DEFAULT_FRAME_TOLERANCE, progress: bool = True,
-                     compute: Compute | None = None) -> "FeatureCache":
+                     compute: Compute | None = None, pool: ChunkPool | None = None,
+                     frame_dtype: str = "fp16") -> "FeatureCache":
     """Extract the audio of `manifest` that the cache lacks, then open the cache for its ids.
 
     `fingerprint` is `upstream.fingerprint()` and `keys` is `audio_keys(manifest)` when the caller
     already has them (hashing large weights takes seconds; keying a large corpus reads every file).
     Another process extracting into the same folder is waited for, not disturbed. `compute` says where the
     upstream runs and at which precision (default: where it is, fp32); a precision other than fp32 must be
-    in `fingerprint` (the runner appends it), since it changes the features.
+    in `fingerprint` (the runner appends it), since it changes the features. `pool` runs the chunks
+    elsewhere (e.g. Ray actors writing into this folder, which must then be on a shared filesystem);
+    the plan, the lock and the check of the result stay here. `frame_dtype` "int8" stores frames as int8
+    with a scale per utterance, layer and channel (half the bytes of float16; the numbers change, so the
+    caller puts it in `fingerprint`, as the runner does).
     """
+    if frame_dtype not in FRAME_DTYPES:
+        raise ValueError(f"frame cache dtype must be one of {', '.join(FRAME_DTYPES)}, got {frame_dtype!r}")
     compute = compute or Compute(device=_device_of(upstream))
     fingerprint = fingerprint if fingerprint is not None else upstream.fingerprint()
     path = cache_path(upstream, level, root, fingerprint)
@@ -420,9 +463,9 @@ def extract_features(upstream: Upstream, manifest: TaskManifest, level: str, *,
     try:
         for stale in [*path.glob(".*.tmp"), *path.glob("plans/.*.tmp")]:  # a killed writer's; none runs now
             stale.unlink(missing_ok=True)
-        _write_meta(path, upstream, level, fingerprint)
+        _write_meta(path, upstream, level, fingerprint, frame_dtype)
         _extract_missing(upstream, manifest, level, path, keys, batch_samples, chunk_bytes,
-                         frame_tolerance, progress, compute)
+                         frame_tolerance, progress, compute, pool, frame_dtype)
     finally:
         lock.release()
     return FeatureCache.open(path, keys)
@@ -462,7 +505,7 @@ def _read_plan(plan_file: Path) -> list[list[list[str]]] | None:
 
 def _extract_missing(upstream: Upstream, manifest: TaskManifest, level: str, path: Path, keys: dict[str, str],
                      batch_samples: int, chunk_bytes: int, frame_tolerance: int, progress: bool,
-                     compute: Compute) -> None:
+                     compute: Compute, pool: ChunkPool | None = None, frame_dtype: str = "fp16") -> None:
     by_key: dict[str, Utterance] = {}
     for utt in manifest.utterances():
         by_key.setdefault(keys[utt.id], utt)
@@ -501,7 +544,7 @@ def _extract_missing(upstream: Upstream, manifest: TaskManifest, level: str, pat
         work += [(digest, i, c) for i, c in enumerate(chunks) if any(k not in done for b in c for k in b)]
 
     todo = [k for _, _, c in work for b in c for k in b]
-    estimate = sum(feature_bytes(upstream, by_key[k].num_samples, level) for k in todo)
+    estimate = sum(feature_bytes(upstream, by_key[k].num_samples, level, frame_dtype) for k in todo)
     free = shutil.disk_usage(path).free
     cached = sum(k in done for k in by_key)
     log.info("%s/%s: extracting %d utterance(s) in %d chunk(s) (%d of its %d audio file(s) already cached), "
@@ -518,38 +561,64 @@ def _extract_missing(upstream: Upstream, manifest: TaskManifest, level: str, pat
     start = time.perf_counter()
     bar = tqdm(total=len(todo), desc=f"extract {upstream.name}/{manifest.task}", unit="utt",
                disable=None if progress else True, leave=False)  # None: off when not a TTY
-    upstream.eval()
-    min_samples = upstream.receptive_field
-    batches = [(f"{digest[:12]}-{i:05d}", batch) for digest, i, c in work for batch in c]
-
-    def read(batch: list[str]) -> list[np.ndarray]:
-        return [_load_wav(by_key[k], min_samples) for k in batch]
-
-    with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode():
-        # Audio for the next batch is read while the upstream runs on the current one.
-        pending = pool.submit(read, batches[0][1]) if batches else None
-        current_chunk, parts, frames, chunk_keys = None, [], [], []
-        for k, (chunk_name, batch) in enumerate(batches):
-            wavs = pending.result()
-            if k + 1 < len(batches):
-                pending = pool.submit(read, batches[k + 1][1])
-            if chunk_name != current_chunk:
-                current_chunk, parts, frames, chunk_keys = chunk_name, [], [], []
-            parts_b, frames_b = _run_batch(upstream, [by_key[key] for key in batch], wavs, level, frame_tolerance,
-                                           compute)
-            parts.extend(parts_b)
-            frames.extend(frames_b)
-            chunk_keys.extend(batch)
-            bar.update(len(batch))
-            if k + 1 == len(batches) or batches[k + 1][0] != chunk_name:
-                _write_chunk(path, chunk_name, parts, chunk_keys, frames, level)
+    tasks = [ChunkTask(path, f"{digest[:12]}-{i:05d}", [[dataclasses.replace(by_key[k], id=k) for k in batch]
+                                                      for batch in c], level, frame_tolerance, compute,
+                       frame_dtype)
+             for digest, i, c in work]
+    if pool is None:
+        upstream.eval()
+        for task in tasks:
+            bar.update(extract_chunk(upstream, task))
+    else:  # e.g. Ray actors that each hold the upstream (superbench.executors.RayExtractorPool)
+        pool.run(upstream, tasks, bar.update)
     bar.close()
     log.info("extracted %d utterance(s) of %s/%s in %.1f s (%s of chunks in %s)", len(todo), upstream.name,
              manifest.task, time.perf_counter() - start, human_bytes(_disk_bytes(path)), path)
 
 
+@dataclass
+class ChunkTask:
+    """One chunk of a cache plan: its batches of utterances (whose `id` is the audio key), written as one
+    .npy + sidecar. Self-contained, so any process that sees the cache folder can do it; doing it twice
+    writes the same bytes (atomic renames), so a retried or duplicated task is harmless."""
+
+    path: Path
+    name: str
+    batches: list[list[Utterance]]
+    level: str
+    frame_tolerance: int = DEFAULT_FRAME_TOLERANCE
+    compute: Compute | None = None
+    frame_dtype: str = "fp16"
+
+
+def extract_chunk(upstream: Upstream, task: ChunkTask) -> int:
+    """Run `upstream` over the chunk's batches (audio of the next batch read while it runs), write the
+    chunk; returns the utterances extracted."""
+    compute = task.compute or Compute(device=_device_of(upstream))
+    min_samples = upstream.receptive_field
+    parts, frames, keys = [], [], []
+
+    def read(batch: list[Utterance]) -> list[np.ndarray]:
+        return [_load_wav(u, min_samples) for u in batch]
+
+    with ThreadPoolExecutor(max_workers=1) as reader, torch.inference_mode():
+        pending = reader.submit(read, task.batches[0])
+        for k, batch in enumerate(task.batches):
+            wavs = pending.result()
+            if k + 1 < len(task.batches):
+                pending = reader.submit(read, task.batches[k + 1])
+            parts_b, frames_b = _run_batch(upstream, batch, wavs, task.level, task.frame_tolerance, compute,
+                                           task.frame_dtype)
+            parts.extend(parts_b)
+            frames.extend(frames_b)
+            keys.extend(u.id for u in batch)
+    _write_chunk(Path(task.path), task.name, parts, keys, frames, task.level, task.frame_dtype)
+    return len(keys)
+
+
 def _run_batch(upstream: Upstream, batch: list[Utterance], wavs: list[np.ndarray], level: str,
-               frame_tolerance: int, compute: Compute) -> tuple[list[np.ndarray], list[int]]:
+               frame_tolerance: int, compute: Compute, frame_dtype: str = "fp16"
+               ) -> tuple[list[np.ndarray], list[int]]:
     wav_batch, wav_lengths = pad_batch(wavs)
     with compute.autocast():
         hidden, frame_lengths = upstream(to_device(wav_batch, compute.device), wav_lengths)  # lengths: CPU
@@ -581,6 +650,8 @@ def _run_batch(upstream: Upstream, batch: list[Utterance], wavs: list[np.ndarray
             raise CacheError(f"{upstream.name}: {what} for {utt.audio} (id {utt.id})")
         if level == "utterance":
             parts.append(valid.mean(dim=1).cpu().numpy().astype(np.float32))  # (L, D)
+        elif frame_dtype == "int8":
+            parts.append(quantize_int8(valid.transpose(0, 1)).cpu().numpy())  # (SCALE_ROWS + n, L, D)
         else:
             half = valid.transpose(0, 1).to(torch.float16)  # (n, L, D)
             if not bool(torch.isfinite(half).all()):
@@ -592,13 +663,15 @@ def _run_batch(upstream: Upstream, batch: list[Utterance], wavs: list[np.ndarray
 
 
 def _write_chunk(path: Path, name: str, parts: list[np.ndarray], keys: list[str], frames: list[int],
-                 level: str) -> None:
+                 level: str, frame_dtype: str = "fp16") -> None:
     data = np.stack(parts) if level == "utterance" else np.concatenate(parts, axis=0)
     npy = path / f"{name}.npy"
     nbytes, digest = _write_npy_atomic(npy, data)
     info: dict = {"keys": keys, "frames": frames}
-    if level == "frame":
-        info["offsets"] = np.concatenate([[0], np.cumsum(frames)[:-1]]).astype(int).tolist()
+    if level == "frame":  # where each utterance's frames start (int8: after its SCALE_ROWS rows of scales)
+        rows = [len(part) for part in parts]
+        head = SCALE_ROWS if frame_dtype == "int8" else 0
+        info["offsets"] = (np.concatenate([[0], np.cumsum(rows)[:-1]]) + head).astype(int).tolist()
     info.update(npy_bytes=nbytes, npy_blake2b=digest)
     atomic_write_text(path / f"{name}.json", json.dumps(info) + "\n")  # last: marks the chunk done
     key = _stat_key(npy)
@@ -628,11 +701,17 @@ class FeatureCache:
         self._where = where  # utterance id -> (chunk name, row or frame offset, frames)
         self._chunks = dict(chunks or {})  # chunk name -> its .json (size and checksum of its .npy)
         self._maps: dict[str, np.ndarray] = {}
+        self.keys: dict[str, str] = {}  # utterance id -> audio key, set by `open`
         names = {c for c, _, _ in where.values()}
-        item = 4 if self.level == "utterance" else 2
-        per_frame = meta["num_layers"] * meta["hidden_size"] * item
+        self.frame_dtype: str = meta.get("frame_dtype", "fp16")
+        values = meta["num_layers"] * meta["hidden_size"]
         distinct = {(c, pos): n for c, pos, n in where.values()}
-        nbytes = sum(per_frame * (1 if self.level == "utterance" else n) for n in distinct.values())
+        if self.level == "utterance":
+            nbytes = values * 4 * len(distinct)
+        elif self.frame_dtype == "int8":
+            nbytes = sum(values * (n + SCALE_ROWS) for n in distinct.values())
+        else:
+            nbytes = sum(values * 2 * n for n in distinct.values())
         self.index = {**meta, "num_chunks": len(names), "num_utterances": len(where), "bytes": nbytes}
 
     @classmethod
@@ -661,7 +740,9 @@ class FeatureCache:
         absent = [uid for uid, key in keys.items() if key not in by_key]
         if absent:
             return None, absent, bad
-        return cls(path, meta, {uid: by_key[key] for uid, key in keys.items()}, chunks), [], bad
+        cache = cls(path, meta, {uid: by_key[key] for uid, key in keys.items()}, chunks)
+        cache.keys = dict(keys)  # what reopens it elsewhere (a Ray worker on the shared cache folder)
+        return cache, [], bad
 
     @property
     def nbytes(self) -> int:
@@ -694,7 +775,11 @@ class FeatureCache:
         """(L, D) float32 for utterance caches; (T, L, D) float16 for frame caches; both memory-mapped."""
         c, pos, n = self._where[uid]
         chunk = self._chunk(c)
-        return chunk[pos] if self.level == "utterance" else chunk[pos:pos + n]
+        if self.level == "utterance":
+            return chunk[pos]
+        if self.frame_dtype == "int8":
+            return dequantize_int8(chunk[pos - SCALE_ROWS:pos + n])
+        return chunk[pos:pos + n]
 
     def batch(self, ids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(L, B, D) pooled + frame counts, or (L, B, T, D) float32 frames (zero-padded) + lengths."""

@@ -52,6 +52,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from superbench.cache import (
+    FRAME_DTYPES,
     CacheError,
     OnlineFeatures,
     audio_keys,
@@ -61,6 +62,7 @@ from superbench.cache import (
     feature_bytes,
 )
 from superbench.device import Compute, resolve_compute
+from superbench.executors import LocalExecutor, RayExecutor, TrainingJob, make_executor
 from superbench.io import atomic_open, atomic_write_text, human_bytes
 from superbench.manifest import TaskManifest, load_task_manifest
 from superbench.metrics import edit_distance
@@ -80,8 +82,8 @@ from superbench.results import (
     write_record,
 )
 from superbench.tasks import Task, TaskSetup, in_task_order
-from superbench.training import FeatureSource, TrainResult, train
-from superbench.trial_group import Trial, group_key, resident_bytes, rows_per_update, train_group
+from superbench.training import FeatureSource, TrainResult
+from superbench.trial_group import Trial, group_key, resident_bytes, rows_per_update
 from superbench.upstream import Upstream, as_upstream
 
 log = logging.getLogger(__name__)
@@ -123,6 +125,23 @@ class RunOptions:
     #: Precision of the upstream forward: fp32|bf16|fp16. Not fp32: the features differ, so the cache
     #: fingerprint and the record's profile carry it ("superb+bf16").
     precision: str = "fp32"
+    #: Frame caches (PR/ASR) as float16, or int8 with per-utterance/layer/channel scales (half the bytes; the
+    #: numbers change a little, so the cache fingerprint and the record's profile carry it: "+int8").
+    cache_dtype: str = "fp16"
+    #: Where trials train: "local" (this process) or "ray" (Ray tasks; superbench.executors).
+    executor: str = "local"
+    #: Ray cluster: None starts a local one, "auto" joins the one on this machine, "HOST:PORT" a remote one.
+    address: str | None = None
+    #: GPUs per Ray trial task (fractions pack several heads on one GPU, e.g. 0.25).
+    gpus_per_trial: float = 0.0
+    #: CPUs of a local Ray instance started by the run (None: all of this machine's).
+    ray_cpus: int | None = None
+    #: Log the plan (superbench.plan: hours, cache bytes, probed extraction time, grid) before extracting
+    #: (the CLI does; the probe runs the upstream on a few seconds of audio).
+    show_plan: bool = False
+    #: GPUs per Ray extraction actor, and how many actors (None: one per CPU of the cluster).
+    gpus_per_extractor: float = 0.0
+    extract_actors: int | None = None
     #: Above this many bytes of pooled features, trials train one at a time instead of as a resident group.
     max_resident_bytes: int = 8 * 1024 ** 3
 
@@ -187,9 +206,14 @@ def plan_task(upstream: Upstream, task: Task, data_root: Path, opts: RunOptions,
     layers_to_run(variant, opts.layer)  # the variant the recipe asks for has the layer too
     model_fp = fingerprint or upstream.fingerprint()
     variant_fp = model_fp if variant is upstream else variant.fingerprint()
-    if compute.tag:  # bf16/fp16 features are other features: their own cache folder and run key
-        variant_fp = f"{variant_fp}-{compute.tag}"
-    profile = recipe.profile_label + (f"+{compute.tag}" if compute.tag else "")
+    tags = [compute.tag] if compute.tag else []  # bf16/fp16 features are other features
+    if opts.cache_dtype not in FRAME_DTYPES:
+        raise ValueError(f"--cache-dtype {opts.cache_dtype!r}: use one of {', '.join(FRAME_DTYPES)}")
+    if opts.cache_dtype != "fp16" and task.level == "frame":  # int8 frames: other numbers (utterance caches: f32)
+        tags.append(opts.cache_dtype)
+    for tag in tags:  # their own cache folder and run key
+        variant_fp = f"{variant_fp}-{tag}"
+    profile = recipe.profile_label + "".join(f"+{tag}" for tag in tags)
     results = Path(opts.results_dir or default_results_dir())
     old = old_layout_records(results)
     if old:
@@ -220,7 +244,8 @@ def upstream_source(upstream: Upstream) -> str:
     return ""
 
 
-def extract(plan: TaskPlan, opts: RunOptions) -> tuple[FeatureSource, float]:
+def extract(plan: TaskPlan, opts: RunOptions,
+            executor: LocalExecutor | RayExecutor | None = None) -> tuple[FeatureSource, float]:
     """Features for every utterance of the manifest (once, cached by audio), and the seconds it took."""
     start = time.perf_counter()
     plan.upstream.to(plan.compute.device)
@@ -229,19 +254,24 @@ def extract(plan: TaskPlan, opts: RunOptions) -> tuple[FeatureSource, float]:
             source: FeatureSource = extract_features(plan.upstream, plan.manifest, plan.task.level,
                                                      root=opts.cache_root, progress=opts.progress,
                                                      fingerprint=plan.upstream_fingerprint, keys=plan.audio_keys,
-                                                     compute=plan.compute)
+                                                     compute=plan.compute,
+                                                     pool=executor.extractor_pool() if executor else None,
+                                                     frame_dtype=opts.cache_dtype)
     else:  # the upstream runs inside training, so under `train_threads`
         source = OnlineFeatures(plan.upstream, plan.manifest, plan.compute)
     return source, time.perf_counter() - start
 
 
 def sweep(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, seeds: Sequence[int],
-          opts: RunOptions) -> dict[int, dict[float, dict[str, TrainResult]]]:
+          opts: RunOptions, executor: LocalExecutor | RayExecutor | None = None
+          ) -> dict[int, dict[float, dict[str, TrainResult]]]:
     """One trained head per (seed, learning rate, fold); finished trials survive an interruption.
 
-    Where the task kind can stack its heads and the features are pooled, every trial still to
-    train is trained in one group (superbench.trial_group); otherwise one after the other.
+    Where the task kind can stack its heads and the features are pooled, the trials still to train
+    are trained as one group (superbench.trial_group; one group per worker on Ray); otherwise one
+    after the other (one Ray task each on Ray).
     """
+    executor = executor or LocalExecutor()
     for seed in seeds:
         if opts.overwrite:
             shutil.rmtree(plan.checkpoint_dir(seed, opts), ignore_errors=True)
@@ -270,35 +300,55 @@ def sweep(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, seeds: Sequen
                 else:
                     log.info("%s: finished before the interruption, reusing it (%s.json)", desc, stem)
                     trials[seed][lr][fold.name] = result
+    jobs, entries = _jobs(plan, setup, source, pending, rows, opts, executor.workers)
+    if jobs:
+        log.info("%s/%s: %d trial(s) to train in %d job(s) on the %s executor (%s)", name, task, len(pending),
+                 len(jobs), executor.name, ", ".join(f"{len(j.trials)} {'grouped' if j.grouped else 'in turn'}"
+                                                     for j in jobs))
+
+    def keep(j: int, i: int, result: TrainResult) -> None:
+        seed, lr, fold, trial, stem = entries[j][i]
+        trials[seed][lr][fold.name] = _keep_trial(plan, setup, fold, trial, stem, result, data)
+        if not jobs[j].grouped:
+            jobs[j].checkpoints[i].unlink(missing_ok=True)
+        elif i == len(jobs[j].trials) - 1:
+            jobs[j].checkpoints[0].unlink(missing_ok=True)
+
     with torch_threads(opts.train_threads):
-        group = [trial for _, _, _, trial, _ in pending]
-        if pending and _can_group(plan, setup, source, opts, group):
-            what = (f"{name}/{task}: {len(group)} trials as one group (lr {', '.join(f'{lr:g}' for lr in plan.lrs)}; "
-                    f"seeds {', '.join(str(s) for s in seeds)}" + (f"; {len(plan.manifest.folds)} folds"
-                                                                  if several_folds else "") + ")")
-            log.info("%s", what)
-            checkpoint = plan.checkpoint_dir(pending[0][0], opts) / f"group-{group_key(group)}.pt"
-            results = train_group(setup.make_head, setup.stack, setup.objective, source, group,
-                                  progress=opts.progress, desc=f"{name}/{task} x{len(group)}", checkpoint=checkpoint,
-                                  device=plan.compute.device)
-            for (seed, lr, fold, trial, stem), result in zip(pending, results):
-                trials[seed][lr][fold.name] = _keep_trial(plan, setup, fold, trial, stem, result, data)
-            checkpoint.unlink(missing_ok=True)
-        else:
-            for seed, lr, fold, trial, stem in pending:
-                checkpoint = stem.with_name(stem.name + ".pt")
-                result = train(setup.make_head, setup.objective, source, trial.train, trial.dev, trial.test,
-                               trial.cfg, progress=opts.progress, desc=trial.desc, checkpoint=checkpoint,
-                               device=plan.compute.device,
-                               checkpoint_key=trial.key, lengths=[u.num_samples for u in rows[fold.train]])
-                trials[seed][lr][fold.name] = _keep_trial(plan, setup, fold, trial, stem, result, data)
-                checkpoint.unlink(missing_ok=True)
+        executor.run(jobs, source, keep)
     for seed, by_lr in trials.items():
         for lr, by_fold in by_lr.items():
             for fold_name, result in by_fold.items():
                 log.info("%s/%s seed %d lr %g%s: dev %s %.2f (best step %d)", name, task, seed, lr,
                          f" {fold_name}" if several_folds else "", plan.task.metric, result.dev, result.best_step)
     return trials
+
+
+_Entry = tuple[int, float, Any, Trial, Path]  # (seed, lr, fold, trial, trial file stem)
+
+
+def _jobs(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, pending: list[_Entry], rows: dict[str, Any],
+          opts: RunOptions, workers: int) -> tuple[list[TrainingJob], list[list[_Entry]]]:
+    """The pending trials cut into jobs: groups (one per worker) where they can be grouped, else single trials
+    (one job of all of them in this process, one job each for remote workers)."""
+    if not pending:
+        return [], []
+    name = f"{plan.model_name}/{plan.task.name}" + ("" if plan.layer is None else f" layer {plan.layer}")
+    common = dict(setup=setup, progress=opts.progress, device=str(plan.compute.device))
+    if _can_group(plan, setup, source, opts, [e[3] for e in pending]):
+        parts = [pending[k::workers] for k in range(min(workers, len(pending)))]
+        jobs = []
+        for part in parts:
+            group = [e[3] for e in part]
+            checkpoint = plan.checkpoint_dir(part[0][0], opts) / f"group-{group_key(group)}.pt"
+            jobs.append(TrainingJob(trials=group, checkpoints=[checkpoint], grouped=True,
+                                    desc=f"{name} x{len(group)}", **common))
+        return jobs, parts
+    parts = [pending] if workers == 1 else [[e] for e in pending]
+    jobs = [TrainingJob(trials=[e[3] for e in part], checkpoints=[e[4].with_name(e[4].name + ".pt") for e in part],
+                        grouped=False, lengths=[[u.num_samples for u in rows[e[2].train]] for e in part],
+                        desc=name, **common) for part in parts]
+    return jobs, parts
 
 
 def _can_group(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, opts: RunOptions,
@@ -446,8 +496,8 @@ def _write_artifacts(plan: TaskPlan, seed: int, chosen: Selection, opts: RunOpti
     return artifacts
 
 
-def execute(plan: TaskPlan, opts: RunOptions,
-            features: tuple[FeatureSource, float] | None = None) -> list[ResultRecord]:
+def execute(plan: TaskPlan, opts: RunOptions, features: tuple[FeatureSource, float] | None = None,
+            executor: LocalExecutor | RayExecutor | None = None) -> list[ResultRecord]:
     """Extract (unless `features` from an earlier plan of the same task is given), then
     sweep -> select -> record for every seed still to do.
 
@@ -469,7 +519,7 @@ def execute(plan: TaskPlan, opts: RunOptions,
     setup = plan.task.kind.setup(plan.task, plan.manifest, plan.recipe.head, plan.upstream.num_layers,
                                  plan.upstream.hidden_size, plan.layer)
     out = list(plan.done)
-    trials = sweep(plan, setup, source, plan.todo, opts)
+    trials = sweep(plan, setup, source, plan.todo, opts, executor)
     for seed in plan.todo:
         out.append(record(plan, seed, select(plan, trials[seed]), extraction, opts))
         extraction = 0.0  # paid once, by the first seed's record
@@ -482,15 +532,10 @@ def run_task(upstream: Upstream, task: Task, data_root: Path, opts: RunOptions,
     return run(upstream, [task], data_root, opts, fingerprint)
 
 
-def run(upstream: Upstream, tasks: Sequence[Task], data_root: Path, opts: RunOptions,
-        fingerprint: str | None = None) -> list[ResultRecord]:
-    """Every task: all of them checked and planned first, then each extracted and trained in turn.
-
-    Before the first extraction: every task folder exists, `--layer` exists in the upstream,
-    every manifest and recipe is valid, and the disk holds the features still to extract.
-    The upstream's fingerprint (a hash of all its weights) is computed once here. With
-    `--layer all` each task gets one plan per layer, and they share one extraction.
-    """
+def plan_run(upstream: Upstream, tasks: Sequence[Task], data_root: Path, opts: RunOptions,
+             fingerprint: str | None = None) -> list[TaskPlan]:
+    """Every check that needs no extraction, and one plan per task (per layer with `--layer all`):
+    options, task folders, layers, manifests and recipes; each manifest loaded and audio-keyed once."""
     upstream = as_upstream(upstream)
     if isinstance(opts.seeds, bool) or not isinstance(opts.seeds, int) or not 1 <= opts.seeds <= MAX_SEEDS:
         raise ValueError(f"seeds must be an integer in 1..{MAX_SEEDS}, got {opts.seeds!r}")
@@ -498,6 +543,8 @@ def run(upstream: Upstream, tasks: Sequence[Task], data_root: Path, opts: RunOpt
         value = getattr(opts, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+    if opts.executor == "ray" and not opts.use_cache:
+        raise ValueError("--executor ray reads features from the shared cache: drop --no-cache")
     check_task_folders(tasks, data_root)
     layers = layers_to_run(upstream, opts.layer)
     fingerprint = fingerprint or upstream.fingerprint()
@@ -511,7 +558,28 @@ def run(upstream: Upstream, tasks: Sequence[Task], data_root: Path, opts: RunOpt
                              manifest)
             plan.audio_keys = keys
             plans.append(plan)
+    return plans
+
+
+def run(upstream: Upstream, tasks: Sequence[Task], data_root: Path, opts: RunOptions,
+        fingerprint: str | None = None) -> list[ResultRecord]:
+    """Every task: all of them checked and planned first, then each extracted and trained in turn.
+
+    Before the first extraction: every task folder exists, `--layer` exists in the upstream,
+    every manifest and recipe is valid, and the disk holds the features still to extract.
+    The upstream's fingerprint (a hash of all its weights) is computed once here. With
+    `--layer all` each task gets one plan per layer, and they share one extraction.
+    """
+    upstream = as_upstream(upstream)
+    plans = plan_run(upstream, tasks, data_root, opts, fingerprint)
     check_disk(plans, opts)
+    if opts.show_plan and any(p.todo for p in plans):
+        from superbench.plan import estimate_run, format_plan
+
+        for line in format_plan(estimate_run(plans, opts)).splitlines():
+            log.info("%s", line)
+    executor = make_executor(opts.executor, opts.address, opts.ray_cpus, opts.gpus_per_trial,
+                             opts.gpus_per_extractor, opts.extract_actors)
     out: list[ResultRecord] = []
     shared: tuple[tuple[str, str], FeatureSource] | None = None  # the last task's features
     for plan in plans:
@@ -521,9 +589,9 @@ def run(upstream: Upstream, tasks: Sequence[Task], data_root: Path, opts: RunOpt
             if shared is not None and shared[0] == which:
                 features = (shared[1], 0.0)  # extraction time goes to the first layer's record
             else:
-                source, seconds = extract(plan, opts)
+                source, seconds = extract(plan, opts, executor)
                 shared, features = (which, source), (source, seconds)
-        out += execute(plan, opts, features)
+        out += execute(plan, opts, features, executor)
     return out
 
 
@@ -574,7 +642,8 @@ def cache_bytes_needed(plans: Sequence[TaskPlan], opts: RunOptions) -> dict[str,
         for utt in plan.manifest.utterances():
             if keys[utt.id] not in done:
                 done.add(keys[utt.id])
-                nbytes += feature_bytes(up, utt.num_samples * up.sample_rate // max(utt.sample_rate, 1), level)
+                nbytes += feature_bytes(up, utt.num_samples * up.sample_rate // max(utt.sample_rate, 1), level,
+                                        opts.cache_dtype)
         need[plan.task.name] = need.get(plan.task.name, 0) + nbytes
     return need
 
@@ -592,8 +661,13 @@ def check_disk(plans: Sequence[TaskPlan], opts: RunOptions) -> None:
     log.info("features to extract: about %s (%s) into %s, %s free", human_bytes(total), per_task, root,
              human_bytes(free))
     if total > 0.95 * free:
+        hint = ""
+        if opts.cache_dtype == "fp16" and any(p.task.level == "frame" and p.todo for p in plans):
+            int8 = sum(cache_bytes_needed(plans, dataclasses.replace(opts, cache_dtype="int8")).values())
+            fits = "fits" if int8 <= 0.95 * free else "does not fit either"
+            hint = f" With --cache-dtype int8 the frame caches take about {human_bytes(int8)} in all ({fits})."
         raise CacheError(f"not enough disk for the feature cache: this run needs about {human_bytes(total)} "
-                         f"({per_task}) in {root}, only {human_bytes(free)} free. Free some space, point "
+                         f"({per_task}) in {root}, only {human_bytes(free)} free.{hint} Free some space, point "
                          f"SUPERBENCH_HOME at a larger disk, run fewer tasks, or use --no-cache")
 
 

@@ -10,6 +10,7 @@ tones (utterance classes, or sequences of tone "phones") that any head learns qu
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -180,3 +181,27 @@ class InterruptingSource:
             if self.calls > self.n:
                 raise Interrupted
         return self.source.batch(ids)
+
+
+class CrashOnce:
+    """A stack factory (`TaskSetup.stack`) whose heads kill their process (`os._exit`) after `after`
+    updates, once: the first to get there leaves `marker`, later attempts train normally. For tests of an
+    executor retrying a worker that died mid-trial; picklable by reference, so a Ray worker can build it."""
+
+    def __init__(self, stack: Callable[[list[torch.nn.Module]], Any], marker: Path, after: int) -> None:
+        self.stack, self.marker, self.after = stack, Path(marker), after
+
+    def __call__(self, heads: list[torch.nn.Module]) -> Any:
+        inner, marker, after = self.stack(heads), self.marker, self.after
+        real = inner.loss_and_grads
+        calls = [0]
+
+        def loss_and_grads(x: torch.Tensor, targets: torch.Tensor) -> Any:
+            calls[0] += 1
+            if calls[0] > after and not marker.exists():
+                marker.write_text("killed once\n")
+                os._exit(1)
+            return real(x, targets)
+
+        inner.loss_and_grads = loss_and_grads
+        return inner

@@ -8,6 +8,7 @@ import logging
 import pytest
 import torch
 
+import superbench.executors as executors
 from superbench.cli import main
 from superbench.manifest import Fold, load_task_manifest
 from superbench.results import artifact_paths, read_record, read_records, record_path
@@ -111,13 +112,12 @@ def test_ctc_record_keeps_decoded_predictions_with_edit_counts(tmp_path, task):
 
 
 def test_artifacts_survive_an_interruption_and_resume(tmp_path, monkeypatch):
-    import superbench.runner as runner
 
     make_class_corpus(tmp_path, task="ks")  # one trial at a time: a trial that dies after another finished
     (whole,) = run_task(ToneUpstream(), get_task("ks"), tmp_path,
                         _opts(tmp_path, results_dir=tmp_path / "a", checkpoint_root=tmp_path / "ckpt-a",
                               group_trials=False))
-    real_train, calls = runner.train, []
+    real_train, calls = executors.train, []
 
     class Interrupted(Exception):
         pass
@@ -128,11 +128,11 @@ def test_artifacts_survive_an_interruption_and_resume(tmp_path, monkeypatch):
             raise Interrupted
         return real_train(*args, **kw)
 
-    monkeypatch.setattr(runner, "train", dying_in_the_second_trial)
+    monkeypatch.setattr(executors, "train", dying_in_the_second_trial)
     opts = _opts(tmp_path, results_dir=tmp_path / "b", checkpoint_root=tmp_path / "ckpt-b", group_trials=False)
     with pytest.raises(Interrupted):
         run_task(ToneUpstream(), get_task("ks"), tmp_path, opts)
-    monkeypatch.setattr(runner, "train", real_train)
+    monkeypatch.setattr(executors, "train", real_train)
     (resumed,) = run_task(ToneUpstream(), get_task("ks"), tmp_path, opts)  # lr 1e-3 comes from disk
     assert (resumed.test, resumed.dev, resumed.lr) == (whole.test, whole.dev, whole.lr)
     a = artifact_paths(whole, record_path(tmp_path / "a", whole.run_key()))
@@ -148,7 +148,7 @@ def test_finished_trial_without_its_head_is_trained_again(tmp_path, monkeypatch)
 
     make_class_corpus(tmp_path, task="ks")
     opts = _opts(tmp_path, lr=1e-2, overwrite=False, group_trials=False)
-    real_train, calls = runner.train, []
+    real_train, calls = executors.train, []
 
     class Interrupted(Exception):
         pass
@@ -167,7 +167,7 @@ def test_finished_trial_without_its_head_is_trained_again(tmp_path, monkeypatch)
         calls.append(1)
         return real_train(*args, **kw)
 
-    monkeypatch.setattr(runner, "train", counting)
+    monkeypatch.setattr(executors, "train", counting)
     (rec,) = run_task(ToneUpstream(), get_task("ks"), tmp_path, opts)
     assert len(calls) == 1 and set(rec.artifacts) == {"head", "predictions"}
 

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 import torch
 
-import superbench.runner as runner
+import superbench.executors as executors
 from downstreams import ClassificationObjective, UtteranceHead
 from superbench.cache import extract_features
 from superbench.manifest import load_task_manifest
@@ -142,13 +142,13 @@ def test_a_trial_group_refuses_bucketing_with_the_reason():
 def test_runner_passes_training_lengths_and_never_groups_bucketed_trials(tmp_path, monkeypatch):
     make_sequence_corpus(tmp_path, task="pr")
     manifest = load_task_manifest(tmp_path / "pr")
-    real_train, seen = runner.train, []
+    real_train, seen = executors.train, []
 
     def spy(*args, **kw):
         seen.append((args[3][0], kw["lengths"], args[6].bucketing))
         return real_train(*args, **kw)
 
-    monkeypatch.setattr(runner, "train", spy)
+    monkeypatch.setattr(executors, "train", spy)
     overrides = {"steps": 20, "eval_interval": 10, "batch_size": 8, "lr_grid": [3e-2], "bucketing": True}
     (rec,) = run_task(ToneUpstream(), get_task("pr"), tmp_path, scratch_run_options(tmp_path, overrides=overrides))
     assert rec.test <= 100.0
@@ -160,7 +160,7 @@ def test_can_group_checks_bucketing_for_utterance_level_sources(tmp_path):
     """Even a stackable head on pooled features is trained one at a time when the recipe buckets."""
     make_class_corpus(tmp_path, task="ks")
     calls = []
-    real = runner.train_group
+    real = executors.train_group
 
     def spy(*args, **kw):
         calls.append(1)
@@ -170,6 +170,6 @@ def test_can_group_checks_bucketing_for_utterance_level_sources(tmp_path):
                                                     "lr_grid": [1e-3, 1e-2], "bucketing": True,
                                                     "balanced_sampling": False})
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(runner, "train_group", spy)
+        mp.setattr(executors, "train_group", spy)
         (rec,) = run_task(ToneUpstream(), get_task("ks"), tmp_path, opts)
     assert not calls and rec.test >= 0

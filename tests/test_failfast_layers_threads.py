@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import superbench.executors as executors
 import superbench.runner as runner
 from superbench.cli import main
 from superbench.results import read_records
@@ -63,7 +64,7 @@ class ThreadsSeen(ToneUpstream):
 @pytest.fixture
 def train_threads(monkeypatch):
     """Thread counts seen by every head training, through the runner's `train`."""
-    seen, real, real_group = [], runner.train, runner.train_group
+    seen, real, real_group = [], executors.train, executors.train_group
 
     def recording(*args, **kw):
         seen.append(torch.get_num_threads())
@@ -73,8 +74,8 @@ def train_threads(monkeypatch):
         seen.append(torch.get_num_threads())
         return real_group(*args, **kw)
 
-    monkeypatch.setattr(runner, "train", recording)
-    monkeypatch.setattr(runner, "train_group", recording_group)
+    monkeypatch.setattr(executors, "train", recording)
+    monkeypatch.setattr(executors, "train_group", recording_group)
     return seen
 
 
@@ -103,8 +104,8 @@ def test_threads_are_restored_when_training_fails(tmp_path, monkeypatch):
     def boom(*args, **kw):
         raise RuntimeError("head blew up")
 
-    monkeypatch.setattr(runner, "train", boom)
-    monkeypatch.setattr(runner, "train_group", boom)
+    monkeypatch.setattr(executors, "train", boom)
+    monkeypatch.setattr(executors, "train_group", boom)
     with pytest.raises(RuntimeError, match="head blew up"):
         run(ToneUpstream(), [get_task("ks")], tmp_path, _opts(tmp_path, train_threads=3))
     assert torch.get_num_threads() == before

@@ -12,7 +12,7 @@ import re
 import pytest
 import torch
 
-import superbench.runner as runner
+import superbench.executors as executors
 from superbench.cli import main
 from superbench.exit_codes import ExitCode
 from superbench.results import read_record, read_records, record_path
@@ -27,7 +27,7 @@ SMALL = {"steps": 20, "eval_interval": 10, "batch_size": 8, "lr_grid": [1e-2]}
 def trained(monkeypatch):
     """Counts the heads trained (a skipped run trains none)."""
     calls = []
-    real, real_group = runner.train, runner.train_group
+    real, real_group = executors.train, executors.train_group
 
     def counting(*args, **kw):
         calls.append(kw.get("desc"))
@@ -37,8 +37,8 @@ def trained(monkeypatch):
         calls.extend(t.desc for t in trials)
         return real_group(make_head, stack, objective, source, trials, **kw)
 
-    monkeypatch.setattr(runner, "train", counting)
-    monkeypatch.setattr(runner, "train_group", counting_group)
+    monkeypatch.setattr(executors, "train", counting)
+    monkeypatch.setattr(executors, "train_group", counting_group)
     return calls
 
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+import superbench.executors as executors
 from downstreams import UtteranceHeadConfig
 from superbench.manifest import Fold, write_task_manifest
 from superbench.recipe import RecipeError, load_recipe
@@ -173,19 +174,18 @@ class CountingObjective:
 
 
 def test_interrupted_run_keeps_finished_trials_and_resumes_the_running_one(tmp_path, monkeypatch):
-    import superbench.runner as runner
 
     make_class_corpus(tmp_path, task="ks")
     (whole,) = run_task(ToneUpstream(), get_task("ks"), tmp_path,  # trials one at a time (see test_trial_group)
                         _opts(tmp_path, results_dir=tmp_path / "a", checkpoint_root=tmp_path / "ckpt-a",
                               group_trials=False))
-    real_train, seen = runner.train, []
+    real_train, seen = executors.train, []
 
     def train_dying_in_the_second_trial(make_head, objective, *args, **kw):
         seen.append(CountingObjective(objective, limit=30 if len(seen) == 1 else None))
         return real_train(make_head, seen[-1], *args, **kw)
 
-    monkeypatch.setattr(runner, "train", train_dying_in_the_second_trial)
+    monkeypatch.setattr(executors, "train", train_dying_in_the_second_trial)
     opts = _opts(tmp_path, results_dir=tmp_path / "b", checkpoint_root=tmp_path / "ckpt-b", group_trials=False)
     with pytest.raises(Interrupted):  # lr 1e-3 finished; lr 1e-2 dies in step 31 (state saved at 20)
         run_task(ToneUpstream(), get_task("ks"), tmp_path, opts)
@@ -199,7 +199,7 @@ def test_interrupted_run_keeps_finished_trials_and_resumes_the_running_one(tmp_p
         rerun.append(CountingObjective(objective))
         return real_train(make_head, rerun[-1], *args, **kw)
 
-    monkeypatch.setattr(runner, "train", train_counting)
+    monkeypatch.setattr(executors, "train", train_counting)
     (resumed,) = run_task(ToneUpstream(), get_task("ks"), tmp_path, opts)
     assert len(rerun) == 1 and rerun[0].calls == 20  # only lr 1e-2, steps 21..40, was trained
     assert (resumed.test, resumed.dev, resumed.lr, resumed.layer_weights) == \

@@ -123,11 +123,12 @@ def check_overrides(tasks: list, profile: str, overrides: dict[str, object]) -> 
         task.load_recipe(profile).with_overrides(overrides)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="benchmark an upstream on SUPERB tasks",
-                       description="Extract features once, train the SUPERB heads (learning-rate sweep on dev, "
-                                   "best dev checkpoint scored on test), write result records.",
-                       epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _selection_args(p: argparse.ArgumentParser) -> None:
+    """What a run is (model, tasks, data, recipe, device): the options `run` and `plan` share."""
+    p.add_argument("--cache-dtype", default="fp16", choices=("fp16", "int8"),
+                   help="frame caches (PR/ASR) as float16, or int8 with a scale per utterance, layer and channel "
+                        "(half the bytes; a cache and records of their own, profile +int8); utterance caches "
+                        "are float32 either way")
     p.add_argument("--upstream", required=True, metavar="NAME",
                    help="registered name (see `superbench upstreams list`), NAME=DIR, file.py:Class or s3prl:HUB")
     p.add_argument("--upstream-path", metavar="DIR", help="local weights directory for the upstream")
@@ -156,9 +157,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="use the recipe's single lr instead of sweeping its lr_grid on dev")
     p.add_argument("--no-cache", dest="use_cache", action="store_false",
                    help="run the upstream on every training step (s3prl's way; for corpora too big to cache)")
-    p.add_argument("--overwrite", action="store_true", help="redo tasks whose records already exist")
     p.add_argument("--results", type=Path, default=None, metavar="DIR",
                    help="where result records go (default: $SUPERBENCH_RESULTS or $SUPERBENCH_HOME/results)")
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N|mps",
+                   help="where the upstream extracts and the heads train: auto (CUDA when available, else MPS, "
+                        "else the CPU), cpu, cuda, cuda:N or mps; checked before any work")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                   help="precision of the upstream forward (autocast); bf16/fp16 features get their own cache "
+                        "and the records' profile says so (e.g. superb+bf16); heads always train in fp32")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="benchmark an upstream on SUPERB tasks",
+                       description="Extract features once, train the SUPERB heads (learning-rate sweep on dev, "
+                                   "best dev checkpoint scored on test), write result records.",
+                       epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _selection_args(p)
+    p.add_argument("--overwrite", action="store_true", help="redo tasks whose records already exist")
     p.add_argument("--no-store", dest="store", action="store_false",
                    help="do not add records to the leaderboard database")
     p.add_argument("--db", type=Path, default=None, metavar="PATH",
@@ -171,16 +186,31 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="threads while the upstream extracts features (overrides --threads)")
     p.add_argument("--train-threads", type=_positive, default=None, metavar="N",
                    help="threads while the heads train (overrides --threads)")
-    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N|mps",
-                   help="where the upstream extracts and the heads train: auto (CUDA when available, else MPS, "
-                        "else the CPU), cpu, cuda, cuda:N or mps; checked before any work")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
-                   help="precision of the upstream forward (autocast); bf16/fp16 features get their own cache "
-                        "and the records' profile says so (e.g. superb+bf16); heads always train in fp32")
+    p.add_argument("--executor", default="local", choices=("local", "ray"),
+                   help="where trials train and features are extracted: this process, or Ray tasks and actors "
+                        "(pip install 'superbench[ray]'; SUPERBENCH_HOME must then be on a filesystem every "
+                        "node sees; records and the leaderboard are written by this process only)")
+    p.add_argument("--address", default=None, metavar="auto|HOST:PORT",
+                   help="Ray cluster to join (auto: the one `ray start` runs here); default: start a local one")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, metavar="X",
+                   help="GPUs per Ray training task; fractions pack several heads on a GPU (e.g. 0.25)")
+    p.add_argument("--gpus-per-extractor", type=float, default=0.0, metavar="X",
+                   help="GPUs per Ray extraction actor (each holds the upstream once)")
     p.add_argument("--one-trial-at-a-time", dest="group_trials", action="store_false",
                    help="train the trials of a sweep (lrs x seeds x folds) one after the other instead of as one "
                         "batched group (utterance tasks); same scores within float rounding, several times slower")
     p.set_defaults(func=cmd_run)
+
+    q = sub.add_parser("plan", help="what a run would cost, without running it",
+                       description="Per task: utterances, hours of audio (and of distinct audio, what the cache "
+                                   "holds), cache bytes to write (float16 frames, and as int8), extraction time "
+                                   "from a short probe of the upstream on this device, updates x trials of the "
+                                   "grid, and the free disk. Loads the manifests and the upstream; extracts and "
+                                   "trains nothing.")
+    _selection_args(q)
+    q.add_argument("--no-probe", dest="probe", action="store_false",
+                   help="do not time the upstream (no extraction-time estimate; for a quick look)")
+    q.set_defaults(func=cmd_plan)
 
     t = sub.add_parser("tasks", help="list the SUPERB tasks (built-in and plugin)")
     tsub = t.add_subparsers(dest="tasks_command", metavar="SUBCOMMAND")
@@ -236,10 +266,11 @@ def store_writer(db: Path | None) -> StoreWriter:
     return StoreWriter(db)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _run_from_args(args: argparse.Namespace, **options: object) -> tuple:
+    """(upstream, tasks, data root, RunOptions) of the shared selection options, checked in the order that
+    fails fastest: task names, device, recipe overrides, then the upstream and the data."""
     from superbench.device import resolve_compute
-    from superbench.results import aggregate
-    from superbench.runner import RunOptions, run
+    from superbench.runner import RunOptions
     from superbench.tasks import resolve_tasks
     from superbench.upstream import load_upstream
 
@@ -251,15 +282,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_overrides(tasks, profile, overrides)  # a bad --set is a usage error before any work
     upstream = load_upstream(args.upstream, path=args.upstream_path)
     data_root, is_demo = resolve_data(args.data)
-    writer = store_writer(args.db) if args.store else None
     opts = RunOptions(profile=profile, seeds=args.seeds, overrides=overrides,
                       upstream_source=upstream_source_of(args.upstream, args.upstream_path),
                       layer=args.layer, lr=args.lr, lr_sweep=args.lr_sweep, use_cache=args.use_cache,
-                      results_dir=args.results, overwrite=args.overwrite, progress=args.progress,
-                      on_record=writer,
-                      extract_threads=args.extract_threads or args.threads,
-                      train_threads=args.train_threads or args.threads, group_trials=args.group_trials,
-                      device=args.device, precision=args.precision)
+                      results_dir=args.results, device=args.device, precision=args.precision,
+                      cache_dtype=args.cache_dtype, **options)
+    return upstream, tasks, data_root, opts
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from superbench.plan import estimate_run, format_plan
+    from superbench.runner import plan_run
+
+    upstream, tasks, data_root, opts = _run_from_args(args)
+    print(format_plan(estimate_run(plan_run(upstream, tasks, data_root, opts), opts, probe=args.probe)))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from superbench.results import aggregate
+    from superbench.runner import run
+
+    writer = store_writer(args.db) if args.store else None
+    upstream, tasks, data_root, opts = _run_from_args(args, on_record=writer, overwrite=args.overwrite,
+                                                      progress=args.progress, show_plan=True,
+                                                      extract_threads=args.extract_threads or args.threads,
+                                                      train_threads=args.train_threads or args.threads,
+                                                      group_trials=args.group_trials, executor=args.executor,
+                                                      address=args.address, gpus_per_trial=args.gpus_per_trial,
+                                                      gpus_per_extractor=args.gpus_per_extractor)
     if args.results is None:
         _warn_about_old_default()
     rows = aggregate(run(upstream, tasks, data_root, opts), by=("upstream", "profile", "layer"))
