@@ -152,21 +152,39 @@ class StackedUtteranceHeads:
     @torch.no_grad()
     def loss_and_grads(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         s, w = self._mix(x)
-        h = torch.baddbmm(self.b1.unsqueeze(1), s, self.w1.transpose(1, 2))  # (K, B, P)
-        o = torch.baddbmm(self.b2.unsqueeze(1), h, self.w2.transpose(1, 2))  # (K, B, C)
-        batch = o.shape[1]
+        batch = s.shape[1]
+        classes, proj = self.w2.shape[1], self.w2.shape[2]
+        # No nonlinearity between the two Linear layers: logits = (W2 W1) s + (W2 b1 + b2). With fewer classes
+        # than the projection (KS 12, ER 4 vs 256), the products through the C x D matrix W2 W1 cost
+        # C (P + B) D instead of B P D per update; the gradients of W1, b1 and W2 follow from the same
+        # C x D matrix G = d_o^T s. The same function and gradients, in another order of float operations.
+        factored = classes * (proj + batch) < batch * proj
+        if factored:
+            m = torch.bmm(self.w2, self.w1)  # (K, C, D)
+            c = torch.baddbmm(self.b2.unsqueeze(2), self.w2, self.b1.unsqueeze(2)).squeeze(2)  # (K, C)
+            o = torch.baddbmm(c.unsqueeze(1), s, m.transpose(1, 2))  # (K, B, C)
+        else:
+            h = torch.baddbmm(self.b1.unsqueeze(1), s, self.w1.transpose(1, 2))  # (K, B, P)
+            o = torch.baddbmm(self.b2.unsqueeze(1), h, self.w2.transpose(1, 2))  # (K, B, C)
         log_p = torch.log_softmax(o, dim=-1)
         loss = -log_p.gather(-1, targets.unsqueeze(-1)).squeeze(-1).mean(dim=1)  # (K,)
         d_o = log_p.exp_()
         d_o.scatter_add_(-1, targets.unsqueeze(-1), torch.full_like(d_o[..., :1], -1.0)).div_(batch)
-        g_w2 = torch.bmm(d_o.transpose(1, 2), h)  # (K, C, P)
-        g_b2 = d_o.sum(dim=1)
-        d_h = torch.bmm(d_o, self.w2)  # (K, B, P)
-        g_w1 = torch.bmm(d_h.transpose(1, 2), s)  # (K, P, D)
-        g_b1 = d_h.sum(dim=1)
+        g_b2 = d_o.sum(dim=1)  # (K, C)
+        if factored:
+            g = torch.bmm(d_o.transpose(1, 2), s)  # (K, C, D)
+            w2t = self.w2.transpose(1, 2)  # (K, P, C)
+            g_w1 = torch.bmm(w2t, g)  # (K, P, D)
+            g_b1 = torch.bmm(w2t, g_b2.unsqueeze(2)).squeeze(2)  # (K, P)
+            g_w2 = torch.baddbmm(g_b2.unsqueeze(2) * self.b1.unsqueeze(1), g, self.w1.transpose(1, 2))  # (K, C, P)
+        else:
+            g_w2 = torch.bmm(d_o.transpose(1, 2), h)  # (K, C, P)
+            d_h = torch.bmm(d_o, self.w2)  # (K, B, P)
+            g_w1 = torch.bmm(d_h.transpose(1, 2), s)  # (K, P, D)
+            g_b1 = d_h.sum(dim=1)
         grads = [g_w1, g_b1, g_w2, g_b2]
         if w is not None:
-            d_s = torch.bmm(d_h, self.w1)  # (K, B, D)
+            d_s = torch.bmm(d_o, m) if factored else torch.bmm(d_h, self.w1)  # (K, B, D)
             if x.dim() == 3:
                 length, b, d = x.shape
                 g_w = d_s.reshape(-1, b * d) @ x.reshape(length, b * d).T  # (K, L)
