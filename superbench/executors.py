@@ -195,6 +195,22 @@ class RayExtractorPool:
         import ray
 
         self.ray, self.actors, self.gpus, self.threads = ray, max(1, int(actors)), float(gpus_per_extractor), threads
+        #: (spec, path, kwargs) of `load_upstream`, the variant options and the expected fingerprint: how
+        #: workers rebuild an upstream that cannot be pickled (set by the runner)
+        self.rebuild: tuple[tuple, dict, str] | None = None
+
+    def _shipped(self, upstream: Any) -> Any:
+        """What the actors receive: the upstream itself when it pickles, else the recipe to rebuild it."""
+        from ray import cloudpickle
+
+        try:
+            cloudpickle.dumps(upstream)
+            return upstream
+        except Exception as exc:  # e.g. "Serialization of parametrized modules is only supported through ..."
+            if self.rebuild is None:
+                raise ValueError(f"{getattr(upstream, 'name', upstream)} cannot be sent to Ray workers ({exc}) and "
+                                 f"was not loaded by name: run it with --executor local") from exc
+            return self.rebuild
 
     def run(self, upstream: Any, tasks: Sequence[Any], progress: Callable[[int], Any]) -> None:
         from ray.util import ActorPool
@@ -202,7 +218,7 @@ class RayExtractorPool:
         if not tasks:
             return
         probe = Path(tasks[0].path)
-        ray, held = self.ray, self.ray.put(upstream)
+        ray, held = self.ray, self.ray.put(self._shipped(upstream))
         cls = ray.remote(num_cpus=1, num_gpus=self.gpus, max_restarts=3, max_task_retries=3)(_Extractor)
         actors = [cls.remote(held, self.threads) for _ in range(min(self.actors, len(tasks)))]
         missing = [a for a in ray.get([a.sees.remote(str(probe)) for a in actors]) if a]
@@ -219,6 +235,14 @@ class _Extractor:
     def __init__(self, upstream: Any, threads: int | None) -> None:
         if threads:
             torch.set_num_threads(threads)
+        if isinstance(upstream, tuple):  # rebuilt here, and checked to be the very same weights
+            from superbench.upstream import load_upstream
+
+            (spec, path, kwargs), options, expected = upstream
+            upstream = load_upstream(spec, path, **kwargs).variant(**options)
+            if upstream.fingerprint() != expected:
+                raise RuntimeError(f"the upstream {spec} rebuilt on a Ray worker has other weights "
+                                   f"({upstream.fingerprint()} vs {expected}): is its initialisation seeded?")
         self.upstream = upstream.eval()
 
     def sees(self, path: str) -> str:

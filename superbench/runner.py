@@ -167,6 +167,7 @@ class TaskPlan:
     #: utterance id -> audio key (superbench.cache.audio_keys), computed once per manifest by `run`
     audio_keys: dict[str, str] | None = None
     compute: Compute = field(default_factory=Compute)  # device and upstream precision
+    load_spec: tuple | None = None  # how `load_upstream` built the chosen upstream (Ray workers rebuild it)
 
     def trial_stem(self, seed: int, opts: RunOptions, lr: float, fold: str) -> Path:
         """One finished trial's files: `<stem>.json` (numbers), `.head.pt`, `.predictions.jsonl`."""
@@ -232,7 +233,8 @@ def plan_task(upstream: Upstream, task: Task, data_root: Path, opts: RunOptions,
                     todo=[s for s in keys if s not in skip], done=[read_record(record_path(results, keys[s]))
                                                                   for s in skip],
                     lrs=recipe.lrs(opts.lr, opts.lr_sweep), results=results, layer=opts.layer,
-                    upstream_source=opts.upstream_source or upstream_source(upstream), compute=compute)
+                    upstream_source=opts.upstream_source or upstream_source(upstream), compute=compute,
+                    load_spec=getattr(upstream, "load_spec", None))
 
 
 def upstream_source(upstream: Upstream) -> str:
@@ -249,13 +251,16 @@ def extract(plan: TaskPlan, opts: RunOptions,
     """Features for every utterance of the manifest (once, cached by audio), and the seconds it took."""
     start = time.perf_counter()
     plan.upstream.to(plan.compute.device)
+    pool = executor.extractor_pool() if executor else None
+    if pool is not None and plan.load_spec is not None:
+        pool.rebuild = (plan.load_spec, plan.recipe.upstream.given(), plan.upstream_fingerprint.split("-")[0])
     if opts.use_cache:
         with torch_threads(opts.extract_threads):
             source: FeatureSource = extract_features(plan.upstream, plan.manifest, plan.task.level,
                                                      root=opts.cache_root, progress=opts.progress,
                                                      fingerprint=plan.upstream_fingerprint, keys=plan.audio_keys,
                                                      compute=plan.compute,
-                                                     pool=executor.extractor_pool() if executor else None,
+                                                     pool=pool,
                                                      frame_dtype=opts.cache_dtype)
     else:  # the upstream runs inside training, so under `train_threads`
         source = OnlineFeatures(plan.upstream, plan.manifest, plan.compute)

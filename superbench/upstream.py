@@ -263,13 +263,20 @@ def load_upstream(spec: str, path: str | None = None, **kwargs: Any) -> Upstream
     for a parametrised family such as `s3prl:HUBNAME`. What it builds may be any object that keeps
     the contract (see `as_upstream`).
     """
+    given = (spec, path, dict(kwargs))
     if "=" in spec and path is None:
         spec, path = spec.split("=", 1)
     if ":" in spec:
         head, arg = spec.split(":", 1)
         if head.endswith(".py"):
             factory = load_object_from_file(spec)
-            return as_upstream(factory(path=path, **kwargs) if path else factory(**kwargs), spec)
-        return as_upstream(UPSTREAMS.get(head)(arg, path=path, **kwargs), spec)
-    factory = UPSTREAMS.get(spec)
-    return as_upstream(factory(path=path, **kwargs) if path else factory(**kwargs), spec)
+            upstream = as_upstream(factory(path=path, **kwargs) if path else factory(**kwargs), spec)
+        else:
+            upstream = as_upstream(UPSTREAMS.get(head)(arg, path=path, **kwargs), spec)
+    else:
+        factory = UPSTREAMS.get(spec)
+        upstream = as_upstream(factory(path=path, **kwargs) if path else factory(**kwargs), spec)
+    # How to build it again elsewhere (a Ray worker), for models that cannot be pickled (weight-norm
+    # parametrisations, as in wav2vec 2.0 / HuBERT's positional convolution).
+    upstream.load_spec = given
+    return upstream

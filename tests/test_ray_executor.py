@@ -125,3 +125,21 @@ def test_an_unreachable_address_is_a_clear_error():
     with pytest.raises(ValueError, match=r"--address 127.0.0.1:9: cannot connect to Ray"):
         RayExecutor(address="127.0.0.1:9")
     assert time.monotonic() - start < 120
+
+
+def test_an_upstream_that_cannot_be_pickled_is_rebuilt_on_the_workers(cluster, tmp_path):
+    """HuBERT's positional convolution is weight-norm parametrised (not picklable): workers rebuild it by name
+    and check its fingerprint; the cache equals one extracted here with the workers' single thread."""
+    from superbench.upstream import load_upstream
+
+    make_class_corpus(tmp_path, task="ks", per_class=(3, 1, 1))
+    over = {"steps": 2, "eval_interval": 2, "batch_size": 4, "lr_grid": [1e-3]}
+    recs = {}
+    for executor in ("local", "ray"):
+        up = load_upstream("hubert-tiny-random")
+        opts = scratch_run_options(tmp_path / executor, overrides=over, executor=executor, extract_threads=1)
+        (recs[executor],) = run_task(up, get_task("ks"), tmp_path, opts)
+    folders = [cache_path(up, "utterance", tmp_path / e / "cache", recs[e].features_fingerprint)
+               for e in ("local", "ray")]
+    local, remote = ({p.name: p.read_bytes() for p in f.glob("*.npy")} for f in folders)
+    assert local.keys() == remote.keys() and all(local[n] == remote[n] for n in local)
