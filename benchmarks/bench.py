@@ -413,7 +413,7 @@ def section_7(args: argparse.Namespace, ups: dict, data: Path, home: Path) -> No
     print(f"   a. ER grid, {len(rl.trials)} trials x {args.er_steps} updates (superb batches): local {tl:6.1f} s, "
           f"Ray 2 workers {tr:6.1f} s  x{tl / tr:4.2f}  (goal >= 1.6x; same test acc: {rl.test == rr.test})")
     # extraction: a KS subset with 1 actor vs 2 (cold caches; each actor one thread)
-    ks = subset(data / "ks", work / "subsets", 96, 24)
+    ks = subset(data / "ks", work / "subsets", 384, 48)  # 480 clips: chunks of 64 utterances for the actors
     t1, r1 = timed_run(up, "ks", ks, work / "x1", lr=1e-3, overrides={"steps": 2, "eval_interval": 2},
                        executor="ray", extract_actors=1)
     t2, r2 = timed_run(up, "ks", ks, work / "x2", lr=1e-3, overrides={"steps": 2, "eval_interval": 2},

@@ -91,6 +91,9 @@ LEVELS = ("utterance", "frame")
 DEFAULT_BATCH_SAMPLES = 16000 * 64
 #: Default chunk size on disk; bounds the memory held before a chunk is written.
 DEFAULT_CHUNK_BYTES = 64 << 20
+#: At most this many utterances per chunk: a chunk is the unit of work of parallel extraction (Ray actors),
+#: so small pooled features must not all land in one chunk.
+DEFAULT_CHUNK_UTTERANCES = 64
 #: Frames an upstream may differ from its declared frame rule before extraction stops.
 DEFAULT_FRAME_TOLERANCE = 2
 #: Bytes hashed at each end of an audio file for its key (the whole file when under two blocks).
@@ -231,9 +234,10 @@ def feature_bytes(upstream: Upstream, num_samples: int, level: str, frame_dtype:
 
 
 def plan_chunks(upstream: Upstream, utterances: Sequence[Utterance], level: str, batch_samples: int,
-                chunk_bytes: int) -> list[list[list[str]]]:
+                chunk_bytes: int, chunk_utterances: int = DEFAULT_CHUNK_UTTERANCES) -> list[list[list[str]]]:
     """Chunks of batches of ids: longest first, each batch under `batch_samples` padded samples
-    (and under `chunk_bytes` of features, so a chunk never holds more than one oversized batch)."""
+    (and under `chunk_bytes` of features, so a chunk never holds more than one oversized batch);
+    a chunk holds at most `chunk_utterances` utterances unless one batch alone is larger."""
     ordered = sorted(utterances, key=lambda u: (-u.num_samples, u.id))
     batches: list[list[Utterance]] = []
     batch_bytes: list[int] = []
@@ -247,13 +251,15 @@ def plan_chunks(upstream: Upstream, utterances: Sequence[Utterance], level: str,
             batches.append([utt])
             batch_bytes.append(nbytes)
     chunks: list[list[list[str]]] = []
-    size = chunk_bytes
+    size, count = chunk_bytes, chunk_utterances
     for batch, nbytes in zip(batches, batch_bytes):
-        if size + nbytes > chunk_bytes and (not chunks or chunks[-1]):
+        full = size + nbytes > chunk_bytes or count + len(batch) > chunk_utterances
+        if full and (not chunks or chunks[-1]):
             chunks.append([])
-            size = 0
+            size, count = 0, 0
         chunks[-1].append([u.id for u in batch])
         size += nbytes
+        count += len(batch)
     return chunks
 
 
