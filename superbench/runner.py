@@ -321,6 +321,9 @@ def sweep(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, seeds: Sequen
 
     with torch_threads(opts.train_threads):
         executor.run(jobs, source, keep)
+    for by_lr in trials.values():  # fold order, whatever order remote jobs finished in
+        for lr in by_lr:
+            by_lr[lr] = {f.name: by_lr[lr][f.name] for f in plan.manifest.folds if f.name in by_lr[lr]}
     for seed, by_lr in trials.items():
         for lr, by_fold in by_lr.items():
             for fold_name, result in by_fold.items():
