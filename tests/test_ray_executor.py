@@ -143,3 +143,38 @@ def test_an_upstream_that_cannot_be_pickled_is_rebuilt_on_the_workers(cluster, t
                for e in ("local", "ray")]
     local, remote = ({p.name: p.read_bytes() for p in f.glob("*.npy")} for f in folders)
     assert local.keys() == remote.keys() and all(local[n] == remote[n] for n in local)
+
+
+def test_an_interrupted_ray_driver_leaves_a_resumable_run(cluster, tmp_path, monkeypatch):
+    """Ctrl-C in the driver after the first finished trial: the rest is cancelled, the finished trial is kept,
+    and the rerun trains only what is missing, to the same record as an undisturbed run."""
+    import superbench.runner as runner
+
+    make_sequence_corpus(tmp_path, task="pr")
+    over = {"steps": 20, "eval_interval": 10, "batch_size": 8, "lr_grid": [1e-3, 1e-2]}
+    (whole,) = run_task(ToneUpstream(), get_task("pr"), tmp_path,
+                        scratch_run_options(tmp_path / "a", overrides=over, executor="ray"))
+    opts = scratch_run_options(tmp_path / "b", overrides=over, executor="ray")
+    real_keep, kept = runner._keep_trial, []
+
+    def keep_then_interrupt(*args, **kw):
+        kept.append(real_keep(*args, **kw))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_keep_trial", keep_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_task(ToneUpstream(), get_task("pr"), tmp_path, opts)
+    monkeypatch.undo()
+    finished = list((tmp_path / "b" / "ckpt").rglob("lr*-default.json"))
+    assert len(kept) == 1 and len(finished) == 1  # one trial on disk, the other cancelled
+    real_jobs, trained = runner._jobs, []
+
+    def counting_jobs(*args, **kw):
+        jobs, parts = real_jobs(*args, **kw)
+        trained.extend(t.desc for j in jobs for t in j.trials)
+        return jobs, parts
+
+    monkeypatch.setattr(runner, "_jobs", counting_jobs)
+    (resumed,) = run_task(ToneUpstream(), get_task("pr"), tmp_path, opts)
+    assert len(trained) == 1  # only the cancelled trial was trained again
+    _records_equal(whole, resumed)
