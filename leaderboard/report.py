@@ -107,8 +107,8 @@ def record_labels(board: Leaderboard, records: Iterable[ResultRecord]) -> dict[t
     out = {}
     for r in records:
         key = r.run_key().as_tuple()
-        row = (r.upstream, r.upstream_fingerprint, board.row_of.get(key, r.manifest_fingerprint), r.recipe_version,
-               r.profile, "" if r.layer is None else str(r.layer))
+        row = (r.upstream, r.upstream_fingerprint, board.row_of.get(key, r.manifest_fingerprint),
+               board.recipe_of.get(key, r.recipe_version), r.profile, "" if r.layer is None else str(r.layer))
         out[key] = by_row.get(row, r.upstream)
     return out
 
@@ -142,7 +142,8 @@ def task_bar_figure(board: Leaderboard, records: Iterable[ResultRecord] = (),
     labels = labels if labels is not None else record_labels(board, records)
     seeds: dict[tuple, list[float]] = defaultdict(list)
     for r in records:
-        seeds[(_label(r, labels), r.profile, r.recipe_version, r.task)].append(float(r.test))
+        recipe = board.recipe_of.get(r.run_key().as_tuple(), r.recipe_version)  # the row's, as in the frame
+        seeds[(_label(r, labels), r.profile, recipe, r.task)].append(float(r.test))
     plt = _pyplot()
     f = board.frame
     if board.reference != "paper":  # published numbers come from other data: no bar beside local ones

@@ -69,6 +69,8 @@ class Leaderboard:
     notes: list[str] = field(default_factory=list)
     #: RunKey tuple of each record -> the `data` of its row (see `row_data`), to find a record's row.
     row_of: dict[tuple, str] = field(default_factory=dict)
+    #: RunKey tuple of each record -> the recipe label of its row (see `row_recipes`).
+    recipe_of: dict[tuple, str] = field(default_factory=dict)
 
     # -- views ----------------------------------------------------------------------
     def display_frame(self) -> pd.DataFrame:
@@ -189,6 +191,34 @@ def row_data(records: Iterable[ResultRecord]) -> dict[tuple, str]:
     return out
 
 
+def row_recipes(records: Iterable[ResultRecord]) -> dict[tuple, str]:
+    """The recipe label of each record's row, by `RunKey` tuple.
+
+    Recipe versions are per task, so one model's tasks can carry different versions (pr 2, er 1, ...):
+    its row keeps them together and lists them per task ('pr2 ks2 er1'), or shows the one version they
+    share. When a task of (upstream, fingerprint, corpus, profile, layer) was scored under several versions,
+    those records keep their own version, one row each, as rows never average across versions.
+    """
+    records = list(records)
+    by_base: dict[tuple, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for r in records:
+        by_base[_recipe_base(r)][r.task].add(str(r.recipe_version))
+    out = {}
+    for r in records:
+        per_task = by_base[_recipe_base(r)]
+        label = str(r.recipe_version)
+        if all(len(v) == 1 for v in per_task.values()):
+            versions = {t: next(iter(v)) for t, v in per_task.items()}
+            if len(set(versions.values())) > 1:
+                label = " ".join(f"{t}{versions[t]}" for t in in_task_order(list(versions)))
+        out[r.run_key().as_tuple()] = label
+    return out
+
+
+def _recipe_base(r: ResultRecord) -> tuple:
+    return (r.upstream, r.upstream_fingerprint, r.corpus, r.profile, r.layer)
+
+
 def _base(r: ResultRecord) -> tuple:
     return (r.upstream, r.upstream_fingerprint, r.corpus, r.recipe_version, r.profile, r.layer)
 
@@ -209,14 +239,17 @@ def build_leaderboard(records: Iterable[ResultRecord], reference: str | None = N
     if reference not in REFERENCE_MODES:
         raise ValueError(f"unknown reference {reference!r}; choose from {', '.join(REFERENCE_MODES)}")
     published = list(published)
-    data_of = row_data(records)
-    rows = [replace(r, manifest_fingerprint=data_of[r.run_key().as_tuple()]) for r in records]
+    recipe_of = row_recipes(records)
+    relabelled = [replace(r, recipe_version=recipe_of[r.run_key().as_tuple()]) for r in records]
+    data_by_row = row_data(relabelled)  # by the relabelled records' keys
+    data_of = {r.run_key().as_tuple(): data_by_row[n.run_key().as_tuple()] for r, n in zip(records, relabelled)}
+    rows = [replace(n, manifest_fingerprint=data_by_row[n.run_key().as_tuple()]) for n in relabelled]
     long = aggregate(rows, by=ROW_KEYS)
     tasks = in_task_order(list(long["task"]) + [p.task for p in published])
     if long.empty and not published:
         frame = pd.DataFrame(columns=ROW_KEYS + ["label", "kind", "score", "n_tasks", "tasks", "reference"])
         return Leaderboard(frame, [], reference, notes=notes + ["no results stored yet"])
-    wide = _measured_frame(long, tasks, records, data_of) if not long.empty else pd.DataFrame()
+    wide = _measured_frame(long, tasks, relabelled, data_by_row) if not long.empty else pd.DataFrame()
     if published:
         wide = pd.concat([wide, _published_frame(published, tasks)], ignore_index=True)
     for t in tasks:
@@ -242,6 +275,7 @@ def build_leaderboard(records: Iterable[ResultRecord], reference: str | None = N
                  "listed and are not comparable with it")
     board = Leaderboard(wide, tasks, reference, scores, notes)
     board.row_of = data_of
+    board.recipe_of = recipe_of
     return sort_leaderboard(board, sort or "score")
 
 

@@ -206,3 +206,23 @@ def test_scores_that_round_to_zero_have_no_sign():
     assert "c,c,fp-c,data-one,1.0,superb,,50.0000,,1,0.0000,1,ks,local" in board.render("csv")
     assert "-0.0" not in board.render("csv") and "-0.0" not in board.render("html")
     assert '"value": -0.0,' not in board.render("json")
+
+
+def test_tasks_under_different_recipe_versions_share_one_row_and_are_scored_locally():
+    """Recipe versions are per task (ks at 2, er at 1): one model stays one row, its label lists them."""
+    records = [rec(u, t, v, recipe=r, profile="fast", data=f"d-{t}")
+               for u, vals in (("fbank", {"ks": 40.0, "er": 45.0}), ("good", {"ks": 80.0, "er": 65.0}))
+               for (t, v), r in zip(vals.items(), ("2", "1"))]
+    board = build_leaderboard(records, reference="local")
+    f = board.frame
+    assert sorted(f["upstream"]) == ["fbank", "good"]  # one row each, not one per recipe version
+    assert set(f["recipe_version"]) == {"ks2 er1"}
+    good = f[f["upstream"] == "good"].iloc[0]
+    assert (good["ks"], good["er"], good["score"], good["n_tasks"]) == (80.0, 65.0, 1000.0, 2)
+    assert board.recipe_of[records[0].run_key().as_tuple()] == "ks2 er1"
+    # a second version of one task for the same model: rows never average across versions
+    again = build_leaderboard(records + [rec("good", "ks", 90.0, recipe="3", profile="fast", data="d-ks")],
+                              reference="local")
+    mine = again.frame[again.frame["upstream"] == "good"]
+    assert sorted(mine["recipe_version"]) == ["1", "2", "3"]  # nothing says which ks goes with er: apart
+    assert sorted(mine["ks"].dropna().tolist()) == [80.0, 90.0]
