@@ -187,11 +187,13 @@ def audio_keys(manifest: TaskManifest, workers: int = AUDIO_KEY_WORKERS) -> dict
     return {u.id: keys[u.audio] for u in utts}
 
 
-def _device_of(upstream: Upstream) -> torch.device:
-    """Where the upstream's weights are (the CPU for one without any)."""
+def _compute_for(upstream: Upstream, compute: Compute | None) -> Compute:
+    """`compute`, or by default fp32 where the upstream's weights are (the CPU for one without any)."""
+    if compute is not None:
+        return compute
     for tensor in (*upstream.parameters(), *upstream.buffers()):
-        return tensor.device
-    return torch.device("cpu")
+        return Compute(device=tensor.device)
+    return Compute()
 
 
 def _short_hash(text: str) -> str:
@@ -448,7 +450,7 @@ def extract_features(upstream: Upstream, manifest: TaskManifest, level: str, *,
     """
     if frame_dtype not in FRAME_DTYPES:
         raise ValueError(f"frame cache dtype must be one of {', '.join(FRAME_DTYPES)}, got {frame_dtype!r}")
-    compute = compute or Compute(device=_device_of(upstream))
+    compute = _compute_for(upstream, compute)
     fingerprint = fingerprint if fingerprint is not None else upstream.fingerprint()
     path = cache_path(upstream, level, root, fingerprint)
     keys = dict(keys) if keys is not None else audio_keys(manifest)
@@ -600,7 +602,7 @@ class ChunkTask:
 def extract_chunk(upstream: Upstream, task: ChunkTask) -> int:
     """Run `upstream` over the chunk's batches (audio of the next batch read while it runs), write the
     chunk; returns the utterances extracted."""
-    compute = task.compute or Compute(device=_device_of(upstream))
+    compute = _compute_for(upstream, task.compute)
     min_samples = upstream.receptive_field
     parts, frames, keys = [], [], []
 
@@ -812,7 +814,7 @@ class OnlineFeatures:
 
     def __init__(self, upstream: Upstream, manifest: TaskManifest, compute: Compute | None = None) -> None:
         self.upstream = upstream.eval()
-        self.compute = compute or Compute(device=_device_of(upstream))
+        self.compute = _compute_for(upstream, compute)
         self._utts = {u.id: u for u in manifest.utterances()}
         self._wavs: dict[str, np.ndarray] = {}
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from superbench.audio import load_audio
-from superbench.cache import cache_path, cached_keys, feature_bytes
+from superbench.cache import audio_keys, cache_path, cached_keys, feature_bytes
 from superbench.device import Compute
 from superbench.io import human_bytes
 from superbench.upstream import Upstream, pad_batch
@@ -101,19 +101,18 @@ def probe_rate(upstream: Upstream, plans: Sequence[TaskPlan], compute: Compute,
     return elapsed / max(total, 1e-9), total
 
 
-def estimate_run(plans: Sequence[TaskPlan], opts: RunOptions, probe: bool = True) -> RunEstimate:
-    """The numbers of `plans` (the runner's, checked); `probe=False` skips timing the upstream."""
-    from superbench.paths import cache_dir
-    from superbench.runner import _free_bytes
-
-    root = Path(opts.cache_root or cache_dir())
+def task_estimates(plans: Sequence[TaskPlan], opts: RunOptions) -> list[TaskEstimate]:
+    """One TaskEstimate per plan, without timing anything: audio still to extract counts once per cache
+    folder (audio already cached, or shared with an earlier plan, counts nothing); the runner's disk check
+    sums these bytes too."""
     seen: dict[Path, set[str]] = {}
     tasks = []
     for plan in plans:
         up, level = plan.upstream, plan.task.level
         folder = cache_path(up, level, opts.cache_root, plan.upstream_fingerprint)
         done = seen.setdefault(folder, cached_keys(folder) if opts.use_cache else set())
-        keys = plan.audio_keys or {u.id: u.audio for u in plan.manifest.utterances()}
+        keys = (plan.audio_keys if plan.audio_keys is not None else audio_keys(plan.manifest) if opts.use_cache
+                else {u.id: u.audio for u in plan.manifest.utterances()})
         utts = plan.manifest.utterances()
         distinct: dict[str, float] = {}
         new, nbytes, nbytes8, new_seconds = 0, 0, 0, 0.0
@@ -137,6 +136,16 @@ def estimate_run(plans: Sequence[TaskPlan], opts: RunOptions, probe: bool = True
             distinct_hours=sum(distinct.values()) / 3600, to_extract=new, extract_hours=new_seconds / 3600,
             cache_bytes=nbytes if opts.use_cache else 0, cache_bytes_int8=nbytes8 if level == "frame" else None,
             updates=plan.recipe.train.steps, trials=trials))
+    return tasks
+
+
+def estimate_run(plans: Sequence[TaskPlan], opts: RunOptions, probe: bool = True) -> RunEstimate:
+    """The numbers of `plans` (the runner's, checked); `probe=False` skips timing the upstream."""
+    from superbench.paths import cache_dir
+    from superbench.runner import _free_bytes
+
+    root = Path(opts.cache_root or cache_dir())
+    tasks = task_estimates(plans, opts)
     rate, used = None, 0.0
     if probe and plans and any(t.to_extract for t in tasks):
         rate, used = probe_rate(plans[0].upstream, plans, plans[0].compute)

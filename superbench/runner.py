@@ -56,10 +56,7 @@ from superbench.cache import (
     CacheError,
     OnlineFeatures,
     audio_keys,
-    cache_path,
-    cached_keys,
     extract_features,
-    feature_bytes,
 )
 from superbench.device import Compute, resolve_compute
 from superbench.executors import LocalExecutor, RayExecutor, TrainingJob, make_executor
@@ -68,6 +65,7 @@ from superbench.manifest import TaskManifest, load_task_manifest
 from superbench.metrics import edit_distance
 from superbench.paths import cache_dir, checkpoints_dir
 from superbench.paths import results_dir as default_results_dir
+from superbench.plan import estimate_run, format_plan, task_estimates
 from superbench.recipe import Recipe
 from superbench.results import (
     ResultRecord,
@@ -582,8 +580,6 @@ def run(upstream: Upstream, tasks: Sequence[Task], data_root: Path, opts: RunOpt
     plans = plan_run(upstream, tasks, data_root, opts, fingerprint)
     check_disk(plans, opts)
     if opts.show_plan and any(p.todo for p in plans):
-        from superbench.plan import estimate_run, format_plan
-
         for line in format_plan(estimate_run(plans, opts)).splitlines():
             log.info("%s", line)
     executor = make_executor(opts.executor, opts.address, opts.ray_cpus, opts.gpus_per_trial,
@@ -637,22 +633,10 @@ def cache_bytes_needed(plans: Sequence[TaskPlan], opts: RunOptions) -> dict[str,
     shared by several tasks counts once per cache folder (upstream variant and level)."""
     if not opts.use_cache:
         return {}
-    cached: dict[Path, set[str]] = {}
     need: dict[str, int] = {}
-    for plan in plans:
-        if not plan.todo:
-            continue
-        up, level = plan.upstream, plan.task.level
-        folder = cache_path(up, level, opts.cache_root, plan.upstream_fingerprint)
-        done = cached.setdefault(folder, cached_keys(folder))
-        keys = plan.audio_keys if plan.audio_keys is not None else audio_keys(plan.manifest)
-        nbytes = 0
-        for utt in plan.manifest.utterances():
-            if keys[utt.id] not in done:
-                done.add(keys[utt.id])
-                nbytes += feature_bytes(up, utt.num_samples * up.sample_rate // max(utt.sample_rate, 1), level,
-                                        opts.cache_dtype)
-        need[plan.task.name] = need.get(plan.task.name, 0) + nbytes
+    for plan, estimate in zip(plans, task_estimates(plans, opts)):
+        if plan.todo:
+            need[plan.task.name] = need.get(plan.task.name, 0) + estimate.cache_bytes
     return need
 
 

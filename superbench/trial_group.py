@@ -250,7 +250,7 @@ def train_group(make_head: Callable[[], torch.nn.Module], stack: Callable[[list[
                 next(stream)
         first_step = saved["step"] + 1
         log.info("%s: resuming %d trials at step %d of %d from %s", desc, k_trials, first_step, cfg.steps, checkpoint)
-    dev_rows = [torch.tensor([row[u] for u in t.dev[0]], dtype=torch.long, device=feats.device) for t in trials]
+    dev_rows = _EvalRows([[row[u] for u in t.dev[0]] for t in trials], feats.device)
     bar = tqdm(total=cfg.steps, initial=first_step - 1, desc=desc, unit="step", disable=None if progress else True,
                leave=False)
     step = first_step
@@ -289,12 +289,7 @@ def train_group(make_head: Callable[[], torch.nn.Module], stack: Callable[[list[
             step += 1
         done = step - 1
         # Fused evaluation: every trial's outputs over the union of dev rows, scored per trial.
-        union, outputs = _outputs(stacked, feats, torch.unique(torch.cat(dev_rows)))
-        position = {int(r): j for j, r in enumerate(union.tolist())}
-        for k, t in enumerate(trials):
-            picked = torch.tensor([position[int(r)] for r in dev_rows[k].tolist()], dtype=torch.long)
-            out_k = outputs[k, picked]
-            preds = objective.predict(out_k, lengths[dev_rows[k].cpu()])
+        for k, (t, preds) in enumerate(zip(trials, dev_rows.predictions(stacked, feats, lengths, objective))):
             dev = dev_score(list(t.dev[1]), preds)
             history[k].append((done, dev))
             if best_state[k] is None or better(dev, best_dev[k]):
@@ -318,14 +313,10 @@ def train_group(make_head: Callable[[], torch.nn.Module], stack: Callable[[list[
             assert state is not None
             for p, value in zip(stacked.params, state):
                 p[k].copy_(value)
-    test_rows = [torch.tensor([row[u] for u in t.test[0]], dtype=torch.long, device=feats.device) for t in trials]
-    union, outputs = _outputs(stacked, feats, torch.unique(torch.cat(test_rows)))
-    position = {int(r): j for j, r in enumerate(union.tolist())}
+    test_rows = _EvalRows([[row[u] for u in t.test[0]] for t in trials], feats.device)
     seconds = (spent + time.perf_counter() - start) / k_trials
     results = []
-    for k, t in enumerate(trials):
-        picked = torch.tensor([position[int(r)] for r in test_rows[k].tolist()], dtype=torch.long)
-        test_preds = objective.predict(outputs[k, picked], lengths[test_rows[k].cpu()])
+    for k, (t, test_preds) in enumerate(zip(trials, test_rows.predictions(stacked, feats, lengths, objective))):
         test = objective.score(list(t.test[1]), test_preds)
         results.append(TrainResult(
             dev=best_dev[k], test=test, best_step=best_step[k], steps=cfg.steps, lr=t.cfg.lr,
@@ -335,9 +326,23 @@ def train_group(make_head: Callable[[], torch.nn.Module], stack: Callable[[list[
     return results
 
 
-@torch.no_grad()
-def _outputs(stacked: StackedHeads, feats: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rows, (K, U, C) outputs of every trial for those rows), in chunks."""
-    parts = [stacked.outputs(feats.index_select(1, rows[s:s + CHUNK_ROWS])) for s in range(0, len(rows), CHUNK_ROWS)]
-    return rows.cpu(), torch.cat(parts, dim=1).cpu()
+class _EvalRows:
+    """Each trial's evaluation rows (its dev or test split) as positions in their union, worked out once:
+    every utterance is run once for all trials, then each trial takes its own rows."""
 
+    def __init__(self, rows: list[list[int]], device: torch.device) -> None:
+        flat = torch.tensor([r for trial in rows for r in trial], dtype=torch.long)
+        union, inverse = torch.unique(flat, return_inverse=True)
+        self.union = union.to(device)
+        self.rows = list(torch.split(flat, [len(trial) for trial in rows]))
+        self.picks = list(torch.split(inverse, [len(trial) for trial in rows]))
+
+    @torch.no_grad()
+    def predictions(self, stacked: StackedHeads, feats: torch.Tensor, lengths: torch.Tensor,
+                    objective: Objective) -> list[list]:
+        """Each trial's predictions on its rows, from one pass over the union (in chunks)."""
+        parts = [stacked.outputs(feats.index_select(1, self.union[s:s + CHUNK_ROWS]))
+                 for s in range(0, len(self.union), CHUNK_ROWS)]
+        outputs = torch.cat(parts, dim=1).cpu()  # (K, U, C)
+        return [objective.predict(outputs[k, pick], lengths[rows])
+                for k, (pick, rows) in enumerate(zip(self.picks, self.rows))]
