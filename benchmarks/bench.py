@@ -12,6 +12,8 @@ random init: same compute as HuBERT Base, no download) and `fbank`, and prints:
      extraction with 2 Ray actors vs 1 (hubert-base-random, CPU-bound)        goals >= 1.6x
   8. int8 vs fp16 frame cache (fbank, demo PR and ASR): bytes (goal 0.5x), training throughput (goal >= 1.0x),
      error vs the float32 features and the score change
+  9. on a GPU (or --device): extraction throughput vs the bare forward, fp32 and bf16, and bf16 vs fp32
+     speed and error (hubert-base-random)                                       goal >= 0.9x
   6. the superb schedule (200k updates x the lr sweep) on a Speech-Commands-sized KS corpus of distinct
      clips: time-to-score / one extraction pass, trials grouped                  goal <= 1.3x
      + per-update costs grouped vs one trial at a time (KS, SID, ER) and their equality
@@ -111,13 +113,18 @@ def bench_time_to_score(upstream, ks_dir: Path, work: Path) -> dict:
             "ratio": t_total / ext, "acc": rec.test}
 
 
-def bench_throughput(upstream, task_dir: Path, work: Path, repeats: int) -> dict:
-    """extract_features vs a bare loop of upstream forwards over the same (pre-loaded) batches."""
+def bench_throughput(upstream, task_dir: Path, work: Path, repeats: int, compute=None) -> dict:
+    """extract_features vs a bare loop of upstream forwards over the same (pre-loaded) batches, both on
+    `compute` (default: the CPU, fp32); the bare loop moves each batch to the device as extraction does."""
     import torch
 
     from superbench.audio import load_audio
     from superbench.cache import DEFAULT_BATCH_SAMPLES, DEFAULT_CHUNK_BYTES, extract_features, plan_chunks
+    from superbench.device import Compute, to_device
     from superbench.upstream import pad_batch
+
+    compute = compute or Compute()
+    sync = torch.cuda.synchronize if compute.device.type == "cuda" else (lambda: None)
 
     m = load_task_manifest(task_dir)
     utts = {u.id: u for u in m.utterances()}
@@ -127,12 +134,15 @@ def bench_throughput(upstream, task_dir: Path, work: Path, repeats: int) -> dict
     bare, full = [], []
     for r in range(repeats):
         t0 = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), compute.autocast():
             for b in batches:
-                upstream(*pad_batch([wavs[i] for i in b]))
+                wav, lengths = pad_batch([wavs[i] for i in b])
+                hidden, _ = upstream(to_device(wav, compute.device), lengths)
+                [h.float().mean(dim=1).cpu() for h in hidden]  # the pooled rows back on the host, as extraction
+        sync()
         bare.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        extract_features(upstream, m, "utterance", root=work / f"tp{r}", progress=False)
+        extract_features(upstream, m, "utterance", root=work / f"tp{r}", progress=False, compute=compute)
         full.append(time.perf_counter() - t0)
     b, f = statistics.median(bare), statistics.median(full)
     seconds = sum(u.duration for u in utts.values())
@@ -197,10 +207,13 @@ def main() -> int:
     ap.add_argument("--superb-steps", type=int, default=None,
                     help="section 6a's updates instead of the recipe's (a quick check; the goal needs the recipe's)")
     ap.add_argument("--er-steps", type=int, default=3000, help="updates per ER trial in section 7")
-    ap.add_argument("--only", type=int, choices=range(1, 9), action="append", metavar="N",
-                    help="run only section N (repeatable); default: all eight")
+    ap.add_argument("--device", default="auto",
+                    help="device of section 9 (auto = CUDA when available; on a CPU-only machine section 9 is "
+                         "skipped unless --device cpu is given)")
+    ap.add_argument("--only", type=int, choices=range(1, 10), action="append", metavar="N",
+                    help="run only section N (repeatable); default: all nine")
     args = ap.parse_args()
-    sections = set(args.only or range(1, 9))
+    sections = set(args.only or range(1, 10))
     logging.basicConfig(level=logging.WARNING)
     home = Path(tempfile.mkdtemp(prefix="superbench-bench-"))
     demo_home = os.environ.get("SUPERBENCH_HOME")
@@ -229,6 +242,8 @@ def main() -> int:
         section_7(args, ups, data, home)
     if 8 in sections:
         section_8(ups, data, home)
+    if 9 in sections:
+        section_9(args, ups, ks_small, home)
     return 0
 
 
@@ -463,6 +478,42 @@ def section_8(ups: dict, data: Path, home: Path) -> None:
               f"fp16 {per16 * 1e3:5.1f} ms, int8 {per8 * 1e3:5.1f} ms, throughput x{per16 / per8:4.2f} (goal >= 1.0x)")
         print(f"        error vs float32, max/max|x| and mean/mean|x|: fp16 {e16[0]:.2e} / {e16[1]:.2e}, "
               f"int8 {e8[0]:.2e} / {e8[1]:.2e};  test {r16.metric} fp16 {r16.test:.2f}, int8 {r8.test:.2f}")
+
+
+
+def section_9(args: argparse.Namespace, ups: dict, ks_small: Path, home: Path) -> None:
+    import torch
+
+    from superbench.device import resolve_compute
+
+    compute = resolve_compute(args.device)
+    if compute.device.type == "cpu" and args.device == "auto":
+        print("\n9. GPU: no CUDA device here, skipped (run `make bench` on a GPU machine, or pass --device cpu)")
+        return
+    up = ups["hubert-base-random"]
+    up.to(compute.device)
+    name = compute.describe()
+    print(f"\n9. extraction on {name}: throughput vs the bare forward on the same batches, fp32 and bf16 "
+          f"(hubert-base-random, KS subset)")
+    rows = {}
+    for precision in ("fp32", "bf16"):
+        c = resolve_compute(str(compute.device), precision)
+        bench_throughput(up, ks_small / "ks", home / f"c9-warm-{precision}", 1, c)  # kernels, allocator
+        rows[precision] = r = bench_throughput(up, ks_small / "ks", home / f"c9-{precision}", args.repeats, c)
+        print(f"   {precision}: bare {r['bare_s']:6.2f} s  extract {r['extract_s']:6.2f} s  ratio {r['ratio']:4.2f}x "
+              f"(goal >= 0.9x)  {r['x_realtime']:.0f}x real time")
+    from superbench.audio import load_audio
+
+    wav = torch.as_tensor(load_audio(next(iter(load_task_manifest(ks_small / "ks").utterances())).audio))[None]
+    with torch.inference_mode():
+        exact = torch.stack(up(wav.to(compute.device), torch.tensor([wav.shape[1]]))[0]).float()
+        with resolve_compute(str(compute.device), "bf16").autocast():
+            low = torch.stack(up(wav.to(compute.device), torch.tensor([wav.shape[1]]))[0]).float()
+    err = (low - exact).abs()
+    print(f"   bf16 vs fp32: extraction x{rows['fp32']['extract_s'] / rows['bf16']['extract_s']:4.2f} faster; "
+          f"error max/max|x| {float(err.max() / exact.abs().max()):.2e}, "
+          f"mean/mean|x| {float(err.mean() / exact.abs().mean()):.2e}")
+    up.to("cpu")
 
 
 if __name__ == "__main__":
