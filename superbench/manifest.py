@@ -39,7 +39,7 @@ import os
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from superbench.io import atomic_write_text
 
@@ -103,6 +103,8 @@ class TaskManifest:
     fingerprint: str
     extra: dict[str, Any] = field(default_factory=dict)
     allow_unseen_labels: bool = False
+    #: Files beside the rows that the task reads (in `root`), covered by `fingerprint`.
+    sidecars: list[str] = field(default_factory=list)
 
     def check_inventory(self, field: str, units: Callable[[Any], Iterable[str]] = lambda value: [value]) -> None:
         """Refuse rows whose `field` has units (the value itself, or e.g. its phones) outside `labels`.
@@ -131,12 +133,20 @@ class TaskManifest:
         return list(seen.values())
 
 
-def _rows_fingerprint(splits: dict[str, list[dict[str, Any]]]) -> str:
+def _rows_fingerprint(splits: dict[str, list[dict[str, Any]]], task_dir: Path | None = None,
+                      sidecars: Sequence[str] = ()) -> str:
+    """Digest of the rows and of the sidecar files' bytes (e.g. SV's trial lists): what the task learns from."""
     h = hashlib.sha256()
     for split in sorted(splits):
         h.update(split.encode())
         for row in splits[split]:
             h.update(json.dumps(row, sort_keys=True).encode())
+    for name in sidecars:  # none for most tasks: their fingerprints stay what they were
+        path = Path(task_dir or ".") / name
+        if not path.is_file():
+            raise ManifestError(f"{path}: sidecar file named in meta.json is missing")
+        h.update(name.encode())
+        h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -185,10 +195,12 @@ def _unseen_error(where: str, problems: list[str]) -> ManifestError:
 def write_task_manifest(task_dir: str | Path, *, task: str, corpus: str, version: str, label_field: str,
                         labels: Iterable[str], splits: dict[str, list[dict[str, Any]]],
                         folds: list[Fold] | None = None, extra: dict[str, Any] | None = None,
-                        allow_unseen_labels: bool = False) -> Path:
+                        allow_unseen_labels: bool = False, sidecars: Sequence[str] = ()) -> Path:
     """Write split files then meta.json (last, so a folder with meta.json is complete).
 
     The unseen-label rule is checked first, so a preparer fails before writing anything.
+    `sidecars` names files the preparer already wrote into `task_dir` that the task reads beside the
+    rows (SV's trial lists): their bytes are part of the manifest's fingerprint, i.e. of the run identity.
     """
     task_dir = Path(task_dir)
     labels = list(labels)
@@ -205,11 +217,13 @@ def write_task_manifest(task_dir: str | Path, *, task: str, corpus: str, version
     meta = {
         "manifest_version": MANIFEST_VERSION, "task": task, "corpus": corpus, "version": version,
         "label_field": label_field, "labels": labels, "folds": [asdict(f) for f in folds],
-        "splits": {s: len(r) for s, r in splits.items()}, "fingerprint": _rows_fingerprint(splits),
-        "extra": extra or {},
+        "splits": {s: len(r) for s, r in splits.items()},
+        "fingerprint": _rows_fingerprint(splits, task_dir, list(sidecars)), "extra": extra or {},
     }
     if allow_unseen_labels:  # only when set, so existing meta.json files stay byte-identical
         meta["allow_unseen_labels"] = True
+    if sidecars:
+        meta["sidecars"] = list(sidecars)
     atomic_write_text(task_dir / "meta.json", json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     return task_dir
 
@@ -403,7 +417,10 @@ def load_task_manifest(task_dir: str | Path, check_files: bool = True,
         if unseen:
             raise _unseen_error(str(task_dir), unseen)
     # The run identity's `data` is what the rows say now, not what meta.json says they said.
-    fingerprint = _rows_fingerprint(raw)
+    sidecars = meta.get("sidecars", [])
+    if not isinstance(sidecars, list) or not all(isinstance(n, str) and n and "/" not in n for n in sidecars):
+        raise ManifestError(f"{meta_path}: 'sidecars' must be a list of file names in {task_dir}, got {sidecars!r}")
+    fingerprint = _rows_fingerprint(raw, task_dir, sidecars)
     if fingerprint != meta["fingerprint"]:
         log.warning("%s: stored fingerprint %s does not match the rows (%s): the split files were edited "
                     "after meta.json was written; using the rows' fingerprint", meta_path, meta["fingerprint"],
@@ -411,7 +428,7 @@ def load_task_manifest(task_dir: str | Path, check_files: bool = True,
     manifest = TaskManifest(root=task_dir, task=meta["task"], corpus=meta["corpus"], version=str(meta["version"]),
                             label_field=label_field, labels=labels, folds=folds, splits=splits,
                             fingerprint=fingerprint, extra=meta.get("extra", {}),
-                            allow_unseen_labels=allow_unseen)
+                            allow_unseen_labels=allow_unseen, sidecars=list(sidecars))
     if check_duplicates is None:
         check_duplicates = check_files and os.environ.get(DUPLICATE_CHECK_ENV, "1") != "0"
     if check_duplicates:

@@ -184,11 +184,35 @@ def record_problems(record: "ResultRecord") -> list[str]:
         problem = metric_value_problem(metric, getattr(record, name), name)
         if problem:
             problems.append(problem)
+    problems += _secondary_problems(record)
     if isinstance(record.task, str) and record.task in TASKS and metric:
         spec = TASKS.get(record.task)
         if (metric, record.higher_is_better) != (spec.metric, spec.higher_is_better):
             problems.append(f"metric {metric!r} (higher_is_better={record.higher_is_better}) does not match "
                             f"task {record.task!r} ({spec.metric}, {spec.direction})")
+    return problems
+
+
+def _secondary_problems(record: "ResultRecord") -> list[str]:
+    """Secondary metrics: a mapping of metric -> {"dev", "test"} in range, named by the task's declaration."""
+    secondary = record.secondary
+    if not isinstance(secondary, dict):
+        return [f"secondary is {secondary!r}, not a mapping of metric -> {{dev, test}}"]
+    declared = None
+    if isinstance(record.task, str) and record.task in TASKS:
+        declared = {m.name for m in TASKS.get(record.task).secondary_metrics}
+    problems = []
+    for name, values in secondary.items():
+        if declared is not None and name not in declared:
+            problems.append(f"secondary metric {name!r} is not one of task {record.task!r}'s "
+                            f"({', '.join(sorted(declared)) or 'none'})")
+        if not isinstance(values, dict) or set(values) != {"dev", "test"}:
+            problems.append(f"secondary metric {name!r} is {values!r}, not {{'dev': ..., 'test': ...}}")
+            continue
+        for role in ("dev", "test"):
+            problem = metric_value_problem(str(name), values[role], f"secondary {role}")
+            if problem:
+                problems.append(problem)
     return problems
 
 
@@ -236,6 +260,9 @@ class ResultRecord:
     device: str = ""
     #: Precision of the upstream forward (fp32, bf16, fp16); anything but fp32 is also in `profile` ("+bf16").
     precision: str = "fp32"
+    #: The task's secondary metrics (`Task.secondary_metrics`) of the selected head, mean over folds:
+    #: {"cer": {"dev": ..., "test": ...}}; {} for a task that reports only its main metric.
+    secondary: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def validate(self) -> "ResultRecord":
         """The one schema of a record, used by write, read, import and the store; raises RecordError
@@ -341,20 +368,70 @@ def migrate_results(results_dir: str | Path) -> list[tuple[Path, Path]]:
 
 
 # ------------------------------------------------------------------ summaries
+#: Metrics where lower is better, for a secondary metric whose task is not registered (a plugin's old record).
+LOWER_IS_BETTER_METRICS = frozenset({"per", "wer", "cer", "der", "eer"})
+
+
+def metric_column(task: str, metric: str | None = None) -> str:
+    """The key of one (task, metric) in wide tables, scores and baselines: the task's name for its main
+    metric (so every existing column keeps its name), `task/metric` for a secondary one ('sf/cer')."""
+    if metric is None or (task in TASKS and TASKS.get(task).metric == metric):
+        return task
+    return f"{task}/{metric}"
+
+
+def split_metric_column(column: str) -> tuple[str, str | None]:
+    """(task, secondary metric) of a `metric_column` key; None for the task's main metric."""
+    task, _, metric = column.partition("/")
+    return task, (metric or None)
+
+
+def secondary_higher_is_better(task: str, metric: str) -> bool:
+    """Direction of a task's secondary metric: its declaration, else the metric's usual direction."""
+    if task in TASKS:
+        for m in TASKS.get(task).secondary_metrics:
+            if m.name == metric:
+                return m.higher_is_better
+    return metric not in LOWER_IS_BETTER_METRICS
+
+
+def _secondary_rank(task: str, metric: str) -> int:
+    """Position of a secondary metric after its task's main one: declaration order, undeclared last."""
+    names = [m.name for m in TASKS.get(task).secondary_metrics] if task in TASKS else []
+    return 1 + (names.index(metric) if metric in names else len(names))
+
+
 def aggregate(records: Iterable[ResultRecord], by: Sequence[str] = ("upstream", "upstream_fingerprint",
-              "recipe_version", "profile", "layer")) -> pd.DataFrame:
-    """One row per (`by`..., task): the test metric's mean, sample std (NaN for one seed), n, seeds,
-    mean dev, and the wall time spent; the numbers a paper table and a CI gate read."""
+              "recipe_version", "profile", "layer"), secondary: bool = True) -> pd.DataFrame:
+    """One row per (`by`..., task, metric): the test metric's mean, sample std (NaN for one seed), n, seeds,
+    mean dev, and the wall time spent; the numbers a paper table and a CI gate read.
+
+    A task's main metric has `role` "main" and `column` = the task's name; each secondary metric
+    (`ResultRecord.secondary`, e.g. SF's CER) has its own row right after it, with `role` "secondary",
+    `column` "sf/cer" (see `metric_column`), its own direction in `higher_is_better`, and mean/std/n over
+    the seeds whose record carries it (an old record without it counts only in the main row).
+    `lr`, `extraction_s` and `training_s` of a secondary row repeat those of the runs it was computed on
+    (the main metric selected the head): sum times over `role == "main"` rows only.
+    `secondary=False` gives the main rows alone.
+    """
     import pandas as pd
 
-    rows = [{"upstream": r.upstream, "upstream_fingerprint": r.upstream_fingerprint, "data": r.manifest_fingerprint,
-             "recipe_version": r.recipe_version, "profile": r.profile,
-             "layer": "" if r.layer is None else str(r.layer), "task": r.task, "metric": r.metric,
-             "higher_is_better": bool(r.higher_is_better), "seed": r.seed, "test": float(r.test),
-             "dev": float(r.dev), "lr": r.lr, "created_at": r.created_at,
-             "extraction_s": float(r.wall_time.get("extraction", 0.0)),
-             "training_s": float(r.wall_time.get("training", 0.0))} for r in records]
-    keys = list(by) + ["task", "metric", "higher_is_better"]
+    rows = []
+    for r in records:
+        base = {"upstream": r.upstream, "upstream_fingerprint": r.upstream_fingerprint,
+                "data": r.manifest_fingerprint, "recipe_version": r.recipe_version, "profile": r.profile,
+                "layer": "" if r.layer is None else str(r.layer), "task": r.task, "seed": r.seed,
+                "lr": r.lr, "created_at": r.created_at,
+                "extraction_s": float(r.wall_time.get("extraction", 0.0)),
+                "training_s": float(r.wall_time.get("training", 0.0))}
+        rows.append({**base, "metric": r.metric, "higher_is_better": bool(r.higher_is_better), "role": "main",
+                     "column": r.task, "rank": 0, "test": float(r.test), "dev": float(r.dev)})
+        for name, values in (r.secondary.items() if secondary else ()):
+            rows.append({**base, "metric": name, "higher_is_better": secondary_higher_is_better(r.task, name),
+                         "role": "secondary", "column": metric_column(r.task, name),
+                         "rank": _secondary_rank(r.task, name), "test": float(values["test"]),
+                         "dev": float(values["dev"])})
+    keys = list(by) + ["task", "metric", "higher_is_better", "role", "column"]
     cols = keys + ["mean", "std", "n", "seeds", "dev_mean", "lr", "created_at", "extraction_s", "training_s"]
     if not rows:
         return pd.DataFrame(columns=cols)
@@ -362,7 +439,15 @@ def aggregate(records: Iterable[ResultRecord], by: Sequence[str] = ("upstream", 
     out = g.agg(mean=("test", "mean"), std=("test", "std"), n=("test", "size"),
                 seeds=("seed", lambda s: sorted(int(x) for x in s)), dev_mean=("dev", "mean"),
                 lr=("lr", "first"), created_at=("created_at", "max"),
-                extraction_s=("extraction_s", "sum"), training_s=("training_s", "sum")).reset_index()
+                extraction_s=("extraction_s", "sum"), training_s=("training_s", "sum"),
+                rank=("rank", "first")).reset_index()
+    # each task's secondary rows right after its main row, whatever order the records came in
+    task_keys = list(by) + ["task"]
+    first: dict[tuple, int] = {}
+    for i, row in enumerate(rows):
+        first.setdefault(tuple(row[k] for k in task_keys), i)
+    out["order"] = [first[tuple(v)] for v in out[task_keys].itertuples(index=False, name=None)]
+    out = out.sort_values(["order", "rank"], kind="stable").reset_index(drop=True)
     return out[cols]
 
 

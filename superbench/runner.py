@@ -455,13 +455,14 @@ def record(plan: TaskPlan, seed: int, chosen: Selection, extraction_seconds: flo
         folds={name: {"dev": round(r.dev, 4), "test": round(r.test, 4), "best_step": r.best_step}
                for name, r in folds.items()} if len(folds) > 1 else {},
         trials=[{"lr": lr, "fold": fold, "dev": round(r.dev, 4), "test": round(r.test, 4), "best_step": r.best_step,
-                 "history": [[int(step), round(float(dev), 4)] for step, dev in r.history]}
+                 "history": [[int(step), round(float(dev), 4)] for step, dev in r.history],
+                 **({"secondary": r.secondary} if r.secondary else {})}
                 for lr, by_fold in chosen.trials.items() for fold, r in by_fold.items()],
         wall_time={"extraction": round(extraction_seconds, 3), "training": round(chosen.training_seconds, 3)},
         versions=environment_versions(), git_hash=git_hash(), created_at=now_iso(),
         features_fingerprint=plan.upstream_fingerprint, upstream_source=plan.upstream_source,
         overrides=json.loads(json.dumps(plan.recipe.overrides, default=str)), artifacts=artifacts,
-        device=plan.compute.describe(), precision=plan.compute.precision)
+        device=plan.compute.describe(), precision=plan.compute.precision, secondary=_secondary_means(folds))
     path = write_record(result, plan.results)
     log.info("%s/%s seed %d: test %s %.2f (dev %.2f, lr %g) -> %s", key.upstream, task.name, seed,
              task.metric, result.test, result.dev, chosen.lr, path)
@@ -469,6 +470,13 @@ def record(plan: TaskPlan, seed: int, chosen: Selection, extraction_seconds: flo
     if opts.on_record is not None:
         opts.on_record(result)
     return result
+
+
+def _secondary_means(folds: dict[str, TrainResult]) -> dict[str, dict[str, float]]:
+    """{"cer": {"dev": mean, "test": mean}} over the folds of the chosen lr (every fold has the same metrics)."""
+    names = sorted({name for r in folds.values() for name in r.secondary.get("test", {})})
+    return {name: {role: round(statistics.fmean(r.secondary[role][name] for r in folds.values()), 4)
+                   for role in ("dev", "test")} for name in names}
 
 
 def _write_artifacts(plan: TaskPlan, seed: int, chosen: Selection, opts: RunOptions) -> dict[str, str]:

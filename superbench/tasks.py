@@ -78,6 +78,24 @@ class PaperReference:
 
 
 @dataclass(frozen=True)
+class SecondaryMetric:
+    """A metric a task reports beside its main one (SF's slot-value CER beside slot-type F1).
+
+    The main metric selects the learning rate and the checkpoint; a secondary metric is computed
+    on the selected head (the objective's `secondary_scores`) and, when it has a paper reference,
+    counts in the SUPERB score with the main one (a task's score is the mean over its metrics).
+    """
+
+    name: str  # the metric's name, in percent, e.g. "cer"
+    higher_is_better: bool
+    paper_reference: PaperReference | None = None
+
+    @property
+    def direction(self) -> str:
+        return "higher is better" if self.higher_is_better else "lower is better"
+
+
+@dataclass(frozen=True)
 class Task:
     """A task declaration: metadata, the manifest field it learns, its kind and its recipe file."""
 
@@ -90,10 +108,15 @@ class Task:
     recipe: Path  # the versioned recipe YAML (profiles with upstream / head / train sections)
     order: int = UNORDERED  # column position in tables (SUPERB's paper order for the built-ins)
     paper_reference: PaperReference | None = None  # None: the task has no official SUPERB points
+    #: Metrics reported beside `metric` (computed on the dev-selected head), e.g. SF's slot-value CER.
+    secondary_metrics: tuple[SecondaryMetric, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind.level not in LEVELS:
             raise ValueError(f"task {self.name}: kind level must be one of {LEVELS}, got {self.kind.level!r}")
+        names = [self.metric] + [m.name for m in self.secondary_metrics]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task {self.name}: metric names must be distinct, got {names}")
 
     @property
     def level(self) -> str:

@@ -149,6 +149,8 @@ class TrainResult:
     head_state: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
     #: That head's predictions {"dev": [...], "test": [...]}; in memory only (not in `to_dict`).
     predictions: dict[str, list] = field(default_factory=dict, repr=False, compare=False)
+    #: The objective's secondary metrics of that head, {"dev": {"cer": ...}, "test": {...}}; {} when it has none.
+    secondary: dict[str, dict[str, float]] = field(default_factory=dict)
 
     #: Fields kept in memory only: a finished trial's JSON holds the numbers, not weights or outputs.
     MEMORY_ONLY = ("head_state", "predictions")
@@ -173,6 +175,22 @@ class Objective(Protocol):
     def predict(self, output: torch.Tensor, lengths: torch.Tensor) -> list: ...
 
     def score(self, targets: list, predictions: list) -> float: ...
+
+
+def secondary_scores(objective: Objective, targets: Sequence, predictions: Sequence) -> dict[str, float]:
+    """The objective's secondary metrics (`secondary_scores(targets, predictions)`, e.g. SF's slot-value
+    CER) of one split's predictions; {} for an objective that reports only its main metric."""
+    scorer = getattr(objective, "secondary_scores", None)
+    if not callable(scorer):
+        return {}
+    return {name: float(value) for name, value in scorer(list(targets), list(predictions)).items()}
+
+
+def secondary_of_best(objective: Objective, dev: tuple[Sequence, Sequence],
+                      test: tuple[Sequence, Sequence]) -> dict[str, dict[str, float]]:
+    """{"dev": ..., "test": ...} secondary metrics of the selected head from its (targets, predictions)."""
+    scores = {role: secondary_scores(objective, *pair) for role, pair in (("dev", dev), ("test", test))}
+    return scores if any(scores.values()) else {}
 
 
 def dev_scorer(objective: Objective, balanced: bool) -> Callable[[list, list], float]:
@@ -358,7 +376,9 @@ def train(make_head: Callable[[], torch.nn.Module], objective: Objective, source
     return TrainResult(dev=best_dev, test=test, best_step=best_step, steps=cfg.steps, lr=cfg.lr,
                        layer_weights=[round(w, 6) for w in weights], seconds=spent + time.perf_counter() - start,
                        history=history, head_state=best_state,
-                       predictions={"dev": list(best_predictions), "test": list(test_predictions)})
+                       predictions={"dev": list(best_predictions), "test": list(test_predictions)},
+                       secondary=secondary_of_best(objective, (dev_data[1], best_predictions),
+                                                   (test_data[1], test_predictions)))
 
 
 #: First bytes of a checkpoint: a digest line over the torch.save payload that follows it.

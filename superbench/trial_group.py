@@ -47,6 +47,7 @@ from superbench.training import (
     _save_checkpoint,
     dev_scorer,
     lr_factor,
+    secondary_of_best,
 )
 
 log = logging.getLogger(__name__)
@@ -322,7 +323,8 @@ def train_group(make_head: Callable[[], torch.nn.Module], stack: Callable[[list[
             dev=best_dev[k], test=test, best_step=best_step[k], steps=cfg.steps, lr=t.cfg.lr,
             layer_weights=[round(w, 6) for w in stacked.layer_weights(k)], seconds=seconds, history=history[k],
             head_state=stacked.state_dict(k),
-            predictions={"dev": list(best_predictions[k] or []), "test": list(test_preds)}))
+            predictions={"dev": list(best_predictions[k] or []), "test": list(test_preds)},
+            secondary=secondary_of_best(objective, (t.dev[1], best_predictions[k] or []), (t.test[1], test_preds))))
     return results
 
 

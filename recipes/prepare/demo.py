@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 CORPUS = "superbench-demo"
-VERSION = "1"
+VERSION = "2"  # 2: adds the IC, SF and SV tasks (the five first tasks' audio and manifests are unchanged)
 MARKER = "COMPLETE.json"
 
 KS_WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
@@ -173,7 +173,7 @@ def ensure_demo(size: str = "default", seed: int = 0) -> Path:
     out = demo_dir(size) if seed == 0 else demo_dir(size).with_name(f"demo-{size}-seed{seed}")
     if is_complete(out):
         marker = json.loads((out / MARKER).read_text())
-        if marker.get("seed") == seed and marker.get("size") == size:
+        if marker.get("seed") == seed and marker.get("size") == size and marker.get("version") == VERSION:
             return out
     prepare_demo(out, size=size, seed=seed)
     return out
@@ -192,7 +192,7 @@ def prepare_demo(out_dir: str | Path, size: str = "default", seed: int = 0,
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     jit = Jitter()
-    plan = _Plan(cfg, jit, rng)
+    plan = _Plan(cfg, jit, rng, size)
     results = _synthesise(plan.jobs, out, workers)
     task_dirs = plan.write_manifests(out, results)
     summary = summarize_corpus(out)
@@ -239,6 +239,20 @@ def format_summary(summary: dict[str, dict[str, Any]]) -> str:
 
 # --------------------------------------------------------------------------- planning (all randomness here)
 
+#: Tasks added after the first five each plan their part of the demo in their own module
+#: (`recipes/prepare/demo_<task>.py`), which offers:
+#:   TASK: the task name;
+#:   plan(p: _Plan) -> None: draw speakers (p._speakers), jobs (p._job) and rows (p._row), sized by p.size;
+#:   write(p: _Plan, out, fill, common, extra_common) -> Path: write its manifest folder (rows via fill(rows)).
+DEMO_TASK_MODULES = ("demo_ic", "demo_sf", "demo_sv")
+
+
+def demo_task_modules() -> list[Any]:
+    import importlib
+
+    return [importlib.import_module(f"recipes.prepare.{name}") for name in DEMO_TASK_MODULES]
+
+
 def _check_size(size: str) -> DemoSize:
     if size not in SIZES:
         raise ValueError(f"unknown demo size {size!r}; choose one of {', '.join(SIZES)}")
@@ -252,10 +266,10 @@ def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
 class _Plan:
     """Speakers, texts and per-utterance parameters, drawn in a fixed order from one generator."""
 
-    def __init__(self, cfg: DemoSize, jit: Jitter, rng: np.random.Generator) -> None:
+    def __init__(self, cfg: DemoSize, jit: Jitter, rng: np.random.Generator, size: str = "default") -> None:
         from recipes.prepare.espeak import ENGLISH_ACCENTS, list_variants
 
-        self.cfg, self.jit, self.rng = cfg, jit, rng
+        self.cfg, self.jit, self.rng, self.size = cfg, jit, rng, size
         pairs = [(v, a) for v in list_variants() for a in ENGLISH_ACCENTS]
         order = rng.permutation(len(pairs))
         self._pairs = [pairs[i] for i in order]
@@ -267,6 +281,8 @@ class _Plan:
         self._plan_sid()
         self._plan_er()
         self._plan_asr()
+        for module in demo_task_modules():  # after the first five: their draws, audio and manifests stay as they were
+            module.plan(self)
 
     # speakers and texts
     def _speakers(self, n: int, prefix: str) -> list[Speaker]:
@@ -415,6 +431,10 @@ class _Plan:
                                          extra={**extra_common, "phone_inventory":
                                                 "eSpeak NG IPA for the speaker's accent, stress marks removed, "
                                                 "length marks kept as part of the phone"}, **common)
+        for module in demo_task_modules():
+            folder = module.write(self, out, fill, common, extra_common)
+            if folder is not None:
+                dirs[module.TASK] = folder
         return dirs
 
 
