@@ -68,10 +68,11 @@ def run_job(job: TrainingJob, source: FeatureSource,
             return results
         results = []
         for i, trial in enumerate(job.trials):
-            result = train(job.setup.make_head, job.setup.objective, source, trial.train, trial.dev, trial.test,
-                           trial.cfg, progress=job.progress, desc=trial.desc, checkpoint=job.checkpoints[i],
-                           checkpoint_key=trial.key, lengths=job.lengths[i] if job.lengths else None,
-                           device=job.device)
+            fit = job.setup.fit or train
+            result = fit(job.setup.make_head, job.setup.objective, source, trial.train, trial.dev, trial.test,
+                         trial.cfg, progress=job.progress, desc=trial.desc, checkpoint=job.checkpoints[i],
+                         checkpoint_key=trial.key, lengths=job.lengths[i] if job.lengths else None,
+                         device=job.device)
             if on_result is not None:
                 on_result(i, result)
             results.append(result)

@@ -46,6 +46,9 @@ class TaskSetup:
     #: Stacks K heads of `make_head` for training them as one group (superbench.trial_group); None when
     #: the kind has no batched form (frame-level heads train one at a time).
     stack: Callable[[list[torch.nn.Module]], Any] | None = None
+    #: Replaces `superbench.training.train` for a kind that is not trained by gradient steps (QbE's DTW
+    #: over each layer, the layer chosen on dev): same arguments, returns a `TrainResult`. None: `train`.
+    fit: Callable[..., Any] | None = None
 
 
 class TaskKind(Protocol):

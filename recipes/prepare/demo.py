@@ -244,7 +244,7 @@ def format_summary(summary: dict[str, dict[str, Any]]) -> str:
 #:   TASK: the task name;
 #:   plan(p: _Plan) -> None: draw speakers (p._speakers), jobs (p._job) and rows (p._row), sized by p.size;
 #:   write(p: _Plan, out, fill, common, extra_common) -> Path: write its manifest folder (rows via fill(rows)).
-DEMO_TASK_MODULES = ("demo_ic", "demo_sf", "demo_sv")
+DEMO_TASK_MODULES = ("demo_ic", "demo_sf", "demo_sv", "demo_qbe", "demo_sd")
 
 
 def demo_task_modules() -> list[Any]:
