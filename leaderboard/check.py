@@ -7,16 +7,25 @@ Baseline file (JSON, small enough to commit next to the code it guards):
      "tasks": {"ks": {"metric": "acc", "higher_is_better": true, "mean": 61.2, "std": 0.8, "n": 3,
                       "recipe_version": "1.0", "profile": "fast", "data": "<manifest fingerprint>"}, ...}}
 
-`data` is optional when reading (baselines written before it have none).
+`data` is optional when reading (baselines written before it have none). A task with
+secondary metrics (`Task.secondary_metrics`, e.g. SF's slot-value CER beside its F1) also
+has them, each with its own direction, mean, std and seed count:
+
+     "sf": {"metric": "f1", "higher_is_better": true, "mean": 88.5, ..., "secondary":
+            {"cer": {"higher_is_better": false, "mean": 25.2, "std": 0.4, "n": 3}}}
+
+`secondary` is optional too: a baseline without it checks the main metrics only (and says
+which current metrics had no baseline).
 
 The model under test: one upstream name can cover several weights (fingerprints) in a
 store. Only ONE fingerprint's results are compared: the newest (latest `created_at`)
 unless `--fingerprint PREFIX` names another, and the report says which. Mixing
 fingerprints let the baseline's own old rows stand in for a regressed new model.
 
-A task regresses when it got worse (direction-aware: lower accuracy, higher
-PER/WER) by more than `allowed = max(tolerance, K * std)`, where std is the
-larger of the baseline's and the current run's seed std (0 with one seed).
+A task regresses when one of its metrics got worse, each in its own direction (lower
+accuracy or F1, higher PER/WER/CER), by more than `allowed = max(tolerance, K * std)`, where
+std is the larger of the baseline's and the current run's seed std of that metric (0 with
+one seed); the report has a row per metric and names the metric that regressed.
 The std can widen the tolerance only so far: a std is a number of metric points (percent),
 and one above `MAX_STD` (50 points) is implausible for a seed-to-seed spread, so a baseline
 holding one (or a non-finite one, or n < 1) is refused on load, and a current std is capped
@@ -60,6 +69,16 @@ class CheckError(ValueError):
 
 
 @dataclass
+class MetricBaseline:
+    """A task's secondary metric in a baseline (measured with the task's recipe, profile and data)."""
+
+    higher_is_better: bool
+    mean: float
+    std: float
+    n: int
+
+
+@dataclass
 class TaskBaseline:
     metric: str
     higher_is_better: bool
@@ -69,6 +88,15 @@ class TaskBaseline:
     recipe_version: str
     profile: str
     data: str = ""  # manifest fingerprint the baseline was measured on; '' = not recorded
+    #: The task's secondary metrics by name ({"cer": ...}); {} for a task without (or an older baseline).
+    secondary: dict[str, MetricBaseline] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file's task entry; `secondary` only when there is one, so other entries keep their shape."""
+        out = {k: v for k, v in vars(self).items() if k != "secondary"}
+        if self.secondary:
+            out["secondary"] = {name: vars(mb) for name, mb in self.secondary.items()}
+        return out
 
 
 @dataclass
@@ -82,7 +110,7 @@ class Baseline:
         return {"format": BASELINE_FORMAT, "format_version": BASELINE_FORMAT_VERSION,
                 "upstream": self.upstream, "upstream_fingerprint": self.upstream_fingerprint,
                 "created_at": self.created_at,
-                "tasks": {t: vars(tb) for t, tb in self.tasks.items()}}
+                "tasks": {t: tb.to_dict() for t, tb in self.tasks.items()}}
 
 
 def _std(x: float) -> float:
@@ -189,6 +217,8 @@ def make_baseline(records: Iterable[ResultRecord], upstream: str, *, profile: st
     choice = choose_fingerprint(recs, upstream, fingerprint, source=source)
     recs = [r for r in recs if r.upstream_fingerprint == choice.fingerprint]
     long = aggregate(recs, by=SUMMARY_KEYS)
+    secondary = long[long["role"] == "secondary"]
+    long = long[long["role"] == "main"]
     tasks: dict[str, TaskBaseline] = {}
     for task, g in long.groupby("task", sort=False):
         if len(g) > 1:
@@ -201,9 +231,16 @@ def make_baseline(records: Iterable[ResultRecord], upstream: str, *, profile: st
         if _std(r["std"]) > MAX_STD:
             raise CheckError(f"upstream {upstream!r} task {task!r}: seed std {_std(r['std']):.2f} is more than "
                              f"{MAX_STD:g} points; such results cannot make a baseline")
+        extra = {}
+        for s in secondary[secondary["task"] == task].itertuples():
+            if _std(s.std) > MAX_STD:
+                raise CheckError(f"upstream {upstream!r} task {task!r} metric {s.metric!r}: seed std "
+                                 f"{_std(s.std):.2f} is more than {MAX_STD:g} points; such results cannot make "
+                                 f"a baseline")
+            extra[str(s.metric)] = MetricBaseline(bool(s.higher_is_better), float(s.mean), _std(s.std), int(s.n))
         tasks[task] = TaskBaseline(str(r["metric"]), bool(r["higher_is_better"]), float(r["mean"]),
                                    _std(r["std"]), int(r["n"]), str(r["recipe_version"]), str(r["profile"]),
-                                   str(r["data"]))
+                                   str(r["data"]), extra)
     ordered = {t: tasks[t] for t in in_task_order(tasks)}
     return Baseline(upstream, ordered, choice.fingerprint, now_iso())
 
@@ -253,9 +290,36 @@ def load_baseline(path: str | Path) -> Baseline:
             raise CheckError(f"{path}: tasks.{task}: metric {tb.metric!r} (higher_is_better="
                              f"{tb.higher_is_better}) does not match task {task!r} ({spec.metric}, "
                              f"{spec.direction})")
+        tb.secondary = _load_secondary(path, task, entry.get("secondary", {}))
         tasks[task] = tb
     return Baseline(data["upstream"], tasks, str(data.get("upstream_fingerprint", "")),
                     str(data.get("created_at", "")))
+
+
+def _load_secondary(path: Path, task: str, entries: Any) -> dict[str, MetricBaseline]:
+    """A task entry's `secondary` metrics, each one the task declares, in its declared direction."""
+    where = f"{path}: tasks.{task}.secondary"
+    if not isinstance(entries, dict):
+        raise CheckError(f"{where}: expected an object of metric -> {{higher_is_better, mean, std, n}}, "
+                         f"got {entries!r}")
+    declared = {m.name: m for m in TASKS.get(task).secondary_metrics}
+    out = {}
+    for name, entry in entries.items():
+        if name not in declared:
+            raise CheckError(f"{where}.{name}: not a secondary metric of task {task} "
+                             f"({', '.join(declared) or 'it has none'})")
+        if not isinstance(entry, dict):
+            raise CheckError(f"{where}.{name}: expected an object, got {entry!r}")
+        problems = _metric_problems(name, entry)
+        if problems:
+            raise CheckError(f"{where}.{name}: " + "; ".join(problems))
+        mb = MetricBaseline(entry["higher_is_better"], float(entry["mean"]), float(entry.get("std", 0.0) or 0.0),
+                            int(entry.get("n", 1)))
+        if mb.higher_is_better != declared[name].higher_is_better:
+            raise CheckError(f"{where}.{name}: higher_is_better={mb.higher_is_better} does not match task "
+                             f"{task!r} ({name}, {declared[name].direction})")
+        out[name] = mb
+    return out
 
 
 def _entry_problems(entry: dict[str, Any]) -> list[str]:
@@ -264,12 +328,20 @@ def _entry_problems(entry: dict[str, Any]) -> list[str]:
     missing = [k for k in ("metric", "higher_is_better", "mean", "recipe_version") if k not in entry]
     if missing:
         return [f"missing field(s) {missing}"]
-    problems = []
     if not isinstance(entry["metric"], str):
-        problems.append(f"metric is {entry['metric']!r}, not a string")
+        return [f"metric is {entry['metric']!r}, not a string"] + _metric_problems(str(entry["metric"]), entry)
+    return _metric_problems(entry["metric"], entry)
+
+
+def _metric_problems(metric: str, entry: dict[str, Any]) -> list[str]:
+    """Why one metric's baseline (main or secondary) cannot gate anything."""
+    missing = [k for k in ("higher_is_better", "mean") if k not in entry]
+    if missing:
+        return [f"missing field(s) {missing}"]
+    problems = []
     if not isinstance(entry["higher_is_better"], bool):
         problems.append(f"higher_is_better is {entry['higher_is_better']!r}, not true/false")
-    problem = metric_value_problem(str(entry["metric"]), entry["mean"], "mean")
+    problem = metric_value_problem(metric, entry["mean"], "mean")
     if problem:
         problems.append(problem.replace("mean metric is", "mean is"))
     std = entry.get("std", 0.0)
@@ -297,10 +369,16 @@ class CheckRow:
     n: int
     allowed: float
     status: str  # "ok", "improved", "REGRESSED", "missing"
+    secondary: bool = False  # a task's secondary metric (`metric` names it), not its main one
 
     @property
     def delta(self) -> float | None:
         return None if self.current is None else self.current - self.baseline
+
+    @property
+    def name(self) -> str:
+        """The task for its main metric, 'task metric' for a secondary one ('sf cer')."""
+        return f"{self.task} {self.metric}" if self.secondary else self.task
 
 
 @dataclass
@@ -329,11 +407,30 @@ class CheckReport:
                          f"{r.allowed:.2f}", r.status])
         widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
         lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in [head] + body]
-        verdict = (f"FAIL: {len(self.regressed)} task(s) regressed for {self.upstream}: "
-                   f"{', '.join(r.task for r in self.regressed)}" if self.regressed
-                   else f"OK: no regression for {self.upstream} ({len(self.rows)} task(s) checked)")
+        n_tasks = len({r.task for r in self.rows})
+        checked = f"{n_tasks} task(s)" + (f", {len(self.rows)} metric(s)" if len(self.rows) != n_tasks else "")
+        verdict = (f"FAIL: {len({r.task for r in self.regressed})} task(s) regressed for {self.upstream}: "
+                   f"{', '.join(_regressed_text(r) for r in self.regressed)}" if self.regressed
+                   else f"OK: no regression for {self.upstream} ({checked} checked)")
         head_lines = [self.compared] if self.compared else []
         return "\n".join(head_lines + lines + [f"note: {n}" for n in self.notes] + [verdict]) + "\n"
+
+
+def _regressed_text(row: CheckRow) -> str:
+    """'ks' for a main metric, 'sf cer (lower is better: 25.20 -> 28.40)' for a secondary one."""
+    if not row.secondary:
+        return row.task
+    direction = "higher" if row.higher_is_better else "lower"
+    return f"{row.name} ({direction} is better: {row.baseline:.2f} -> {row.current:.2f})"
+
+
+def _judge(task: str, metric: str, higher_is_better: bool, mean: float, std: float, current: float,
+           current_std: float, n: int, tolerance: float, std_tolerance: float, secondary: bool) -> CheckRow:
+    """One metric's verdict: worse in its own direction by more than max(tolerance, K * std)."""
+    allowed = max(tolerance, std_tolerance * min(max(std, current_std), MAX_STD))
+    worse = (mean - current) if higher_is_better else (current - mean)
+    status = "REGRESSED" if worse > allowed + 1e-9 else ("improved" if worse < -allowed - 1e-9 else "ok")
+    return CheckRow(task, metric, higher_is_better, mean, std, current, current_std, n, allowed, status, secondary)
 
 
 def compare(baseline: Baseline, records: Iterable[ResultRecord], *, tolerance: float = 0.5,
@@ -352,6 +449,8 @@ def compare(baseline: Baseline, records: Iterable[ResultRecord], *, tolerance: f
         raise CheckError(f"--tolerance {tolerance:g} is more than {MAX_TOLERANCE:g} points: any drop would pass")
     for task, tb in baseline.tasks.items():  # a Baseline built in code gets the checks of load_baseline
         problems = _entry_problems(vars(tb))
+        for name, mb in tb.secondary.items():
+            problems += [f"secondary {name}: {p}" for p in _metric_problems(name, vars(mb))]
         if problems:
             raise CheckError(f"baseline task {task}: " + "; ".join(problems))
     recs = _select(records, baseline.upstream)
@@ -359,9 +458,12 @@ def compare(baseline: Baseline, records: Iterable[ResultRecord], *, tolerance: f
     if choice is not None:
         recs = [r for r in recs if r.upstream_fingerprint == choice.fingerprint]
     long = aggregate(recs, by=SUMMARY_KEYS)
+    secondary = long[long["role"] == "secondary"]
+    long = long[long["role"] == "main"]
     rows: list[CheckRow] = []
     problems: list[str] = []
     notes: list[str] = []
+    unchecked: list[str] = []
     for task, tb in baseline.tasks.items():
         cur = long[long["task"] == task]
         same = cur[(cur["recipe_version"] == tb.recipe_version) & (cur["profile"] == tb.profile)]
@@ -378,6 +480,8 @@ def compare(baseline: Baseline, records: Iterable[ResultRecord], *, tolerance: f
                 continue
             rows.append(CheckRow(task, tb.metric, tb.higher_is_better, tb.mean, tb.std, None, None, 0,
                                  tolerance, "missing"))
+            rows += [CheckRow(task, name, mb.higher_is_better, mb.mean, mb.std, None, None, 0, tolerance, "missing",
+                              True) for name, mb in tb.secondary.items()]
             continue
         if tb.data:
             on_data = same[same["data"] == tb.data]
@@ -393,12 +497,26 @@ def compare(baseline: Baseline, records: Iterable[ResultRecord], *, tolerance: f
                             f"records (--records DIR) or rewrite the baseline (--write-baseline)")
             continue
         r = same.iloc[0]
-        current, cstd = float(r["mean"]), _std(r["std"])
-        allowed = max(tolerance, std_tolerance * min(max(tb.std, cstd), MAX_STD))
-        worse = (tb.mean - current) if tb.higher_is_better else (current - tb.mean)
-        status = "REGRESSED" if worse > allowed + 1e-9 else ("improved" if worse < -allowed - 1e-9 else "ok")
-        rows.append(CheckRow(task, tb.metric, tb.higher_is_better, tb.mean, tb.std, current, cstd,
-                             int(r["n"]), allowed, status))
+        rows.append(_judge(task, tb.metric, tb.higher_is_better, tb.mean, tb.std, float(r["mean"]),
+                           _std(r["std"]), int(r["n"]), tolerance, std_tolerance, False))
+        # the secondary metrics of the same runs (same fingerprint, recipe, profile and data)
+        run = secondary[(secondary["task"] == task) & (secondary["data"] == r["data"])
+                        & (secondary["recipe_version"] == r["recipe_version"]) & (secondary["profile"] == r["profile"])]
+        for name, mb in tb.secondary.items():
+            cur_m = run[run["metric"] == name]
+            if cur_m.empty:
+                if not allow_missing:
+                    problems.append(f"task {task}: metric {name} is in the baseline but the current results have "
+                                    f"no {name} (records written before secondary metrics?); pass --allow-missing "
+                                    f"to check only the metrics that ran")
+                    continue
+                rows.append(CheckRow(task, name, mb.higher_is_better, mb.mean, mb.std, None, None, 0, tolerance,
+                                     "missing", True))
+                continue
+            m = cur_m.iloc[0]
+            rows.append(_judge(task, name, mb.higher_is_better, mb.mean, mb.std, float(m["mean"]), _std(m["std"]),
+                               int(m["n"]), tolerance, std_tolerance, True))
+        unchecked += [f"{task}/{name}" for name in run["metric"] if name not in tb.secondary]
     if problems:
         raise CheckError("cannot check against the baseline:\n  " + "\n  ".join(problems)
                          + (f"\n  ({choice.describe()})" if choice else ""))
@@ -412,4 +530,7 @@ def compare(baseline: Baseline, records: Iterable[ResultRecord], *, tolerance: f
     extra = sorted(set(long["task"]) - set(baseline.tasks))
     if extra:
         notes.append(f"tasks without a baseline (not checked): {', '.join(extra)}")
+    if unchecked:
+        notes.append(f"secondary metrics without a baseline (not checked; rewrite the baseline with "
+                     f"--write-baseline to gate them): {', '.join(unchecked)}")
     return CheckReport(baseline.upstream, rows, notes, choice.describe() if choice else "")

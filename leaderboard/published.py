@@ -12,8 +12,12 @@ CSV format (one header line, then one row per number):
     upstream,task,value,source[,metric][,note]
     HuBERT Base,ks,96.30,"Yang et al., SUPERB, Interspeech 2021, Table 3"
 
-`value` is in percent, like every metric here; `metric`, when given, must be the
-task's metric (a PER typed into an accuracy column is caught).
+`value` is in percent, like every metric here, within the metric's range
+(`superbench.results.METRIC_RANGES`: accuracy-like metrics 0..100, edit-distance error
+rates such as CER up to 1000). `metric`, when given, must be the task's metric (a PER typed
+into an accuracy column is caught) or one of its secondary metrics (`Task.secondary_metrics`),
+which gives that metric's number: `HuBERT Base,sf,25.20,"...",cer` is SF's slot-value CER
+beside `HuBERT Base,sf,88.53,"...",f1`. Without `metric` the row is the task's main metric.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from superbench.results import metric_range, secondary_higher_is_better
 from superbench.tasks import TASKS
 
 REQUIRED_COLUMNS = ("upstream", "task", "value", "source")
@@ -39,7 +44,8 @@ class PublishedError(ValueError):
 
 @dataclass(frozen=True)
 class PublishedResult:
-    """One published number: `value` of `task`'s metric (percent) for `upstream`, from `source`."""
+    """One published number: `value` of `task`'s metric `metric` (percent; the main one or a secondary
+    one) for `upstream`, from `source`."""
 
     upstream: str
     task: str
@@ -94,7 +100,7 @@ def read_published_csv(path: str | Path) -> list[PublishedResult]:
         raise PublishedError(f"{path}: bad header\n  " + "\n  ".join(problems))
     reader.fieldnames = header
     rows: list[PublishedResult] = []
-    seen: dict[tuple[str, str], int] = {}
+    seen: dict[tuple[str, str, str], int] = {}
     for row in reader:
         line = reader.line_num
         if None in row:  # more fields than the header has
@@ -108,13 +114,16 @@ def read_published_csv(path: str | Path) -> list[PublishedResult]:
             problems += [f"line {line}, field {f!r}: {msg}" for f, msg in bad]
             continue
         spec = TASKS.get(cells["task"].lower())
-        key = (cells["upstream"], spec.name)
+        metric = (cells.get("metric") or spec.metric).lower()
+        key = (cells["upstream"], spec.name, metric)
         if key in seen:
-            problems.append(f"line {line}: {cells['upstream']} / {spec.name} already given on line {seen[key]}")
+            what = spec.name if metric == spec.metric else f"{spec.name} {metric}"
+            problems.append(f"line {line}: {cells['upstream']} / {what} already given on line {seen[key]}")
             continue
         seen[key] = line
+        higher = spec.higher_is_better if metric == spec.metric else secondary_higher_is_better(spec.name, metric)
         rows.append(PublishedResult(cells["upstream"], spec.name, float(cells["value"]), cells["source"],
-                                    spec.metric, spec.higher_is_better, cells.get("note", "")))
+                                    metric, higher, cells.get("note", "")))
     if problems:
         raise PublishedError(f"{path}: {len(problems)} bad row(s); nothing was imported\n  " + "\n  ".join(problems))
     if not rows:
@@ -131,6 +140,11 @@ def _row_problems(cells: dict[str, str]) -> list[tuple[str, str]]:
     task = cells.get("task", "").lower()
     if task and task not in TASKS:
         out.append(("task", TASKS.unknown_message(task)))
+    metric = cells.get("metric", "").lower()
+    known = task_metrics(task) if task in TASKS else []
+    if metric and known and metric not in known:
+        out.append(("metric", f"{cells['metric']!r} is not task {task}'s metric ({known[0]})" if len(known) == 1
+                    else f"{cells['metric']!r} is not one of task {task}'s metrics ({', '.join(known)})"))
     value = cells.get("value", "")
     if value:
         try:
@@ -138,9 +152,14 @@ def _row_problems(cells: dict[str, str]) -> list[tuple[str, str]]:
         except ValueError:
             out.append(("value", f"{value!r} is not a number"))
         else:
-            if not math.isfinite(number) or not 0.0 <= number <= 100.0:
-                out.append(("value", f"{value} is not a percentage between 0 and 100"))
-    metric = cells.get("metric", "")
-    if metric and task in TASKS and metric.lower() != TASKS.get(task).metric:
-        out.append(("metric", f"{metric!r} is not task {task}'s metric ({TASKS.get(task).metric})"))
+            lo, hi = metric_range(metric or (known[0] if known else ""))
+            if not math.isfinite(number) or not lo <= number <= hi:
+                where = "a percentage" if hi <= 100.0 else f"a {metric or known[0]} value (percent)"
+                out.append(("value", f"{value} is not {where} between {lo:g} and {hi:g}"))
     return out
+
+
+def task_metrics(task: str) -> list[str]:
+    """A task's metric names, main first: the values a published row's `metric` may take."""
+    spec = TASKS.get(task)
+    return [spec.metric] + [m.name for m in spec.secondary_metrics]

@@ -7,7 +7,8 @@ Figures, each drawn per leaderboard row (so a panel never mixes two fingerprints
 corpora or profiles that the table keeps apart, and carries the table's row label):
 - per-task bars: mean ± std over seeds, every seed as a point, the value printed past
   the error bar, and the chance level where it is known (`chance`, task -> percent;
-  the CLI reads it from the manifests with `--data`; PER/WER have none);
+  the CLI reads it from the manifests with `--data`; PER/WER have none); a task's
+  secondary metric (SF's CER) gets its own panel next to the task's;
 - layer weights: the classic SUPERB analysis, softmax-normalised weighted-sum weights
   per layer and task, with the weight printed in each cell;
 - score vs layer: when single-layer probes (`--layer K`) exist for every layer
@@ -36,9 +37,10 @@ import numpy as np
 import pandas as pd
 
 from leaderboard.published import PublishedResult
+from leaderboard.score import column_direction
 from leaderboard.table import ROW_KEYS, Leaderboard, build_leaderboard
 from superbench import __version__
-from superbench.results import ResultRecord, now_iso
+from superbench.results import ResultRecord, metric_column, now_iso, split_metric_column
 from superbench.tasks import TASKS, in_task_order
 
 log = logging.getLogger(__name__)
@@ -133,8 +135,9 @@ def _grid(plt, n: int, cols: int, width: float, height: float):
 # -- per-task bars ------------------------------------------------------------------------
 def task_bar_figure(board: Leaderboard, records: Iterable[ResultRecord] = (),
                     chance: Mapping[str, float] | None = None, labels: Mapping[tuple, str] | None = None):
-    """One panel per task: a bar per leaderboard row (mean ± std), each seed as a point,
-    the value printed beyond the error bar, and a dashed chance line where `chance` knows it."""
+    """One panel per task metric (the leaderboard's columns: a task's main metric, then its secondary
+    ones): a bar per leaderboard row (mean ± std), each seed as a point, the value printed beyond the
+    error bar, and a dashed chance line where `chance` knows it (main metrics only)."""
     if not board.tasks or board.frame.empty:
         return None
     chance = chance or {}
@@ -144,18 +147,22 @@ def task_bar_figure(board: Leaderboard, records: Iterable[ResultRecord] = (),
     for r in records:
         recipe = board.recipe_of.get(r.run_key().as_tuple(), r.recipe_version)  # the row's, as in the frame
         seeds[(_label(r, labels), r.profile, recipe, r.task)].append(float(r.test))
+        for name, values in r.secondary.items():
+            seeds[(_label(r, labels), r.profile, recipe, metric_column(r.task, name))].append(float(values["test"]))
     plt = _pyplot()
     f = board.frame
     if board.reference != "paper":  # published numbers come from other data: no bar beside local ones
         f = f[f["kind"] == "measured"]
-    per_task = {t: f[f[t].notna()] for t in board.tasks}
+    per_task = {c: f[f[c].notna()] for c in board.columns}
     per_task = {t: rows for t, rows in per_task.items() if not rows.empty}
     if not per_task:
         return None
     height = max(2.0, 0.36 * max(len(rows) for rows in per_task.values()) + 1.1)
     fig, axes = _grid(plt, len(per_task), 3, 5.2, height)
     for ax, (task, rows) in zip(axes, per_task.items()):
-        spec = TASKS.get(task)
+        owner, secondary = split_metric_column(task)
+        higher = column_direction(task)
+        metric = secondary or TASKS.get(owner).metric
         labels_ = [_panel_label(r.label, r.profile, r.recipe_version) if r.kind == "measured" else r.label
                    for r in rows.itertuples()]
         keys = [(r.label, r.profile, r.recipe_version) for r in rows.itertuples()]
@@ -182,7 +189,8 @@ def task_bar_figure(board: Leaderboard, records: Iterable[ResultRecord] = (),
                         fontsize=7)
         ax.set_yticks(y, labels_, fontsize=8)
         ax.set_ylim(len(rows) - 0.5, -0.5)
-        ax.set_title(f"{task.upper()}: {spec.metric.upper()} % ({spec.direction})", fontsize=10)
+        ax.set_title(f"{owner.upper()}: {metric.upper()} % ({'higher' if higher else 'lower'} is better)",
+                     fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -606,8 +614,8 @@ def build_report(records: list[ResultRecord], reference: str | None = None, sort
         "<h3>Runs</h3>", _table_html(provenance_frame(records, labels)),
     ]
     if published:
-        pub = pd.DataFrame([{"row": p.label, "task": p.task.upper(), "value": p.value, "source": p.source,
-                             "note": p.note} for p in published])
+        pub = pd.DataFrame([{"row": p.label, "task": p.task.upper(), "metric": p.metric.upper(), "value": p.value,
+                             "source": p.source, "note": p.note} for p in published])
         parts += ["<h3>Published numbers</h3>", _table_html(pub)]
     commands = ([f"# this report\n{command}"] if command else []) + (
         ["# equivalent runs (reconstructed from the records)"] + run_commands(records) if records else [])

@@ -1,7 +1,15 @@
 """SUPERB score: one number per upstream, always reported with its task set.
 
-    score_task = 1000 * (m - m_FBANK) / (m_SOTA - m_FBANK)
+    score_metric = 1000 * (m - m_FBANK) / (m_SOTA - m_FBANK)
+    score_task = mean of score_metric over the task's metrics (SUPERB-SG)
     SUPERB score = mean of score_task over the tasks present
+
+A task with a secondary metric (`Task.secondary_metrics`, e.g. SF: slot-type F1 and
+slot-value CER) counts once, as the mean of its metrics' scores, each scaled with its
+own reference points. Metrics are keyed by column key: the task's name for its main
+metric, 'task/metric' for a secondary one ('sf/cer'; `superbench.results.metric_column`).
+A row that lacks a metric the others count (a record from before secondary metrics) is
+scored on what it has and says so (`SuperbScore.partial`).
 
 FBANK maps to 0 and SOTA to 1000 on every task; the same formula handles error
 rates (their SOTA is lower, so the denominator is negative). Scores are not
@@ -33,6 +41,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from superbench.results import metric_column, secondary_higher_is_better, split_metric_column
 from superbench.tasks import TASKS, all_tasks, in_task_order
 
 REFERENCE_MODES = ("paper", "local")
@@ -77,69 +86,158 @@ class Reference:
 
 @dataclass
 class SuperbScore:
-    """A SUPERB score together with what it is computed over."""
+    """A SUPERB score together with what it is computed over.
+
+    `per_task` holds each task's score (the mean of its metrics' scores, SUPERB-SG), `per_metric`
+    each metric's score by column key ('sf', 'sf/cer'); `partial` names, per task, the metrics that
+    would count but did not (no value, e.g. a record from before secondary metrics, or no reference).
+    """
 
     score: float
     tasks: tuple[str, ...]
     per_task: dict[str, float]
     reference: str
     missing: tuple[str, ...] = field(default=())  # tasks with a metric but no usable reference
+    per_metric: dict[str, float] = field(default_factory=dict)
+    partial: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def n_tasks(self) -> int:
         return len(self.tasks)
 
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """Column keys of every metric that counted, in column order."""
+        return tuple(self.per_metric)
+
+    def partial_text(self) -> str:
+        """e.g. 'sf: f1 only, no cer'; '' when every task counted with all its metrics."""
+        parts = []
+        for task, left_out in self.partial.items():
+            used = [_metric_name(c) for c in self.per_metric if split_metric_column(c)[0] == task]
+            parts.append(f"{task}: {'+'.join(used)} only, no {'+'.join(left_out)}")
+        return "; ".join(parts)
+
     def label(self) -> str:
         """e.g. '912.1 (5 tasks: pr,ks,sid,er,asr; paper ref)'."""
         if not self.tasks:
             return "n/a"
-        return f"{self.score:.1f} ({self.n_tasks} tasks: {','.join(self.tasks)}; {self.reference} ref)"
+        partial = f"; {self.partial_text()}" if self.partial else ""
+        return f"{self.score:.1f} ({self.n_tasks} tasks: {','.join(self.tasks)}; {self.reference} ref{partial})"
+
+
+def _metric_name(column: str) -> str:
+    task, metric = split_metric_column(column)
+    if metric is not None:
+        return metric
+    return TASKS.get(task).metric if task in TASKS else task
 
 
 def _ordered(tasks: Iterable[str]) -> tuple[str, ...]:
     return tuple(in_task_order(tasks))
 
 
+def metric_columns(task: str) -> list[str]:
+    """Column keys of a task's metrics: its main one, then its declared secondary ones ('sf', 'sf/cer')."""
+    if task not in TASKS:
+        return [task]
+    return [task] + [metric_column(task, m.name) for m in TASKS.get(task).secondary_metrics]
+
+
+def column_order(columns: Iterable[str]) -> list[str]:
+    """Distinct column keys in table order: by task (`in_task_order`), main metric first, then the
+    secondary ones in declaration order."""
+    columns = set(columns)
+    out = []
+    for task in in_task_order(split_metric_column(c)[0] for c in columns):
+        declared = metric_columns(task)
+        out += [c for c in declared if c in columns]
+        out += sorted(c for c in columns if split_metric_column(c)[0] == task and c not in declared)
+    return out
+
+
+def column_direction(column: str) -> bool:
+    """higher_is_better of the metric a column key names."""
+    task, metric = split_metric_column(column)
+    if metric is None:
+        return TASKS.get(task).higher_is_better
+    return secondary_higher_is_better(task, metric)
+
+
 def paper_references() -> dict[str, Reference]:
-    """The published reference points of every registered task that declares them."""
-    return {t.name: Reference(t.name, t.metric, t.paper_reference.fbank, t.paper_reference.sota,
-                              t.paper_reference.source)
-            for t in all_tasks() if t.paper_reference is not None}
+    """The published reference points of every registered task that declares them, by column key:
+    a task's main metric under its name, each secondary metric with a reference under 'task/metric'."""
+    refs = {}
+    for t in all_tasks():
+        if t.paper_reference is not None:
+            refs[t.name] = Reference(t.name, t.metric, t.paper_reference.fbank, t.paper_reference.sota,
+                                     t.paper_reference.source)
+        for m in t.secondary_metrics:
+            if m.paper_reference is not None:
+                refs[metric_column(t.name, m.name)] = Reference(t.name, m.name, m.paper_reference.fbank,
+                                                                m.paper_reference.sota, m.paper_reference.source)
+    return refs
 
 
 def local_references(task_means: Mapping[str, Mapping[str, float]],
                      fbank_upstream: str = FBANK_UPSTREAM) -> dict[str, Reference]:
     """References measured in this store.
 
-    `task_means` maps upstream -> {task: mean metric} for ONE comparable group
-    (same recipe version, profile and data). FBANK is `fbank_upstream`'s mean;
-    SOTA is the best mean over all upstreams (direction-aware). Tasks without an
-    FBANK measurement get no reference (and are listed as missing in scores).
+    `task_means` maps upstream -> {column key: mean metric} for ONE comparable group
+    (same recipe version, profile and data); a column key is a task ('ks') or a task's secondary
+    metric ('sf/cer'). FBANK is `fbank_upstream`'s mean; SOTA is the best mean over all upstreams,
+    in that metric's own direction. Metrics without an FBANK measurement get no reference (and are
+    listed as missing or partial in scores).
     """
     fbank = task_means.get(fbank_upstream, {})
     refs = {}
-    for task, fb in fbank.items():
+    for column, fb in fbank.items():
+        task, metric = split_metric_column(column)
         if task not in TASKS or not math.isfinite(fb):
             continue
-        spec = TASKS.get(task)
-        values = [m[task] for m in task_means.values() if task in m and math.isfinite(m[task])]
-        best = max(values) if spec.higher_is_better else min(values)
-        refs[task] = Reference(task, spec.metric, fb, best, f"local: {fbank_upstream} vs best upstream in store")
+        higher = column_direction(column)
+        values = [m[column] for m in task_means.values() if column in m and math.isfinite(m[column])]
+        best = max(values) if higher else min(values)
+        refs[column] = Reference(task, metric or TASKS.get(task).metric, fb, best,
+                                 f"local: {fbank_upstream} vs best upstream in store")
     return refs
+
+
+def _expected(task: str, reference: str) -> list[str]:
+    """The column keys of `task` that count in a `reference`-mode score when present: every metric in
+    `local` mode; in `paper` mode the main one and the secondary ones that declare paper points."""
+    if reference != "paper" or task not in TASKS:
+        return metric_columns(task)
+    return [task] + [metric_column(task, m.name) for m in TASKS.get(task).secondary_metrics
+                     if m.paper_reference is not None]
 
 
 def superb_score(metrics: Mapping[str, float], references: Mapping[str, Reference],
                  reference: str = "paper") -> SuperbScore:
-    """Average per-task scores over the tasks that have both a metric and a usable reference."""
-    per_task, missing = {}, []
-    for task in _ordered(metrics):
-        value = metrics[task]
-        ref = references.get(task)
+    """Average per-task scores over the tasks that have a metric with a usable reference.
+
+    `metrics` and `references` are keyed by column key ('ks', 'sf', 'sf/cer'). A task's score is the
+    mean of the scores of its metrics (SUPERB-SG: SF counts once, as the mean of its F1 and CER scores);
+    a task that should count with a metric it lacks here (no value or no reference) is scored on the
+    others and named in `partial`, never silently averaged with complete rows.
+    """
+    per_metric: dict[str, float] = {}
+    for column in column_order(metrics):
+        value = metrics[column]
+        ref = references.get(column)
         s = ref.score(value) if ref is not None and math.isfinite(value) else math.nan
-        if math.isnan(s):
-            missing.append(task)
-        else:
-            per_task[task] = s
+        if not math.isnan(s):
+            per_metric[column] = s
+    by_task: dict[str, list[float]] = {}
+    for column, s in per_metric.items():
+        by_task.setdefault(split_metric_column(column)[0], []).append(s)
+    per_task = {t: sum(v) / len(v) for t, v in by_task.items()}
     tasks = _ordered(per_task)
+    missing = tuple(t for t in _ordered(split_metric_column(c)[0] for c in metrics) if t not in per_task)
+    partial = {}
+    for task in tasks:
+        left_out = [_metric_name(c) for c in _expected(task, reference) if c not in per_metric]
+        if left_out:
+            partial[task] = tuple(left_out)
     score = sum(per_task.values()) / len(per_task) if per_task else math.nan
-    return SuperbScore(score, tasks, per_task, reference, tuple(missing))
+    return SuperbScore(score, tasks, {t: per_task[t] for t in tasks}, reference, missing, per_metric, partial)

@@ -20,8 +20,13 @@ Published numbers (`leaderboard.published`, from a paper's table) live in their 
 `published` table: they have no run key, and `records()` never returns them, so the CI
 check, baselines and `local` references only ever see measurements made here.
 
-Schema history: 1 had no `data` column; 2 had no `published` table. An older file is
-migrated in place when opened (one write transaction, so concurrent openers migrate it once).
+A record's secondary metrics (`ResultRecord.secondary`, e.g. SF's slot-value CER) are in its
+`record_json` and come back with it; the key columns hold the main metric only. A published
+number is keyed by (upstream, task, metric), so a task's main and secondary metrics are two rows.
+
+Schema history: 1 had no `data` column; 2 had no `published` table; 3 keyed `published` by
+(upstream, task), with room for one metric per task. An older file is migrated in place when
+opened (one write transaction, so concurrent openers migrate it once).
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from superbench.results import RecordError, ResultRecord, RunKey, now_iso
 
 log = logging.getLogger(__name__)
 
-STORE_SCHEMA_VERSION = 3
+STORE_SCHEMA_VERSION = 4
 APPLICATION_ID = 0x53425042  # "SBPB": marks the file as a superbench store
 BUSY_TIMEOUT_MS = 60_000
 
@@ -75,16 +80,18 @@ CREATE INDEX IF NOT EXISTS results_by_upstream ON results (upstream, task);
 CREATE TABLE IF NOT EXISTS published (
     upstream TEXT NOT NULL,       -- display name as published, e.g. 'HuBERT Base'
     task TEXT NOT NULL,
-    metric TEXT NOT NULL,
+    metric TEXT NOT NULL,         -- the task's main metric or one of its secondary metrics
     higher_is_better INTEGER NOT NULL,
     value REAL NOT NULL,          -- percent, like every metric here
     source TEXT NOT NULL,         -- where the number comes from (paper, table)
     note TEXT NOT NULL,
     stored_at TEXT NOT NULL,
-    PRIMARY KEY (upstream, task)
+    PRIMARY KEY (upstream, task, metric)
 )
 """
 
+#: Columns of the `published` table, in every schema that has one (3 and 4 differ in its key only).
+_PUBLISHED_COLUMNS = ("upstream", "task", "metric", "higher_is_better", "value", "source", "note", "stored_at")
 #: Columns of a version-1 table (no `data`), read by the migration.
 _V1_COLUMNS = ("upstream", "upstream_fingerprint", "task", "recipe_version", "profile", "layer", "seed",
                "metric", "higher_is_better", "test", "dev", "created_at", "stored_at", "record_json")
@@ -207,12 +214,14 @@ class ResultStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (1, 2, STORE_SCHEMA_VERSION):
+            if version not in (1, 2, 3, STORE_SCHEMA_VERSION):
                 raise StoreError(f"{self.path}: unknown store schema {version}; cannot migrate it")
             if version == 1:
                 self._migrate_v1(conn)
             if version in (1, 2):
-                self._migrate_v2(conn)
+                self._migrate_v2(conn)  # creates `published` in this schema's shape: nothing left to do
+            if version == 3:
+                self._migrate_v3(conn)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -239,9 +248,21 @@ class ResultStore:
 
     @staticmethod
     def _migrate_v2(conn: sqlite3.Connection) -> None:
-        """Schema 2 -> 3: add the `published` table (results are untouched)."""
+        """Schema 2 -> 3 (and so 4): add the `published` table (results are untouched)."""
         for stmt in _statements(_SCHEMA):
             conn.execute(stmt)
+        conn.execute(f"PRAGMA user_version = {STORE_SCHEMA_VERSION}")
+
+    @staticmethod
+    def _migrate_v3(conn: sqlite3.Connection) -> None:
+        """Schema 3 -> 4: key `published` by (upstream, task, metric), so a task's secondary metric
+        (SF's CER) can be stored beside its main one; every stored row is kept as it is."""
+        cols = ", ".join(_PUBLISHED_COLUMNS)
+        conn.execute("ALTER TABLE published RENAME TO published_v3")
+        for stmt in _statements(_SCHEMA):
+            conn.execute(stmt)
+        conn.execute(f"INSERT INTO published ({cols}) SELECT {cols} FROM published_v3")
+        conn.execute("DROP TABLE published_v3")
         conn.execute(f"PRAGMA user_version = {STORE_SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -311,19 +332,20 @@ class ResultStore:
     def add_published(self, rows: Iterable[PublishedResult], overwrite: bool = False) -> tuple[int, int, list[str]]:
         """Store published numbers in one transaction; returns (inserted, replaced, skipped descriptions).
 
-        A stored (upstream, task) is kept unless `overwrite`, like result records.
+        A stored (upstream, task, metric) is kept unless `overwrite`, like result records.
         """
         rows = list(rows)
         conn = self._connect()
         inserted, replaced, skipped = 0, 0, []
         with self._write(conn):
             for r in rows:
-                exists = conn.execute("SELECT 1 FROM published WHERE upstream = ? AND task = ?",
-                                      (r.upstream, r.task)).fetchone() is not None
+                exists = conn.execute("SELECT 1 FROM published WHERE upstream = ? AND task = ? AND metric = ?",
+                                      (r.upstream, r.task, r.metric)).fetchone() is not None
                 if exists and not overwrite:
-                    skipped.append(f"{r.label} / {r.task}")
+                    skipped.append(f"{r.label} / {r.task} {r.metric}")
                     continue
-                conn.execute("INSERT OR REPLACE INTO published VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                conn.execute(f"INSERT OR REPLACE INTO published ({', '.join(_PUBLISHED_COLUMNS)}) "
+                             f"VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                              (r.upstream, r.task, r.metric, int(r.higher_is_better), float(r.value), r.source,
                               r.note, now_iso()))
                 replaced, inserted = (replaced + 1, inserted) if exists else (replaced, inserted + 1)
@@ -334,7 +356,7 @@ class ResultStore:
         try:
             rows = self._connect().execute(
                 "SELECT upstream, task, value, source, metric, higher_is_better, note FROM published "
-                "ORDER BY upstream, task").fetchall()
+                "ORDER BY upstream, task, metric").fetchall()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: read failed ({exc})") from exc
         return [PublishedResult(u, t, float(v), s, m, bool(h), n) for u, t, v, s, m, h, n in rows]

@@ -8,6 +8,12 @@ see `row_data`), and local references are measured per task data.
 The numbers come from `superbench.results.aggregate`, the same summary the runner
 prints. Every task column header names the metric and its direction, and every
 score carries its task set and reference mode (see leaderboard/score.py).
+
+A task's secondary metrics (`Task.secondary_metrics`, e.g. SF's slot-value CER beside its
+slot-type F1) get their own column right after the task's, keyed 'task/metric' ('sf/cer',
+`superbench.results.metric_column`) in the frame, CSV and sort option, with its own
+header ('SF CER% ↓'), mean ± std and seed count; the SUPERB score counts the task once,
+as the mean of its metrics' scores.
 """
 
 from __future__ import annotations
@@ -25,21 +31,26 @@ from leaderboard.score import (
     FBANK_UPSTREAM,
     REFERENCE_MODES,
     SuperbScore,
+    column_direction,
+    column_order,
     default_reference,
     local_references,
+    metric_columns,
     paper_references,
     superb_score,
 )
-from superbench.results import ResultRecord, aggregate
+from superbench.results import ResultRecord, aggregate, metric_column, split_metric_column
 from superbench.tasks import TASKS, in_task_order
 
 ROW_KEYS = ["upstream", "upstream_fingerprint", "data", "recipe_version", "profile", "layer"]
 FORMATS = ("md", "csv", "json", "html")
 
 
-def _task_header(task: str) -> str:
-    spec = TASKS.get(task)
-    return f"{task.upper()} {spec.metric.upper()}% {'↑' if spec.higher_is_better else '↓'}"
+def _task_header(column: str) -> str:
+    """'KS ACC% ↑' for a task's main metric, 'SF CER% ↓' for its secondary metric 'sf/cer'."""
+    task, metric = split_metric_column(column)
+    name = metric or TASKS.get(task).metric
+    return f"{task.upper()} {name.upper()}% {'↑' if column_direction(column) else '↓'}"
 
 
 def _fixed(x: float, digits: int) -> str:
@@ -62,7 +73,9 @@ def format_score(score: float) -> str:
 class Leaderboard:
     """Numeric wide frame plus what is needed to render it honestly."""
 
-    frame: pd.DataFrame  # one row per ROW_KEYS; per task: <task>, <task>_std, <task>_n; score, n_tasks, tasks
+    #: One row per ROW_KEYS; per column key (task, or 'task/metric' for a secondary metric): <key>, <key>_std,
+    #: <key>_n; per task <task>_data; score, n_tasks, tasks, metrics (column keys scored), partial.
+    frame: pd.DataFrame
     tasks: list[str]
     reference: str
     scores: list[SuperbScore] = field(default_factory=list)
@@ -71,6 +84,12 @@ class Leaderboard:
     row_of: dict[tuple, str] = field(default_factory=dict)
     #: RunKey tuple of each record -> the recipe label of its row (see `row_recipes`).
     recipe_of: dict[tuple, str] = field(default_factory=dict)
+    #: Column keys in table order: each task, then its secondary metrics ('sf', 'sf/cer'); [] = `tasks`.
+    columns: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.columns:
+            self.columns = list(self.tasks)
 
     # -- views ----------------------------------------------------------------------
     def display_frame(self) -> pd.DataFrame:
@@ -79,11 +98,13 @@ class Leaderboard:
         out = pd.DataFrame({"upstream": f["label"]})
         out["recipe"] = [v or "–" for v in f["recipe_version"]]
         out["profile"] = f["profile"]
-        for t in self.tasks:
-            out[_task_header(t)] = [_fmt(m, s) for m, s in zip(f[t], f[f"{t}_std"])]
-        out["seeds"] = [_seeds_label(row, self.tasks) for _, row in f.iterrows()]
+        for c in self.columns:
+            out[_task_header(c)] = [_fmt(m, s) for m, s in zip(f[c], f[f"{c}_std"])]
+        out["seeds"] = [_seeds_label(row, self.columns) for _, row in f.iterrows()]
         out[f"SUPERB ({self.reference} ref)"] = [format_score(s) for s in f["score"]]
-        out["score tasks"] = [f"{n}: {t}" if n else "–" for n, t in zip(f["n_tasks"], f["tasks"])]
+        partial = f["partial"] if "partial" in f else [""] * len(f)
+        out["score tasks"] = [(f"{n}: {t}" + (f" ({p})" if p else "")) if n else "–"
+                              for n, t, p in zip(f["n_tasks"], f["tasks"], partial)]
         return out
 
     def to_markdown(self) -> str:
@@ -97,8 +118,9 @@ class Leaderboard:
         return "\n".join(lines + [""] + [f"- {n}" for n in self.notes]) + "\n"
 
     def to_csv(self) -> str:
-        cols = ["label"] + ROW_KEYS + [c for t in self.tasks for c in (t, f"{t}_std", f"{t}_n")] + \
-            ["score", "n_tasks", "tasks", "reference", "kind", "source"]
+        cols = ["label"] + ROW_KEYS + [x for c in self.columns for x in (c, f"{c}_std", f"{c}_n")] + \
+            ["score", "n_tasks", "tasks", "reference", "kind", "source"] + \
+            (["metrics", "partial"] if self.columns != self.tasks else [])
         frame = self.frame[cols].rename(columns={"label": "row"})
         numeric = frame.select_dtypes("number").columns
         frame[numeric] = frame[numeric].round(4) + 0  # rounding to zero leaves no "-0.0000"
@@ -110,13 +132,29 @@ class Leaderboard:
             rows.append({
                 "row": r["label"], **{k: r[k] for k in ROW_KEYS}, "kind": r["kind"],
                 **({"source": r["source"]} if r["kind"] == "published" else {}),
-                "tasks": {t: {"metric": TASKS.get(t).metric, "higher_is_better": TASKS.get(t).higher_is_better,
-                              "mean": _num(r[t]), "std": _num(r[f"{t}_std"]), "n": int(r[f"{t}_n"])}
-                          for t in self.tasks if not math.isnan(r[t])},
+                "tasks": {t: self._task_json(r, t) for t in self.tasks
+                          if any(not math.isnan(r[c]) for c in self._columns_of(t))},
                 "superb_score": {"value": _num(r["score"]), "tasks": r["tasks"].split(",") if r["tasks"] else [],
-                                 "reference": self.reference},
+                                 "reference": self.reference,
+                                 **({"metrics": r["metrics"].split(",") if r["metrics"] else [],
+                                     "partial": r["partial"]} if self.columns != self.tasks else {})},
             })
         return json.dumps({"reference": self.reference, "notes": self.notes, "rows": rows}, indent=2) + "\n"
+
+    def _columns_of(self, task: str) -> list[str]:
+        return [c for c in self.columns if split_metric_column(c)[0] == task]
+
+    def _task_json(self, r: pd.Series, task: str) -> dict:
+        """One task's cell in JSON: its main metric, and its secondary metrics under "secondary"."""
+        spec = TASKS.get(task)
+        out = {"metric": spec.metric, "higher_is_better": spec.higher_is_better,
+               "mean": _num(r[task]), "std": _num(r[f"{task}_std"]), "n": int(r[f"{task}_n"])}
+        secondary = {split_metric_column(c)[1]: {"higher_is_better": column_direction(c), "mean": _num(r[c]),
+                                                 "std": _num(r[f"{c}_std"]), "n": int(r[f"{c}_n"])}
+                     for c in self._columns_of(task) if c != task and not math.isnan(r[c])}
+        if secondary:
+            out["secondary"] = secondary
+        return out
 
     def to_html(self) -> str:
         table = self.display_frame().to_html(index=False, escape=True, classes="leaderboard", border=0)
@@ -139,10 +177,10 @@ def _num(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 6) + 0.0
 
 
-def _seeds_label(row: pd.Series, tasks: list[str]) -> str:
+def _seeds_label(row: pd.Series, columns: list[str]) -> str:
     if row.get("kind") == "published":
         return "published"
-    ns = sorted({int(row[f"{t}_n"]) for t in tasks if row[f"{t}_n"] > 0})
+    ns = sorted({int(row[f"{c}_n"]) for c in columns if row[f"{c}_n"] > 0})
     return "/".join(map(str, ns)) if ns else "–"
 
 
@@ -249,43 +287,55 @@ def build_leaderboard(records: Iterable[ResultRecord], reference: str | None = N
     if long.empty and not published:
         frame = pd.DataFrame(columns=ROW_KEYS + ["label", "kind", "score", "n_tasks", "tasks", "reference"])
         return Leaderboard(frame, [], reference, notes=notes + ["no results stored yet"])
-    wide = _measured_frame(long, tasks, relabelled, data_by_row) if not long.empty else pd.DataFrame()
+    # every declared metric of a task shown gets its column ('–' where a row lacks it), plus any stored one
+    columns = column_order([c for t in tasks for c in metric_columns(t)] + list(long["column"])
+                           + [metric_column(p.task, p.metric) for p in published])
+    wide = _measured_frame(long, columns, relabelled, data_by_row) if not long.empty else pd.DataFrame()
     if published:
-        wide = pd.concat([wide, _published_frame(published, tasks)], ignore_index=True)
+        wide = pd.concat([wide, _published_frame(published, columns)], ignore_index=True)
+    for c in columns:
+        wide[f"{c}_n"] = wide[f"{c}_n"].fillna(0).astype(int)
     for t in tasks:
-        wide[f"{t}_n"] = wide[f"{t}_n"].fillna(0).astype(int)
         if f"{t}_data" not in wide:
             wide[f"{t}_data"] = ""
         wide[f"{t}_data"] = wide[f"{t}_data"].fillna("")
 
-    refs_by_row = _references(wide, tasks, reference, notes)
+    refs_by_row = _references(wide, columns, reference, notes)
     scores = []
     for i, r in wide.iterrows():
-        metrics = {t: float(r[t]) for t in tasks if not math.isnan(r[t])}
+        metrics = {c: float(r[c]) for c in columns if not math.isnan(r[c])}
         scores.append(superb_score(metrics, refs_by_row[i], reference))
     wide["score"] = [s.score for s in scores]
     wide["n_tasks"] = [s.n_tasks for s in scores]
     wide["tasks"] = [",".join(s.tasks) for s in scores]
+    wide["metrics"] = [",".join(s.metrics) for s in scores]
+    wide["partial"] = [s.partial_text() for s in scores]
     wide["reference"] = reference
 
-    if len({s.tasks for s in scores if s.tasks}) > 1:
+    partial = [(label, s) for label, s in zip(wide["label"], scores) if s.partial]
+    if partial:
+        rows_text = "; ".join(f"{label} ({s.partial_text()})" for label, s in partial)
+        notes.append(f"scored without some of a task's metrics (no value, e.g. a record from before secondary "
+                     f"metrics, or no reference for it): {rows_text}; such a task's score is the mean of the "
+                     f"metrics it has, so compare those rows only with rows of the same 'score tasks'")
+    if len({s.metrics for s in scores if s.tasks}) > 1:
         notes.append("rows are scored over different task sets; compare SUPERB scores only between rows "
                      "with the same 'score tasks'")
     notes.append("the official SUPERB leaderboard averages over ten tasks; these scores cover only the tasks "
                  "listed and are not comparable with it")
-    board = Leaderboard(wide, tasks, reference, scores, notes)
+    board = Leaderboard(wide, tasks, reference, scores, notes, columns=columns)
     board.row_of = data_of
     board.recipe_of = recipe_of
     return sort_leaderboard(board, sort or "score")
 
 
-def _measured_frame(long: pd.DataFrame, tasks: list[str], records: list[ResultRecord],
+def _measured_frame(long: pd.DataFrame, columns: list[str], records: list[ResultRecord],
                     data_of: dict[tuple, str]) -> pd.DataFrame:
-    stats = long.set_index(ROW_KEYS + ["task"])[["mean", "std", "n", "created_at"]].unstack("task")
-    wide = stats["mean"].reindex(columns=tasks)
-    for t in tasks:
-        wide[f"{t}_std"] = stats["std"].reindex(columns=tasks)[t]
-        wide[f"{t}_n"] = stats["n"].reindex(columns=tasks)[t].fillna(0).astype(int)
+    stats = long.set_index(ROW_KEYS + ["column"])[["mean", "std", "n", "created_at"]].unstack("column")
+    wide = stats["mean"].reindex(columns=columns)
+    for c in columns:
+        wide[f"{c}_std"] = stats["std"].reindex(columns=columns)[c]
+        wide[f"{c}_n"] = stats["n"].reindex(columns=columns)[c].fillna(0).astype(int)
     wide["created_at"] = stats["created_at"].fillna("").max(axis=1)
     wide = wide.reset_index()
     wide.columns.name = None
@@ -297,7 +347,7 @@ def _measured_frame(long: pd.DataFrame, tasks: list[str], records: list[ResultRe
         task_data[row + (r.task,)] = r.manifest_fingerprint
     keys = [tuple(r[k] for k in ROW_KEYS) for _, r in wide.iterrows()]
     wide["corpus"] = [corpus.get(k, "") for k in keys]
-    for t in tasks:
+    for t in dict.fromkeys(split_metric_column(c)[0] for c in columns):
         wide[f"{t}_data"] = [task_data.get(k + (t,), "") for k in keys]
     wide["kind"] = "measured"
     wide["source"] = ""
@@ -305,39 +355,42 @@ def _measured_frame(long: pd.DataFrame, tasks: list[str], records: list[ResultRe
     return wide
 
 
-def _published_frame(published: list[PublishedResult], tasks: list[str]) -> pd.DataFrame:
-    """One row per published upstream; no std, seeds or fingerprint (a paper gives none)."""
+def _published_frame(published: list[PublishedResult], columns: list[str]) -> pd.DataFrame:
+    """One row per published upstream; no std, seeds or fingerprint (a paper gives none).
+    A number of a task's secondary metric fills that metric's column ('sf/cer')."""
     rows: dict[str, dict] = {}
     for p in published:
         row = rows.setdefault(p.upstream, {
             "upstream": p.upstream, "upstream_fingerprint": "", "data": "", "recipe_version": "",
             "profile": "published", "layer": "", "created_at": "", "corpus": "", "kind": "published",
             "label": p.label, "sources": []})
-        row[p.task] = p.value
-        row[f"{p.task}_n"] = 0
+        column = metric_column(p.task, p.metric)
+        row[column] = p.value
+        row[f"{column}_n"] = 0
         if p.source not in row["sources"]:
             row["sources"].append(p.source)
     frame = pd.DataFrame([{**r, "source": "; ".join(r.pop("sources"))} for r in rows.values()])
-    for t in tasks:
-        frame[t] = frame[t].astype(float) if t in frame else math.nan
-        frame[f"{t}_std"] = math.nan
-        frame[f"{t}_n"] = frame[f"{t}_n"] if f"{t}_n" in frame else 0
+    for c in columns:
+        frame[c] = frame[c].astype(float) if c in frame else math.nan
+        frame[f"{c}_std"] = math.nan
+        frame[f"{c}_n"] = frame[f"{c}_n"] if f"{c}_n" in frame else 0
     return frame
 
 
-def _references(wide: pd.DataFrame, tasks: list[str], reference: str, notes: list[str]) -> dict[int, dict]:
-    """Reference points per row (index -> task -> Reference).
+def _references(wide: pd.DataFrame, columns: list[str], reference: str, notes: list[str]) -> dict[int, dict]:
+    """Reference points per row (index -> column key -> Reference).
 
-    `local`: per task, FBANK and SOTA come from the rows scored on the same task data, recipe
-    version and profile, SOTA over every one of them (all fingerprints, layer probes), so a
-    task score never exceeds 1000 and the best row on every task scores exactly 1000.
+    `local`: per metric (a task's main one, and each secondary one: 'sf/cer'), FBANK and SOTA come
+    from the rows scored on the same task data, recipe version and profile, SOTA over every one of
+    them (all fingerprints, layer probes) in the metric's own direction, so a metric's score never
+    exceeds 1000 and the best row on every metric scores exactly 1000.
     """
     measured = wide[wide["kind"] == "measured"]
     has_published = (wide["kind"] == "published").any()
     if reference == "paper":
         refs = paper_references()
-        notes.insert(0, "SUPERB score: 1000*(m-FBANK)/(SOTA-FBANK) per task, averaged; reference = paper "
-                        "(official leaderboard reference points, declared by each task)")
+        notes.insert(0, f"SUPERB score: 1000*(m-FBANK)/(SOTA-FBANK) per task{_per_metric(columns)}, averaged; "
+                        "reference = paper (official leaderboard reference points, declared by each task)")
         odd = sorted(set(measured["profile"]) - {"superb"})
         if odd:
             notes.append(f"paper references assume the full SUPERB protocol; rows with profile(s) {odd} are "
@@ -346,7 +399,8 @@ def _references(wide: pd.DataFrame, tasks: list[str], reference: str, notes: lis
             notes.append("'(published)' rows are numbers from papers (source per row in the published table), "
                          "scored with the same paper references; never used by `check` or local references")
         return {i: refs for i in wide.index}
-    notes.insert(0, f"SUPERB score: 1000*(m-FBANK)/(SOTA-FBANK) per task, averaged; reference = local "
+    notes.insert(0, f"SUPERB score: 1000*(m-FBANK)/(SOTA-FBANK) per task{_per_metric(columns)}, averaged; "
+                    f"reference = local "
                     f"(FBANK = the '{FBANK_UPSTREAM}' upstream, SOTA = the best row on the same task data, recipe "
                     f"version and profile, probed layers and every fingerprint included, so no task scores "
                     f"above 1000)")
@@ -354,45 +408,60 @@ def _references(wide: pd.DataFrame, tasks: list[str], reference: str, notes: lis
         notes.append("'(published)' rows are not scored with local references (they were measured on other "
                      "data); use --reference paper to score them")
     out: dict[int, dict] = {i: {} for i in wide.index}
-    several_data = {t: measured[f"{t}_data"][measured[t].notna()].nunique() > 1 for t in tasks}
-    for t in tasks:
-        scored = measured[measured[t].notna()]
+    for c in columns:
+        t = split_metric_column(c)[0]
+        several_data = measured[f"{t}_data"][measured[c].notna()].nunique() > 1
+        scored = measured[measured[c].notna()]
         for (data, recipe, profile), sub in scored.groupby([f"{t}_data", "recipe_version", "profile"]):
-            where = f"{f'data {_short(data)} / ' if several_data[t] else ''}recipe {recipe} / profile {profile}"
+            where = f"{f'data {_short(data)} / ' if several_data else ''}recipe {recipe} / profile {profile}"
             fbank = sub[(sub["upstream"] == FBANK_UPSTREAM) & (sub["layer"] == "")]
             if fbank.empty:
-                notes.append(f"no '{FBANK_UPSTREAM}' result for {t} on {where}: no local score for {t} there")
+                notes.append(f"no '{FBANK_UPSTREAM}' result for {c} on {where}: no local score for {c} there")
                 continue
             newest = fbank.sort_values(["created_at", "upstream_fingerprint"]).iloc[-1]
-            if len(fbank) > 1:
+            if len(fbank) > 1 and c == t:  # said once per task, not again for its secondary metrics
                 notes.append(f"{where}: several '{FBANK_UPSTREAM}' fingerprints on {t}; FBANK = the newest "
                              f"({_short(newest['upstream_fingerprint'])})")
-            means = {label: {t: float(v)} for label, v in zip(sub["label"], sub[t])}
+            means = {label: {c: float(v)} for label, v in zip(sub["label"], sub[c])}
             means[FBANK_UPSTREAM] = means.pop(newest["label"])
-            ref = local_references(means).get(t)
+            ref = local_references(means).get(c)
             if ref is None or ref.sota == ref.fbank:
-                notes.append(f"{where}: no upstream beats '{FBANK_UPSTREAM}' on {t}, so SOTA = FBANK and the "
-                             f"local score leaves {t} out")
+                notes.append(f"{where}: no upstream beats '{FBANK_UPSTREAM}' on {c}, so SOTA = FBANK and the "
+                             f"local score leaves {c} out")
                 continue
             for i in sub.index:
-                out[i][t] = ref
+                out[i][c] = ref
     return out
 
 
+def _per_metric(columns: list[str]) -> str:
+    """How a task with several metrics is scored, said only when the table has one ('sf: f1+cer')."""
+    metrics: dict[str, list[str]] = {}
+    for c in columns:
+        task, metric = split_metric_column(c)
+        metrics.setdefault(task, []).append(metric or TASKS.get(task).metric)
+    several = [f"{t}: {'+'.join(ms)}" for t, ms in metrics.items() if len(ms) > 1]
+    if not several:
+        return ""
+    return (f" (a task with several metrics, {', '.join(several)}, scores the mean of its metrics' scores, "
+            f"each metric with its own references)")
+
+
 def sort_leaderboard(board: Leaderboard, column: str) -> Leaderboard:
-    """Sort best-first by 'score', a task name (direction-aware) or 'upstream'/'recipe'/'profile'/'data'."""
+    """Sort best-first by 'score', a task name or a secondary metric's key
+    ('sf/cer'), direction-aware, or 'upstream'/'recipe'/'profile'/'data'."""
     col = column.lower()
     f = board.frame
     aliases = {"recipe": "recipe_version", "recipe_version": "recipe_version", "profile": "profile",
                "upstream": "label", "row": "label", "data": "data"}
     if col in ("score", "superb"):
         key, ascending = "score", False
-    elif col in board.tasks:
-        key, ascending = col, not TASKS.get(col).higher_is_better
+    elif col in board.columns:
+        key, ascending = col, not column_direction(col)
     elif col in aliases:
         key, ascending = aliases[col], True
     else:
-        choices = ["score", "upstream", "recipe", "profile", "data"] + board.tasks
+        choices = ["score", "upstream", "recipe", "profile", "data"] + board.columns
         raise ValueError(f"cannot sort by {column!r}; choose from {', '.join(choices)}")
     if not f.empty:
         board.frame = f.sort_values([key, "label"], ascending=[ascending, True], na_position="last",

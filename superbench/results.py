@@ -117,6 +117,9 @@ class RecordError(ValueError):
 METRIC_RANGES: dict[str, tuple[float, float]] = {
     "acc": (0.0, 100.0), "f1": (0.0, 100.0), "eer": (0.0, 100.0), "der": (0.0, 1000.0),
     "per": (0.0, 1000.0), "wer": (0.0, 1000.0), "cer": (0.0, 1000.0),
+    # QbE's maximum term-weighted value: 100 is perfect; one operating point's TWV is at least -beta
+    # (-1249 % with QUESST's beta of 12.49); the maximum over thresholds is at least 0 ("detect nothing").
+    "mtwv": (-1250.0, 100.0),
 }
 #: A metric this table does not know (a plugin task's): any finite value within +-1e9.
 OTHER_METRIC_RANGE = (-1e9, 1e9)

@@ -420,8 +420,8 @@ def _shown(value: Any, labels: Sequence[str]) -> Any:
 
 def _utterance_score(target: Any, prediction: Any) -> dict[str, int]:
     """`correct` for classes, `errors` / `ref_tokens` (edit distance over whitespace tokens) for strings."""
-    if _is_index(target) and _is_index(prediction):
-        return {"correct": int(target == prediction)}
+    if _is_index(target) and (_is_index(prediction) or isinstance(prediction, str)):
+        return {"correct": int(target == prediction)}  # a string: a class outside the inventory (IC), wrong
     if isinstance(target, str) and isinstance(prediction, str):
         ref = target.split()
         return {"errors": edit_distance(ref, prediction.split()), "ref_tokens": len(ref)}

@@ -199,7 +199,7 @@ def test_v1_store_is_migrated_in_place(tmp_path):
     got = store.records()
     assert sorted((r.test, r.manifest_fingerprint) for r in got) == [(50.0, "d-old"), (60.0, "")]
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA_VERSION == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA_VERSION == 4
     assert sorted(conn.execute("SELECT data, layer, seed FROM results").fetchall()) == [("", "3", 1),
                                                                                       ("d-old", "", 0)]
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -232,7 +232,7 @@ def test_concurrent_openers_migrate_once(tmp_path):
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
     assert sorted(queue.get(timeout=5) for _ in procs) == [20, 20, 20, 20]
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
     assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT data) FROM results").fetchone() == (20, 1)
 
 

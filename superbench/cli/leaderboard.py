@@ -230,7 +230,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     lb.add_argument("--no-published", action="store_true",
                     help="hide the '(published)' rows added with `leaderboard import-published`")
     lb.add_argument("--sort", default="score", metavar="COLUMN",
-                    help="score (default), upstream, recipe, profile or a task name (best first)")
+                    help="score (default), upstream, recipe, profile, a task name, or a secondary metric's key "
+                         "such as sf/cer (best first)")
     lb.add_argument("--format", choices=FORMATS, default="md",
                     help="md (default, for terminals and READMEs), csv, json (with score task sets) or html")
     lb.add_argument("-o", "--output", type=Path, help="write to a file instead of stdout")
@@ -244,7 +245,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     imp.set_defaults(func=cmd_import)
 
     pub = lbsub.add_parser("import-published",
-                           help="add published numbers (CSV: upstream,task,value,source) as '(published)' rows",
+                           help="add published numbers (CSV: upstream,task,value,source[,metric][,note]; metric may "
+                                "be a task's secondary metric, e.g. cer for sf) as '(published)' rows",
                            description="Published numbers are stored apart from result records: shown as "
                                        "'<upstream> (published)', scored in paper mode, never used by `check` "
                                        "or local references. FILE is a CSV path or the name of a shipped "
@@ -276,7 +278,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     rep.add_argument("--reference", choices=REFERENCE_MODES, default=None,
                      help="default: local when every row is on a non-SUPERB corpus (e.g. the demo), else paper")
     rep.add_argument("--sort", default="score", metavar="COLUMN",
-                     help="table order: score (default), upstream, recipe, profile or a task name (best first)")
+                     help="table order: score (default), upstream, recipe, profile, a task name or a secondary "
+                          "metric's key such as sf/cer (best first)")
     rep.add_argument("--data", metavar="DATA_ROOT|demo[:SIZE]",
                      help="read corpus sizes and class counts (chance lines) from these manifests; only "
                           "manifests the stored records were scored on are used")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
@@ -299,6 +299,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seconds(row: Any, column: str) -> str:
+    """A summary row's time; blank on a secondary metric's row (it repeats the run's time, counted once)."""
+    return f"{getattr(row, column):.1f}" if getattr(row, "role", "main") == "main" else ""
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from superbench.results import aggregate
     from superbench.runner import run
@@ -320,7 +325,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for r in rows.itertuples():
             score = f"{r.mean:.2f}" + (f" ± {r.std:.2f}" if r.n > 1 else "")
             print(f"{r.upstream:<22} {r.task:<5} {r.layer or 'mix':<5} {r.metric:<6} {score:>15} {r.dev_mean:>7.2f} "
-                  f"{r.lr:>8.0e} {r.profile:<16} {r.extraction_s:>9.1f} {r.training_s:>8.1f}")
+                  f"{r.lr:>8.0e} {r.profile:<16} {_seconds(r, 'extraction_s'):>9} {_seconds(r, 'training_s'):>8}")
     if writer is not None and writer.failed:
         from superbench.exit_codes import ExitCode
 
