@@ -2,7 +2,9 @@
 
 WER and PER are corpus-level: total edits over total reference tokens (not a mean
 of per-utterance rates), as jiwer and s3prl compute them. PER is WER over
-space-separated phone tokens.
+space-separated phone tokens. EER (speaker verification) is the point of the ROC
+curve where the false-acceptance and false-rejection rates are equal, interpolated
+linearly between ROC points as s3prl's `sv_voxceleb1/utils.EER` does.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import jiwer
+import numpy as np
 
 
 def accuracy(references: Sequence[int | str], predictions: Sequence[int | str]) -> float:
@@ -66,6 +69,60 @@ def edit_distance(ref: Sequence[str], hyp: Sequence[str]) -> int:
             cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
         prev = cur
     return prev[-1]
+
+
+def _roc(labels: Sequence[int], scores: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(false-acceptance rates, true-acceptance rates) at every distinct threshold, from accepting nothing
+    to accepting everything (sklearn's `roc_curve` points, without dropping collinear ones)."""
+    y = np.asarray(labels)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.ndim != 1 or y.shape != s.shape or not y.size:
+        raise ValueError(f"verification metrics need equal, non-empty 1-D lists (got {y.shape} and {s.shape})")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError(f"trial labels must be 0 or 1, got {sorted(set(y.tolist()) - {0, 1})[:5]}")
+    if not np.isfinite(s).all():
+        raise ValueError(f"{int((~np.isfinite(s)).sum())} trial score(s) are not finite")
+    positives, negatives = int(y.sum()), int(y.size - y.sum())
+    if not positives or not negatives:
+        raise ValueError(f"verification metrics need target (1) and non-target (0) trials, got {positives} "
+                         f"target(s) and {negatives} non-target(s)")
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), y.size - 1]  # last index of each run of tied scores
+    tp = np.cumsum(y)[last]
+    fp = (last + 1) - tp
+    return np.r_[0.0, fp / negatives], np.r_[0.0, tp / positives]
+
+
+def equal_error_rate(labels: Sequence[int], scores: Sequence[float]) -> float:
+    """Equal error rate in percent: where FAR (false acceptances) equals FRR (false rejections).
+
+    Trials are `labels` (1 target, 0 non-target) with `scores` (higher = same speaker). The ROC
+    curve (FAR, 1 - FRR) is taken as the polyline through its points, and the EER is the FAR where
+    it crosses FAR = FRR: s3prl's `EER` (sklearn `roc_curve`, `interp1d`, `brentq` on
+    1 - x - tpr(x)) finds the same point. Ties between a target and a non-target score give a
+    diagonal segment, so they count half as errors.
+    """
+    fpr, tpr = _roc(labels, scores)
+    gap = 1.0 - fpr - tpr  # FRR - FAR: 1 at the first point, -1 at the last
+    k = int(np.flatnonzero(gap <= 0)[0])  # first point on or past the crossing (k >= 1)
+    t = gap[k - 1] / (gap[k - 1] - gap[k])  # where the segment (k-1, k) meets FAR = FRR
+    return 100.0 * float(fpr[k - 1] + t * (fpr[k] - fpr[k - 1]))
+
+
+def minimum_dcf(labels: Sequence[int], scores: Sequence[float], p_target: float = 0.01, c_miss: float = 1.0,
+                c_fa: float = 1.0) -> float:
+    """Minimum normalised detection cost over thresholds (NIST SRE / VoxSRC: p_target 0.01, unit costs).
+
+    DCF = c_miss p_target P_miss + c_fa (1 - p_target) P_fa, divided by the cost of the best trivial
+    system, min(c_miss p_target, c_fa (1 - p_target)). Not a percent: 1.0 is no better than always
+    accepting or always rejecting.
+    """
+    if not 0 < p_target < 1:
+        raise ValueError(f"p_target must be in (0, 1), got {p_target!r}")
+    fpr, tpr = _roc(labels, scores)
+    dcf = c_miss * p_target * (1.0 - tpr) + c_fa * (1.0 - p_target) * fpr
+    return float(dcf.min() / min(c_miss * p_target, c_fa * (1.0 - p_target)))
 
 
 METRICS = {"acc": accuracy, "wer": wer, "per": per}

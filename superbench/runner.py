@@ -530,8 +530,11 @@ def execute(plan: TaskPlan, opts: RunOptions, features: tuple[FeatureSource, flo
     if not plan.todo:
         return list(plan.done)
     source, extraction = features if features is not None else extract(plan, opts)
+    # A kind that labels frames in time (SD) declares `wants_frame_rate` and gets the upstream's frame rate.
+    frame_rate = ({"downsample_rate": plan.upstream.downsample_rate, "sample_rate": plan.upstream.sample_rate}
+                  if getattr(plan.task.kind, "wants_frame_rate", False) else {})
     setup = plan.task.kind.setup(plan.task, plan.manifest, plan.recipe.head, plan.upstream.num_layers,
-                                 plan.upstream.hidden_size, plan.layer)
+                                 plan.upstream.hidden_size, plan.layer, **frame_rate)
     out = list(plan.done)
     trials = sweep(plan, setup, source, plan.todo, opts, executor)
     for seed in plan.todo:

@@ -32,6 +32,9 @@ LEVELS = ("utterance", "frame")
 #: Where the built-in tasks' paper reference points come from.
 SUPERB_LEADERBOARD = ("https://superbenchmark.org/leaderboard (reference points; FBANK re-run without CMVN "
                       "for KS/SID/ER)")
+#: Where the reference points of the tasks the leaderboard adds to the first five come from.
+SUPERB_PAPER = ("Yang et al. 2021, SUPERB: Speech processing Universal PERformance Benchmark, Interspeech 2021 "
+                "(arXiv:2105.01051), Table 3: the FBANK row and the best row of the table")
 #: Column position of tasks that do not say (plugins): after the SUPERB ones, alphabetically.
 UNORDERED = 1000
 
@@ -58,6 +61,8 @@ class TaskKind(Protocol):
     level: str
     #: Dataclass of the recipe's `head` section (validated on load, unknown keys refused).
     head_config: type
+    #: (optional attribute) True: `setup` also receives the upstream's `downsample_rate` and `sample_rate`
+    #: as keywords, for labels placed on the upstream's frames (SD).
 
     def check(self, task: Task, manifest: TaskManifest) -> None:
         """Raise ValueError (naming rows) when the manifest cannot train this kind of head."""

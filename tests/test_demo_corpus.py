@@ -20,7 +20,7 @@ def tiny(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SUPERBENCH_HOME", str(tmp_path_factory.getbasetemp() / "superbench-home"))
         out = demo.ensure_demo("tiny")
-    return out, {t: out / t for t in ("ks", "sid", "er", "asr", "pr")}
+    return out, {p.parent.name: p.parent for p in out.glob("*/meta.json")}
 
 
 def test_espeak_binding_speaks_and_transcribes():
@@ -43,7 +43,7 @@ def test_unknown_voice_is_a_clear_error():
 
 def test_manifests_load_and_follow_the_contract(tiny):
     out, dirs = tiny
-    assert set(dirs) == {"ks", "sid", "er", "asr", "pr"}
+    assert set(dirs) == {"ks", "sid", "er", "asr", "pr", "ic", "sf", "sv", "qbe", "sd"}
     ks = load_task_manifest(out / "ks")
     assert ks.labels == list(demo.KS_LABELS)
     for split in ("train", "dev", "test"):
@@ -86,7 +86,7 @@ def test_same_seed_gives_identical_corpus(tiny, tmp_path):
     again = tmp_path / "again"
     demo.prepare_demo(again, size="tiny", seed=0, workers=1)
     assert (again / "checksums.json").read_text() == (out / "checksums.json").read_text()
-    for task in ("ks", "sid", "er", "asr", "pr"):
+    for task in ("ks", "sid", "er", "asr", "pr", "ic", "sf", "sv", "qbe", "sd"):
         for f in sorted((out / task).iterdir()):
             assert (again / task / f.name).read_bytes() == f.read_bytes(), f
     marker = json.loads((out / demo.MARKER).read_text())

@@ -84,7 +84,7 @@ def test_missing_labels_fail_before_extraction(tmp_path):
 
 
 def test_recipe_validation_and_task_lists():
-    assert [t.name for t in resolve_tasks("all")] == ["pr", "ks", "sid", "er", "asr"]
+    assert [t.name for t in resolve_tasks("all")] == ["pr", "ks", "ic", "sid", "er", "asr", "qbe", "sf", "sv", "sd"]
     with pytest.raises(RecipeError, match="no profile 'huge'; available: superb, fast, ci"):
         get_task("ks").load_recipe("huge")
     with pytest.raises(UnknownNameError, match="unknown task 'qa'"):

@@ -1,4 +1,4 @@
-"""The offline demo corpus: all five SUPERB tasks synthesised with eSpeak NG, no download.
+"""The offline demo corpus: all ten SUPERB tasks synthesised with eSpeak NG, no download.
 
 It exists so a user (and CI) can run the whole benchmark end to end on a laptop;
 it is *not* a substitute for the real corpora. Numbers on it say "the pipeline
@@ -20,7 +20,9 @@ Design, so the tasks are learnable but not trivial:
     (1993) summary used in rule-based emotional synthesis: anger and joy faster, higher and wider,
     anger louder; sadness slower, lower, narrower and softer); speakers in five groups like the five
     IEMOCAP sessions; fold k tests on group k and, as s3prl's emotion recipe does, takes a seeded
-    random 20 % of the other groups' utterances as dev (valid_ratio 0.2) and trains on the rest.
+    random 20 % of the other groups' utterances as dev (valid_ratio 0.2) and trains on the rest;
+  * IC, SF, SV, QbE and SD each plan their part in `recipes/prepare/demo_<task>.py` (see
+    DEMO_TASK_MODULES), drawn after the first five, whose audio and manifests they leave unchanged.
 
 Determinism: every random draw happens in the parent from one seeded generator, in a fixed
 order. eSpeak NG keeps internal state between calls that `espeak_ng_SetRandSeed` does not reset,
@@ -51,7 +53,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 CORPUS = "superbench-demo"
-VERSION = "2"  # 2: adds the IC, SF and SV tasks (the five first tasks' audio and manifests are unchanged)
+VERSION = "3"  # 3: adds IC, SF, SV, QbE and SD (the first five tasks' audio and manifests are unchanged)
 MARKER = "COMPLETE.json"
 
 KS_WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")

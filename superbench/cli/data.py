@@ -8,14 +8,22 @@ from pathlib import Path
 
 from superbench.exit_codes import ExitCode
 
-CORPORA = ("speech_commands", "voxceleb1", "iemocap", "librispeech", "hf")
+#: Corpora whose preparer is `prepare_<corpus>(root, out, skip_bad=...) -> task folder`: (module, function, task).
+SIMPLE_PREPARERS = {
+    "iemocap": ("recipes.prepare.iemocap", "prepare_iemocap", "er"),
+    "fluent_commands": ("recipes.prepare.fluent_commands", "prepare_fluent_commands", "ic"),
+    "snips": ("recipes.prepare.snips", "prepare_snips", "sf"),
+    "quesst14": ("recipes.prepare.quesst14", "prepare_quesst14", "qbe"),
+    "librimix": ("recipes.prepare.librimix", "prepare_librimix", "sd"),
+}
+CORPORA = ("speech_commands", "voxceleb1", "librispeech", *SIMPLE_PREPARERS, "hf")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="prepare datasets (demo corpus, real corpora)")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION")
 
-    demo = dsub.add_parser("demo", help="synthesise the offline eSpeak NG demo corpus (all five tasks)")
+    demo = dsub.add_parser("demo", help="synthesise the offline eSpeak NG demo corpus (all ten tasks)")
     demo.add_argument("--size", default="default", choices=("tiny", "default", "large"),
                       help="tiny (seconds, for tests), default (~40 min of speech) or large")
     demo.add_argument("--seed", type=int, default=0, help="random seed of the synthesis (default: 0)")
@@ -25,7 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.set_defaults(func=_demo)
 
     prep = dsub.add_parser("prepare", help="write manifests for a corpus already on disk")
-    prep.add_argument("corpus", choices=CORPORA, help="which corpus layout to read: " + ", ".join(CORPORA))
+    prep.add_argument("corpus", choices=CORPORA,
+                      help="which corpus layout to read: " + ", ".join(CORPORA) + " (voxceleb1 writes SID, and SV "
+                           "too when the verification trial list veri_test2.txt is in --root; the others: "
+                           + ", ".join(f"{c} -> {t}" for c, (_, _, t) in SIMPLE_PREPARERS.items()) + ")")
     prep.add_argument("--root", required=True, help="corpus folder (for hf: hub id, save_to_disk dir or "
                                                     "audiofolder:DIR)")
     prep.add_argument("--out", type=Path, default=None,
@@ -61,11 +72,15 @@ def _prepare(args: argparse.Namespace) -> int:
         from recipes.prepare.speech_commands import prepare_speech_commands
         root = prepare_speech_commands(args.root, out, test_root=args.test_root, skip_bad=args.skip_bad).parent
     elif args.corpus == "voxceleb1":
-        from recipes.prepare.voxceleb1 import prepare_voxceleb1
+        from recipes.prepare.voxceleb1 import TEST_TRIAL_NAMES, prepare_voxceleb1, prepare_voxceleb1_sv
         root = prepare_voxceleb1(args.root, out, skip_bad=args.skip_bad).parent
-    elif args.corpus == "iemocap":
-        from recipes.prepare.iemocap import prepare_iemocap
-        root = prepare_iemocap(args.root, out, skip_bad=args.skip_bad).parent
+        if any((Path(args.root) / name).is_file() for name in TEST_TRIAL_NAMES):
+            prepare_voxceleb1_sv(args.root, root, skip_bad=args.skip_bad)
+    elif args.corpus in SIMPLE_PREPARERS:
+        import importlib
+
+        module, function, _ = SIMPLE_PREPARERS[args.corpus]
+        root = getattr(importlib.import_module(module), function)(args.root, out, skip_bad=args.skip_bad).parent
     elif args.corpus == "librispeech":
         from recipes.prepare.librispeech import prepare_librispeech
         root = prepare_librispeech(args.root, out, skip_bad=args.skip_bad)["asr"].parent
