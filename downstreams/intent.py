@@ -231,12 +231,10 @@ class StackedIntentHeads(StackedUtteranceHeads):
         super().__init__(heads)
         self.objective = objective
 
-    @torch.no_grad()
-    def loss_and_grads(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        s, w = self._mix(x)  # (K, B, D)
-        batch = s.shape[1]
-        h = torch.baddbmm(self.b1.unsqueeze(1), s, self.w1.transpose(1, 2))  # (K, B, P)
-        o = torch.baddbmm(self.b2.unsqueeze(1), h, self.w2.transpose(1, 2))  # (K, B, C)
+    def loss_and_logit_grad(self, o: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The IC loss per trial (K,) and its gradient w.r.t. the logits (K, B, C): per slot slice,
+        (softmax - one-hot) / B; the rest of the backward is `StackedUtteranceHeads.loss_and_grads`."""
+        batch = o.shape[1]
         y = self.objective.slot_targets(targets, o.device)  # (K, B, S)
         loss = o.new_zeros(o.shape[0])
         d_parts = []
@@ -246,19 +244,4 @@ class StackedIntentHeads(StackedUtteranceHeads):
             d = log_p.exp_()
             d.scatter_add_(-1, y[..., k:k + 1], torch.full_like(d[..., :1], -1.0))
             d_parts.append(d)
-        d_o = torch.cat(d_parts, dim=-1).div_(batch)  # (K, B, C)
-        g_b2 = d_o.sum(dim=1)
-        g_w2 = torch.bmm(d_o.transpose(1, 2), h)  # (K, C, P)
-        d_h = torch.bmm(d_o, self.w2)  # (K, B, P)
-        g_w1 = torch.bmm(d_h.transpose(1, 2), s)  # (K, P, D)
-        g_b1 = d_h.sum(dim=1)
-        grads = [g_w1, g_b1, g_w2, g_b2]
-        if w is not None:
-            d_s = torch.bmm(d_h, self.w1)  # (K, B, D)
-            if x.dim() == 3:
-                length, b, d = x.shape
-                g_w = d_s.reshape(-1, b * d) @ x.reshape(length, b * d).T  # (K, L)
-            else:
-                g_w = torch.einsum("kbd,lkbd->kl", d_s, x)
-            grads.insert(0, w * (g_w - (w * g_w).sum(dim=-1, keepdim=True)))
-        return loss, grads
+        return loss, torch.cat(d_parts, dim=-1).div_(batch)

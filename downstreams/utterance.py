@@ -166,10 +166,7 @@ class StackedUtteranceHeads:
         else:
             h = torch.baddbmm(self.b1.unsqueeze(1), s, self.w1.transpose(1, 2))  # (K, B, P)
             o = torch.baddbmm(self.b2.unsqueeze(1), h, self.w2.transpose(1, 2))  # (K, B, C)
-        log_p = torch.log_softmax(o, dim=-1)
-        loss = -log_p.gather(-1, targets.unsqueeze(-1)).squeeze(-1).mean(dim=1)  # (K,)
-        d_o = log_p.exp_()
-        d_o.scatter_add_(-1, targets.unsqueeze(-1), torch.full_like(d_o[..., :1], -1.0)).div_(batch)
+        loss, d_o = self.loss_and_logit_grad(o, targets)
         g_b2 = d_o.sum(dim=1)  # (K, C)
         if factored:
             g = torch.bmm(d_o.transpose(1, 2), s)  # (K, C, D)
@@ -192,6 +189,15 @@ class StackedUtteranceHeads:
                 g_w = torch.einsum("kbd,lkbd->kl", d_s, x)
             grads.insert(0, w * (g_w - (w * g_w).sum(dim=-1, keepdim=True)))
         return loss, grads
+
+    def loss_and_logit_grad(self, o: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-trial loss (K,) and its gradient w.r.t. the logits o (K, B, C): batch-mean cross-entropy,
+        whose gradient is (softmax - one-hot) / B. A head with another loss on the same logits overrides this."""
+        log_p = torch.log_softmax(o, dim=-1)
+        loss = -log_p.gather(-1, targets.unsqueeze(-1)).squeeze(-1).mean(dim=1)  # (K,)
+        d_o = log_p.exp_()
+        d_o.scatter_add_(-1, targets.unsqueeze(-1), torch.full_like(d_o[..., :1], -1.0)).div_(o.shape[1])
+        return loss, d_o
 
     def state_dict(self, k: int) -> dict[str, torch.Tensor]:
         return {"featurizer.weights": self.a[k].clone(), "projector.weight": self.w1[k].clone(),
