@@ -20,7 +20,9 @@ Two reference modes, named in every output:
   (`Task.paper_reference`, with its source). Meaningful only for full-protocol runs
   on the official data. The leaderboard's score follows SUPERB-SG (Tsai et al., ACL
   2022, "SUPERB score"); worked example (tests/test_score.py): HuBERT Base with PR
-  5.41, KS 96.30, SID 81.42, ER 64.92, ASR 6.42 scores about 912.1 over these five.
+  5.41, KS 96.30, SID 81.42, ER 64.92, ASR 6.42 scores about 912.1 over these five;
+  over all ten tasks its leaderboard row scores 941, as the leaderboard's own scoring
+  code gives it (tests/test_official_score.py reproduces nine leaderboard rows).
 - `local`: FBANK measured here (the `fbank` upstream's records on the same data,
   recipe version and profile) and SOTA = the best row scored in that group per task
   (every fingerprint and layer probe included), so no task score exceeds 1000 and a
@@ -32,7 +34,10 @@ is not one of SUPERB's (`OFFICIAL_CORPORA`; the demo corpus is "superbench-demo"
 `paper` otherwise; the leaderboard's notes say which and why.
 
 A score over five tasks is not comparable with the official ten-task score, nor
-with a score over a different subset; `SuperbScore.tasks` travels with the value.
+with a score over a different subset; `SuperbScore.tasks` travels with the value, and
+`SuperbScore.official` / `.scope()` say in every output (label, table's 'score tasks',
+JSON's `superb_score.official` and `.scope`, the HTML report) whether a number is the
+official SUPERB score: `paper` points, exactly `SUPERB_TASKS`, every metric counted.
 """
 
 from __future__ import annotations
@@ -45,10 +50,15 @@ from superbench.results import metric_column, secondary_higher_is_better, split_
 from superbench.tasks import TASKS, all_tasks, in_task_order
 
 REFERENCE_MODES = ("paper", "local")
+#: The ten tasks of the SUPERB paper (Yang et al., Interspeech 2021): the official SUPERB score averages
+#: exactly these, in `paper` mode. A score over any other set is partial and says so everywhere.
+SUPERB_TASKS = ("pr", "ks", "ic", "sid", "er", "asr", "qbe", "sf", "sv", "sd")
+NOT_OFFICIAL = "not the official SUPERB score"
 FBANK_UPSTREAM = "fbank"
 #: Corpus names (manifest `corpus`) of SUPERB's own data, as the `superbench data prepare` preparers
 #: write them; the paper reference points mean something only there.
-OFFICIAL_CORPORA = frozenset({"librispeech", "speech_commands", "voxceleb1", "iemocap"})
+OFFICIAL_CORPORA = frozenset({"librispeech", "speech_commands", "voxceleb1", "iemocap", "fluent_speech_commands",
+                              "snips", "quesst14", "librimix"})
 
 
 def default_reference(corpora: Iterable[str]) -> tuple[str, str]:
@@ -118,12 +128,44 @@ class SuperbScore:
             parts.append(f"{task}: {'+'.join(used)} only, no {'+'.join(left_out)}")
         return "; ".join(parts)
 
+    @property
+    def official(self) -> bool:
+        """True only for the official SUPERB score's definition: `paper` reference points, exactly the ten
+        SUPERB tasks, every metric of each (SF: F1 and CER) counted."""
+        return self.reference == "paper" and set(self.tasks) == set(SUPERB_TASKS) and not self.partial
+
+    def scope(self) -> str:
+        """What the number is, said so that a partial score is never taken for the official one."""
+        if not self.tasks:
+            return "no score"
+        if self.official:
+            return "official SUPERB score (10 tasks, paper reference points)"
+        if self.reference != "paper":
+            return f"{self.reference} reference points: {NOT_OFFICIAL}"
+        if set(self.tasks) == set(SUPERB_TASKS):
+            return f"partial (a task lacks a metric): {NOT_OFFICIAL}"
+        return f"partial ({len(set(self.tasks) & set(SUPERB_TASKS))} of SUPERB's 10 tasks): {NOT_OFFICIAL}"
+
+    def short_scope(self) -> str:
+        """The scope in a table cell: 'official', or 'not official: ...' with the one reason."""
+        if not self.tasks:
+            return ""
+        if self.official:
+            return "official"
+        if self.reference != "paper":
+            return f"not official: {self.reference} ref"
+        if set(self.tasks) == set(SUPERB_TASKS):
+            return "not official: metric missing"
+        return f"not official: {len(set(self.tasks) & set(SUPERB_TASKS))}/10 SUPERB tasks"
+
     def label(self) -> str:
-        """e.g. '912.1 (5 tasks: pr,ks,sid,er,asr; paper ref)'."""
+        """e.g. '912.1 (5 tasks: pr,ks,sid,er,asr; paper ref; partial (5 of SUPERB's 10 tasks): not the
+        official SUPERB score)'."""
         if not self.tasks:
             return "n/a"
         partial = f"; {self.partial_text()}" if self.partial else ""
-        return f"{self.score:.1f} ({self.n_tasks} tasks: {','.join(self.tasks)}; {self.reference} ref{partial})"
+        return (f"{self.score:.1f} ({self.n_tasks} tasks: {','.join(self.tasks)}; {self.reference} ref{partial}; "
+                f"{self.scope()})")
 
 
 def _metric_name(column: str) -> str:

@@ -29,6 +29,7 @@ import pandas as pd
 from leaderboard.published import PublishedResult
 from leaderboard.score import (
     FBANK_UPSTREAM,
+    NOT_OFFICIAL,
     REFERENCE_MODES,
     SuperbScore,
     column_direction,
@@ -103,8 +104,9 @@ class Leaderboard:
         out["seeds"] = [_seeds_label(row, self.columns) for _, row in f.iterrows()]
         out[f"SUPERB ({self.reference} ref)"] = [format_score(s) for s in f["score"]]
         partial = f["partial"] if "partial" in f else [""] * len(f)
-        out["score tasks"] = [(f"{n}: {t}" + (f" ({p})" if p else "")) if n else "–"
-                              for n, t, p in zip(f["n_tasks"], f["tasks"], partial)]
+        scope = f["short_scope"] if "short_scope" in f else [""] * len(f)
+        out["score tasks"] = [(f"{n}: {t}" + (f" ({p})" if p else "") + (f"; {sc}" if sc else "")) if n else "–"
+                              for n, t, p, sc in zip(f["n_tasks"], f["tasks"], partial, scope)]
         return out
 
     def to_markdown(self) -> str:
@@ -135,7 +137,8 @@ class Leaderboard:
                 "tasks": {t: self._task_json(r, t) for t in self.tasks
                           if any(not math.isnan(r[c]) for c in self._columns_of(t))},
                 "superb_score": {"value": _num(r["score"]), "tasks": r["tasks"].split(",") if r["tasks"] else [],
-                                 "reference": self.reference,
+                                 "reference": self.reference, "official": bool(r.get("official", False)),
+                                 "scope": r.get("scope", ""),
                                  **({"metrics": r["metrics"].split(",") if r["metrics"] else [],
                                      "partial": r["partial"]} if self.columns != self.tasks else {})},
             })
@@ -311,6 +314,9 @@ def build_leaderboard(records: Iterable[ResultRecord], reference: str | None = N
     wide["metrics"] = [",".join(s.metrics) for s in scores]
     wide["partial"] = [s.partial_text() for s in scores]
     wide["reference"] = reference
+    wide["official"] = [s.official for s in scores]
+    wide["scope"] = [s.scope() for s in scores]
+    wide["short_scope"] = [s.short_scope() for s in scores]
 
     partial = [(label, s) for label, s in zip(wide["label"], scores) if s.partial]
     if partial:
@@ -321,8 +327,11 @@ def build_leaderboard(records: Iterable[ResultRecord], reference: str | None = N
     if len({s.metrics for s in scores if s.tasks}) > 1:
         notes.append("rows are scored over different task sets; compare SUPERB scores only between rows "
                      "with the same 'score tasks'")
-    notes.append("the official SUPERB leaderboard averages over ten tasks; these scores cover only the tasks "
-                 "listed and are not comparable with it")
+    unofficial = [label for label, s in zip(wide["label"], scores) if s.tasks and not s.official]
+    if unofficial:
+        notes.append(f"the official SUPERB score averages SUPERB's ten tasks with the paper's reference points; "
+                     f"{len(unofficial)} of {len(scores)} row(s) are scored otherwise (see 'score tasks') and are "
+                     f"{NOT_OFFICIAL}: compare them only with rows of the same task set and reference")
     board = Leaderboard(wide, tasks, reference, scores, notes, columns=columns)
     board.row_of = data_of
     board.recipe_of = recipe_of

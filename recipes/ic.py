@@ -3,12 +3,10 @@
 from pathlib import Path
 
 from downstreams import IntentClassification
-from superbench.tasks import SUPERB_PAPER, PaperReference, Task
-
-#: SUPERB paper Table 3: FBANK 9.10, HuBERT Large 98.76.
-PAPER_TABLE_3 = f"{SUPERB_PAPER} (FBANK 9.10, HuBERT Large 98.76)"
+from superbench.tasks import PaperReference, Task
 
 TASK = Task(name="ic", description="Intent classification: action, object and location all right", metric="acc",
             higher_is_better=True, target="intent", kind=IntentClassification(),
             recipe=Path(__file__).with_suffix(".yaml"), order=3,
-            paper_reference=PaperReference(fbank=9.10, sota=98.76, source=PAPER_TABLE_3))
+            # The leaderboard's points: its FBANK re-run (9.65; the paper's Table 3 row says 9.10), HuBERT Large.
+            paper_reference=PaperReference(fbank=9.649354219, sota=98.76))

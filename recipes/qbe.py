@@ -2,17 +2,15 @@
 
 MTWV is stored in percent (100 x the maximum term-weighted value), so the SUPERB paper's fractions are x100
 here: FBANK 0.0058 -> 0.58, best row HuBERT Base 0.0736 -> 7.36 (SUPERB paper, Yang et al., Interspeech 2021,
-Table 3; values recalled, not re-checked against a stored copy of the paper, see `QBE_SOURCE`).
+Table 3, as the leaderboard's reference points; `superbench.tasks.SUPERB_LEADERBOARD`).
 """
 
 from pathlib import Path
 
 from downstreams.qbe import QbEDetection
-from superbench.tasks import SUPERB_PAPER, PaperReference, Task
-
-QBE_SOURCE = f"{SUPERB_PAPER} (QbE MTWV of FBANK 0.0058 and HuBERT Base 0.0736, x100; not re-verified)"
+from superbench.tasks import PaperReference, Task
 
 TASK = Task(name="qbe", description="Query-by-example spoken term detection: DTW over one layer, no training",
             metric="mtwv", higher_is_better=True, target="role", kind=QbEDetection(),
             recipe=Path(__file__).with_suffix(".yaml"), order=7,
-            paper_reference=PaperReference(fbank=0.58, sota=7.36, source=QBE_SOURCE))
+            paper_reference=PaperReference(fbank=0.58, sota=7.36))

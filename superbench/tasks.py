@@ -30,11 +30,9 @@ from superbench.training import Objective
 
 LEVELS = ("utterance", "frame")
 #: Where the built-in tasks' paper reference points come from.
-SUPERB_LEADERBOARD = ("https://superbenchmark.org/leaderboard (reference points; FBANK re-run without CMVN "
-                      "for KS/SID/ER)")
-#: Where the reference points of the tasks the leaderboard adds to the first five come from.
-SUPERB_PAPER = ("Yang et al. 2021, SUPERB: Speech processing Universal PERformance Benchmark, Interspeech 2021 "
-                "(arXiv:2105.01051), Table 3: the FBANK row and the best row of the table")
+SUPERB_LEADERBOARD = ("https://superbbenchmark.org/leaderboard (reference points of its overall score: "
+                      "superbbenchmark/website-react frontend/src/Data.js; FBANK re-run for KS/IC/SID/ER, "
+                      "website-react commit 025458a)")
 #: Column position of tasks that do not say (plugins): after the SUPERB ones, alphabetically.
 UNORDERED = 1000
 

@@ -25,12 +25,11 @@ def rec(upstream, task, value, seed=0, recipe="1.0", profile="superb", layer=Non
 def test_paper_references_are_the_published_points():
     refs = paper_references()
     assert {t: (r.fbank, r.sota) for t, r in refs.items()} == {
-        "pr": (82.01, 3.53), "ks": (41.3826674, 96.66), "ic": (9.10, 98.76), "sid": (20.058174, 90.3),
+        "pr": (82.01, 3.53), "ks": (41.3826674, 96.66), "ic": (9.649354219, 98.76), "sid": (20.058174, 90.3),
         "er": (48.23672168, 67.62), "asr": (23.18, 3.62), "qbe": (0.58, 7.36), "sf": (69.64, 89.81),
         "sf/cer": (52.94, 21.76), "sv": (9.56, 5.11), "sd": (10.05, 5.62)}
-    first_five = {"pr", "ks", "sid", "er", "asr"}  # the leaderboard's points (FBANK re-run for KS/SID/ER)
-    assert all("superbenchmark.org" in r.source for t, r in refs.items() if t in first_five)
-    assert all("arXiv:2105.01051), Table 3" in r.source for t, r in refs.items() if t not in first_five)
+    # the leaderboard's points (its FBANK re-run for KS/IC/SID/ER); tests/test_official_score.py checks them
+    assert all("superbbenchmark.org" in r.source and "Data.js" in r.source for r in refs.values())
 
 
 def test_task_score_hand_computed():
@@ -205,7 +204,7 @@ def test_scores_that_round_to_zero_have_no_sign():
     board = build_leaderboard(records, reference="local")
     assert dict(zip(board.frame["label"], board.frame["score"]))["c"] == pytest.approx(-2e-6)
     md = board.to_markdown()
-    assert "| c | 1.0 | superb | 50.00 | 1 | 0.0 | 1: ks |" in md and "-0.0" not in md
+    assert "| c | 1.0 | superb | 50.00 | 1 | 0.0 | 1: ks; not official: local ref |" in md and "-0.0" not in md
     assert "c,c,fp-c,data-one,1.0,superb,,50.0000,,1,0.0000,1,ks,local" in board.render("csv")
     assert "-0.0" not in board.render("csv") and "-0.0" not in board.render("html")
     assert '"value": -0.0,' not in board.render("json")
@@ -229,3 +228,20 @@ def test_tasks_under_different_recipe_versions_share_one_row_and_are_scored_loca
     mine = again.frame[again.frame["upstream"] == "good"]
     assert sorted(mine["recipe_version"]) == ["1", "2", "3"]  # nothing says which ks goes with er: apart
     assert sorted(mine["ks"].dropna().tolist()) == [80.0, 90.0]
+
+
+def test_only_ten_paper_tasks_with_every_metric_make_the_official_score():
+    refs = paper_references()
+    fbank_all = {c: ref.fbank for c, ref in refs.items()}  # every paper metric at its FBANK point
+    ten = superb_score(fbank_all, refs)
+    assert set(ten.tasks) == {"pr", "ks", "ic", "sid", "er", "asr", "qbe", "sf", "sv", "sd"}
+    assert ten.score == pytest.approx(0.0) and ten.official
+    assert ten.short_scope() == "official" and "official SUPERB score (10 tasks" in ten.label()
+
+    no_cer = superb_score({c: v for c, v in fbank_all.items() if c != "sf/cer"}, refs)
+    assert not no_cer.official and no_cer.short_scope() == "not official: metric missing"
+    five = superb_score(HUBERT_BASE, refs)
+    assert not five.official and five.short_scope() == "not official: 5/10 SUPERB tasks"
+    assert five.label().endswith("partial (5 of SUPERB's 10 tasks): not the official SUPERB score)")
+    local = superb_score(fbank_all, refs, reference="local")
+    assert not local.official and "local reference points: not the official SUPERB score" in local.label()

@@ -138,7 +138,7 @@ def test_table_has_a_column_per_secondary_metric_next_to_its_task():
     row = d.iloc[0]
     assert row["SLOTX F1% ↑"] == "88.53 ± 0.14" and row["SLOTX CER% ↓"] == "25.20 ± 0.14"
     assert row["KS ACC% ↑"] == "96.30" and row["seeds"] == "1/2"
-    assert row["SUPERB (paper ref)"] == "953.3" and row["score tasks"] == "2: ks,slotx"
+    assert row["SUPERB (paper ref)"] == "953.3" and row["score tasks"] == "2: ks,slotx; not official: 1/10 SUPERB tasks"
     assert board.frame.iloc[0]["score"] == pytest.approx(953.2968, abs=1e-3)
     md = board.to_markdown()
     assert "| SLOTX F1% ↑ | SLOTX CER% ↓ |" in md and "| 88.53 ± 0.14 | 25.20 ± 0.14 |" in md
@@ -164,8 +164,8 @@ def test_row_without_the_secondary_shows_a_dash_and_its_partial_score():
     board = build_leaderboard(records, reference="paper")
     d = board.display_frame().set_index("upstream")
     assert d.loc["old", "SLOTX CER% ↓"] == "–" and d.loc["old", "SLOTX F1% ↑"] == "88.53"
-    assert d.loc["old", "score tasks"] == "1: slotx (slotx: f1 only, no cer)"
-    assert d.loc["hubert", "score tasks"] == "1: slotx"
+    assert d.loc["old", "score tasks"] == "1: slotx (slotx: f1 only, no cer); not official: 0/10 SUPERB tasks"
+    assert d.loc["hubert", "score tasks"] == "1: slotx; not official: 0/10 SUPERB tasks"
     scores = dict(zip(board.frame["label"], board.frame["score"]))
     assert scores == {"hubert": pytest.approx(TASK_SCORE), "old": pytest.approx(F1_SCORE)}
     assert any("old (slotx: f1 only, no cer)" in n for n in board.notes)
