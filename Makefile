@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo bench lint report clean
+.PHONY: setup test demo bench lint report clean reference-env test-reference
 
 setup: $(STAMP)
 
@@ -26,6 +26,24 @@ demo: setup
 	$(BIN)/superbench run --upstream hubert-tiny-random --task all --data demo
 	$(BIN)/superbench leaderboard
 
+# The reference environment for the s3prl equivalence tests (tests/test_s3prl_equivalence_*.py): s3prl 0.4.18
+# needs torchaudio, whose newest PyPI build (2.9 here) loads only beside the CUDA build of the same torch;
+# that build runs on a CPU machine too. It downloads a few GB once. The tests skip in the main venv.
+REF_VENV ?= .venv-ref
+REF_TORCH ?= torch==2.9.0 torchaudio==2.9.0
+
+reference-env: $(REF_VENV)/.installed
+
+$(REF_VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(REF_VENV)
+	$(REF_VENV)/bin/python -m pip install -q --upgrade pip setuptools wheel
+	$(REF_VENV)/bin/python -m pip install -q $(REF_TORCH)
+	$(REF_VENV)/bin/python -m pip install -q -e '.[s3prl]' pytest kaldi-native-fbank "$(word 1,$(REF_TORCH))"
+	touch $@
+
+test-reference: reference-env
+	$(REF_VENV)/bin/python -m pytest -q -rA tests/test_s3prl_equivalence_*.py
+
 bench: setup
 	$(BIN)/python benchmarks/bench.py
 
@@ -42,4 +60,4 @@ lint: setup
 	$(BIN)/ruff check superbench upstreams downstreams recipes leaderboard tests benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(REF_VENV) build *.egg-info .pytest_cache

@@ -5,7 +5,9 @@ or an upstream end to end in seconds: `ToneUpstream` is a 3-layer, 16-dim upstre
 band energies; `make_class_corpus` / `make_sequence_corpus` write prepared task folders of
 tones (utterance classes, or sequences of tone "phones") that any head learns quickly;
 `scratch_run_options` keeps a test run's results, cache and checkpoints in one folder;
-`InterruptingSource` dies mid-training like a killed run, to test resuming.
+`InterruptingSource` dies mid-training like a killed run, to test resuming; `chirp_wavs` makes
+seeded test utterances (a chirp plus noise) of given lengths, e.g. to compare an upstream with a
+reference implementation.
 """
 
 from __future__ import annotations
@@ -68,6 +70,20 @@ class ToneUpstream(Upstream):
 def _tone(freq: float, seconds: float, rng: np.random.Generator) -> np.ndarray:
     t = np.arange(int(seconds * SR)) / SR
     return (0.3 * np.sin(2 * np.pi * freq * t + rng.uniform(0, 6.28)) + 0.01 * rng.standard_normal(t.size))
+
+
+def chirp_wavs(lengths: Sequence[int], seed: int = 0, chirp: float = 0.3, noise: float = 0.05,
+               sample_rate: int = SR) -> list[np.ndarray]:
+    """Seeded float32 test utterances of `lengths` samples: a rising chirp (200 Hz, +1500 Hz per second) of
+    amplitude `chirp` plus white noise of standard deviation `noise` (`chirp=0`: noise alone). One generator
+    serves all of them, so the same call gives the same audio."""
+    rng = np.random.default_rng(seed)
+    wavs = []
+    for n in lengths:
+        t = np.arange(int(n)) / sample_rate
+        wav = chirp * np.sin(2 * np.pi * (200 + 1500 * t) * t) + noise * rng.standard_normal(int(n))
+        wavs.append(wav.astype(np.float32))
+    return wavs
 
 
 def make_class_corpus(root: Path, task: str = "ks", n_classes: int = 3, per_class: tuple = (12, 4, 4),

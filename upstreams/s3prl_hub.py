@@ -12,6 +12,10 @@ the load error when they first use it.
 Frame counts: s3prl reports its own lengths (roughly n / downsample_rate). They are mapped onto
 superbench's frame rule `(n - receptive_field) // downsample_rate + 1` by trimming the extra
 frame(s) or repeating the last one, so every upstream obeys one contract.
+
+Checking a native re-implementation against s3prl: `s3prl_layers_alone` gives s3prl's hidden states for
+each utterance run alone, and `layer_differences` compares an upstream's padded-batch output with them,
+layer by layer.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ import logging
 import sys
 import types
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from superbench.torchaudio_compat import BACKEND_NOOPS, install_torchaudio_stand_in, is_placeholder, load_failure
@@ -161,3 +166,66 @@ class S3PRLUpstream(Upstream):
                     fixed[i, got:want] = h[got - 1].float()
             layers.append(fixed)
         return layers, frame_lengths
+
+
+def s3prl_layers_alone(hub_name: str, ckpt_path: str | Path | None, wavs: Sequence[np.ndarray | torch.Tensor],
+                       **kwargs: Any) -> list[list[torch.Tensor]]:
+    """s3prl's own answer for each utterance: `[utterance][layer]` hidden states (T, D), each cut to the length
+    s3prl reports, from `s3prl.nn.S3PRLUpstream(hub_name, path_or_url=ckpt_path, **kwargs)`.
+
+    Each utterance runs alone: s3prl computes a zero-padded batch as one (GroupNorms over time, convolutions
+    over the padding, a batch-wide front end), so what it gives an utterance in a batch depends on its
+    batch-mates; alone, it is s3prl's answer for that utterance. Eval mode (s3prl leaves some upstreams in
+    train mode, dropout on), no gradients.
+    """
+    s3prl_nn = import_s3prl_nn()
+    if ckpt_path is not None:
+        kwargs["path_or_url"] = str(ckpt_path)
+    model = s3prl_nn.S3PRLUpstream(hub_name, **kwargs).eval()
+    out = []
+    with torch.no_grad():
+        for wav in wavs:
+            wav = torch.as_tensor(np.asarray(wav, dtype=np.float32))
+            hidden, hidden_lens = model(wav[None], torch.tensor([wav.shape[0]]))
+            out.append([h[0, : int(n[0])] for h, n in zip(hidden, hidden_lens)])
+    return out
+
+
+def layer_differences(upstream: Upstream, reference: Sequence[Sequence[torch.Tensor]],
+                      wavs: Sequence[np.ndarray | torch.Tensor], *, max_extra_frames: int | None = None) -> list[float]:
+    """Per layer, the largest absolute difference between `upstream` run on the padded batch of `wavs` and
+    `reference[utterance][layer]` (T, D) (e.g. `s3prl_layers_alone`), over each utterance's valid frames.
+
+    A native upstream must give every utterance in a padded batch what the reference gives it alone. Raises
+    `AssertionError` where the two do not line up: another number of layers or hidden size, frame counts off
+    the upstream's frame rule, or a reference with fewer frames than the upstream (s3prl's own lengths round
+    up, so it may have more; `max_extra_frames` bounds how many more).
+    """
+    hidden, frame_lengths = upstream.extract(wavs)
+    lengths = torch.tensor([len(w) for w in wavs])
+    _expect(len(reference) == len(wavs), f"{len(reference)} reference utterances for {len(wavs)} waveforms")
+    _expect(len(hidden) == upstream.num_layers,
+            f"{upstream.name}: {len(hidden)} layers, announced {upstream.num_layers}")
+    _expect(frame_lengths.tolist() == upstream.num_frames(lengths).tolist(),
+            f"{upstream.name}: frame lengths {frame_lengths.tolist()} break the frame rule")
+    worst = [0.0] * len(hidden)
+    for i, ref_layers in enumerate(reference):
+        _expect(len(ref_layers) == len(hidden),
+                f"the reference has {len(ref_layers)} layers, the upstream {len(hidden)}")
+        n = int(frame_lengths[i])
+        for layer, (h, ref) in enumerate(zip(hidden, ref_layers)):
+            _expect(ref.shape[-1] == h.shape[-1] == upstream.hidden_size,
+                    f"layer {layer}: hidden size {ref.shape[-1]} in the reference, {h.shape[-1]} in the upstream "
+                    f"(announced {upstream.hidden_size})")
+            extra = ref.shape[0] - n
+            _expect(extra >= 0,
+                    f"utterance {i}: the reference gives fewer frames ({ref.shape[0]}) than the upstream ({n})")
+            _expect(max_extra_frames is None or extra <= max_extra_frames,
+                    f"utterance {i}: the reference gives {extra} frames more than the upstream ({n})")
+            worst[layer] = max(worst[layer], float((h[i, :n].float() - ref[:n].float()).abs().max()))
+    return worst
+
+
+def _expect(ok: bool, message: str) -> None:
+    if not ok:
+        raise AssertionError(message)

@@ -1,4 +1,5 @@
-"""`superbench upstreams list` and `superbench upstreams validate NAME [--upstream-path DIR]`."""
+"""`superbench upstreams list`, `superbench upstreams validate NAME [--upstream-path DIR]` and
+`superbench upstreams random-checkpoint NAME --out FILE`."""
 
 from __future__ import annotations
 
@@ -32,6 +33,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     validate.add_argument("--atol", type=float, default=None,
                           help="tolerance relative to the feature scale (default 1e-4)")
     validate.set_defaults(func=cmd_validate)
+
+    random_ckpt = commands.add_parser(
+        "random-checkpoint", help="write a tiny random-init checkpoint in NAME's published format",
+        description="Writes a small randomly initialised model of NAME's family in the file format its public "
+                    "checkpoint is published in (s3prl .ckpt, fairseq .pt, ...), so that loading, "
+                    "`validate NAME=FILE` and a whole `run --upstream NAME=FILE` can be tried without the real "
+                    "weights. Its scores mean nothing.")
+    random_ckpt.add_argument("name", help="a native SSL upstream name (apc, tera, wav2vec, distilhubert, ...)")
+    random_ckpt.add_argument("--out", required=True, metavar="FILE", help="where to write the checkpoint")
+    random_ckpt.add_argument("--seed", type=int, default=0, help="seed of the random initialisation (default 0)")
+    random_ckpt.set_defaults(func=cmd_random_checkpoint)
     parser.set_defaults(func=lambda args: (parser.print_help(), ExitCode.USAGE)[1])
 
 
@@ -86,3 +98,30 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(f"upstream {upstream.name} (fingerprint {upstream.fingerprint()})")
     print(format_checks(checks))
     return ExitCode.OK if all_passed(checks) else ExitCode.FAILED
+
+
+def random_checkpoint_writers() -> dict[str, Any]:
+    """Registered upstream names whose factory can write a random checkpoint in its published format."""
+    from superbench.upstream import UPSTREAMS
+
+    writers = {}
+    for name in UPSTREAMS.names():
+        write = getattr(UPSTREAMS.get(name), "write_random_checkpoint", None)
+        if callable(write):
+            writers[name] = write
+    return writers
+
+
+def cmd_random_checkpoint(args: argparse.Namespace) -> int:
+    writers = random_checkpoint_writers()
+    if args.name not in writers:
+        import difflib
+
+        close = difflib.get_close_matches(args.name, list(writers), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"upstream {args.name!r} has no published checkpoint format to write{hint} "
+                         f"(random-checkpoint serves: {', '.join(sorted(writers))})")
+    path = writers[args.name](args.out, seed=args.seed)
+    print(f"wrote a random-init {args.name} checkpoint to {path}; try `superbench upstreams validate "
+          f"{args.name}={path}`")
+    return ExitCode.OK
