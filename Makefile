@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo bench lint report clean reference-env test-reference
+.PHONY: setup test demo bench lint report clean reference-env test-reference families
 
 setup: $(STAMP)
 
@@ -46,6 +46,11 @@ test-reference: reference-env
 
 bench: setup
 	$(BIN)/python benchmarks/bench.py
+
+# Every self-supervised family pretrained small on the demo corpus, scored against its own random init
+# (families/families.md, leaderboard.md, report.html; under an hour on two cores, resumable).
+families: setup
+	$(BIN)/superbench families --out families
 
 # The HTML report of the store, and (when Debian's chromium is there) a headless screenshot of it.
 report: setup

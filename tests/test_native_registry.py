@@ -58,6 +58,7 @@ def test_every_family_is_listed_with_its_published_source(capsys):
     for name in NATIVE:
         assert name in rows, name
         assert "https://" in rows[name]  # where the published file is
+    assert "pretrained" in rows and "best-rq" in rows and "vicreg" in rows
 
 
 def test_random_checkpoint_then_validate_from_the_command_line(tmp_path, capsys):

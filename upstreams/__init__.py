@@ -13,7 +13,7 @@ import importlib
 from typing import Any
 
 #: Modules with a `FACTORIES` mapping, in the order `superbench upstreams list` shows them.
-FAMILY_MODULES = ("filterbank", "hf", "apc", "npc", "mockingjay", "cpc", "wav2vec", "distilhubert")
+FAMILY_MODULES = ("filterbank", "hf", "apc", "npc", "mockingjay", "cpc", "wav2vec", "distilhubert", "pretrain")
 
 
 def __getattr__(name: str) -> Any:

@@ -13,7 +13,7 @@ import sys
 from typing import Iterator
 
 from superbench import __version__
-from superbench.cli import data, leaderboard, results, run, upstreams
+from superbench.cli import data, leaderboard, pretrain, results, run, upstreams
 from superbench.exit_codes import ExitCode, exit_code_for
 
 
@@ -21,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="superbench",
         description="Benchmark frozen self-supervised speech models on SUPERB tasks "
-                    "(PR, ASR, KS, SID, ER) with cached features and a local leaderboard.",
+                    "(PR, KS, IC, SID, ER, ASR, QbE, SF, SV, SD) with cached features and a local "
+                    "leaderboard; pretrain small self-supervised models to compare families.",
         epilog="exit codes: 0 ok, 1 negative verdict (regression, failed validation), 2 usage error "
                "(bad input, found before any work), 3 runtime failure or internal error (e.g. NaN loss, full "
                "disk, a bug), 130 interrupted",
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"superbench {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (upstreams, data, run, results, leaderboard):
+    for module in (upstreams, data, run, results, leaderboard, pretrain):
         module.register(sub)
     for command in subcommands(parser):
         # -v also after the subcommand (`superbench run ... -v`); SUPPRESS keeps a -v given before it.

@@ -1,0 +1,224 @@
+"""`superbench pretrain FAMILY ...` (train a self-supervised family small) and `superbench families`
+(pretrain every family, score each trained model against its own random initialisation)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from superbench.exit_codes import ExitCode
+
+log = logging.getLogger(__name__)
+
+PRETRAIN_EPILOG = """\
+examples:
+  superbench pretrain apc --data demo --out runs/apc            # the family's default steps, tiny size
+  superbench pretrain hubert --data demo --steps 0 --out runs/hubert-init   # its random initialisation
+  superbench pretrain tera --data /data/wavs --size small --steps 5000 --out runs/tera
+  superbench run --upstream pretrained:runs/apc --task pr,ks --data demo
+
+The --out folder holds the model in its loader's format (s3prl .ckpt for apc/tera, a transformers
+folder for hubert/best-rq/wav2vec2/data2vec/vicreg): `LOADER=DIR` (e.g. `apc=runs/apc`), `FAMILY=DIR`
+or `pretrained:DIR` loads it as an upstream with every layer. Beside it: pretrain.json (config, data,
+wall time, parameters, losses), loss.csv and loss.png. Interrupted? Run the same command again: it
+resumes from the last saved step (pretrain-state.pt) and ends with the same weights.
+"""
+
+FAMILIES_EPILOG = """\
+For each family: pretrain it (--steps, default the family's own) and save its random initialisation
+(0 steps), score both on --tasks with --seeds seeds, then write into --out: leaderboard.md, report.html,
+families.md / families.json (kind, parameters, pretraining wall time, loss first -> last, per-task
+scores trained vs random init, and whether the trained model beats its random init on PR and on how
+many other tasks). Everything is resumable: a re-run reuses finished pretraining and records.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from upstreams.pretrain import family_names
+
+    families = family_names()
+    p = sub.add_parser("pretrain", help="train a self-supervised family small; the result loads as an upstream",
+                       description="Pretrain one self-supervised family (generative: apc, tera; predictive: "
+                                   "hubert, best-rq; contrastive: wav2vec2; bootstrapping: data2vec; "
+                                   "regularization: vicreg) on the demo corpus or a folder of audio.",
+                       epilog=PRETRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("family", choices=families, metavar="FAMILY", help="one of: " + ", ".join(families))
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (resumed if it holds "
+                                                                          "this run)")
+    _add_training_options(p)
+    p.add_argument("--steps", type=int, default=None, metavar="N",
+                   help="optimiser steps (default: the family's own; 0 saves the random initialisation)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation, batches and masks (default 0)")
+    p.set_defaults(func=cmd_pretrain)
+
+    f = sub.add_parser("families", help="pretrain every family and score it against its random init",
+                       description="The family table: each self-supervised family pretrained small on the same "
+                                   "data, scored with its own random initialisation on SUPERB tasks.",
+                       epilog=FAMILIES_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    f.add_argument("--out", type=Path, default=Path("families"), metavar="DIR",
+                   help="output folder (default: ./families)")
+    f.add_argument("--families", default=",".join(families), metavar="A,B",
+                   help=f"families to run (default: all: {','.join(families)})")
+    f.add_argument("--tasks", default="pr,ks,sid,er,asr", metavar="A,B", help="tasks to score (default: the five "
+                                                                              "first SUPERB tasks)")
+    f.add_argument("--seeds", type=int, default=1, metavar="N", help="downstream seeds per task (default 1)")
+    f.add_argument("--steps", type=int, default=None, metavar="N", help="pretraining steps (default: each "
+                                                                       "family's own)")
+    f.add_argument("--seed", type=int, default=0, help="pretraining seed (default 0)")
+    _add_training_options(f)
+    f.set_defaults(func=cmd_families)
+
+
+def _add_training_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="demo", metavar="demo|demo:SIZE|DIR",
+                   help="training audio: the demo corpus's training splits (default) or a folder of audio files")
+    p.add_argument("--size", default="tiny", choices=("tiny", "small"), help="model size (default tiny)")
+    p.add_argument("--lr", type=float, default=0.0, metavar="X", help="peak learning rate (default: the family's)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="crops per step (default 8)")
+    p.add_argument("--crop-seconds", type=float, default=2.0, metavar="S", help="crop length (default 2.0 s)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads (default: torch's own; use 1 per job when several run side by side)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+
+
+def _pretrain_one(family_name: str, args: argparse.Namespace, steps: int | None, out: Path, seed: int) -> Any:
+    from upstreams.pretrain import get_family
+    from upstreams.pretrain.base import PretrainConfig
+    from upstreams.pretrain.data import load_pretrain_audio
+    from upstreams.pretrain.loop import pretrain
+
+    family = get_family(family_name)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    cfg = PretrainConfig(family=family_name, steps=family.default_steps if steps is None else steps, size=args.size,
+                         seed=seed, batch_size=args.batch_size, crop_seconds=args.crop_seconds, lr=args.lr)
+    audio = load_pretrain_audio(args.data)
+    log.info("%s: %d steps on %d utterances (%.2f h) from %s", family_name, cfg.steps, len(audio.wavs),
+             audio.hours, audio.source)
+    return pretrain(family, audio, out, cfg, progress=args.progress)
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    result = _pretrain_one(args.family, args, args.steps, args.out, args.seed)
+    print(f"{args.family}: {result.steps} steps in {result.wall_seconds:.1f} s, {result.parameters:,} upstream "
+          f"parameters, loss {result.info['first_loss'] if result.info['first_loss'] is not None else 'n/a'} -> "
+          f"{result.final_loss:.4g}")
+    print(f"load it with --upstream pretrained:{args.out} (or {result.loader}={result.upstream_path})")
+    return ExitCode.OK
+
+
+# --------------------------------------------------------------------------- the family table
+
+def _records_by_upstream(db: Path) -> dict[str, dict[str, list[float]]]:
+    from leaderboard.store import ResultStore
+
+    out: dict[str, dict[str, list[float]]] = {}
+    for r in ResultStore(db).records():
+        if r.layer is None:
+            out.setdefault(r.upstream, {}).setdefault(r.task, []).append(float(r.test))
+    return out
+
+
+def family_rows(out: Path, families: list[str], tasks: list[str]) -> list[dict[str, Any]]:
+    """One row per family: pretraining facts from pretrain.json and scores trained vs random init."""
+    from superbench.tasks import TASKS
+
+    scores = _records_by_upstream(out / "leaderboard.db")
+    rows = []
+    for name in families:
+        info = json.loads((out / name / "trained" / "pretrain.json").read_text())
+        trained, init = scores.get(f"{name}-trained", {}), scores.get(f"{name}-random-init", {})
+        per_task = {}
+        for task in tasks:
+            a, b = trained.get(task, []), init.get(task, [])
+            if not a or not b:
+                continue
+            higher = TASKS.get(task).higher_is_better
+            ma, mb = statistics.fmean(a), statistics.fmean(b)
+            per_task[task] = {"trained": ma, "random_init": mb,
+                              "trained_std": statistics.stdev(a) if len(a) > 1 else 0.0,
+                              "random_init_std": statistics.stdev(b) if len(b) > 1 else 0.0,
+                              "seeds": min(len(a), len(b)), "better": (ma > mb) if higher else (ma < mb)}
+        others = [t for t, v in per_task.items() if t != "pr" and v["better"]]
+        rows.append({"family": name, "kind": info["kind"], "loader": info["loader"],
+                     "parameters": info["parameters"]["upstream"], "steps": info["steps"],
+                     "wall_seconds": info["wall_seconds"], "first_loss": info["first_loss"],
+                     "final_loss": info["final_loss"], "tasks": per_task,
+                     "beats_random_on_pr": per_task.get("pr", {}).get("better"),
+                     "other_tasks_beaten": others,
+                     "loss_curve": str(out / name / "trained" / "loss.png")})
+    return rows
+
+
+def families_markdown(rows: list[dict[str, Any]], tasks: list[str]) -> str:
+    from superbench.tasks import TASKS
+
+    def cell(v: dict[str, float] | None) -> str:
+        if not v:
+            return "–"
+        sd = (f" ± {v['trained_std']:.2f}" if v["seeds"] > 1 else "")
+        sd0 = (f" ± {v['random_init_std']:.2f}" if v["seeds"] > 1 else "")
+        mark = " ✓" if v["better"] else ""
+        return f"{v['trained']:.2f}{sd} vs {v['random_init']:.2f}{sd0}{mark}"
+
+    heads = ["family", "kind", "params", "steps", "pretrain s", "loss first → last"] + [
+        f"{t.upper()} {TASKS.get(t).metric.upper()} {'↑' if TASKS.get(t).higher_is_better else '↓'}" for t in tasks]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "|".join("---" for _ in heads) + "|"]
+    for r in rows:
+        loss = (f"{r['first_loss']:.3g} → {r['final_loss']:.3g}" if r["first_loss"] is not None
+                and not math.isnan(r["final_loss"]) else "–")
+        lines.append("| " + " | ".join([r["family"], r["kind"], f"{r['parameters']:,}", str(r["steps"]),
+                                        f"{r['wall_seconds']:.0f}", loss]
+                                       + [cell(r["tasks"].get(t)) for t in tasks]) + " |")
+    lines += ["", "Cells: trained vs its own random initialisation (test score, mean over seeds); ✓ = the trained "
+              "model is better. Loss curves: <family>/trained/loss.png."]
+    verdicts = []
+    for r in rows:
+        pr = r["beats_random_on_pr"]
+        verdicts.append(f"- {r['family']}: PR {'better' if pr else ('not better' if pr is not None else 'not run')}"
+                        f" than random init; other tasks better: {', '.join(r['other_tasks_beaten']) or 'none'}")
+    return "\n".join(lines + [""] + verdicts) + "\n"
+
+
+def cmd_families(args: argparse.Namespace) -> int:
+    from superbench.cli import main as cli_main
+    from superbench.io import atomic_write_text
+    from upstreams.pretrain import family_names
+
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    unknown = [f for f in families if f not in family_names()]
+    if unknown:
+        raise ValueError(f"--families: unknown {', '.join(unknown)} (families: {', '.join(family_names())})")
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    db, results = out / "leaderboard.db", out / "results"
+    common = ["--task", ",".join(tasks), "--data", "demo", "--seeds", str(args.seeds), "--db", str(db),
+              "--results", str(results)] + (["--threads", str(args.threads)] if args.threads else []) + \
+             ([] if args.progress else ["--no-progress"])
+    for name in families:
+        for variant, steps in (("trained", args.steps), ("random-init", 0)):
+            folder = out / name / variant
+            _pretrain_one(name, args, steps, folder, args.seed)
+            code = cli_main(["run", "--upstream", f"pretrained:{folder}"] + common)
+            if code != 0:
+                log.error("scoring %s (%s) failed with exit code %d", name, variant, code)
+                return code
+    rows = family_rows(out, families, tasks)
+    atomic_write_text(out / "families.json", json.dumps(rows, indent=2) + "\n")
+    atomic_write_text(out / "families.md", families_markdown(rows, tasks))
+    board_md = out / "leaderboard.md"
+    for argv in (["leaderboard", "--db", str(db), "--format", "md", "-o", str(board_md)],
+                 ["report", "--db", str(db), "-o", str(out / "report.html")]):
+        if cli_main(argv) != 0:
+            log.warning("`superbench %s` failed", " ".join(argv))
+    print((out / "families.md").read_text())
+    print(f"wrote {out / 'families.md'}, families.json, leaderboard.md, report.html")
+    return ExitCode.OK
