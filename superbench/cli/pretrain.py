@@ -116,13 +116,18 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- the family table
 
-def _records_by_upstream(db: Path) -> dict[str, dict[str, list[float]]]:
+def _scores_of(db: Path, folder: Path) -> dict[str, list[float]]:
+    """Test scores per task of the model in a pretrain folder, by its fingerprint: a re-trained folder's
+    old records (same name, other weights) never mix in."""
     from leaderboard.store import ResultStore
+    from upstreams.pretrain import load_pretrained
 
-    out: dict[str, dict[str, list[float]]] = {}
+    upstream = load_pretrained(folder)
+    fingerprint = upstream.fingerprint()
+    out: dict[str, list[float]] = {}
     for r in ResultStore(db).records():
-        if r.layer is None:
-            out.setdefault(r.upstream, {}).setdefault(r.task, []).append(float(r.test))
+        if r.layer is None and r.upstream == upstream.name and r.upstream_fingerprint == fingerprint:
+            out.setdefault(r.task, []).append(float(r.test))
     return out
 
 
@@ -130,11 +135,11 @@ def family_rows(out: Path, families: list[str], tasks: list[str]) -> list[dict[s
     """One row per family: pretraining facts from pretrain.json and scores trained vs random init."""
     from superbench.tasks import TASKS
 
-    scores = _records_by_upstream(out / "leaderboard.db")
     rows = []
     for name in families:
         info = json.loads((out / name / "trained" / "pretrain.json").read_text())
-        trained, init = scores.get(f"{name}-trained", {}), scores.get(f"{name}-random-init", {})
+        trained = _scores_of(out / "leaderboard.db", out / name / "trained")
+        init = _scores_of(out / "leaderboard.db", out / name / "random-init")
         per_task = {}
         for task in tasks:
             a, b = trained.get(task, []), init.get(task, [])

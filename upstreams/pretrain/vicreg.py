@@ -197,7 +197,7 @@ class VICRegFamily(HubertEncoderFamily):
     description = ("VICReg / DeLoRes: variance-invariance-covariance regularisation between two augmented, "
                    "frame-aligned views (tiny HuBERT-architecture encoder)")
     default_lr = 1e-3
-    default_steps = 300
+    default_steps = 900
 
     def __init__(self, weights: VICRegWeights = VICRegWeights(), aug: Augment = Augment(),
                  utterance_weight: float = 0.0) -> None:

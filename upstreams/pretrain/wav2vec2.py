@@ -183,7 +183,7 @@ class Wav2Vec2Family(PretrainFamily):
     description = ("wav2vec 2.0: InfoNCE between masked-frame outputs and Gumbel-quantised CNN features "
                    "(distractors from the same utterance) + codebook diversity")
     default_lr = 1e-3
-    default_steps = 400
+    default_steps = 1200
     mask_prob = MASK_PROB
     mask_length = MASK_LENGTH
     num_negatives = NUM_NEGATIVES
