@@ -40,6 +40,7 @@ from torch import nn
 
 from superbench.upstream import Upstream
 from upstreams.apc import (
+    HF_BASE,
     HammingFbank,
     audio_section,
     build_vq_layers,
@@ -60,7 +61,6 @@ from upstreams.ssl_checkpoint import (
 
 log = logging.getLogger(__name__)
 
-HF_BASE = "https://huggingface.co/leo19941227/apc_series/resolve/main"
 EXPECTED = "an NPC checkpoint (s3prl .ckpt)"
 
 PUBLISHED = {

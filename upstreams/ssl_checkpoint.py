@@ -25,9 +25,10 @@ import logging
 import os
 import pickle
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import torch
 
@@ -199,19 +200,12 @@ def guess_format(obj: Mapping[str, Any]) -> str | None:
     return None
 
 
-def seeded(seed: int) -> Any:
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
     """A context in which module construction draws from `seed` without touching the global RNG."""
-    rng = torch.random.fork_rng(devices=[])
-
-    class _Seeded:
-        def __enter__(self) -> None:
-            rng.__enter__()
-            torch.manual_seed(seed)
-
-        def __exit__(self, *exc: Any) -> None:
-            rng.__exit__(*exc)
-
-    return _Seeded()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def published_factory(name: str, published: PublishedCheckpoint, load: Callable[[Path], Any], *, family: str,

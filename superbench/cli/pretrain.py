@@ -86,10 +86,10 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
 
 
-def _pretrain_one(family_name: str, args: argparse.Namespace, steps: int | None, out: Path, seed: int) -> Any:
+def _pretrain_one(family_name: str, args: argparse.Namespace, steps: int | None, out: Path, seed: int,
+                  audio: Any) -> Any:
     from upstreams.pretrain import get_family
     from upstreams.pretrain.base import PretrainConfig
-    from upstreams.pretrain.data import load_pretrain_audio
     from upstreams.pretrain.loop import pretrain
 
     family = get_family(family_name)
@@ -99,14 +99,15 @@ def _pretrain_one(family_name: str, args: argparse.Namespace, steps: int | None,
         torch.set_num_threads(args.threads)
     cfg = PretrainConfig(family=family_name, steps=family.default_steps if steps is None else steps, size=args.size,
                          seed=seed, batch_size=args.batch_size, crop_seconds=args.crop_seconds, lr=args.lr)
-    audio = load_pretrain_audio(args.data)
     log.info("%s: %d steps on %d utterances (%.2f h) from %s", family_name, cfg.steps, len(audio.wavs),
              audio.hours, audio.source)
     return pretrain(family, audio, out, cfg, progress=args.progress)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    result = _pretrain_one(args.family, args, args.steps, args.out, args.seed)
+    from upstreams.pretrain.data import load_pretrain_audio
+
+    result = _pretrain_one(args.family, args, args.steps, args.out, args.seed, load_pretrain_audio(args.data))
     print(f"{args.family}: {result.steps} steps in {result.wall_seconds:.1f} s, {result.parameters:,} upstream "
           f"parameters, loss {result.info['first_loss'] if result.info['first_loss'] is not None else 'n/a'} -> "
           f"{result.final_loss:.4g}")
@@ -116,16 +117,15 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- the family table
 
-def _scores_of(db: Path, folder: Path) -> dict[str, list[float]]:
+def _scores_of(records: list[Any], folder: Path) -> dict[str, list[float]]:
     """Test scores per task of the model in a pretrain folder, by its fingerprint: a re-trained folder's
     old records (same name, other weights) never mix in."""
-    from leaderboard.store import ResultStore
     from upstreams.pretrain import load_pretrained
 
     upstream = load_pretrained(folder)
     fingerprint = upstream.fingerprint()
     out: dict[str, list[float]] = {}
-    for r in ResultStore(db).records():
+    for r in records:
         if r.layer is None and r.upstream == upstream.name and r.upstream_fingerprint == fingerprint:
             out.setdefault(r.task, []).append(float(r.test))
     return out
@@ -133,13 +133,15 @@ def _scores_of(db: Path, folder: Path) -> dict[str, list[float]]:
 
 def family_rows(out: Path, families: list[str], tasks: list[str]) -> list[dict[str, Any]]:
     """One row per family: pretraining facts from pretrain.json and scores trained vs random init."""
+    from leaderboard.store import ResultStore
     from superbench.tasks import TASKS
 
+    records = ResultStore(out / "leaderboard.db").records()
     rows = []
     for name in families:
         info = json.loads((out / name / "trained" / "pretrain.json").read_text())
-        trained = _scores_of(out / "leaderboard.db", out / name / "trained")
-        init = _scores_of(out / "leaderboard.db", out / name / "random-init")
+        trained = _scores_of(records, out / name / "trained")
+        init = _scores_of(records, out / name / "random-init")
         per_task = {}
         for task in tasks:
             a, b = trained.get(task, []), init.get(task, [])
@@ -208,10 +210,13 @@ def cmd_families(args: argparse.Namespace) -> int:
     common = ["--task", ",".join(tasks), "--data", "demo", "--seeds", str(args.seeds), "--db", str(db),
               "--results", str(results)] + (["--threads", str(args.threads)] if args.threads else []) + \
              ([] if args.progress else ["--no-progress"])
+    from upstreams.pretrain.data import load_pretrain_audio
+
+    audio = load_pretrain_audio(args.data)  # once: every family learns from the same waveforms
     for name in families:
         for variant, steps in (("trained", args.steps), ("random-init", 0)):
             folder = out / name / variant
-            _pretrain_one(name, args, steps, folder, args.seed)
+            _pretrain_one(name, args, steps, folder, args.seed, audio)
             code = cli_main(["run", "--upstream", f"pretrained:{folder}"] + common)
             if code != 0:
                 log.error("scoring %s (%s) failed with exit code %d", name, variant, code)
