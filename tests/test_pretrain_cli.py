@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
 from superbench.cli import main
-from superbench.cli.pretrain import families_markdown
+from superbench.cli.pretrain import compare_scores, families_markdown
+from superbench.exit_codes import ExitCode
 from superbench.upstream import load_upstream
 
 
@@ -43,14 +45,65 @@ def test_unknown_family_is_a_usage_error(capsys):
     assert "invalid choice: 'wav2vec3'" in capsys.readouterr().err
 
 
+def test_a_cell_is_clear_only_when_the_means_differ_by_more_than_the_two_stds():
+    one = compare_scores([53.1], [60.6], higher_is_better=False)
+    assert (one["better"], one["clear"], one["seeds"], one["trained_std"]) == (True, False, 1, 0.0)
+    # means 40 and 45, sample stds sqrt(2) and 2 sqrt(2): 5 > 4.24, clear (and worse, accuracy going down)
+    ks = compare_scores([39.0, 41.0], [43.0, 47.0], higher_is_better=True)
+    assert ks["trained_std"] == pytest.approx(2 ** 0.5) and ks["random_init_std"] == pytest.approx(8 ** 0.5)
+    assert (ks["better"], ks["clear"]) == (False, True)
+    # means 53 and 56, stds 3 sqrt(2) and sqrt(2): 3 < 5.66, better (PER going down) but within the spread
+    pr = compare_scores([50.0, 56.0], [55.0, 57.0], higher_is_better=False)
+    assert (pr["better"], pr["clear"], pr["seeds"]) == (True, False, 2)
+
+
 def test_family_table_marks_wins_in_each_metric_direction_and_says_the_verdicts():
-    rows = [{"family": "apc", "kind": "generative", "parameters": 1000, "steps": 10, "wall_seconds": 12.3,
-             "first_loss": 0.8, "final_loss": 0.6,
-             "tasks": {"pr": {"trained": 53.1, "random_init": 60.6, "trained_std": 0.0, "random_init_std": 0.0,
-                              "seeds": 1, "better": True},
-                       "ks": {"trained": 40.0, "random_init": 45.0, "trained_std": 1.0, "random_init_std": 2.0,
-                              "seeds": 2, "better": False}},
-             "beats_random_on_pr": True, "other_tasks_beaten": []}]
-    md = families_markdown(rows, ["pr", "ks"])
-    assert "| apc | generative | 1,000 | 10 | 12 | 0.8 → 0.6 | 53.10 vs 60.60 ✓ | 40.00 ± 1.00 vs 45.00 ± 2.00 |" in md
+    row = {"family": "apc", "kind": "generative", "parameters": 1000, "steps": 10, "wall_seconds": 12.3,
+           "first_loss": 0.8, "final_loss": 0.6, "other_tasks_beaten": [], "beats_random_on_pr": True,
+           "tasks": {"pr": compare_scores([53.1], [60.6], False),
+                     "ks": compare_scores([39.0, 41.0], [43.0, 47.0], True)}}
+    md = families_markdown([row], ["pr", "ks"])
+    assert "| apc | generative | 1,000 | 10 | 12 | 0.8 → 0.6 | 53.10 vs 60.60 ✓ | 40.00 ± 1.41 vs 45.00 ± 2.83 |" in md
     assert "- apc: PR better than random init; other tasks better: none" in md
+
+    row["tasks"] = {"pr": compare_scores([50.0, 56.0], [55.0, 57.0], False),
+                    "er": compare_scores([50.0, 52.0], [40.0, 41.0], True),
+                    "sid": compare_scores([12.0, 14.0], [11.0, 12.0], True)}
+    row["other_tasks_beaten"] = ["er", "sid"]
+    md = families_markdown([row], ["pr", "er", "sid"])
+    assert "| 53.00 ± 4.24 vs 56.00 ± 1.41 ✓ (in spread) | 51.00 ± 1.41 vs 40.50 ± 0.71 ✓ | " \
+           "13.00 ± 1.41 vs 11.50 ± 0.71 ✓ (in spread) |" in md
+    assert ("- apc: PR better (within the seeds' spread) than random init; other tasks better: er, sid (in spread)"
+            in md)
+
+
+def test_families_scores_each_family_and_its_init_and_rescores_small_differences_with_more_seeds(tmp_path):
+    from leaderboard.store import ResultStore
+
+    out = tmp_path / "fam"
+    argv = ["families", "--out", str(out), "--families", "apc", "--tasks", "ks", "--data", "demo:tiny",
+            "--steps", "3", "--batch-size", "2", "--crop-seconds", "0.5", "--no-progress", "--threads", "1"]
+    # every difference is below 1000 points: ks is scored again with 2 seeds, for both models
+    assert main(argv + ["--confirm-below", "1000"]) == 0
+    rows = json.loads((out / "families.json").read_text())
+    assert [r["family"] for r in rows] == ["apc"] and rows[0]["steps"] == 3
+    cell = rows[0]["tasks"]["ks"]
+    seeds = {}
+    for r in ResultStore(out / "leaderboard.db").records():
+        seeds.setdefault(r.upstream, []).append((r.seed, r.test))
+    for name in ("apc-trained", "apc-random-init"):
+        assert sorted(s for s, _ in seeds[name]) == [0, 1], name
+    trained = [t for _, t in seeds["apc-trained"]]
+    assert cell["seeds"] == 2 and cell["trained"] == pytest.approx(sum(trained) / 2)
+    assert cell["trained_std"] == pytest.approx(abs(trained[0] - trained[1]) / 2 ** 0.5)
+    for name in ("families.md", "leaderboard.md", "report.html", "apc/trained/loss.png"):
+        assert (out / name).is_file(), name
+    assert "| apc | generative |" in (out / "families.md").read_text()
+
+
+def test_families_refuses_unknown_families_and_bad_seeds_before_any_work(tmp_path, caplog):
+    assert main(["families", "--out", str(tmp_path / "x"), "--families", "apc,wav2vec3"]) == ExitCode.USAGE
+    assert "--families: unknown wav2vec3 (families: apc," in caplog.text
+    assert main(["families", "--out", str(tmp_path / "x"), "--confirm-seeds", "0"]) == ExitCode.USAGE
+    assert "--seeds and --confirm-seeds must be at least 1" in caplog.text
+    assert not (tmp_path / "x").exists()

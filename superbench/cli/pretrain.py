@@ -35,6 +35,12 @@ For each family: pretrain it (--steps, default the family's own) and save its ra
 families.md / families.json (kind, parameters, pretraining wall time, loss first -> last, per-task
 scores trained vs random init, and whether the trained model beats its random init on PR and on how
 many other tasks). Everything is resumable: a re-run reuses finished pretraining and records.
+
+A difference smaller than --confirm-below points (default 3) is not taken on one seed: that task is
+scored again with --confirm-seeds seeds (default 2) for both models, and the table gives mean ± std
+and says whether the win is clear of the spread (difference larger than the two stds added).
+Scoring uses the demo corpus of --data (`demo:tiny` scores on demo:tiny), or the default demo corpus
+when --data is a folder.
 """
 
 
@@ -67,6 +73,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--tasks", default="pr,ks,sid,er,asr", metavar="A,B", help="tasks to score (default: the five "
                                                                               "first SUPERB tasks)")
     f.add_argument("--seeds", type=int, default=1, metavar="N", help="downstream seeds per task (default 1)")
+    f.add_argument("--confirm-below", type=float, default=3.0, metavar="PTS",
+                   help="re-score a task with --confirm-seeds seeds where trained and random init differ by "
+                        "less than PTS points (default 3; 0: never)")
+    f.add_argument("--confirm-seeds", type=int, default=2, metavar="N",
+                   help="seeds for the tasks whose difference is small (default 2)")
     f.add_argument("--steps", type=int, default=None, metavar="N", help="pretraining steps (default: each "
                                                                        "family's own)")
     f.add_argument("--seed", type=int, default=0, help="pretraining seed (default 0)")
@@ -117,42 +128,68 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- the family table
 
-def _scores_of(records: list[Any], folder: Path) -> dict[str, list[float]]:
-    """Test scores per task of the model in a pretrain folder, by its fingerprint: a re-trained folder's
-    old records (same name, other weights) never mix in."""
+def _scores_of(records: list[Any], folder: Path, manifests: dict[str, str]) -> dict[str, list[float]]:
+    """Test scores per task of the model in a pretrain folder on the scoring corpus (`manifests`: task ->
+    manifest fingerprint), by the weights' fingerprint: a re-trained folder's old records (same name,
+    other weights) and records of another corpus never mix in."""
     from upstreams.pretrain import load_pretrained
 
     upstream = load_pretrained(folder)
     fingerprint = upstream.fingerprint()
     out: dict[str, list[float]] = {}
     for r in records:
-        if r.layer is None and r.upstream == upstream.name and r.upstream_fingerprint == fingerprint:
+        if (r.layer is None and r.upstream == upstream.name and r.upstream_fingerprint == fingerprint
+                and r.manifest_fingerprint == manifests.get(r.task)):
             out.setdefault(r.task, []).append(float(r.test))
     return out
 
 
-def family_rows(out: Path, families: list[str], tasks: list[str]) -> list[dict[str, Any]]:
-    """One row per family: pretraining facts from pretrain.json and scores trained vs random init."""
+def scoring_corpus(data: str) -> str:
+    """The corpus the family table scores on: the demo corpus the families trained on (`demo`, `demo:tiny`),
+    or the default demo corpus when they trained on a folder of audio."""
+    return data if data == "demo" or data.startswith("demo:") else "demo"
+
+
+def _manifest_fingerprints(corpus: str, tasks: list[str]) -> dict[str, str]:
+    from recipes.prepare.demo import ensure_demo
+    from superbench.manifest import load_task_manifest
+
+    root = ensure_demo(corpus.split(":", 1)[1] if ":" in corpus else "default")
+    return {t: load_task_manifest(root / t, check_files=False).fingerprint for t in tasks}
+
+
+def compare_scores(trained: list[float], random_init: list[float], higher_is_better: bool) -> dict[str, Any]:
+    """One cell of the family table: means, sample stds (0 with one seed), whether the trained model is
+    better, and whether that is clear of the seeds' spread (the means differ by more than the two stds
+    added; never with a single seed, whose spread is unknown)."""
+    ma, mb = statistics.fmean(trained), statistics.fmean(random_init)
+    sa = statistics.stdev(trained) if len(trained) > 1 else 0.0
+    sb = statistics.stdev(random_init) if len(random_init) > 1 else 0.0
+    seeds = min(len(trained), len(random_init))
+    return {"trained": ma, "random_init": mb, "trained_std": sa, "random_init_std": sb, "seeds": seeds,
+            "better": (ma > mb) if higher_is_better else (ma < mb),
+            "clear": seeds > 1 and abs(ma - mb) > sa + sb}
+
+
+def family_rows(out: Path, families: list[str], tasks: list[str], corpus: str = "demo") -> list[dict[str, Any]]:
+    """One row per family: pretraining facts from pretrain.json and scores (on `corpus`) trained vs
+    random init."""
     from leaderboard.store import ResultStore
     from superbench.tasks import TASKS
 
     records = ResultStore(out / "leaderboard.db").records()
+    manifests = _manifest_fingerprints(corpus, tasks)
     rows = []
     for name in families:
         info = json.loads((out / name / "trained" / "pretrain.json").read_text())
-        trained = _scores_of(records, out / name / "trained")
-        init = _scores_of(records, out / name / "random-init")
+        trained = _scores_of(records, out / name / "trained", manifests)
+        init = _scores_of(records, out / name / "random-init", manifests)
         per_task = {}
         for task in tasks:
             a, b = trained.get(task, []), init.get(task, [])
             if not a or not b:
                 continue
-            higher = TASKS.get(task).higher_is_better
-            ma, mb = statistics.fmean(a), statistics.fmean(b)
-            per_task[task] = {"trained": ma, "random_init": mb,
-                              "trained_std": statistics.stdev(a) if len(a) > 1 else 0.0,
-                              "random_init_std": statistics.stdev(b) if len(b) > 1 else 0.0,
-                              "seeds": min(len(a), len(b)), "better": (ma > mb) if higher else (ma < mb)}
+            per_task[task] = compare_scores(a, b, TASKS.get(task).higher_is_better)
         others = [t for t, v in per_task.items() if t != "pr" and v["better"]]
         rows.append({"family": name, "kind": info["kind"], "loader": info["loader"],
                      "parameters": info["parameters"]["upstream"], "steps": info["steps"],
@@ -172,7 +209,7 @@ def families_markdown(rows: list[dict[str, Any]], tasks: list[str]) -> str:
             return "–"
         sd = (f" ± {v['trained_std']:.2f}" if v["seeds"] > 1 else "")
         sd0 = (f" ± {v['random_init_std']:.2f}" if v["seeds"] > 1 else "")
-        mark = " ✓" if v["better"] else ""
+        mark = (" ✓" if v["better"] else "") + (" (in spread)" if v["seeds"] > 1 and not v.get("clear") else "")
         return f"{v['trained']:.2f}{sd} vs {v['random_init']:.2f}{sd0}{mark}"
 
     heads = ["family", "kind", "params", "steps", "pretrain s", "loss first → last"] + [
@@ -184,13 +221,20 @@ def families_markdown(rows: list[dict[str, Any]], tasks: list[str]) -> str:
         lines.append("| " + " | ".join([r["family"], r["kind"], f"{r['parameters']:,}", str(r["steps"]),
                                         f"{r['wall_seconds']:.0f}", loss]
                                        + [cell(r["tasks"].get(t)) for t in tasks]) + " |")
-    lines += ["", "Cells: trained vs its own random initialisation (test score, mean over seeds); ✓ = the trained "
-              "model is better. Loss curves: <family>/trained/loss.png."]
+    lines += ["", "Cells: trained vs its own random initialisation (test score, mean ± std over seeds where a task "
+              "was scored with several); ✓ = the trained model is better; (in spread) = the means differ by no "
+              "more than the two stds added. Loss curves: <family>/trained/loss.png."]
     verdicts = []
     for r in rows:
         pr = r["beats_random_on_pr"]
-        verdicts.append(f"- {r['family']}: PR {'better' if pr else ('not better' if pr is not None else 'not run')}"
-                        f" than random init; other tasks better: {', '.join(r['other_tasks_beaten']) or 'none'}")
+        spread = r["tasks"].get("pr", {})
+        pr_text = "better" if pr else ("not better" if pr is not None else "not run")
+        if pr and spread.get("seeds", 1) > 1 and not spread.get("clear"):
+            pr_text += " (within the seeds' spread)"
+        others = [t + ("" if r["tasks"][t]["seeds"] == 1 or r["tasks"][t].get("clear") else " (in spread)")
+                  for t in r["other_tasks_beaten"]]
+        verdicts.append(f"- {r['family']}: PR {pr_text} than random init; other tasks better: "
+                        f"{', '.join(others) or 'none'}")
     return "\n".join(lines + [""] + verdicts) + "\n"
 
 
@@ -204,12 +248,23 @@ def cmd_families(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"--families: unknown {', '.join(unknown)} (families: {', '.join(family_names())})")
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if args.confirm_seeds < 1 or args.seeds < 1:
+        raise ValueError("--seeds and --confirm-seeds must be at least 1")
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     db, results = out / "leaderboard.db", out / "results"
-    common = ["--task", ",".join(tasks), "--data", "demo", "--seeds", str(args.seeds), "--db", str(db),
-              "--results", str(results)] + (["--threads", str(args.threads)] if args.threads else []) + \
-             ([] if args.progress else ["--no-progress"])
+    corpus = scoring_corpus(args.data)
+
+    def score(folder: Path, task_list: list[str], seeds: int) -> int:
+        argv = ["run", "--upstream", f"pretrained:{folder}", "--task", ",".join(task_list), "--data", corpus,
+                "--seeds", str(seeds), "--db", str(db), "--results", str(results)]
+        argv += (["--threads", str(args.threads)] if args.threads else []) + ([] if args.progress else
+                                                                              ["--no-progress"])
+        code = cli_main(argv)
+        if code != 0:
+            log.error("scoring %s failed with exit code %d", folder, code)
+        return code
+
     from upstreams.pretrain.data import load_pretrain_audio
 
     audio = load_pretrain_audio(args.data)  # once: every family learns from the same waveforms
@@ -217,11 +272,18 @@ def cmd_families(args: argparse.Namespace) -> int:
         for variant, steps in (("trained", args.steps), ("random-init", 0)):
             folder = out / name / variant
             _pretrain_one(name, args, steps, folder, args.seed, audio)
-            code = cli_main(["run", "--upstream", f"pretrained:{folder}"] + common)
-            if code != 0:
-                log.error("scoring %s (%s) failed with exit code %d", name, variant, code)
+            if code := score(folder, tasks, args.seeds):
                 return code
-    rows = family_rows(out, families, tasks)
+    if args.confirm_seeds > args.seeds and args.confirm_below > 0:
+        for row in family_rows(out, families, tasks, corpus):
+            small = [t for t, v in row["tasks"].items() if abs(v["trained"] - v["random_init"]) < args.confirm_below]
+            if small:
+                log.info("%s: %s differ by less than %g points: scoring them with %d seeds", row["family"],
+                         ", ".join(small), args.confirm_below, args.confirm_seeds)
+            for variant in ("trained", "random-init") if small else ():
+                if code := score(out / row["family"] / variant, small, args.confirm_seeds):
+                    return code
+    rows = family_rows(out, families, tasks, corpus)
     atomic_write_text(out / "families.json", json.dumps(rows, indent=2) + "\n")
     atomic_write_text(out / "families.md", families_markdown(rows, tasks))
     board_md = out / "leaderboard.md"
