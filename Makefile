@@ -48,7 +48,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench.py
 
 # Every self-supervised family pretrained small on the demo corpus, scored against its own random init
-# (families/families.md, leaderboard.md, report.html; under an hour on two cores, resumable).
+# (families/families.md and .html, leaderboard.md, report.html; 40 min on two cores, resumable).
 families: setup
 	$(BIN)/superbench families --out families
 

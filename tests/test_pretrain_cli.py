@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
@@ -99,6 +100,10 @@ def test_families_scores_each_family_and_its_init_and_rescores_small_differences
     for name in ("families.md", "leaderboard.md", "report.html", "apc/trained/loss.png"):
         assert (out / name).is_file(), name
     assert "| apc | generative |" in (out / "families.md").read_text()
+    page = (out / "families.html").read_text()
+    png = base64.b64encode((out / "apc" / "trained" / "loss.png").read_bytes()).decode("ascii")
+    assert f"<img alt='apc loss' src='data:image/png;base64,{png}'>" in page
+    assert "<td>apc</td>" in page and "apc: PR " in page
 
 
 def test_families_refuses_unknown_families_and_bad_seeds_before_any_work(tmp_path, caplog):

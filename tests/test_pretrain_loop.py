@@ -80,6 +80,26 @@ def test_a_run_writes_weights_curve_and_info(tmp_path):
     assert info["first_loss"] == pytest.approx(first, rel=1e-5)
 
 
+class ModeRecordingFamily(ToyFamily):
+    def loss(self, model, wavs, lengths, generator):
+        self.modes = getattr(self, "modes", []) + [(torch.are_deterministic_algorithms_enabled(),
+                                                    torch.is_deterministic_algorithms_warn_only_enabled())]
+        return super().loss(model, wavs, lengths, generator)
+
+
+@pytest.mark.parametrize("before", [(False, False), (True, False)])
+def test_training_uses_deterministic_kernels_and_restores_the_callers_setting(tmp_path, before):
+    torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+    try:
+        family = ModeRecordingFamily()
+        pretrain(family, toy_audio(), tmp_path, cfg(), progress=False)
+        assert family.modes == [(True, True)] * 6  # on (an op without such a kernel warns) in every step
+        after = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+        assert after == before
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
 def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path):
     straight = tmp_path / "straight"
     pretrain(ToyFamily(), toy_audio(), straight, cfg(), progress=False)

@@ -31,10 +31,11 @@ resumes from the last saved step (pretrain-state.pt) and ends with the same weig
 
 FAMILIES_EPILOG = """\
 For each family: pretrain it (--steps, default the family's own) and save its random initialisation
-(0 steps), score both on --tasks with --seeds seeds, then write into --out: leaderboard.md, report.html,
-families.md / families.json (kind, parameters, pretraining wall time, loss first -> last, per-task
-scores trained vs random init, and whether the trained model beats its random init on PR and on how
-many other tasks). Everything is resumable: a re-run reuses finished pretraining and records.
+(0 steps), score both on --tasks with --seeds seeds, then write into --out: families.md and
+families.json (kind, parameters, pretraining wall time, loss first -> last, per-task scores trained
+vs random init, and whether the trained model beats its random init on PR and on which other tasks),
+families.html (the same table with each family's loss curve), leaderboard.md and report.html.
+Everything is resumable: a re-run reuses finished pretraining and records.
 
 A difference smaller than --confirm-below points (default 3) is not taken on one seed: that task is
 scored again with --confirm-seeds seeds (default 2) for both models, and the table gives mean ± std
@@ -201,10 +202,17 @@ def family_rows(out: Path, families: list[str], tasks: list[str], corpus: str = 
     return rows
 
 
-def families_markdown(rows: list[dict[str, Any]], tasks: list[str]) -> str:
+TABLE_NOTE = ("Cells: trained vs its own random initialisation (test score, mean ± std over seeds where a task was "
+              "scored with several); ✓ = the trained model is better; (in spread) = the means differ by no more "
+              "than the two stds added.")
+
+
+def family_table(rows: list[dict[str, Any]], tasks: list[str]) -> tuple[list[str], list[list[str]], list[str]]:
+    """The family table as text: column heads, one row of cells per family, and one verdict per family
+    (PR better or not, which other tasks, and which wins are within the seeds' spread)."""
     from superbench.tasks import TASKS
 
-    def cell(v: dict[str, float] | None) -> str:
+    def cell(v: dict[str, Any] | None) -> str:
         if not v:
             return "–"
         sd = (f" ± {v['trained_std']:.2f}" if v["seeds"] > 1 else "")
@@ -214,18 +222,12 @@ def families_markdown(rows: list[dict[str, Any]], tasks: list[str]) -> str:
 
     heads = ["family", "kind", "params", "steps", "pretrain s", "loss first → last"] + [
         f"{t.upper()} {TASKS.get(t).metric.upper()} {'↑' if TASKS.get(t).higher_is_better else '↓'}" for t in tasks]
-    lines = ["| " + " | ".join(heads) + " |", "|" + "|".join("---" for _ in heads) + "|"]
+    cells, verdicts = [], []
     for r in rows:
         loss = (f"{r['first_loss']:.3g} → {r['final_loss']:.3g}" if r["first_loss"] is not None
                 and not math.isnan(r["final_loss"]) else "–")
-        lines.append("| " + " | ".join([r["family"], r["kind"], f"{r['parameters']:,}", str(r["steps"]),
-                                        f"{r['wall_seconds']:.0f}", loss]
-                                       + [cell(r["tasks"].get(t)) for t in tasks]) + " |")
-    lines += ["", "Cells: trained vs its own random initialisation (test score, mean ± std over seeds where a task "
-              "was scored with several); ✓ = the trained model is better; (in spread) = the means differ by no "
-              "more than the two stds added. Loss curves: <family>/trained/loss.png."]
-    verdicts = []
-    for r in rows:
+        cells.append([r["family"], r["kind"], f"{r['parameters']:,}", str(r["steps"]), f"{r['wall_seconds']:.0f}",
+                      loss] + [cell(r["tasks"].get(t)) for t in tasks])
         pr = r["beats_random_on_pr"]
         spread = r["tasks"].get("pr", {})
         pr_text = "better" if pr else ("not better" if pr is not None else "not run")
@@ -233,9 +235,45 @@ def families_markdown(rows: list[dict[str, Any]], tasks: list[str]) -> str:
             pr_text += " (within the seeds' spread)"
         others = [t + ("" if r["tasks"][t]["seeds"] == 1 or r["tasks"][t].get("clear") else " (in spread)")
                   for t in r["other_tasks_beaten"]]
-        verdicts.append(f"- {r['family']}: PR {pr_text} than random init; other tasks better: "
+        verdicts.append(f"{r['family']}: PR {pr_text} than random init; other tasks better: "
                         f"{', '.join(others) or 'none'}")
-    return "\n".join(lines + [""] + verdicts) + "\n"
+    return heads, cells, verdicts
+
+
+def families_markdown(rows: list[dict[str, Any]], tasks: list[str]) -> str:
+    heads, cells, verdicts = family_table(rows, tasks)
+    lines = ["| " + " | ".join(heads) + " |", "|" + "|".join("---" for _ in heads) + "|"]
+    lines += ["| " + " | ".join(c) + " |" for c in cells]
+    lines += ["", TABLE_NOTE + " Loss curves: <family>/trained/loss.png.", ""] + [f"- {v}" for v in verdicts]
+    return "\n".join(lines) + "\n"
+
+
+def families_html(rows: list[dict[str, Any]], tasks: list[str], title: str = "superbench families") -> str:
+    """One self-contained page: the family table, the verdicts, and each family's loss curve (embedded)."""
+    import base64
+    import html
+
+    import pandas as pd
+
+    heads, cells, verdicts = family_table(rows, tasks)
+    table = pd.DataFrame(cells, columns=heads).to_html(index=False, border=0, classes="families")
+    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+             f"<title>{html.escape(title)}</title><style>body{{font-family:sans-serif;margin:2em;color:#222}}"
+             "table.families{border-collapse:collapse;font-size:.9em}table.families td,table.families th"
+             "{padding:4px 8px;border-bottom:1px solid #e4e4e4}div.curve{display:inline-block;margin:0 1em 1em 0}"
+             "div.curve img{width:480px}h3{font-size:1em}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>", table, f"<p>{html.escape(TABLE_NOTE)}</p>",
+             "<ul>" + "".join(f"<li>{html.escape(v)}</li>" for v in verdicts) + "</ul>",
+             "<p>Every record, layer weights and training curves: <a href='report.html'>report.html</a>.</p>",
+             "<h2>Pretraining loss</h2>"]
+    for r in rows:
+        curve = Path(r["loss_curve"])
+        image = (f"<img alt='{html.escape(r['family'])} loss' src='data:image/png;base64,"
+                 f"{base64.b64encode(curve.read_bytes()).decode('ascii')}'>" if curve.is_file()
+                 else f"<p>no loss curve ({html.escape(str(curve))} is missing)</p>")
+        parts.append(f"<div class='curve'><h3>{html.escape(r['family'])} ({html.escape(r['kind'])}), "
+                     f"{r['steps']} steps, {r['wall_seconds']:.0f} s</h3>{image}</div>")
+    return "\n".join(parts + ["</body></html>", ""])
 
 
 def cmd_families(args: argparse.Namespace) -> int:
@@ -278,19 +316,20 @@ def cmd_families(args: argparse.Namespace) -> int:
         for row in family_rows(out, families, tasks, corpus):
             small = [t for t, v in row["tasks"].items() if abs(v["trained"] - v["random_init"]) < args.confirm_below]
             if small:
-                log.info("%s: %s differ by less than %g points: scoring them with %d seeds", row["family"],
-                         ", ".join(small), args.confirm_below, args.confirm_seeds)
+                log.info("%s: trained and random init differ by less than %g points on %s: scoring again with "
+                         "%d seeds", row["family"], args.confirm_below, ", ".join(small), args.confirm_seeds)
             for variant in ("trained", "random-init") if small else ():
                 if code := score(out / row["family"] / variant, small, args.confirm_seeds):
                     return code
     rows = family_rows(out, families, tasks, corpus)
     atomic_write_text(out / "families.json", json.dumps(rows, indent=2) + "\n")
     atomic_write_text(out / "families.md", families_markdown(rows, tasks))
+    atomic_write_text(out / "families.html", families_html(rows, tasks))
     board_md = out / "leaderboard.md"
     for argv in (["leaderboard", "--db", str(db), "--format", "md", "-o", str(board_md)],
                  ["report", "--db", str(db), "-o", str(out / "report.html")]):
         if cli_main(argv) != 0:
             log.warning("`superbench %s` failed", " ".join(argv))
     print((out / "families.md").read_text())
-    print(f"wrote {out / 'families.md'}, families.json, leaderboard.md, report.html")
+    print(f"wrote {out / 'families.md'}, families.html, families.json, leaderboard.md, report.html")
     return ExitCode.OK

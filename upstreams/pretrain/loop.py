@@ -20,6 +20,8 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +103,23 @@ def _write_curve(out_dir: Path, history: list[dict[str, float]], title: str) -> 
     plt.close(fig)
 
 
+@contextmanager
+def deterministic_algorithms() -> Iterator[None]:
+    """Torch's deterministic kernels while a family trains, the caller's setting restored afterwards.
+
+    Without them wav2vec2's pretraining on two CPU threads drifts between identical runs (the loss
+    differs in the fifth digit within 100 steps, the scores by up to 3 points after 1200); the other
+    families' weights are the same either way. An op with no deterministic kernel only warns.
+    """
+    before = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn_only)
+
+
 def pretrain(family: PretrainFamily, audio: PretrainAudio, out_dir: str | Path, cfg: PretrainConfig,
              progress: bool = True) -> PretrainResult:
     """Train `family` on `audio` for `cfg.steps` steps into `out_dir` (resuming a run found there)."""
@@ -111,7 +130,7 @@ def pretrain(family: PretrainFamily, audio: PretrainAudio, out_dir: str | Path, 
     peak_lr = cfg.lr or family.default_lr
     crop = int(round(cfg.crop_seconds * 16000))
 
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), deterministic_algorithms():
         torch.manual_seed(cfg.seed)
         model = family.build(cfg.size)
         generator = torch.Generator().manual_seed(cfg.seed + 1)
