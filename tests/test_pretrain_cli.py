@@ -56,6 +56,9 @@ def test_a_cell_is_clear_only_when_the_means_differ_by_more_than_the_two_stds():
     # means 53 and 56, stds 3 sqrt(2) and sqrt(2): 3 < 5.66, better (PER going down) but within the spread
     pr = compare_scores([50.0, 56.0], [55.0, 57.0], higher_is_better=False)
     assert (pr["better"], pr["clear"], pr["seeds"]) == (True, False, 2)
+    # an interrupted confirmation: two seeds of one model, one of the other; no spread is claimed for the one
+    half = compare_scores([50.0, 56.0], [60.0], higher_is_better=False)
+    assert (half["seeds"], half["clear"], half["trained_std"], half["random_init_std"]) == (1, False, 18 ** 0.5, 0.0)
 
 
 def test_family_table_marks_wins_in_each_metric_direction_and_says_the_verdicts():
@@ -76,6 +79,8 @@ def test_family_table_marks_wins_in_each_metric_direction_and_says_the_verdicts(
            "13.00 ± 1.41 vs 11.50 ± 0.71 ✓ (in spread) |" in md
     assert ("- apc: PR better (within the seeds' spread) than random init; other tasks better: er, sid (in spread)"
             in md)
+    row["tasks"], row["other_tasks_beaten"] = {"pr": compare_scores([50.0, 56.0], [60.0], False)}, []
+    assert "| 53.00 ± 4.24 vs 60.00 ✓ |" in families_markdown([row], ["pr"])
 
 
 def test_families_scores_each_family_and_its_init_and_rescores_small_differences_with_more_seeds(tmp_path):

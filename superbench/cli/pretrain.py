@@ -168,6 +168,7 @@ def compare_scores(trained: list[float], random_init: list[float], higher_is_bet
     sb = statistics.stdev(random_init) if len(random_init) > 1 else 0.0
     seeds = min(len(trained), len(random_init))
     return {"trained": ma, "random_init": mb, "trained_std": sa, "random_init_std": sb, "seeds": seeds,
+            "trained_seeds": len(trained), "random_init_seeds": len(random_init),
             "better": (ma > mb) if higher_is_better else (ma < mb),
             "clear": seeds > 1 and abs(ma - mb) > sa + sb}
 
@@ -215,8 +216,8 @@ def family_table(rows: list[dict[str, Any]], tasks: list[str]) -> tuple[list[str
     def cell(v: dict[str, Any] | None) -> str:
         if not v:
             return "–"
-        sd = (f" ± {v['trained_std']:.2f}" if v["seeds"] > 1 else "")
-        sd0 = (f" ± {v['random_init_std']:.2f}" if v["seeds"] > 1 else "")
+        sd = (f" ± {v['trained_std']:.2f}" if v.get("trained_seeds", v["seeds"]) > 1 else "")
+        sd0 = (f" ± {v['random_init_std']:.2f}" if v.get("random_init_seeds", v["seeds"]) > 1 else "")
         mark = (" ✓" if v["better"] else "") + (" (in spread)" if v["seeds"] > 1 and not v.get("clear") else "")
         return f"{v['trained']:.2f}{sd} vs {v['random_init']:.2f}{sd0}{mark}"
 
