@@ -134,29 +134,26 @@ class SuperbScore:
         SUPERB tasks, every metric of each (SF: F1 and CER) counted."""
         return self.reference == "paper" and set(self.tasks) == set(SUPERB_TASKS) and not self.partial
 
+    def _scope_texts(self) -> tuple[str, str]:
+        """(sentence, table cell): one decision of what the number is, in both lengths."""
+        if not self.tasks:
+            return "no score", ""
+        if self.official:
+            return "official SUPERB score (10 tasks, paper reference points)", "official"
+        if self.reference != "paper":
+            return f"{self.reference} reference points: {NOT_OFFICIAL}", f"not official: {self.reference} ref"
+        if set(self.tasks) == set(SUPERB_TASKS):
+            return f"partial (a task lacks a metric): {NOT_OFFICIAL}", "not official: metric missing"
+        n = len(set(self.tasks) & set(SUPERB_TASKS))
+        return f"partial ({n} of SUPERB's 10 tasks): {NOT_OFFICIAL}", f"not official: {n}/10 SUPERB tasks"
+
     def scope(self) -> str:
         """What the number is, said so that a partial score is never taken for the official one."""
-        if not self.tasks:
-            return "no score"
-        if self.official:
-            return "official SUPERB score (10 tasks, paper reference points)"
-        if self.reference != "paper":
-            return f"{self.reference} reference points: {NOT_OFFICIAL}"
-        if set(self.tasks) == set(SUPERB_TASKS):
-            return f"partial (a task lacks a metric): {NOT_OFFICIAL}"
-        return f"partial ({len(set(self.tasks) & set(SUPERB_TASKS))} of SUPERB's 10 tasks): {NOT_OFFICIAL}"
+        return self._scope_texts()[0]
 
     def short_scope(self) -> str:
         """The scope in a table cell: 'official', or 'not official: ...' with the one reason."""
-        if not self.tasks:
-            return ""
-        if self.official:
-            return "official"
-        if self.reference != "paper":
-            return f"not official: {self.reference} ref"
-        if set(self.tasks) == set(SUPERB_TASKS):
-            return "not official: metric missing"
-        return f"not official: {len(set(self.tasks) & set(SUPERB_TASKS))}/10 SUPERB tasks"
+        return self._scope_texts()[1]
 
     def label(self) -> str:
         """e.g. '912.1 (5 tasks: pr,ks,sid,er,asr; paper ref; partial (5 of SUPERB's 10 tasks): not the
