@@ -137,3 +137,11 @@ def test_every_size_plans_distinct_sentences_for_all_tasks(size):
     assert len(texts) == len(set(texts)) == cfg.sid_speakers * sum(cfg.sid_per_speaker) + sum(cfg.asr_sentences)
     er_texts = {j["text"] for j in plan.jobs if j["id"].startswith("er-")}
     assert len(er_texts) == 5 * cfg.er_speakers_per_group * cfg.er_sentences and not er_texts & set(texts)
+
+
+def test_demo_size_reads_the_data_syntax_every_command_shares():
+    assert demo.demo_size("demo") == "default"
+    assert demo.demo_size("demo:tiny") == "tiny"
+    assert demo.demo_size("demo:") == ""  # left to ensure_demo / demo_dir to refuse or default
+    for folder in ("data/demo", "/tmp/demo:tiny", "demos", "./demo"):
+        assert demo.demo_size(folder) is None, folder

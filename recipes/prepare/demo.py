@@ -158,6 +158,14 @@ class Speaker:
 
 # --------------------------------------------------------------------------- public API
 
+def demo_size(spec: str) -> str | None:
+    """The demo size a `--data` value names (`demo` -> "default", `demo:tiny` -> "tiny"), or None for
+    anything else (a folder): the one parser of that syntax for every command."""
+    if spec == "demo":
+        return "default"
+    return spec.split(":", 1)[1] if spec.startswith("demo:") else None
+
+
 def demo_dir(size: str = "default") -> Path:
     """Where `ensure_demo` keeps a size (under superbench.paths.data_dir())."""
     from superbench.paths import data_dir

@@ -134,10 +134,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _report_data_root(spec: str) -> Path:
     """A data root for `report --data`: a folder, or an already built demo corpus (never built here)."""
-    if spec == "demo" or spec.startswith("demo:"):
-        from recipes.prepare.demo import demo_dir, is_complete
+    from recipes.prepare.demo import demo_dir, demo_size, is_complete
 
-        root = demo_dir(spec.partition(":")[2] or "default")
+    size = demo_size(spec)
+    if size is not None:
+        root = demo_dir(size or "default")  # `demo:` alone: the default size
         if not is_complete(root):
             raise FileNotFoundError(f"--data {spec}: the demo corpus is not built at {root} "
                                     f"(run `superbench data demo` or leave out --data)")

@@ -148,14 +148,16 @@ def _scores_of(records: list[Any], folder: Path, manifests: dict[str, str]) -> d
 def scoring_corpus(data: str) -> str:
     """The corpus the family table scores on: the demo corpus the families trained on (`demo`, `demo:tiny`),
     or the default demo corpus when they trained on a folder of audio."""
-    return data if data == "demo" or data.startswith("demo:") else "demo"
+    from recipes.prepare.demo import demo_size
+
+    return data if demo_size(data) is not None else "demo"
 
 
 def _manifest_fingerprints(corpus: str, tasks: list[str]) -> dict[str, str]:
-    from recipes.prepare.demo import ensure_demo
+    from superbench.cli.run import resolve_data
     from superbench.manifest import load_task_manifest
 
-    root = ensure_demo(corpus.split(":", 1)[1] if ":" in corpus else "default")
+    root, _ = resolve_data(corpus)
     return {t: load_task_manifest(root / t, check_files=False).fingerprint for t in tasks}
 
 

@@ -221,10 +221,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def resolve_data(data: str) -> tuple[Path, bool]:
     """`demo` / `demo:SIZE` (built on first use) or a data root holding <task>/meta.json folders."""
-    if data == "demo" or data.startswith("demo:"):
-        from recipes.prepare.demo import ensure_demo
+    from recipes.prepare.demo import demo_size, ensure_demo
 
-        size = data.split(":", 1)[1] if ":" in data else "default"
+    size = demo_size(data)
+    if size is not None:
         return Path(ensure_demo(size=size, seed=0)), True
     root = Path(data).expanduser()
     if not root.is_dir():
@@ -276,7 +276,9 @@ def _run_from_args(args: argparse.Namespace, **options: object) -> tuple:
 
     tasks = resolve_tasks(args.task)  # fail on a typo before loading a model or building data
     resolve_compute(args.device, args.precision)  # no GPU where one is asked for: a usage error, before any work
-    is_demo = args.data == "demo" or args.data.startswith("demo:")
+    from recipes.prepare.demo import demo_size
+
+    is_demo = demo_size(args.data) is not None
     profile = args.profile or ("fast" if is_demo else "superb")
     overrides = overrides_from_args(getattr(args, "sets", None))
     check_overrides(tasks, profile, overrides)  # a bad --set is a usage error before any work

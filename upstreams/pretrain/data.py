@@ -76,10 +76,11 @@ def load_pretrain_audio(data: str, min_samples: int = 4000) -> PretrainAudio:
     Files shorter than `min_samples` (a quarter second) are left out: no family can mask or predict
     much in them.
     """
-    if data == "demo" or data.startswith("demo:"):
-        from recipes.prepare.demo import ensure_demo
+    from recipes.prepare.demo import demo_size, ensure_demo
 
-        root = ensure_demo(data.split(":", 1)[1] if ":" in data else "default")
+    size = demo_size(data)
+    if size is not None:
+        root = ensure_demo(size)
         files = demo_training_files(root)
         source = f"{data} ({root}, training splits)"
     else:
