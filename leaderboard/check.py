@@ -51,8 +51,9 @@ from typing import Any
 
 from superbench.exit_codes import ExitCode
 from superbench.io import atomic_write_text
-from superbench.results import ResultRecord, aggregate, metric_value_problem, now_iso
-from superbench.tasks import TASKS, in_task_order
+from superbench.results import ResultRecord, aggregate, now_iso
+from superbench.task_info import MetricInfo
+from superbench.tasks import describe_task, in_task_order
 
 BASELINE_FORMAT = "superbench-baseline"
 BASELINE_FORMAT_VERSION = 1
@@ -271,11 +272,9 @@ def load_baseline(path: str | Path) -> Baseline:
         raise CheckError(f"{path}: baseline lists no tasks")
     tasks = {}
     for task, entry in tasks_in.items():
-        if task not in TASKS:
-            raise CheckError(f"{path}: tasks.{task}: {TASKS.unknown_message(task)}")
         if not isinstance(entry, dict):
             raise CheckError(f"{path}: tasks.{task}: expected an object, got {entry!r}")
-        problems = _entry_problems(entry)
+        problems = _entry_problems(entry, task)
         if problems:
             raise CheckError(f"{path}: tasks.{task}: " + "; ".join(problems))
         try:
@@ -285,11 +284,11 @@ def load_baseline(path: str | Path) -> Baseline:
                               str(entry.get("data") or ""))
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckError(f"{path}: tasks.{task}: missing or bad field ({exc!r})") from exc
-        spec = TASKS.get(task)
-        if tb.metric != spec.metric or tb.higher_is_better != spec.higher_is_better:
+        spec = describe_task(task)  # a task neither registered nor read yet: the baseline describes it
+        if spec is not None and (tb.metric, tb.higher_is_better) != (spec.metric.name, spec.metric.higher_is_better):
             raise CheckError(f"{path}: tasks.{task}: metric {tb.metric!r} (higher_is_better="
-                             f"{tb.higher_is_better}) does not match task {task!r} ({spec.metric}, "
-                             f"{spec.direction})")
+                             f"{tb.higher_is_better}) does not match task {task!r} ({spec.metric.name}, "
+                             f"{spec.metric.direction})")
         tb.secondary = _load_secondary(path, task, entry.get("secondary", {}))
         tasks[task] = tb
     return Baseline(data["upstream"], tasks, str(data.get("upstream_fingerprint", "")),
@@ -297,32 +296,40 @@ def load_baseline(path: str | Path) -> Baseline:
 
 
 def _load_secondary(path: Path, task: str, entries: Any) -> dict[str, MetricBaseline]:
-    """A task entry's `secondary` metrics, each one the task declares, in its declared direction."""
+    """A task entry's `secondary` metrics, each one the task declares (when it is known here), in its
+    declared direction."""
     where = f"{path}: tasks.{task}.secondary"
     if not isinstance(entries, dict):
         raise CheckError(f"{where}: expected an object of metric -> {{higher_is_better, mean, std, n}}, "
                          f"got {entries!r}")
-    declared = {m.name: m for m in TASKS.get(task).secondary_metrics}
+    spec = describe_task(task)
+    declared = {m.name: m for m in spec.secondary} if spec is not None else None
     out = {}
     for name, entry in entries.items():
-        if name not in declared:
+        if declared is not None and name not in declared:
             raise CheckError(f"{where}.{name}: not a secondary metric of task {task} "
                              f"({', '.join(declared) or 'it has none'})")
         if not isinstance(entry, dict):
             raise CheckError(f"{where}.{name}: expected an object, got {entry!r}")
-        problems = _metric_problems(name, entry)
+        problems = _metric_problems(_described(task, name), entry)
         if problems:
             raise CheckError(f"{where}.{name}: " + "; ".join(problems))
         mb = MetricBaseline(entry["higher_is_better"], float(entry["mean"]), float(entry.get("std", 0.0) or 0.0),
                             int(entry.get("n", 1)))
-        if mb.higher_is_better != declared[name].higher_is_better:
+        if declared is not None and mb.higher_is_better != declared[name].higher_is_better:
             raise CheckError(f"{where}.{name}: higher_is_better={mb.higher_is_better} does not match task "
                              f"{task!r} ({name}, {declared[name].direction})")
         out[name] = mb
     return out
 
 
-def _entry_problems(entry: dict[str, Any]) -> list[str]:
+def _described(task: str, metric: str) -> str | MetricInfo:
+    """A baseline metric's description where its task is known here (its range then checks the mean)."""
+    spec = describe_task(task)
+    return (spec.metric_named(metric) if spec is not None else None) or metric
+
+
+def _entry_problems(entry: dict[str, Any], task: str) -> list[str]:
     """Why a baseline task entry cannot gate anything: missing fields, a mean that is no score,
     a std that is not a finite spread within MAX_STD, n < 1."""
     missing = [k for k in ("metric", "higher_is_better", "mean", "recipe_version") if k not in entry]
@@ -330,18 +337,21 @@ def _entry_problems(entry: dict[str, Any]) -> list[str]:
         return [f"missing field(s) {missing}"]
     if not isinstance(entry["metric"], str):
         return [f"metric is {entry['metric']!r}, not a string"] + _metric_problems(str(entry["metric"]), entry)
-    return _metric_problems(entry["metric"], entry)
+    return _metric_problems(_described(task, entry["metric"]), entry)
 
 
-def _metric_problems(metric: str, entry: dict[str, Any]) -> list[str]:
-    """Why one metric's baseline (main or secondary) cannot gate anything."""
+def _metric_problems(metric: str | MetricInfo, entry: dict[str, Any]) -> list[str]:
+    """Why one metric's baseline (main or secondary) cannot gate anything. `metric` is its description
+    (its range checks the mean) or, for a task not known here, its name (any finite mean)."""
     missing = [k for k in ("higher_is_better", "mean") if k not in entry]
     if missing:
         return [f"missing field(s) {missing}"]
     problems = []
     if not isinstance(entry["higher_is_better"], bool):
         problems.append(f"higher_is_better is {entry['higher_is_better']!r}, not true/false")
-    problem = metric_value_problem(metric, entry["mean"], "mean")
+    if isinstance(metric, str):
+        metric = MetricInfo(metric, bool(entry["higher_is_better"]))
+    problem = metric.value_problem(entry["mean"], "mean")
     if problem:
         problems.append(problem.replace("mean metric is", "mean is"))
     std = entry.get("std", 0.0)
@@ -448,9 +458,9 @@ def compare(baseline: Baseline, records: Iterable[ResultRecord], *, tolerance: f
     if tolerance > MAX_TOLERANCE:
         raise CheckError(f"--tolerance {tolerance:g} is more than {MAX_TOLERANCE:g} points: any drop would pass")
     for task, tb in baseline.tasks.items():  # a Baseline built in code gets the checks of load_baseline
-        problems = _entry_problems(vars(tb))
+        problems = _entry_problems(vars(tb), task)
         for name, mb in tb.secondary.items():
-            problems += [f"secondary {name}: {p}" for p in _metric_problems(name, vars(mb))]
+            problems += [f"secondary {name}: {p}" for p in _metric_problems(_described(task, name), vars(mb))]
         if problems:
             raise CheckError(f"baseline task {task}: " + "; ".join(problems))
     recs = _select(records, baseline.upstream)

@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from superbench.results import metric_range, secondary_higher_is_better
+from superbench.task_info import UNBOUNDED
 from superbench.tasks import TASKS
 
 REQUIRED_COLUMNS = ("upstream", "task", "value", "source")
@@ -121,7 +121,7 @@ def read_published_csv(path: str | Path) -> list[PublishedResult]:
             problems.append(f"line {line}: {cells['upstream']} / {what} already given on line {seen[key]}")
             continue
         seen[key] = line
-        higher = spec.higher_is_better if metric == spec.metric else secondary_higher_is_better(spec.name, metric)
+        higher = spec.info.metric_named(metric).higher_is_better
         rows.append(PublishedResult(cells["upstream"], spec.name, float(cells["value"]), cells["source"],
                                     metric, higher, cells.get("note", "")))
     if problems:
@@ -152,7 +152,8 @@ def _row_problems(cells: dict[str, str]) -> list[tuple[str, str]]:
         except ValueError:
             out.append(("value", f"{value!r} is not a number"))
         else:
-            lo, hi = metric_range(metric or (known[0] if known else ""))
+            declared = TASKS.get(task).info.metric_named(metric or known[0]) if known else None
+            lo, hi = (declared.low, declared.high) if declared else UNBOUNDED
             if not math.isfinite(number) or not lo <= number <= hi:
                 where = "a percentage" if hi <= 100.0 else f"a {metric or known[0]} value (percent)"
                 out.append(("value", f"{value} is not {where} between {lo:g} and {hi:g}"))

@@ -41,7 +41,7 @@ from leaderboard.score import column_direction
 from leaderboard.table import ROW_KEYS, Leaderboard, build_leaderboard
 from superbench import __version__
 from superbench.results import ResultRecord, metric_column, now_iso, split_metric_column
-from superbench.tasks import TASKS, in_task_order
+from superbench.tasks import describe_task, in_task_order
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def task_bar_figure(board: Leaderboard, records: Iterable[ResultRecord] = (),
     for ax, (task, rows) in zip(axes, per_task.items()):
         owner, secondary = split_metric_column(task)
         higher = column_direction(task)
-        metric = secondary or TASKS.get(owner).metric
+        metric = secondary or describe_task(owner).metric.name
         labels_ = [_panel_label(r.label, r.profile, r.recipe_version) if r.kind == "measured" else r.label
                    for r in rows.itertuples()]
         keys = [(r.label, r.profile, r.recipe_version) for r in rows.itertuples()]
@@ -295,7 +295,7 @@ def score_vs_layer_figure(records: Iterable[ResultRecord], labels: Mapping[tuple
     fig, axes = _grid(plt, len(tasks), 2, 5.6, 3.4)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, task in zip(axes, tasks):
-        spec = TASKS.get(task)
+        spec = describe_task(task).metric
         for i, key in enumerate(sorted(k for k in probes if k[-1] == task)):
             color = colors[i % len(colors)]
             first = probes[key][min(probes[key])][0]
@@ -315,7 +315,7 @@ def score_vs_layer_figure(records: Iterable[ResultRecord], labels: Mapping[tuple
         if task in chance:
             ax.axhline(chance[task], color=_CHANCE, ls="--", lw=1, label=f"chance {chance[task]:.1f}%")
         ax.set_xticks(sorted({layer for k in probes if k[-1] == task for layer in probes[k]}))
-        _axes_text(ax, "probed layer (0 = input to first block)", f"test {spec.metric.upper()} %",
+        _axes_text(ax, "probed layer (0 = input to first block)", f"test {spec.name.upper()} %",
                f"{task.upper()}: score vs layer ({spec.direction})", legend=7)
     fig.tight_layout()
     return fig
@@ -329,8 +329,7 @@ def _trial_panels(records: Iterable[ResultRecord], labels: Mapping[tuple, str]) 
             name = _panel_label(_label(r, labels), r.profile, r.recipe_version)
             panels[f"{name} · {r.task.upper()}"].append(r)
     def position(item: tuple[str, list[ResultRecord]]) -> tuple[int, str]:
-        task = item[1][0].task
-        return (TASKS.get(task).order if task in TASKS else 10**6, item[0])
+        return (item[1][0].task_info.order, item[0])
 
     return dict(sorted(panels.items(), key=position))
 
@@ -366,10 +365,10 @@ def dev_curve_figure(records: Iterable[ResultRecord], labels: Mapping[tuple, str
                     ax.plot(best[:1, 0], best[:1, 1], "o", color=color, ms=3)
         for lr in lrs:
             ax.plot([], [], color=cmap(lrs.index(lr) / max(1, len(lrs) - 1) * 0.85), label=f"lr {lr:g}")
-        spec = TASKS.get(recs[0].task)
+        spec = recs[0].task_info.metric
         ax.set_title(textwrap.fill(name, 46), fontsize=7)
         ax.set_xlabel("step", fontsize=7)
-        ax.set_ylabel(f"dev {spec.metric.upper()} %", fontsize=7)
+        ax.set_ylabel(f"dev {spec.name.upper()} %", fontsize=7)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6, frameon=False)
     fig.tight_layout()
@@ -401,14 +400,14 @@ def lr_sweep_figure(records: Iterable[ResultRecord], labels: Mapping[tuple, str]
     plt = _pyplot()
     fig, axes = _grid(plt, len(tasks), 3, 4.6, 3.0)
     for ax, task in zip(axes, tasks):
-        spec = TASKS.get(task)
+        spec = describe_task(task).metric
         for row, g in sweep[sweep["task"] == task].groupby("row"):
             g = g.sort_values("lr")
             line, = ax.plot(g["lr"], g["dev"], marker="o", ms=4, label=row)
             chosen = g[g["chosen"]]
             ax.plot(chosen["lr"], chosen["dev"], "*", ms=11, color=line.get_color())
         ax.set_xscale("log")
-        _axes_text(ax, "learning rate (★ chosen on dev)", f"dev {spec.metric.upper()} %",
+        _axes_text(ax, "learning rate (★ chosen on dev)", f"dev {spec.name.upper()} %",
                f"{task.upper()}: lr sweep ({spec.direction})", legend=6)
     fig.tight_layout()
     return fig
@@ -444,8 +443,8 @@ def describe_data_root(root: str | Path, fingerprints: Iterable[str] | None = No
             continue
         if wanted is not None and m.fingerprint not in wanted:
             continue
-        spec = TASKS.get(m.task) if m.task in TASKS else None
-        classes = len(m.labels) if spec is not None and spec.metric == "acc" and m.labels else None
+        spec = describe_task(m.task)
+        classes = len(m.labels) if spec is not None and spec.metric.name == "acc" and m.labels else None
         corpora[m.fingerprint] = {
             "corpus": m.corpus, "version": m.version, "task": m.task, "classes": classes,
             "splits": {name: {"utterances": len(rows),

@@ -46,8 +46,8 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from superbench.results import metric_column, secondary_higher_is_better, split_metric_column
-from superbench.tasks import TASKS, all_tasks, in_task_order
+from superbench.results import metric_column, split_metric_column
+from superbench.tasks import all_tasks, describe_task, in_task_order
 
 REFERENCE_MODES = ("paper", "local")
 #: The ten tasks of the SUPERB paper (Yang et al., Interspeech 2021): the official SUPERB score averages
@@ -169,7 +169,8 @@ def _metric_name(column: str) -> str:
     task, metric = split_metric_column(column)
     if metric is not None:
         return metric
-    return TASKS.get(task).metric if task in TASKS else task
+    info = describe_task(task)
+    return info.metric.name if info else task
 
 
 def _ordered(tasks: Iterable[str]) -> tuple[str, ...]:
@@ -178,9 +179,8 @@ def _ordered(tasks: Iterable[str]) -> tuple[str, ...]:
 
 def metric_columns(task: str) -> list[str]:
     """Column keys of a task's metrics: its main one, then its declared secondary ones ('sf', 'sf/cer')."""
-    if task not in TASKS:
-        return [task]
-    return [task] + [metric_column(task, m.name) for m in TASKS.get(task).secondary_metrics]
+    info = describe_task(task)
+    return [task] + [metric_column(task, m.name) for m in (info.secondary if info else ())]
 
 
 def column_order(columns: Iterable[str]) -> list[str]:
@@ -198,9 +198,13 @@ def column_order(columns: Iterable[str]) -> list[str]:
 def column_direction(column: str) -> bool:
     """higher_is_better of the metric a column key names."""
     task, metric = split_metric_column(column)
-    if metric is None:
-        return TASKS.get(task).higher_is_better
-    return secondary_higher_is_better(task, metric)
+    info = describe_task(task)
+    if info is None:
+        raise KeyError(f"column {column!r}: task {task!r} is neither registered nor described by a record")
+    described = info.metric if metric is None else info.metric_named(metric)
+    if described is None:
+        raise KeyError(f"column {column!r}: task {task!r} has no metric {metric!r}")
+    return described.higher_is_better
 
 
 def paper_references() -> dict[str, Reference]:
@@ -232,12 +236,13 @@ def local_references(task_means: Mapping[str, Mapping[str, float]],
     refs = {}
     for column, fb in fbank.items():
         task, metric = split_metric_column(column)
-        if task not in TASKS or not math.isfinite(fb):
+        info = describe_task(task)
+        if info is None or not math.isfinite(fb):
             continue
         higher = column_direction(column)
         values = [m[column] for m in task_means.values() if column in m and math.isfinite(m[column])]
         best = max(values) if higher else min(values)
-        refs[column] = Reference(task, metric or TASKS.get(task).metric, fb, best,
+        refs[column] = Reference(task, metric or info.metric.name, fb, best,
                                  f"local: {fbank_upstream} vs best upstream in store")
     return refs
 
@@ -245,9 +250,10 @@ def local_references(task_means: Mapping[str, Mapping[str, float]],
 def _expected(task: str, reference: str) -> list[str]:
     """The column keys of `task` that count in a `reference`-mode score when present: every metric in
     `local` mode; in `paper` mode the main one and the secondary ones that declare paper points."""
-    if reference != "paper" or task not in TASKS:
+    declared = {t.name: t for t in all_tasks()}
+    if reference != "paper" or task not in declared:
         return metric_columns(task)
-    return [task] + [metric_column(task, m.name) for m in TASKS.get(task).secondary_metrics
+    return [task] + [metric_column(task, m.name) for m in declared[task].secondary_metrics
                      if m.paper_reference is not None]
 
 

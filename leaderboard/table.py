@@ -41,7 +41,7 @@ from leaderboard.score import (
     superb_score,
 )
 from superbench.results import ResultRecord, aggregate, metric_column, split_metric_column
-from superbench.tasks import TASKS, in_task_order
+from superbench.tasks import describe_task, in_task_order
 
 ROW_KEYS = ["upstream", "upstream_fingerprint", "data", "recipe_version", "profile", "layer"]
 FORMATS = ("md", "csv", "json", "html")
@@ -50,7 +50,7 @@ FORMATS = ("md", "csv", "json", "html")
 def _task_header(column: str) -> str:
     """'KS ACC% ↑' for a task's main metric, 'SF CER% ↓' for its secondary metric 'sf/cer'."""
     task, metric = split_metric_column(column)
-    name = metric or TASKS.get(task).metric
+    name = metric or describe_task(task).metric.name
     return f"{task.upper()} {name.upper()}% {'↑' if column_direction(column) else '↓'}"
 
 
@@ -149,8 +149,8 @@ class Leaderboard:
 
     def _task_json(self, r: pd.Series, task: str) -> dict:
         """One task's cell in JSON: its main metric, and its secondary metrics under "secondary"."""
-        spec = TASKS.get(task)
-        out = {"metric": spec.metric, "higher_is_better": spec.higher_is_better,
+        spec = describe_task(task).metric
+        out = {"metric": spec.name, "higher_is_better": spec.higher_is_better,
                "mean": _num(r[task]), "std": _num(r[f"{task}_std"]), "n": int(r[f"{task}_n"])}
         secondary = {split_metric_column(c)[1]: {"higher_is_better": column_direction(c), "mean": _num(r[c]),
                                                  "std": _num(r[f"{c}_std"]), "n": int(r[f"{c}_n"])}
@@ -448,7 +448,7 @@ def _per_metric(columns: list[str]) -> str:
     metrics: dict[str, list[str]] = {}
     for c in columns:
         task, metric = split_metric_column(c)
-        metrics.setdefault(task, []).append(metric or TASKS.get(task).metric)
+        metrics.setdefault(task, []).append(metric or describe_task(task).metric.name)
     several = [f"{t}: {'+'.join(ms)}" for t, ms in metrics.items() if len(ms) > 1]
     if not several:
         return ""

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import platform
 import shutil
 import subprocess
@@ -34,14 +33,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from superbench.io import atomic_write_text
-from superbench.tasks import TASKS
+from superbench.task_info import TaskInfo, learn
+from superbench.tasks import TASKS, describe_task
 
 if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+#: 2: records carry `task_info` (they describe their task); 1: they did not (upgraded on read where the
+#: task is registered, or rewritten by `superbench results migrate`).
+SCHEMA_VERSION = 2
 
 
 #: Longest path component a record path gets (file systems allow 255 bytes; room for a hash suffix).
@@ -111,54 +113,23 @@ class RecordError(ValueError):
 
 
 # ------------------------------------------------------------------ the record schema
-#: Every metric is in percent. Accuracy-like metrics (acc, f1, eer, ...) lie in [0, 100]. Edit-distance
-#: error rates (per, wer, cer) count insertions too, so they can exceed 100 (a hypothesis longer than
-#: the reference); they are accepted up to 1000, beyond which the number is a bug, not a measurement.
-METRIC_RANGES: dict[str, tuple[float, float]] = {
-    "acc": (0.0, 100.0), "f1": (0.0, 100.0), "eer": (0.0, 100.0), "der": (0.0, 1000.0),
-    "per": (0.0, 1000.0), "wer": (0.0, 1000.0), "cer": (0.0, 1000.0),
-    # QbE's maximum term-weighted value: 100 is perfect; one operating point's TWV is at least -beta
-    # (-1249 % with QUESST's beta of 12.49); the maximum over thresholds is at least 0 ("detect nothing").
-    "mtwv": (-1250.0, 100.0),
-}
-#: A metric this table does not know (a plugin task's): any finite value within +-1e9.
-OTHER_METRIC_RANGE = (-1e9, 1e9)
 #: Seeds are non-negative and fit the 32-bit seeding of numpy / torch workers.
 MAX_SEED = 2**32 - 1
 #: Identity fields that must be non-empty text (they name the run and its file).
 IDENTITY_FIELDS = ("upstream", "upstream_fingerprint", "task", "metric", "recipe_version", "profile")
 
 
-def is_real(value: object) -> bool:
-    """A real number (int or float), not a bool."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def metric_range(metric: str) -> tuple[float, float]:
-    return METRIC_RANGES.get(metric, OTHER_METRIC_RANGE)
-
-
-def metric_value_problem(metric: str, value: object, name: str = "value") -> str | None:
-    """Why `value` is not a plausible score in `metric` (None when it is): type, finiteness, range."""
-    if not is_real(value):
-        return f"{name} metric is {value!r}, not a number"
-    if not math.isfinite(value):
-        return f"{name} metric is {float(value)}, not a finite number"
-    lo, hi = metric_range(metric)
-    if not lo <= value <= hi:
-        return f"{name} metric is {value!r}, outside [{lo:g}, {hi:g}] for metric {metric!r} (percent)"
-    return None
-
-
 def record_problems(record: "ResultRecord") -> list[str]:
-    """Every way `record` breaks the schema (empty when it is valid)."""
+    """Every way `record` breaks the schema (empty when it is valid).
+
+    Structural: the record's own `task_info` says which metrics it has, their directions and
+    plausible ranges, so no task registry is needed (see `superbench.task_info`).
+    """
     problems = []
     for name in IDENTITY_FIELDS:
         value = getattr(record, name)
         if not isinstance(value, str) or not value.strip():
             problems.append(f"{name} is {value!r}, not a non-empty string")
-    if isinstance(record.task, str) and record.task and record.task not in TASKS:
-        problems.append(f"unknown task {record.task!r}: {TASKS.unknown_message(record.task)}")
     seed = record.seed
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         problems.append(f"seed is {seed!r}, not an integer in 0..{MAX_SEED}")
@@ -182,38 +153,45 @@ def record_problems(record: "ResultRecord") -> list[str]:
                                                   and not Path(v).is_absolute() and ".." not in Path(v).parts
                                                   for k, v in artifacts.items()):
         problems.append(f"artifacts is {artifacts!r}, not a mapping of names to paths relative to the record")
-    metric = record.metric if isinstance(record.metric, str) else ""
-    for name in ("test", "dev"):
-        problem = metric_value_problem(metric, getattr(record, name), name)
+    info = record.task_info
+    if info is None:
+        return problems + [_undescribed_problem(record.task)]
+    if not isinstance(info, TaskInfo):
+        return problems + [f"task_info is {info!r}, not a task description"]
+    metric = info.metric
+    if (record.metric, record.higher_is_better) != (metric.name, metric.higher_is_better):
+        problems.append(f"metric {record.metric!r} (higher_is_better={record.higher_is_better}) does not match "
+                        f"task {record.task!r} ({metric.name}, {metric.direction})")
+    for role in ("test", "dev"):
+        problem = metric.value_problem(getattr(record, role), role)
         if problem:
             problems.append(problem)
-    problems += _secondary_problems(record)
-    if isinstance(record.task, str) and record.task in TASKS and metric:
-        spec = TASKS.get(record.task)
-        if (metric, record.higher_is_better) != (spec.metric, spec.higher_is_better):
-            problems.append(f"metric {metric!r} (higher_is_better={record.higher_is_better}) does not match "
-                            f"task {record.task!r} ({spec.metric}, {spec.direction})")
-    return problems
+    return problems + _secondary_problems(record, info)
 
 
-def _secondary_problems(record: "ResultRecord") -> list[str]:
-    """Secondary metrics: a mapping of metric -> {"dev", "test"} in range, named by the task's declaration."""
+def _undescribed_problem(task: object) -> str:
+    """Why a record that does not describe its task (written before schema 2) cannot be read here."""
+    return (f"unknown task {task!r}: {TASKS.unknown_message(str(task))} (a record written before records "
+            f"described their task is read only where its task is registered)")
+
+
+def _secondary_problems(record: "ResultRecord", info: TaskInfo) -> list[str]:
+    """Secondary metrics: a mapping of metric -> {"dev", "test"} in range, each one the task describes."""
     secondary = record.secondary
     if not isinstance(secondary, dict):
         return [f"secondary is {secondary!r}, not a mapping of metric -> {{dev, test}}"]
-    declared = None
-    if isinstance(record.task, str) and record.task in TASKS:
-        declared = {m.name for m in TASKS.get(record.task).secondary_metrics}
+    declared = {m.name: m for m in info.secondary}
     problems = []
     for name, values in secondary.items():
-        if declared is not None and name not in declared:
+        if name not in declared:
             problems.append(f"secondary metric {name!r} is not one of task {record.task!r}'s "
                             f"({', '.join(sorted(declared)) or 'none'})")
+            continue
         if not isinstance(values, dict) or set(values) != {"dev", "test"}:
             problems.append(f"secondary metric {name!r} is {values!r}, not {{'dev': ..., 'test': ...}}")
             continue
         for role in ("dev", "test"):
-            problem = metric_value_problem(str(name), values[role], f"secondary {role}")
+            problem = declared[name].value_problem(values[role], f"secondary {role}")
             if problem:
                 problems.append(problem)
     return problems
@@ -266,21 +244,36 @@ class ResultRecord:
     #: The task's secondary metrics (`Task.secondary_metrics`) of the selected head, mean over folds:
     #: {"cer": {"dev": ..., "test": ...}}; {} for a task that reports only its main metric.
     secondary: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: The task as this record describes it (metrics, directions, ranges, level, column order), so the record
+    #: is read, validated, aggregated and gated without importing the task (`superbench.task_info`). A record
+    #: built or read without one (schema 1) takes its registered task's, when there is one.
+    task_info: TaskInfo | None = None
+
+    def __post_init__(self) -> None:
+        if self.task_info is None and isinstance(self.task, str) and self.task in TASKS:
+            self.task_info = TASKS.get(self.task).info  # upgrade of a record that did not describe its task
+            self.schema_version = SCHEMA_VERSION
 
     def validate(self) -> "ResultRecord":
         """The one schema of a record, used by write, read, import and the store; raises RecordError
-        listing every problem (see `record_problems`)."""
+        listing every problem (see `record_problems`). A valid record teaches readers its task."""
         problems = record_problems(self)
         if problems:
             raise RecordError(f"result record {self.upstream}/{self.task}/seed{self.seed}: " + "; ".join(problems))
+        learn(self.task, self.task_info)
         return self
 
     def run_key(self) -> RunKey:
         return RunKey(self.upstream, self.upstream_fingerprint, self.task, self.manifest_fingerprint,
                       self.recipe_version, self.profile, self.layer, int(self.seed))
 
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["task_info"] = self.task_info.to_dict() if isinstance(self.task_info, TaskInfo) else self.task_info
+        return out
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ResultRecord":
@@ -291,8 +284,14 @@ class ResultRecord:
                    and f.default is MISSING and f.default_factory is MISSING]
         if missing:
             raise RecordError(f"not a result record: missing field(s) {missing}")
+        values = {k: v for k, v in data.items() if k in known}
+        if values.get("task_info") is not None:
+            try:
+                values["task_info"] = TaskInfo.from_dict(values["task_info"])
+            except ValueError as exc:
+                raise RecordError(f"not a result record ({exc})") from exc
         try:
-            rec = cls(**{k: v for k, v in data.items() if k in known})
+            rec = cls(**values)
         except TypeError as exc:
             raise RecordError(f"not a result record ({exc})") from exc
         return rec.validate()
@@ -370,15 +369,43 @@ def migrate_results(results_dir: str | Path) -> list[tuple[Path, Path]]:
     return moved
 
 
+def undescribed_records(results_dir: str | Path) -> list[Path]:
+    """Record files under `results_dir` written before records described their task (schema 1)."""
+    root = Path(results_dir)
+    out = []
+    for path in sorted(root.rglob("*.json")) if root.is_dir() else []:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(data, dict) and "task" in data and "metric" in data and data.get("task_info") is None:
+            out.append(path)
+    return out
+
+
+def describe_records(results_dir: str | Path) -> tuple[list[Path], list[str]]:
+    """Rewrite schema-1 records in place with their registered task's description, so they read anywhere.
+
+    Returns (rewritten files, problems): a record whose task is not registered here stays as it is.
+    """
+    done, problems = [], []
+    for path in undescribed_records(results_dir):
+        try:
+            record = read_record(path)
+        except RecordError as exc:
+            problems.append(str(exc))
+            continue
+        atomic_write_text(path, record.to_json() + "\n")
+        done.append(path)
+    return done, problems
+
+
 # ------------------------------------------------------------------ summaries
-#: Metrics where lower is better, for a secondary metric whose task is not registered (a plugin's old record).
-LOWER_IS_BETTER_METRICS = frozenset({"per", "wer", "cer", "der", "eer"})
-
-
 def metric_column(task: str, metric: str | None = None) -> str:
     """The key of one (task, metric) in wide tables, scores and baselines: the task's name for its main
     metric (so every existing column keeps its name), `task/metric` for a secondary one ('sf/cer')."""
-    if metric is None or (task in TASKS and TASKS.get(task).metric == metric):
+    info = describe_task(task)
+    if metric is None or (info is not None and info.metric.name == metric):
         return task
     return f"{task}/{metric}"
 
@@ -387,21 +414,6 @@ def split_metric_column(column: str) -> tuple[str, str | None]:
     """(task, secondary metric) of a `metric_column` key; None for the task's main metric."""
     task, _, metric = column.partition("/")
     return task, (metric or None)
-
-
-def secondary_higher_is_better(task: str, metric: str) -> bool:
-    """Direction of a task's secondary metric: its declaration, else the metric's usual direction."""
-    if task in TASKS:
-        for m in TASKS.get(task).secondary_metrics:
-            if m.name == metric:
-                return m.higher_is_better
-    return metric not in LOWER_IS_BETTER_METRICS
-
-
-def _secondary_rank(task: str, metric: str) -> int:
-    """Position of a secondary metric after its task's main one: declaration order, undeclared last."""
-    names = [m.name for m in TASKS.get(task).secondary_metrics] if task in TASKS else []
-    return 1 + (names.index(metric) if metric in names else len(names))
 
 
 def aggregate(records: Iterable[ResultRecord], by: Sequence[str] = ("upstream", "upstream_fingerprint",
@@ -429,10 +441,11 @@ def aggregate(records: Iterable[ResultRecord], by: Sequence[str] = ("upstream", 
                 "training_s": float(r.wall_time.get("training", 0.0))}
         rows.append({**base, "metric": r.metric, "higher_is_better": bool(r.higher_is_better), "role": "main",
                      "column": r.task, "rank": 0, "test": float(r.test), "dev": float(r.dev)})
+        declared = [m.name for m in r.task_info.secondary]
         for name, values in (r.secondary.items() if secondary else ()):
-            rows.append({**base, "metric": name, "higher_is_better": secondary_higher_is_better(r.task, name),
+            rows.append({**base, "metric": name, "higher_is_better": r.task_info.metric_named(name).higher_is_better,
                          "role": "secondary", "column": metric_column(r.task, name),
-                         "rank": _secondary_rank(r.task, name), "test": float(values["test"]),
+                         "rank": 1 + declared.index(name), "test": float(values["test"]),
                          "dev": float(values["dev"])})
     keys = list(by) + ["task", "metric", "higher_is_better", "role", "column"]
     cols = keys + ["mean", "std", "n", "seeds", "dev_mean", "lr", "created_at", "extraction_s", "training_s"]

@@ -448,7 +448,7 @@ def record(plan: TaskPlan, seed: int, chosen: Selection, extraction_seconds: flo
     artifacts = _write_artifacts(plan, seed, chosen, opts)
     result = ResultRecord(
         upstream=key.upstream, upstream_fingerprint=key.upstream_fingerprint, task=task.name,
-        metric=task.metric, higher_is_better=task.higher_is_better,
+        metric=task.metric, higher_is_better=task.higher_is_better, task_info=task.info,
         test=round(statistics.fmean(r.test for r in folds.values()), 4), dev=round(chosen.dev, 4), seed=seed,
         recipe_version=key.recipe_version, profile=key.profile, lr=chosen.lr, steps=plan.recipe.train.steps,
         layer_weights=weights, layer=key.layer, corpus=plan.manifest.corpus, manifest_fingerprint=key.data,

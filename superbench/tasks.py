@@ -26,15 +26,13 @@ import torch
 from superbench.manifest import TaskManifest, Utterance
 from superbench.recipe import Recipe, load_recipe
 from superbench.registry import Registry, load_object_from_file
+from superbench.task_info import LEVELS, UNBOUNDED, UNORDERED, MetricInfo, TaskInfo, learned
 from superbench.training import Objective
 
-LEVELS = ("utterance", "frame")
 #: Where the built-in tasks' paper reference points come from.
 SUPERB_LEADERBOARD = ("https://superbbenchmark.org/leaderboard (reference points of its overall score: "
                       "superbbenchmark/website-react frontend/src/Data.js; FBANK re-run for KS/IC/SID/ER, "
                       "website-react commit 025458a)")
-#: Column position of tasks that do not say (plugins): after the SUPERB ones, alphabetically.
-UNORDERED = 1000
 
 
 @dataclass
@@ -95,10 +93,16 @@ class SecondaryMetric:
     name: str  # the metric's name, in percent, e.g. "cer"
     higher_is_better: bool
     paper_reference: PaperReference | None = None
+    #: Plausible values (`superbench.task_info.PERCENT`, `ERROR_RATE`, ...), checked on every record.
+    range: tuple[float, float] = UNBOUNDED
+
+    @property
+    def info(self) -> MetricInfo:
+        return MetricInfo(self.name, self.higher_is_better, *self.range)
 
     @property
     def direction(self) -> str:
-        return "higher is better" if self.higher_is_better else "lower is better"
+        return self.info.direction
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,8 @@ class Task:
     paper_reference: PaperReference | None = None  # None: the task has no official SUPERB points
     #: Metrics reported beside `metric` (computed on the dev-selected head), e.g. SF's slot-value CER.
     secondary_metrics: tuple[SecondaryMetric, ...] = ()
+    #: Plausible values of `metric` (`superbench.task_info.PERCENT`, `ERROR_RATE`, ...), checked on every record.
+    metric_range: tuple[float, float] = UNBOUNDED
 
     def __post_init__(self) -> None:
         if self.kind.level not in LEVELS:
@@ -130,7 +136,14 @@ class Task:
 
     @property
     def direction(self) -> str:
-        return "higher is better" if self.higher_is_better else "lower is better"
+        return self.info.metric.direction
+
+    @property
+    def info(self) -> TaskInfo:
+        """What every record of this task carries about it, so readers need not import it."""
+        return TaskInfo(metric=MetricInfo(self.metric, self.higher_is_better, *self.metric_range),
+                        secondary=tuple(m.info for m in self.secondary_metrics), level=self.level,
+                        order=self.order, description=self.description, kind=type(self.kind).__name__)
 
     def load_recipe(self, profile: str) -> Recipe:
         """One profile of this task's recipe, validated (typed sections, no unknown keys)."""
@@ -168,10 +181,17 @@ def all_tasks() -> list[Task]:
     return [TASKS.get(n) for n in in_task_order(TASKS.names())]
 
 
+def describe_task(name: str) -> TaskInfo | None:
+    """What readers know about a task: its declaration when registered, else the description its
+    records carried (`superbench.task_info.learn`); None for a task neither registered nor read."""
+    return TASKS.get(name).info if name in TASKS else learned(name)
+
+
 def in_task_order(names: Iterable[str]) -> list[str]:
     """Distinct task names in column order (SUPERB's for the built-ins), unknown ones last, alphabetically."""
     def position(name: str) -> tuple[int, str]:
-        return (TASKS.get(name).order if name in TASKS else UNORDERED + 1, name)
+        info = describe_task(name)
+        return (info.order if info else UNORDERED + 1, name)
 
     return sorted(set(names), key=position)
 

@@ -90,8 +90,17 @@ def test_record_round_trip_and_refusals(tmp_path):
     path.write_text(json.dumps({**data, "test": float("nan")}))
     with pytest.raises(RecordError, match="test metric is nan"):
         read_record(path)
+    # a record describes its task, so another task name reads without any registration ...
+    assert data["task_info"]["metric"] == {"name": "acc", "higher_is_better": True, "low": 0.0, "high": 100.0,
+                                           "unit": "%"} and data["schema_version"] == 2
     path.write_text(json.dumps({**data, "task": "kss"}))
-    with pytest.raises(RecordError, match="did you mean 'ks'"):
+    assert read_record(path).task_info == rec.task_info
+    # ... but one written before records described their task needs it registered
+    old = {k: v for k, v in data.items() if k != "task_info"} | {"schema_version": 1}
+    path.write_text(json.dumps(old))
+    assert read_record(path) == rec  # upgraded on read from the registered task
+    path.write_text(json.dumps(old | {"task": "kss"}))
+    with pytest.raises(RecordError, match="unknown task 'kss'.*did you mean 'ks'.*before records described"):
         read_record(path)
 
 
@@ -134,3 +143,22 @@ def test_save_wav_is_atomic(tmp_path, monkeypatch):
         audio.save_wav(tmp_path / "a.wav", np.zeros(400))
     assert (tmp_path / "a.wav").read_bytes() == before  # the old file, whole
     assert [p.name for p in tmp_path.iterdir()] == ["a.wav"]  # no temp file left behind
+
+
+def test_migrate_describes_records_written_before_task_descriptions(tmp_path, capsys):
+    from superbench.cli import main
+
+    rec = ResultRecord(upstream="fbank", upstream_fingerprint="f", task="ks", metric="acc",
+                       higher_is_better=True, test=50.0, dev=51.0, seed=0, recipe_version="1")
+    path = write_record(rec, tmp_path)
+    old = {k: v for k, v in json.loads(path.read_text()).items() if k != "task_info"} | {"schema_version": 1}
+    path.write_text(json.dumps(old))
+    orphan = path.with_name("orphan.json")
+    orphan.write_text(json.dumps(old | {"task": "pitchx"}))  # its task is registered nowhere: left as it is
+    assert main(["results", "migrate", "--results", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "1 record(s) now describe their task, 1 left as they were" in out and "unknown task 'pitchx'" in out
+    data = json.loads(path.read_text())
+    assert data["schema_version"] == 2 and data["task_info"]["metric"]["name"] == "acc"
+    assert data["task_info"]["order"] == 2 and data["task_info"]["level"] == "utterance"
+    assert json.loads(orphan.read_text()) == old | {"task": "pitchx"}

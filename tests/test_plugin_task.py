@@ -3,6 +3,10 @@ with a plugin upstream from a test-local module, and without touching any file o
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
 import sys
 import textwrap
 
@@ -106,3 +110,51 @@ def test_task_from_an_installed_package_entry_point(tmp_path, plugin, monkeypatc
             ["asr", "er", "ic", "ks", "pr", "qbe", "sd", "sf", "sid", "sv"]
     assert "pitch" not in TASKS
     sys.modules.pop("pitch_task", None)
+
+
+def _fresh(*argv: str, home) -> subprocess.CompletedProcess:
+    """A superbench command in a new process, which has never imported the plugin."""
+    env = {**os.environ, "SUPERBENCH_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "superbench", *argv], capture_output=True, text=True, env=env,
+                          timeout=600, cwd=home)
+
+
+@pytest.mark.slow
+def test_a_plugin_tasks_records_read_in_a_fresh_process_without_the_plugin(tmp_path, plugin):
+    """Records describe their task: leaderboard, report, check and sync read them where the plugin is gone."""
+    pkg, data = plugin
+    results, db = tmp_path / "results", tmp_path / "lb.db"
+    with TASKS.scoped():
+        assert main(["run", "--upstream", f"{pkg / 'tones_up.py'}:PluginTones", "--task",
+                     f"{pkg / 'pitch_task.py'}:TASK", "--data", str(data), "--profile", "fast", "--seeds", "2",
+                     "--results", str(results), "--db", str(db), "--no-progress"]) == 0
+    records = read_records([results])
+    assert len(records) == 2 and {r.task for r in records} == {"pitch"}
+    shutil.move(pkg, tmp_path / "gone")  # the task's module and recipe are nowhere to be found
+    mean = sum(r.test for r in records) / 2
+
+    board = _fresh("leaderboard", "--db", str(db), "--format", "json", home=tmp_path)
+    assert board.returncode == 0, board.stderr
+    assert "skipped as invalid" not in board.stderr
+    (row,) = json.loads(board.stdout)["rows"]
+    cell = row["tasks"]["pitch"]
+    assert cell["metric"] == "acc" and cell["higher_is_better"] is True and cell["n"] == 2
+    assert cell["mean"] == pytest.approx(mean, abs=0.01)
+
+    report = _fresh("report", "--db", str(db), "-o", str(tmp_path / "report.html"), home=tmp_path)
+    assert report.returncode == 0, report.stderr
+    html = (tmp_path / "report.html").read_text()
+    assert "PITCH" in html and "plugin-tones" in html and "skipped" not in report.stderr
+
+    baseline = tmp_path / "baseline.json"
+    wrote = _fresh("check", "--write-baseline", str(baseline), "--upstream", "plugin-tones", "--db", str(db),
+                   home=tmp_path)
+    assert wrote.returncode == 0, wrote.stderr + wrote.stdout
+    entry = json.loads(baseline.read_text())["tasks"]["pitch"]
+    assert (entry["metric"], entry["higher_is_better"], entry["n"]) == ("acc", True, 2)
+    checked = _fresh("check", "--baseline", str(baseline), "--db", str(db), home=tmp_path)
+    assert checked.returncode == 0 and "OK: no regression for plugin-tones" in checked.stdout, checked.stdout
+
+    synced = _fresh("leaderboard", "sync", "--db", str(tmp_path / "new.db"), "--results", str(results),
+                    home=tmp_path)
+    assert synced.returncode == 0 and "2 record(s) added" in synced.stdout, synced.stdout + synced.stderr

@@ -23,6 +23,7 @@ from leaderboard.store import STORE_SCHEMA_VERSION, ResultStore
 from leaderboard.table import build_leaderboard
 from superbench.cli import main
 from superbench.results import ResultRecord, aggregate, metric_column, split_metric_column
+from superbench.task_info import ERROR_RATE, PERCENT
 from superbench.tasks import TASKS, PaperReference, SecondaryMetric, Task
 
 BASELINE_CI = Path(__file__).resolve().parent.parent / "leaderboard" / "baseline-ci.json"
@@ -38,7 +39,8 @@ def slotx():
     task = Task(name="slotx", description="SF-like test task", metric="f1", higher_is_better=True,
                 target="slots", kind=UtteranceClassification(), recipe=Path("unused.yaml"), order=8,
                 paper_reference=PaperReference(69.64, 89.81, "test: SF paper points"),
-                secondary_metrics=(SecondaryMetric("cer", False, PaperReference(52.94, 21.76, "test: SF CER")),))
+                secondary_metrics=(SecondaryMetric("cer", False, PaperReference(52.94, 21.76, "test: SF CER"),
+                                                   range=ERROR_RATE),), metric_range=PERCENT)
     with TASKS.scoped():
         TASKS.register("slotx", task, source="tests/test_secondary_metrics.py")
         yield task
@@ -274,7 +276,7 @@ def test_published_secondary_metric_is_read_stored_shown_and_scored(tmp_path, ca
 def test_published_metric_and_range_are_validated_per_metric(tmp_path):
     text = ("upstream,task,value,source,metric\n"
             "A,slotx,1,x,wer\n"  # not one of slotx's metrics
-            "A,slotx,120,x,cer\n"  # a CER may exceed 100 (insertions), like METRIC_RANGES says
+            "A,slotx,120,x,cer\n"  # a CER may exceed 100 (insertions): its declared range
             "A,slotx,1200,x,cer\n"  # but not 1000
             "A,slotx,120,x,f1\n"  # an F1 may not
             "A,slotx,20,x,CER\n")  # the metric name is case-insensitive: a duplicate of line 3
@@ -288,7 +290,7 @@ def test_published_metric_and_range_are_validated_per_metric(tmp_path):
     assert "line 6: A / slotx cer already given on line 3" in msg
     assert "line 3" not in msg.replace("on line 3", "")
     asr = read_published_csv(write(tmp_path, "upstream,task,value,source\nA,asr,120,x\n"))
-    assert asr[0].value == 120.0  # WER, too, follows METRIC_RANGES
+    assert asr[0].value == 120.0  # ASR's WER, too, follows its declared range
 
 
 # -- check -------------------------------------------------------------------------------------------------

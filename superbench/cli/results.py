@@ -1,4 +1,5 @@
-"""`superbench results migrate`: move records of the first layout into the run-identity layout."""
+"""`superbench results migrate`: move records of the first layout into the run-identity layout, and
+rewrite records written before records described their task (schema 1) with that description."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                          description="Result records live under <upstream>/<fingerprint>/<profile>-r<version>/.")
     rsub = res.add_subparsers(dest="results_command", metavar="SUBCOMMAND")
     mig = rsub.add_parser("migrate", help="move first-layout records (<upstream>__<task>__seed<N>.json) into "
-                                          "the current layout, so skip-if-done and the store see them")
+                                          "the current layout, so skip-if-done and the store see them, and add "
+                                          "the task's description to records that lack it (schema 1), so they "
+                                          "read where the task is not installed")
     mig.add_argument("--results", default=None, metavar="DIR",
                      help="results folder (default: $SUPERBENCH_RESULTS or $SUPERBENCH_HOME/results)")
     mig.set_defaults(func=cmd_migrate)
@@ -21,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from superbench.paths import results_dir
-    from superbench.results import migrate_results, old_layout_records
+    from superbench.results import describe_records, migrate_results, old_layout_records
 
     root = args.results or results_dir()
     before = old_layout_records(root)
@@ -29,4 +32,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     for old, new in moved:
         print(f"{old} -> {new}")
     print(f"{root}: moved {len(moved)} of {len(before)} first-layout record(s)")
-    return ExitCode.OK if len(moved) == len(before) else ExitCode.FAILED
+    described, problems = describe_records(root)
+    for problem in problems:
+        print(f"not described: {problem}")
+    print(f"{root}: {len(described)} record(s) now describe their task"
+          + (f", {len(problems)} left as they were" if problems else ""))
+    return ExitCode.OK if len(moved) == len(before) and not problems else ExitCode.FAILED
