@@ -24,8 +24,11 @@ fingerprints let the baseline's own old rows stand in for a regressed new model.
 
 A task regresses when one of its metrics got worse, each in its own direction (lower
 accuracy or F1, higher PER/WER/CER), by more than `allowed = max(tolerance, K * std)`, where
-std is the larger of the baseline's and the current run's seed std of that metric (0 with
-one seed); the report has a row per metric and names the metric that regressed.
+std is the larger of the baseline's and the current run's seed std of that metric (a side with
+one seed has no spread, whatever std its file says: a std needs n >= 2, and the report notes
+it); the allowance never exceeds `MAX_TOLERANCE`, and `--std-tolerance` above
+`MAX_STD_TOLERANCE` is refused. The report has a row per metric and names the metric that
+regressed; its verdict counts the tasks and metrics actually compared, and the missing ones.
 The std can widen the tolerance only so far: a std is a number of metric points (percent),
 and one above `MAX_STD` (50 points) is implausible for a seed-to-seed spread, so a baseline
 holding one (or a non-finite one, or n < 1) is refused on load, and a current std is capped
@@ -61,8 +64,10 @@ BASELINE_FORMAT_VERSION = 1
 SUMMARY_KEYS = ("upstream", "upstream_fingerprint", "data", "recipe_version", "profile", "layer")
 #: Largest plausible seed std, in metric points (percent): more is a broken baseline, not noise.
 MAX_STD = 50.0
-#: Largest --tolerance: an allowance of 100 points lets any drop of a percentage pass.
+#: Largest --tolerance, and largest allowance whatever the stds: 100 points lets any drop of a percentage pass.
 MAX_TOLERANCE = 100.0
+#: Largest --std-tolerance K: a drop of more than ten seed stds is no seed noise.
+MAX_STD_TOLERANCE = 10.0
 
 
 class CheckError(ValueError):
@@ -417,11 +422,16 @@ class CheckReport:
                          f"{r.allowed:.2f}", r.status])
         widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
         lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in [head] + body]
-        n_tasks = len({r.task for r in self.rows})
-        checked = f"{n_tasks} task(s)" + (f", {len(self.rows)} metric(s)" if len(self.rows) != n_tasks else "")
+        compared = [r for r in self.rows if r.status != "missing"]
+        n_tasks = len({r.task for r in compared})
+        checked = (f"{n_tasks} task(s)" + (f", {len(compared)} metric(s)" if len(compared) != n_tasks else "")
+                   + " checked")
+        if len(compared) != len(self.rows):
+            missing = {r.task for r in self.rows if r.status == "missing"}
+            checked += f"; {len(self.rows) - len(compared)} metric(s) of {len(missing)} task(s) missing, not compared"
         verdict = (f"FAIL: {len({r.task for r in self.regressed})} task(s) regressed for {self.upstream}: "
                    f"{', '.join(_regressed_text(r) for r in self.regressed)}" if self.regressed
-                   else f"OK: no regression for {self.upstream} ({checked} checked)")
+                   else f"OK: no regression for {self.upstream} ({checked})")
         head_lines = [self.compared] if self.compared else []
         return "\n".join(head_lines + lines + [f"note: {n}" for n in self.notes] + [verdict]) + "\n"
 
@@ -434,10 +444,17 @@ def _regressed_text(row: CheckRow) -> str:
     return f"{row.name} ({direction} is better: {row.baseline:.2f} -> {row.current:.2f})"
 
 
-def _judge(task: str, metric: str, higher_is_better: bool, mean: float, std: float, current: float,
+def spread(std: float, n: int) -> float:
+    """The seed spread a std stands for: none from fewer than two seeds (a std of one value means nothing)."""
+    return min(_std(std), MAX_STD) if n >= 2 else 0.0
+
+
+def _judge(task: str, metric: str, higher_is_better: bool, mean: float, std: float, baseline_n: int, current: float,
            current_std: float, n: int, tolerance: float, std_tolerance: float, secondary: bool) -> CheckRow:
-    """One metric's verdict: worse in its own direction by more than max(tolerance, K * std)."""
-    allowed = max(tolerance, std_tolerance * min(max(std, current_std), MAX_STD))
+    """One metric's verdict: worse in its own direction by more than max(tolerance, K * std), where std is the
+    larger seed spread of the two sides (`spread`), and the allowance never exceeds MAX_TOLERANCE."""
+    allowed = min(max(tolerance, std_tolerance * max(spread(std, baseline_n), spread(current_std, n))),
+                  MAX_TOLERANCE)
     worse = (mean - current) if higher_is_better else (current - mean)
     status = "REGRESSED" if worse > allowed + 1e-9 else ("improved" if worse < -allowed - 1e-9 else "ok")
     return CheckRow(task, metric, higher_is_better, mean, std, current, current_std, n, allowed, status, secondary)
@@ -457,6 +474,9 @@ def compare(baseline: Baseline, records: Iterable[ResultRecord], *, tolerance: f
                          f"(got {tolerance}, {std_tolerance})")
     if tolerance > MAX_TOLERANCE:
         raise CheckError(f"--tolerance {tolerance:g} is more than {MAX_TOLERANCE:g} points: any drop would pass")
+    if std_tolerance > MAX_STD_TOLERANCE:
+        raise CheckError(f"--std-tolerance {std_tolerance:g} is more than {MAX_STD_TOLERANCE:g} (seed stds): a "
+                         f"drop that large is no seed noise")
     for task, tb in baseline.tasks.items():  # a Baseline built in code gets the checks of load_baseline
         problems = _entry_problems(vars(tb), task)
         for name, mb in tb.secondary.items():
@@ -507,7 +527,7 @@ def compare(baseline: Baseline, records: Iterable[ResultRecord], *, tolerance: f
                             f"records (--records DIR) or rewrite the baseline (--write-baseline)")
             continue
         r = same.iloc[0]
-        rows.append(_judge(task, tb.metric, tb.higher_is_better, tb.mean, tb.std, float(r["mean"]),
+        rows.append(_judge(task, tb.metric, tb.higher_is_better, tb.mean, tb.std, tb.n, float(r["mean"]),
                            _std(r["std"]), int(r["n"]), tolerance, std_tolerance, False))
         # the secondary metrics of the same runs (same fingerprint, recipe, profile and data)
         run = secondary[(secondary["task"] == task) & (secondary["data"] == r["data"])
@@ -524,7 +544,7 @@ def compare(baseline: Baseline, records: Iterable[ResultRecord], *, tolerance: f
                                      "missing", True))
                 continue
             m = cur_m.iloc[0]
-            rows.append(_judge(task, name, mb.higher_is_better, mb.mean, mb.std, float(m["mean"]), _std(m["std"]),
+            rows.append(_judge(task, name, mb.higher_is_better, mb.mean, mb.std, mb.n, float(m["mean"]), _std(m["std"]),
                                int(m["n"]), tolerance, std_tolerance, True))
         unchecked += [f"{task}/{name}" for name in run["metric"] if name not in tb.secondary]
     if problems:
@@ -537,6 +557,13 @@ def compare(baseline: Baseline, records: Iterable[ResultRecord], *, tolerance: f
     if choice is not None and baseline.upstream_fingerprint and choice.fingerprint != baseline.upstream_fingerprint:
         notes.append(f"upstream fingerprint changed since the baseline ({baseline.upstream_fingerprint[:12]} -> "
                      f"{choice.fingerprint[:12]})")
+    baseline_n = {(t, tb.metric): tb.n for t, tb in baseline.tasks.items()}
+    baseline_n |= {(t, name): mb.n for t, tb in baseline.tasks.items() for name, mb in tb.secondary.items()}
+    no_spread = [f"{r.name} (baseline n={baseline_n[(r.task, r.metric)]}, current n={r.n})" for r in rows
+                 if r.status != "missing" and min(baseline_n[(r.task, r.metric)], r.n) < 2]
+    if no_spread:
+        notes.append(f"no seed spread where a side has one seed (a std needs n >= 2; the allowance is the larger "
+                     f"side's K x std, or --tolerance): {', '.join(no_spread)}")
     extra = sorted(set(long["task"]) - set(baseline.tasks))
     if extra:
         notes.append(f"tasks without a baseline (not checked): {', '.join(extra)}")

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from leaderboard.check import CheckError, compare, load_baseline, make_baseline
+from leaderboard.check import Baseline, CheckError, CheckReport, TaskBaseline, compare, load_baseline, make_baseline
 from leaderboard.store import ResultStore
 from superbench.cli import main
 from superbench.results import ResultRecord, write_record
@@ -122,10 +122,12 @@ def test_load_baseline_validates_fields(tmp_path, baseline_file):
     p.write_text(json.dumps(data))
     with pytest.raises(CheckError, match=r"tasks\.ks: metric 'wer'"):
         load_baseline(p)
+    # a baseline describes its metrics, so a task known nowhere loads (a plugin's) ... but gates nothing by chance
     data["tasks"] = {"kss": data["tasks"]["asr"]}
     p.write_text(json.dumps(data))
-    with pytest.raises(CheckError, match=r"tasks\.kss"):
-        load_baseline(p)
+    assert load_baseline(p).tasks["kss"].metric == "wer"
+    with pytest.raises(CheckError, match=r"task kss: no current results for upstream 'tiny'"):
+        compare(load_baseline(p), [])
 
 
 def test_make_baseline_refuses_mixed_setups():
@@ -247,3 +249,38 @@ def test_committed_ci_baseline_still_loads():
     base = load_baseline(Path(__file__).resolve().parent.parent / "leaderboard" / "baseline-ci.json")
     assert base.upstream == UP and set(base.tasks) == {"pr", "ks", "ic", "sid", "er", "asr", "qbe", "sf", "sv", "sd"}
     assert all(len(tb.data) == 16 for tb in base.tasks.values())  # each task's manifest fingerprint
+
+
+# -- loopholes: a std of one seed, an unbounded K, counts of what was compared ------------------------------
+def _gate(tb_std: float, tb_n: int, current: list[float], **kw) -> CheckReport:
+    base = Baseline("up", {"ks": TaskBaseline("acc", True, 90.0, tb_std, tb_n, "1", "fast", "d")}, "fp")
+    recs = [ResultRecord(upstream="up", upstream_fingerprint="fp", task="ks", metric="acc", higher_is_better=True,
+                         test=v, dev=v, seed=i, recipe_version="1", profile="fast", manifest_fingerprint="d",
+                         created_at="2026-01-01T00:00:00+00:00") for i, v in enumerate(current)]
+    return compare(base, recs, **kw)
+
+
+def test_a_std_of_one_seed_widens_nothing():
+    report = _gate(49.0, 1, [19.0])  # a 71-point drop; before, allowed was 2 x 49 = 98 and it passed
+    (row,) = report.rows
+    assert row.allowed == 0.5 and row.status == "REGRESSED" and report.exit_code == 1
+    assert "no seed spread where a side has one seed" in report.format() and "ks (baseline n=1, current n=1)" \
+        in report.format()
+    (row,) = _gate(2.0, 3, [86.0]).rows  # three seeds: K x std = 4 allowed, a 4-point drop passes
+    assert row.allowed == 4.0 and row.status == "ok"
+
+
+def test_std_tolerance_is_capped_like_tolerance():
+    with pytest.raises(CheckError, match=r"--std-tolerance 1000 is more than 10"):
+        _gate(1.0, 3, [80.0], std_tolerance=1000)
+    (row,) = _gate(40.0, 3, [0.0], std_tolerance=10).rows  # 10 x 40 = 400 points: capped at 100
+    assert row.allowed == 100.0
+
+
+def test_the_verdict_counts_what_was_compared(tmp_path):
+    base = Baseline("up", {"ks": TaskBaseline("acc", True, 90.0, 0.0, 1, "1", "fast", "d"),
+                           "sid": TaskBaseline("acc", True, 50.0, 0.0, 1, "1", "fast", "d")}, "fp")
+    recs = [ResultRecord(upstream="up", upstream_fingerprint="fp", task="ks", metric="acc", higher_is_better=True,
+                         test=90.0, dev=90.0, seed=0, recipe_version="1", profile="fast", manifest_fingerprint="d")]
+    text = compare(base, recs, allow_missing=True).format()
+    assert "OK: no regression for up (1 task(s) checked; 1 metric(s) of 1 task(s) missing, not compared)" in text
