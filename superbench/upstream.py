@@ -22,11 +22,12 @@ gives the optional attributes their defaults (`OPTIONAL_ATTRIBUTES`).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
 import math
+import weakref
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -43,33 +44,17 @@ guard_broken_torchaudio()
 log = logging.getLogger(__name__)
 
 
-#: Variant options every upstream offers, handled here rather than by each upstream's `variant`.
+#: Variant options every upstream offers, handled by `Upstream.variant` around `specific_variant`.
 GENERIC_OPTIONS = ("gain_db",)
 
-
-def _with_generic_options(specific: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap an upstream's own `variant` so that the generic options (`gain_db`) work for every upstream:
-    they are taken out, the upstream's `variant` gets the rest, and its result is wrapped."""
-
-    @functools.wraps(specific)
-    def variant(self: Upstream, **options: Any) -> Upstream:
-        gain_db = options.pop("gain_db", None)
-        return GainUpstream.wrap(specific(self, **options), gain_db)
-
-    variant.handles_generic_options = True  # type: ignore[attr-defined]
-    return variant
+#: How `load_upstream` built each upstream it returned (see `Upstream.load_spec`); weak, so the
+#: entry goes with the upstream.
+_LOAD_SPECS: weakref.WeakKeyDictionary[torch.nn.Module, tuple] = weakref.WeakKeyDictionary()
 
 
 class Upstream(torch.nn.Module):
-    """Base class for upstreams; subclasses implement `_forward` (padded batch in, all layers out)."""
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        # A subclass that offers its own variants (FBANK's `cmvn`, a plugin's) overrides `variant`;
-        # wrapping it here keeps the generic options working without each override knowing them.
-        super().__init_subclass__(**kwargs)
-        own = cls.__dict__.get("variant")
-        if own is not None and not getattr(own, "handles_generic_options", False):
-            cls.variant = _with_generic_options(own)  # type: ignore[method-assign]
+    """Base class for upstreams; subclasses implement `_forward` (padded batch in, all layers out)
+    and may override `specific_variant` (their own recipe options)."""
 
     name: str = "upstream"
     sample_rate: int = 16000
@@ -101,16 +86,30 @@ class Upstream(torch.nn.Module):
     def _forward(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         raise NotImplementedError
 
-    @_with_generic_options
     def variant(self, **options: Any) -> Upstream:
         """The upstream a recipe asks for (its `upstream:` section, e.g. `cmvn=False`).
 
+        The generic options (`GENERIC_OPTIONS`: `gain_db`, the waveform scaled by 10 ** (gain_db / 20)
+        before `forward`, see `GainUpstream`) are handled here for every upstream; the rest go to
+        `specific_variant`. Override `specific_variant`, not this, to offer variants.
+        """
+        gain_db = options.pop("gain_db", None)
+        return GainUpstream.wrap(self.specific_variant(**options), gain_db)
+
+    def specific_variant(self, **options: Any) -> Upstream:
+        """This upstream's own variants (never sees `GENERIC_OPTIONS`); by default none.
+
         Options this upstream does not offer leave it unchanged: recipes state what a task
-        wants from the upstreams that have the option. Override to offer variants. Every upstream
-        offers `gain_db` (the waveform scaled by 10 ** (gain_db / 20) before `forward`, see
-        `GainUpstream`), handled around any override, so an override never sees it.
+        wants from the upstreams that have the option.
         """
         return self
+
+    @property
+    def load_spec(self) -> tuple | None:
+        """`(spec, path, kwargs)` that `load_upstream` built this upstream from, or None when it was built
+        otherwise: how to build it again elsewhere (a Ray worker) when it cannot be pickled
+        (weight-norm parametrisations, as in wav2vec 2.0 / HuBERT's positional convolution)."""
+        return _LOAD_SPECS.get(self)
 
     def config_dict(self) -> dict[str, Any]:
         """What, besides the weights, makes the features what they are (part of the fingerprint)."""
@@ -167,8 +166,6 @@ class GainUpstream(Upstream):
             return self
         return GainUpstream.wrap(inner, gain_db)
 
-    variant.handles_generic_options = True  # type: ignore[attr-defined]
-
     def config_dict(self) -> dict[str, Any]:
         return {**self.inner.config_dict(), "gain_db": self.gain_db}
 
@@ -214,7 +211,8 @@ class ContractUpstream(Upstream):
         hidden, frame_lengths = run(wavs, wav_lengths)
         return list(hidden), torch.as_tensor(frame_lengths)
 
-    def variant(self, **options: Any) -> Upstream:
+    def specific_variant(self, **options: Any) -> Upstream:
+        """The object's own `variant(**options)` (optional in the plain-object contract), as an upstream."""
         make = getattr(self.model, "variant", None)
         if not callable(make):
             return self
@@ -229,6 +227,9 @@ def as_upstream(obj: Any, what: str | None = None) -> Upstream:
     """`obj` as an `Upstream`: itself if it subclasses one, wrapped if it keeps the contract,
     else a one-line ValueError (said at load, not as a traceback in the middle of a run)."""
     if isinstance(obj, Upstream):
+        if type(obj).variant is not Upstream.variant and not isinstance(obj, GainUpstream):
+            log.warning("%s overrides Upstream.variant: recipes' generic options (%s) reach it unhandled; "
+                        "override specific_variant instead", what or type(obj).__name__, ", ".join(GENERIC_OPTIONS))
         return obj
     what = what or type(obj).__name__
     missing = [a for a in REQUIRED_ATTRIBUTES if getattr(obj, a, None) is None]
@@ -249,6 +250,62 @@ def as_upstream(obj: Any, what: str | None = None) -> Upstream:
 
 
 # --------------------------------------------------------------------------- registry
+
+@dataclass(frozen=True)
+class UpstreamInfo:
+    """What `superbench upstreams list` shows for a name, known without building the model."""
+
+    family: str = ""  # "" = not declared (the listing shows "-", or "plugin" for a plugin's entry)
+    layers: int | str = "?"  # hidden layers the upstream returns (a text such as "per model" when it varies)
+    hidden_size: int | str = "?"
+    source: str = ""  # where the weights come from (a URL, a hub id, "computed"); "" = the registering package
+    description: str = ""
+
+
+class UpstreamFactory:
+    """A registry entry that builds an upstream and can say what it is before building it.
+
+    Calling it builds the upstream (`factory(path=None, **kw)`, or `factory(ARG, path=...)` for a
+    parametrised family). Members, all optional:
+      `info`: an `UpstreamInfo`, or a zero-argument callable returning one (computed when listed,
+      e.g. sizes read from a config class); default: an `UpstreamInfo()` of unknowns;
+      `write_random_checkpoint(path, seed=0) -> Path`: writes a tiny random-init checkpoint in the
+      format the published weights come in (`superbench upstreams random-checkpoint`); default None.
+    Any other callable (a class, a function) may be registered too: `describe_factory` reads a class's
+    `num_layers` / `hidden_size` when it declares them.
+    """
+
+    def __init__(self, build: Callable[..., Any], info: UpstreamInfo | Callable[[], UpstreamInfo] | None = None,
+                 write_random_checkpoint: Callable[..., Any] | None = None, name: str | None = None,
+                 doc: str | None = None) -> None:
+        self.build = build
+        self._info = info
+        self.write_random_checkpoint = write_random_checkpoint
+        self.__name__ = name or getattr(build, "__name__", type(self).__name__)
+        self.__doc__ = doc if doc is not None else build.__doc__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.build(*args, **kwargs)
+
+    @property
+    def info(self) -> UpstreamInfo:
+        """The listing metadata (see the class docstring)."""
+        if self._info is None:
+            return UpstreamInfo()
+        return self._info if isinstance(self._info, UpstreamInfo) else self._info()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.__name__})"
+
+
+def describe_factory(factory: Any) -> UpstreamInfo:
+    """What a registered entry says about itself: an `UpstreamFactory`'s `info`, else the contract sizes a
+    class declares (`num_layers`, `hidden_size` as class attributes), else unknowns."""
+    if isinstance(factory, UpstreamFactory):
+        return factory.info
+    sizes = {"layers": getattr(factory, "num_layers", None), "hidden_size": getattr(factory, "hidden_size", None)}
+    return UpstreamInfo(**{k: v for k, v in sizes.items() if isinstance(v, int) and v})
+
 
 #: Upstream factories by name, `(path=None, **kw) -> Upstream`; a parametrised family (e.g. `s3prl`)
 #: takes its argument first: `s3prl:HUBNAME` calls `UPSTREAMS.get("s3prl")("HUBNAME", path=...)`.
@@ -276,7 +333,5 @@ def load_upstream(spec: str, path: str | None = None, **kwargs: Any) -> Upstream
     else:
         factory = UPSTREAMS.get(spec)
         upstream = as_upstream(factory(path=path, **kwargs) if path else factory(**kwargs), spec)
-    # How to build it again elsewhere (a Ray worker), for models that cannot be pickled (weight-norm
-    # parametrisations, as in wav2vec 2.0 / HuBERT's positional convolution).
-    upstream.load_spec = given
+    _LOAD_SPECS[upstream] = given
     return upstream

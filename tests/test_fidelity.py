@@ -132,7 +132,7 @@ def test_gain_composes_with_fbank_cmvn():
 
 def test_gain_reaches_upstreams_with_their_own_variant_and_plain_objects():
     class Optioned(ToneUpstream):
-        def variant(self, **options):
+        def specific_variant(self, **options):
             assert "gain_db" not in options  # taken out before the upstream's own variant runs
             return ToneUpstream(sleep=0.0) if options.get("fresh") else self
 

@@ -135,7 +135,7 @@ def test_published_names_map_to_hub_ids_and_sizes():
     }
     for name, (hub_id, layers) in expected.items():
         assert SPECS[name].hub_id == hub_id
-        assert SPECS[name].info()["layers"] == layers
+        assert SPECS[name].info().layers == layers
 
 
 def test_hubert_base_random_is_the_default_config():

@@ -125,9 +125,9 @@ def test_every_factory_describes_its_published_model(name):
     factory = FACTORIES[name]
     layers, hidden_size, url_end = PUBLISHED[name]
     assert factory.published.name == name
-    assert factory.info["source"] == factory.published.url
-    assert {"family", "layers", "hidden_size", "description"} <= set(factory.info)
-    assert (factory.info["layers"], factory.info["hidden_size"]) == (layers, hidden_size)
+    assert factory.info.source == factory.published.url
+    assert factory.info.family and factory.info.description
+    assert (factory.info.layers, factory.info.hidden_size) == (layers, hidden_size)
     assert factory.published.url == "https://" + url_end
     assert url_end.endswith("/" + factory.published.filename)
 

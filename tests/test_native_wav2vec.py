@@ -66,7 +66,7 @@ def test_published_geometry_from_the_published_config():
     arch = Wav2VecArch.from_config({"infonce": False}, DATACLASS_DEFAULTS, "x")
     assert len(arch.aggregator_layers) + 1 == 13 and arch.embed == 512
     assert conv_geometry([k for _, k, _ in arch.feature_layers], [s for _, _, s in arch.feature_layers]) == (465, 160)
-    assert FACTORIES["wav2vec"].info["layers"] == 13 and FACTORIES["vq_wav2vec"].info["hidden_size"] == 512
+    assert FACTORIES["wav2vec"].info.layers == 13 and FACTORIES["vq_wav2vec"].info.hidden_size == 512
     assert PUBLISHED["wav2vec"].url.endswith("/s3prl/converted_ckpts/resolve/main/wav2vec_large.pt")
     assert PUBLISHED["vq_wav2vec_kmeans"].filename == "vq-wav2vec_kmeans.pt"
 

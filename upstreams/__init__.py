@@ -1,30 +1,38 @@
-"""Built-in upstreams: one class (or factory) per family, found through the `superbench.upstreams` entry points.
+"""Built-in upstreams: one module (or package) per family, found by discovery, registered through the
+`superbench.upstreams` entry point.
 
-`FAMILY` (name -> factory `(path=None, **kw) -> Upstream`) collects the built-in names;
-s3prl hub models are the parametrised family `s3prl:HUBNAME` (`upstreams.s3prl_hub`).
-The classic self-supervised families (APC, VQ-APC, NPC, Mockingjay, TERA, modified CPC, wav2vec,
-vq-wav2vec, DistilHuBERT) are native (torch only) and read their published checkpoint files
-(`upstreams.ssl_checkpoint`); their names are s3prl's hub names.
+Every module here that declares `FACTORIES` (name -> `superbench.upstream.UpstreamFactory`, whose
+`info` is what `superbench upstreams list` shows) is a family: adding an upstream is adding its module.
+`FAMILY` collects them all, module by module in name order (the listing sorts by name anyway);
+a name claimed by two modules is an error. s3prl hub models are the parametrised family `s3prl:HUBNAME`
+(`upstreams.s3prl_hub`, its own entry point). The classic self-supervised families (APC, VQ-APC, NPC,
+Mockingjay, TERA, modified CPC, wav2vec, vq-wav2vec, DistilHuBERT) are native (torch only) and read their
+published checkpoint files (`upstreams.ssl_checkpoint`); their names are s3prl's hub names.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from typing import Any
 
-#: Modules with a `FACTORIES` mapping, in the order `superbench upstreams list` shows them.
-FAMILY_MODULES = ("filterbank", "hf", "apc", "npc", "mockingjay", "cpc", "wav2vec", "distilhubert", "pretrain")
+
+def _builtin_upstreams() -> dict[str, Any]:
+    family: dict[str, Any] = {}
+    for info in pkgutil.iter_modules(__path__):  # sorted by name: a deterministic order
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        factories = getattr(module, "FACTORIES", None)  # modules without it are helpers (ssl_checkpoint)
+        if factories is None:
+            continue
+        clash = sorted(set(family) & set(factories))
+        if clash:
+            raise RuntimeError(f"{module.__name__} registers names already taken: {', '.join(clash)}")
+        family.update(factories)
+    return family
 
 
 def __getattr__(name: str) -> Any:
     # Built on first use (PEP 562), so importing one upstream module does not import them all.
     if name == "FAMILY":
-        family: dict[str, Any] = {}
-        for module in FAMILY_MODULES:
-            factories = importlib.import_module(f"upstreams.{module}").FACTORIES
-            clash = sorted(set(family) & set(factories))
-            if clash:
-                raise RuntimeError(f"upstreams.{module} registers names already taken: {', '.join(clash)}")
-            family.update(factories)
-        return family
+        return _builtin_upstreams()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

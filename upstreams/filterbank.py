@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from superbench.upstream import Upstream
+from superbench.upstream import Upstream, UpstreamFactory, UpstreamInfo
 
 FLOAT_EPS = float(torch.finfo(torch.float32).eps)  # Kaldi/torchaudio log floor
 
@@ -173,7 +173,7 @@ class KaldiFeatures(Upstream):
         elif config.kind != "fbank":
             raise ValueError(f"unknown Kaldi feature kind {config.kind!r} (fbank or mfcc)")
 
-    def variant(self, **options: Any) -> KaldiFeatures:
+    def specific_variant(self, **options: Any) -> KaldiFeatures:
         """`cmvn=False`: the same features without per-utterance CMVN.
 
         Per-utterance CMVN makes every utterance's mean feature zero, and the utterance heads
@@ -241,9 +241,9 @@ def mfcc(path: str | None = None, **overrides: Any) -> KaldiFeatures:
     return KaldiFeatures("mfcc", KaldiFeatureConfig(**{**asdict(MFCC), **overrides}))
 
 
-fbank.info = {"family": "kaldi", "layers": 1, "hidden_size": 240, "source": "computed",  # type: ignore[attr-defined]
-              "description": "80 log-mel + deltas, CMVN (s3prl baseline)"}
-mfcc.info = {"family": "kaldi", "layers": 1, "hidden_size": 39, "source": "computed",  # type: ignore[attr-defined]
-             "description": "13 MFCC + deltas, CMVN (s3prl baseline)"}
-
-FACTORIES = {"fbank": fbank, "mfcc": mfcc}
+FACTORIES = {
+    "fbank": UpstreamFactory(fbank, UpstreamInfo(family="kaldi", layers=1, hidden_size=240, source="computed",
+                                                 description="80 log-mel + deltas, CMVN (s3prl baseline)")),
+    "mfcc": UpstreamFactory(mfcc, UpstreamInfo(family="kaldi", layers=1, hidden_size=39, source="computed",
+                                               description="13 MFCC + deltas, CMVN (s3prl baseline)")),
+}

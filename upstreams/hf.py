@@ -34,7 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from superbench.upstream import Upstream
+from superbench.upstream import Upstream, UpstreamFactory, UpstreamInfo
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class HFSpec:
     seed: int = 0
     description: str = ""
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> UpstreamInfo:
         """Listing metadata without building the model (sizes come from the config class)."""
         if self.random_config is not None:
             config_cls, _ = _transformers_classes(self.family)
@@ -69,8 +69,8 @@ class HFSpec:
             layers, hidden = cfg.num_hidden_layers + 1, cfg.hidden_size
         else:  # the published checkpoints: Base 12 x 768, Large 24 x 1024
             layers, hidden = (25, 1024) if self.name.endswith("-large") else (13, 768)
-        return {"family": self.family, "layers": layers, "hidden_size": hidden,
-                "source": self.hub_id or "random init", "description": self.description}
+        return UpstreamInfo(family=self.family, layers=layers, hidden_size=hidden,
+                            source=self.hub_id or "random init", description=self.description)
 
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
@@ -312,15 +312,13 @@ def build_hf_upstream(spec: HFSpec, path: str | None = None, normalize: bool | N
     return HFUpstream(spec.name, model, spec.family, normalize, source=source)
 
 
-def _make_factory(spec: HFSpec):
-    def factory(path: str | None = None, **kwargs: Any) -> HFUpstream:
+def _make_factory(spec: HFSpec) -> UpstreamFactory:
+    def build(path: str | None = None, **kwargs: Any) -> HFUpstream:
         return build_hf_upstream(spec, path=path, **kwargs)
 
-    factory.__name__ = spec.name.replace("-", "_")
-    factory.__doc__ = f"{spec.description} ({spec.hub_id or 'random initialisation'})."
-    factory.spec = spec  # type: ignore[attr-defined]
-    factory.info = spec.info  # type: ignore[attr-defined]  (called lazily by `superbench upstreams list`)
-    return factory
+    # `info` is computed when listed (sizes come from the transformers config class)
+    return UpstreamFactory(build, info=spec.info, name=spec.name.replace("-", "_"),
+                           doc=f"{spec.description} ({spec.hub_id or 'random initialisation'}).")
 
 
 FACTORIES = {spec.name: _make_factory(spec) for spec in SPECS.values()}

@@ -32,6 +32,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import torch
 
+from superbench.upstream import UpstreamFactory, UpstreamInfo
+
 log = logging.getLogger(__name__)
 
 #: A folder searched for published checkpoints by file name before s3prl's cache.
@@ -208,23 +210,28 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
+class PublishedFactory(UpstreamFactory):
+    """The registry entry of a published model: an `UpstreamFactory` that also names its `published` file."""
+
+    def __init__(self, build: Callable[..., Any], published: PublishedCheckpoint, **kwargs: Any) -> None:
+        super().__init__(build, **kwargs)
+        self.published = published
+
+
 def published_factory(name: str, published: PublishedCheckpoint, load: Callable[[Path], Any], *, family: str,
                       layers: int, hidden_size: int, write_random_checkpoint: Callable[..., Path],
-                      resolve: Callable[[str | None], Path] | None = None) -> Callable[..., Any]:
+                      resolve: Callable[[str | None], Path] | None = None) -> PublishedFactory:
     """The registry entry of a published model: `factory(path=None)` finds the file (`resolve`, by default
     `resolve_checkpoint(published, path)`) and builds the upstream with `load(file)`; it carries what
     `superbench upstreams list` shows (`info`, for the published model) and `random-checkpoint` writes."""
 
-    def factory(path: str | None = None, **kwargs: Any) -> Any:
+    def build(path: str | None = None, **kwargs: Any) -> Any:
         if kwargs:
             raise ValueError(f"upstream {name!r} takes no options (got {', '.join(sorted(kwargs))}): everything "
                              f"comes from its checkpoint")
         return load(resolve(path) if resolve is not None else resolve_checkpoint(published, path))
 
-    factory.__name__ = name
-    factory.__doc__ = f"s3prl's `{name}`: {published.description}."
-    factory.info = {"family": family, "layers": layers, "hidden_size": hidden_size,  # type: ignore[attr-defined]
-                    "source": published.url, "description": published.description}
-    factory.published = published  # type: ignore[attr-defined]
-    factory.write_random_checkpoint = write_random_checkpoint  # type: ignore[attr-defined]
-    return factory
+    info = UpstreamInfo(family=family, layers=layers, hidden_size=hidden_size, source=published.url,
+                        description=published.description)
+    return PublishedFactory(build, published, info=info, write_random_checkpoint=write_random_checkpoint,
+                            name=name, doc=f"s3prl's `{name}`: {published.description}.")

@@ -2,16 +2,23 @@
 
 `demo` synthesises the offline demo corpus with eSpeak NG; the others index real corpora
 (Speech Commands v0.01, VoxCeleb1, IEMOCAP, LibriSpeech, any Hugging Face audio dataset).
+Every module here that declares `PREPARER` (a `superbench.preparers.Preparer`) is a corpus:
+`PREPARERS` collects them and the `superbench.preparers` entry point names it, so adding a corpus is
+adding its module. The helpers below are what the preparers share.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from superbench.manifest import Fold
+from superbench.manifest import Fold, load_task_manifest
+from superbench.preparers import Preparer, PrepareRequest
+from superbench.tasks import in_task_order
 
 log = logging.getLogger(__name__)
 
@@ -134,3 +141,61 @@ def default_out(corpus: str) -> Path:
     from superbench.paths import data_dir
 
     return data_dir() / corpus
+
+
+def simple_preparer(name: str, prepare: Callable[..., Path], writes: str) -> Preparer:
+    """The `Preparer` of a corpus read by `prepare(root, out, skip_bad=...) -> task folder` (one task)."""
+
+    def run(request: PrepareRequest) -> Path:
+        return prepare(request.root, request.out, skip_bad=request.skip_bad).parent
+
+    return Preparer(name, prepare=run, writes=writes)
+
+
+def _builtin_preparers() -> dict[str, Preparer]:
+    preparers = {}
+    for info in pkgutil.iter_modules(__path__):
+        preparer = getattr(importlib.import_module(f"{__name__}.{info.name}"), "PREPARER", None)
+        if preparer is not None:
+            preparers[preparer.name] = preparer
+    return preparers
+
+
+def __getattr__(name: str) -> Any:
+    # Built on first use (PEP 562): importing one preparer does not import them all.
+    if name == "PREPARERS":
+        return _builtin_preparers()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def summarize_corpus(root: str | Path) -> dict[str, dict[str, Any]]:
+    """Per task: utterances, speakers, minutes, classes (from the manifests, so it works for any corpus)."""
+    root = Path(root)
+    summary: dict[str, dict[str, Any]] = {}
+    for task in in_task_order(p.parent.name for p in root.glob("*/meta.json")):
+        m = load_task_manifest(root / task, check_files=False)
+        utts = m.utterances()
+        summary[task] = {
+            "utterances": len(utts),
+            "speakers": len({u.speaker for u in utts}),
+            "minutes": round(sum(u.duration for u in utts) / 60, 2),
+            "classes": len(m.labels),
+            "splits": {s: len(r) for s, r in m.splits.items()},
+        }
+        if m.extra.get("dropped"):  # what a preparer left out or relabelled, by reason
+            summary[task]["dropped"] = m.extra["dropped"]
+    return summary
+
+
+def format_summary(summary: dict[str, dict[str, Any]]) -> str:
+    """The summary as the table `superbench data` prints; PR's audio is counted once when ASR has it too."""
+    lines = [f"{'task':<5} {'utterances':>10} {'speakers':>8} {'minutes':>8} {'classes':>7}"]
+    for task, s in summary.items():
+        lines.append(f"{task:<5} {s['utterances']:>10} {s['speakers']:>8} {s['minutes']:>8.1f} {s['classes']:>7}")
+    shared = "pr" in summary and "asr" in summary  # the demo and LibriSpeech: PR's rows are ASR's audio
+    distinct_minutes = sum(s["minutes"] for t, s in summary.items() if not (shared and t == "pr"))
+    lines.append(f"total audio: {distinct_minutes:.1f} min" + (" (PR reuses the ASR audio)" if shared else ""))
+    for task, s in summary.items():
+        for reason, d in s.get("dropped", {}).items():
+            lines.append(f"{task}: {d['count']} {reason}, e.g. {', '.join(d['examples'][:3])}")
+    return "\n".join(lines)

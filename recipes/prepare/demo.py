@@ -21,8 +21,12 @@ Design, so the tasks are learnable but not trivial:
     anger louder; sadness slower, lower, narrower and softer); speakers in five groups like the five
     IEMOCAP sessions; fold k tests on group k and, as s3prl's emotion recipe does, takes a seeded
     random 20 % of the other groups' utterances as dev (valid_ratio 0.2) and trains on the rest;
-  * IC, SF, SV, QbE and SD each plan their part in `recipes/prepare/demo_<task>.py` (see
-    DEMO_TASK_MODULES), drawn after the first five, whose audio and manifests they leave unchanged.
+  * IC, SF, SV, QbE and SD each plan their part in `recipes/prepare/demo_<task>.py` (found by that
+    name, see `demo_parts`), drawn after the first five, whose audio and manifests they leave unchanged.
+
+Versioning: a corpus on disk is reused while its marker's version equals `corpus_version()`, a digest
+of the generator's source (this module, espeak.py and every part), so changing or adding a part
+regenerates existing corpora instead of leaving them stale.
 
 Determinism: every random draw happens in the parent from one seeded generator, in a fixed
 order. eSpeak NG keeps internal state between calls that `espeak_ng_SetRandSeed` does not reset,
@@ -33,27 +37,33 @@ child): the same chunk always starts from the same engine state, whatever the nu
 from __future__ import annotations
 
 import hashlib
+import importlib
+import inspect
 import json
 import logging
 import multiprocessing as mp
 import os
+import pkgutil
 import shutil
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from recipes.prepare import leave_one_group_out
+from recipes.prepare import format_summary, leave_one_group_out, summarize_corpus  # noqa: F401 (re-exported)
 from superbench.io import atomic_write_text
-from superbench.manifest import load_task_manifest, write_task_manifest
-from superbench.tasks import in_task_order
+from superbench.manifest import write_task_manifest
+from superbench.preparers import Preparer
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 CORPUS = "superbench-demo"
-VERSION = "3"  # 3: adds IC, SF, SV, QbE and SD (the first five tasks' audio and manifests are unchanged)
+#: The version's readable head, before the digest of the generator's source (`corpus_version`).
+VERSION_HEAD = "3"  # 3: adds IC, SF, SV, QbE and SD (the first five tasks' audio and manifests are unchanged)
 MARKER = "COMPLETE.json"
 
 KS_WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
@@ -183,8 +193,10 @@ def ensure_demo(size: str = "default", seed: int = 0) -> Path:
     out = demo_dir(size) if seed == 0 else demo_dir(size).with_name(f"demo-{size}-seed{seed}")
     if is_complete(out):
         marker = json.loads((out / MARKER).read_text())
-        if marker.get("seed") == seed and marker.get("size") == size and marker.get("version") == VERSION:
+        if marker.get("seed") == seed and marker.get("size") == size and marker.get("version") == corpus_version():
             return out
+        log.info("%s was made by another version of the demo generator (%s, now %s); making it again", out,
+                 marker.get("version"), corpus_version())
     prepare_demo(out, size=size, seed=seed)
     return out
 
@@ -208,7 +220,7 @@ def prepare_demo(out_dir: str | Path, size: str = "default", seed: int = 0,
     summary = summarize_corpus(out)
     checksums = {r["id"]: r["sha256"] for r in results}
     atomic_write_text(out / "checksums.json", json.dumps(checksums, indent=0, sort_keys=True) + "\n")
-    marker = {"corpus": CORPUS, "version": VERSION, "size": size, "seed": seed,
+    marker = {"corpus": CORPUS, "version": corpus_version(), "size": size, "seed": seed,
               "checksum": hashlib.sha256(json.dumps(checksums, sort_keys=True).encode()).hexdigest()[:16],
               "summary": summary}
     atomic_write_text(out / MARKER, json.dumps(marker, indent=2) + "\n")  # last: marks the corpus complete
@@ -216,51 +228,39 @@ def prepare_demo(out_dir: str | Path, size: str = "default", seed: int = 0,
     return task_dirs
 
 
-def summarize_corpus(root: str | Path) -> dict[str, dict[str, Any]]:
-    """Per task: utterances, speakers, minutes, classes (from the manifests, so it works for any corpus)."""
-    root = Path(root)
-    summary: dict[str, dict[str, Any]] = {}
-    for task in in_task_order(p.parent.name for p in root.glob("*/meta.json")):
-        m = load_task_manifest(root / task, check_files=False)
-        utts = m.utterances()
-        summary[task] = {
-            "utterances": len(utts),
-            "speakers": len({u.speaker for u in utts}),
-            "minutes": round(sum(u.duration for u in utts) / 60, 2),
-            "classes": len(m.labels),
-            "splits": {s: len(r) for s, r in m.splits.items()},
-        }
-        if m.extra.get("dropped"):  # what a preparer left out or relabelled, by reason
-            summary[task]["dropped"] = m.extra["dropped"]
-    return summary
-
-
-def format_summary(summary: dict[str, dict[str, Any]]) -> str:
-    lines = [f"{'task':<5} {'utterances':>10} {'speakers':>8} {'minutes':>8} {'classes':>7}"]
-    for task, s in summary.items():
-        lines.append(f"{task:<5} {s['utterances']:>10} {s['speakers']:>8} {s['minutes']:>8.1f} {s['classes']:>7}")
-    distinct_minutes = sum(s["minutes"] for t, s in summary.items() if t != "pr")  # PR shares ASR's audio
-    lines.append(f"total audio: {distinct_minutes:.1f} min (PR reuses the ASR audio)")
-    for task, s in summary.items():
-        for reason, d in s.get("dropped", {}).items():
-            lines.append(f"{task}: {d['count']} {reason}, e.g. {', '.join(d['examples'][:3])}")
-    return "\n".join(lines)
-
-
 # --------------------------------------------------------------------------- planning (all randomness here)
 
-#: Tasks added after the first five each plan their part of the demo in their own module
-#: (`recipes/prepare/demo_<task>.py`), which offers:
+#: Tasks added after the first five each plan their part of the demo in their own module, found by its
+#: name `recipes/prepare/demo_<task>.py`, which offers:
 #:   TASK: the task name;
+#:   ORDER: an int, the part's place in the draw order (parts draw from the shared generator one after
+#:     another, ascending, ties by module name): a new part takes the next number, so the parts before
+#:     it keep their draws, audio and manifests;
 #:   plan(p: _Plan) -> None: draw speakers (p._speakers), jobs (p._job) and rows (p._row), sized by p.size;
 #:   write(p: _Plan, out, fill, common, extra_common) -> Path: write its manifest folder (rows via fill(rows)).
-DEMO_TASK_MODULES = ("demo_ic", "demo_sf", "demo_sv", "demo_qbe", "demo_sd")
+PART_PREFIX = "demo_"
 
 
-def demo_task_modules() -> list[Any]:
-    import importlib
+def demo_parts() -> list[ModuleType]:
+    """The demo's per-task part modules, in draw order (see above)."""
+    import recipes.prepare as package
 
-    return [importlib.import_module(f"recipes.prepare.{name}") for name in DEMO_TASK_MODULES]
+    names = [info.name for info in pkgutil.iter_modules(package.__path__) if info.name.startswith(PART_PREFIX)]
+    parts = [importlib.import_module(f"{package.__name__}.{name}") for name in names]
+    return sorted(parts, key=lambda part: (part.ORDER, part.__name__))
+
+
+def corpus_version(parts: list[ModuleType] | None = None) -> str:
+    """`VERSION_HEAD` and a digest of the generator's source: this module, the eSpeak wrapper and each part
+    (name, order, source), so any change to what makes the corpus is a new version."""
+    from recipes.prepare import espeak
+
+    h = hashlib.sha256()
+    for module in (sys.modules[__name__], espeak):
+        h.update(f"{module.__name__}\0{inspect.getsource(module)}\0".encode())
+    for part in demo_parts() if parts is None else parts:
+        h.update(f"{part.__name__}\0{part.ORDER}\0{inspect.getsource(part)}\0".encode())
+    return f"{VERSION_HEAD}.{h.hexdigest()[:12]}"
 
 
 def _check_size(size: str) -> DemoSize:
@@ -291,7 +291,7 @@ class _Plan:
         self._plan_sid()
         self._plan_er()
         self._plan_asr()
-        for module in demo_task_modules():  # after the first five: their draws, audio and manifests stay as they were
+        for module in demo_parts():  # after the first five: their draws, audio and manifests stay as they were
             module.plan(self)
 
     # speakers and texts
@@ -413,7 +413,7 @@ class _Plan:
         def fill(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             return [{**row, "num_samples": by_id[row["id"]]["num_samples"]} for row in rows]
 
-        common = {"corpus": CORPUS, "version": VERSION}
+        common = {"corpus": CORPUS, "version": corpus_version()}
         extra_common = {"generator": "eSpeak NG via espeakng-loader", "sizes": asdict(self.cfg),
                         "jitter": asdict(self.jit)}
         dirs = {}
@@ -441,7 +441,7 @@ class _Plan:
                                          extra={**extra_common, "phone_inventory":
                                                 "eSpeak NG IPA for the speaker's accent, stress marks removed, "
                                                 "length marks kept as part of the phone"}, **common)
-        for module in demo_task_modules():
+        for module in demo_parts():
             folder = module.write(self, out, fill, common, extra_common)
             if folder is not None:
                 dirs[module.TASK] = folder
@@ -538,3 +538,11 @@ def _render(out: Path, job: dict[str, Any]) -> dict[str, Any]:
     result["num_samples"] = len(wav)
     result["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     return result
+
+
+def _ensure(size: str | None) -> Path:
+    return ensure_demo(size or "default")
+
+
+#: `--data demo` / `--data demo:SIZE` (made once, then reused); `superbench data demo` makes it on request.
+PREPARER = Preparer("demo", ensure=_ensure, writes="all ten tasks (synthesised)")

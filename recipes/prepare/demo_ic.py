@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 TASK = "ic"
+ORDER = 1  # draw order among the demo's parts (see recipes.prepare.demo)
 SLOTS = ("action", "object", "location")
 SEPARATOR = "|"
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 TASK = "qbe"
+ORDER = 4  # draw order among the demo's parts (see recipes.prepare.demo)
 
 
 @dataclass(frozen=True)

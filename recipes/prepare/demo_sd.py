@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 TASK = "sd"
+ORDER = 5  # draw order among the demo's parts (see recipes.prepare.demo)
 SAMPLE_RATE = 16000
 
 #: Per size: (mixtures per split, speakers per split), splits train/dev/test.

@@ -17,6 +17,7 @@ from typing import Any
 from superbench.manifest import write_task_manifest
 
 TASK = "sf"
+ORDER = 2  # draw order among the demo's parts (see recipes.prepare.demo)
 
 #: Intent -> templates; `{slot}` is a hole filled from SLOT_VALUES[slot] and wrapped in B-slot/E-slot.
 TEMPLATES: dict[str, tuple[str, ...]] = {

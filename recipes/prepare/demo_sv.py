@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 TASK = "sv"
+ORDER = 3  # draw order among the demo's parts (see recipes.prepare.demo)
 
 #: (train speakers, utterances each), (dev speakers, utterances each), (test speakers, utterances each).
 SIZES: dict[str, tuple[tuple[int, int], tuple[int, int], tuple[int, int]]] = {

@@ -23,7 +23,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from recipes.prepare import PrepareError, Problems, audio_row, default_out
+from recipes.prepare import PrepareError, Problems, audio_row, default_out, simple_preparer
 from superbench.manifest import write_task_manifest
 
 log = logging.getLogger(__name__)
@@ -118,3 +118,6 @@ def prepare_fluent_commands(root: str | Path, out: str | Path | None = None, ski
     return write_task_manifest(out / "ic", task="ic", corpus="fluent_speech_commands", version="1.0",
                                label_field="intent", labels=labels, splits=splits,
                                extra={"slots": slots, "slot_order": list(SLOTS), "separator": SEPARATOR})
+
+
+PREPARER = simple_preparer("fluent_commands", prepare_fluent_commands, "ic")

@@ -31,6 +31,7 @@ import numpy as np
 
 from recipes.prepare import PrepareError, Problems, audio_extensions, default_out
 from superbench.manifest import Fold, unseen_labels, write_task_manifest
+from superbench.preparers import Preparer, PrepareRequest
 from superbench.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -256,3 +257,20 @@ def prepare_hf_dataset(source: str, task: str, out: str | Path | None = None, co
                                extra={"columns": columns, "splits": splits, "audio": audio},
                                allow_unseen_labels=allow_unseen_labels)
 
+
+def _prepare(request: PrepareRequest) -> Path:
+    """`data prepare hf`: the options arrive as text (`columns` and `splits` as JSON maps)."""
+    options = request.options
+    if not options.get("task"):
+        raise ValueError("data prepare hf needs --task (ks, sid, er, asr or pr)")
+    return prepare_hf_dataset(request.root, options["task"], request.out,
+                              columns=json.loads(options.get("columns") or "{}"),
+                              splits=json.loads(options["splits"]) if options.get("splits") else None,
+                              config=options.get("config"), skip_bad=request.skip_bad).parent
+
+
+PREPARER = Preparer("hf", prepare=_prepare, writes="the task given by --task", options={
+    "task": "the task the dataset is for (ks, sid, er, asr, pr)",
+    "columns": 'JSON column map, e.g. {"label": "intent"}',
+    "splits": 'JSON split map, e.g. {"dev": "validation"}',
+    "config": "dataset configuration name"})

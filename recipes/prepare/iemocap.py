@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recipes.prepare import Problems, audio_row, default_out, leave_one_group_out
+from recipes.prepare import Problems, audio_row, default_out, leave_one_group_out, simple_preparer
 from superbench.manifest import write_task_manifest
 
 EMOTIONS = ("neutral", "happy", "angry", "sad")
@@ -59,3 +59,6 @@ def prepare_iemocap(root: str | Path, out: str | Path | None = None, seed: int =
                                label_field="label", labels=EMOTIONS, splits=splits, folds=folds,
                                extra={"merge": {"exc": "happy"}, "dev_policy":
                                       f"seeded ({seed}) random {valid_ratio:.0%} of the training sessions"})
+
+
+PREPARER = simple_preparer("iemocap", prepare_iemocap, "er")

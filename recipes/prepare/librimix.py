@@ -25,7 +25,7 @@ import logging
 from pathlib import Path
 
 from downstreams.diarization import DURATION_TOLERANCE, parse_rttm_line, segment_problems
-from recipes.prepare import Problems, audio_row, default_out
+from recipes.prepare import Problems, audio_row, default_out, simple_preparer
 from superbench.manifest import write_task_manifest
 
 log = logging.getLogger(__name__)
@@ -131,3 +131,6 @@ def prepare_librimix(root: str | Path, out: str | Path | None = None, skip_bad: 
                                label_field="segments", labels=[], splits=splits,
                                extra={"layout": "s3prl LibriMix scripts/prepare_diarization.py data directories",
                                       "reference": "rttm (the file dscore scores against)"})
+
+
+PREPARER = simple_preparer("librimix", prepare_librimix, "sd")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from recipes.prepare import Problems, audio_row, default_out
 from superbench.manifest import write_task_manifest
+from superbench.preparers import Preparer, PrepareRequest
 
 log = logging.getLogger(__name__)
 
@@ -98,3 +99,10 @@ def prepare_librispeech(root: str | Path, out: str | Path | None = None, subsets
                                  extra={"lexicon": "cmudict (first pronunciation, stress removed)",
                                         "oov_policy": "drop utterances with any OOV word", "oov": oov})
     return {"asr": asr_dir, "pr": pr_dir}
+
+
+def _prepare(request: PrepareRequest) -> Path:
+    return prepare_librispeech(request.root, request.out, skip_bad=request.skip_bad)["asr"].parent
+
+
+PREPARER = Preparer("librispeech", prepare=_prepare, writes="asr, pr")

@@ -22,7 +22,7 @@ import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
 
-from recipes.prepare import PrepareError, Problems, audio_row, default_out
+from recipes.prepare import PrepareError, Problems, audio_row, default_out, simple_preparer
 from superbench.io import atomic_write_text
 from superbench.manifest import Fold, write_task_manifest
 
@@ -140,3 +140,6 @@ def prepare_quesst14(root: str | Path, out: str | Path | None = None, skip_bad: 
                                splits=splits, folds=[Fold("default", train="docs", dev="dev", test="test")],
                                sidecars=names, extra={"subset": "English (nnenglish) queries and documents, "
                                                                 "as s3prl quesst14_dtw", "ground_truth": summary})
+
+
+PREPARER = simple_preparer("quesst14", prepare_quesst14, "qbe")

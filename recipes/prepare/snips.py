@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from downstreams.slot_filling import SlotMarkupError, is_tag, parse_slots
-from recipes.prepare import Dropped, PrepareError, Problems, audio_row, default_out
+from recipes.prepare import Dropped, PrepareError, Problems, audio_row, default_out, simple_preparer
 from superbench.manifest import write_task_manifest
 
 log = logging.getLogger(__name__)
@@ -157,3 +157,6 @@ def prepare_snips(root: str | Path, out: str | Path | None = None, skip_bad: boo
                                extra={"speakers": {s: list(spk) for s, (_, spk) in SPLITS.items()},
                                       "markup": "s3prl CharacterTextSlotEncoder tokenisation as B-<slot> ... "
                                                 "E-<slot> markup", "dropped": reasons})
+
+
+PREPARER = simple_preparer("snips", prepare_snips, "sf")

@@ -30,6 +30,7 @@ from typing import Sequence
 
 from recipes.prepare import Dropped, PrepareError, Problems, audio_extensions, audio_row, default_out, probe_audio
 from superbench.manifest import write_task_manifest
+from superbench.preparers import Preparer, PrepareRequest
 
 log = logging.getLogger(__name__)
 
@@ -196,3 +197,12 @@ def prepare_speech_commands(root: str | Path, out: str | Path | None = None, tes
         extra["dropped"] = dropped.report()
     return write_task_manifest(out / "ks", task="ks", corpus="speech_commands", version="v0.01",
                                label_field="label", labels=labels, splits=splits, extra=extra)
+
+
+def _prepare(request: PrepareRequest) -> Path:
+    return prepare_speech_commands(request.root, request.out, test_root=request.options.get("test_root"),
+                                   skip_bad=request.skip_bad).parent
+
+
+PREPARER = Preparer("speech_commands", prepare=_prepare, writes="ks",
+                    options={"test_root": "the official test-set folder (speech_commands_test_set_v0.01)"})

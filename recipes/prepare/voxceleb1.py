@@ -10,6 +10,7 @@ import numpy as np
 from recipes.prepare import Dropped, PrepareError, Problems, audio_row, default_out
 from superbench.io import atomic_write_text
 from superbench.manifest import write_task_manifest
+from superbench.preparers import Preparer, PrepareRequest
 
 SPLITS = {"1": "train", "2": "dev", "3": "test"}
 
@@ -166,3 +167,15 @@ def prepare_voxceleb1_sv(root: str | Path, out: str | Path | None = None, trials
     return write_task_manifest(folder, task="sv", corpus="voxceleb1", version="1.1", label_field="label",
                                labels=labels, splits=splits, extra=extra, allow_unseen_labels=True,
                                sidecars=["trials_dev.txt", "trials_test.txt"])
+
+
+def _prepare(request: PrepareRequest) -> Path:
+    """SID, and SV too when the verification trial list is in the corpus folder."""
+    root = prepare_voxceleb1(request.root, request.out, skip_bad=request.skip_bad).parent
+    if any((Path(request.root) / name).is_file() for name in TEST_TRIAL_NAMES):
+        prepare_voxceleb1_sv(request.root, root, skip_bad=request.skip_bad)
+    return root
+
+
+PREPARER = Preparer("voxceleb1", prepare=_prepare,
+                    writes=f"sid, and sv when the trial list ({TEST_TRIAL_NAMES[0]}) is in --root")

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 from pathlib import Path
 
 from superbench.exit_codes import ExitCode
 
-#: Corpora whose preparer is `prepare_<corpus>(root, out, skip_bad=...) -> task folder`: (module, function, task).
-SIMPLE_PREPARERS = {
-    "iemocap": ("recipes.prepare.iemocap", "prepare_iemocap", "er"),
-    "fluent_commands": ("recipes.prepare.fluent_commands", "prepare_fluent_commands", "ic"),
-    "snips": ("recipes.prepare.snips", "prepare_snips", "sf"),
-    "quesst14": ("recipes.prepare.quesst14", "prepare_quesst14", "qbe"),
-    "librimix": ("recipes.prepare.librimix", "prepare_librimix", "sd"),
+log = logging.getLogger(__name__)
+
+#: `data prepare` options the CLI spells as flags (any preparer may read them): flag dest -> help.
+PREPARE_FLAGS = {
+    "test_root": "speech_commands: the official test-set folder",
+    "task": "hf: the task the dataset is for (ks, sid, er, asr, pr)",
+    "columns": 'hf: JSON column map, e.g. {"label": "intent"}',
+    "splits": 'hf: JSON split map, e.g. {"dev": "validation"}',
+    "config": "hf: dataset configuration name",
 }
-CORPORA = ("speech_commands", "voxceleb1", "librispeech", *SIMPLE_PREPARERS, "hf")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,22 +33,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--force", action="store_true", help="regenerate even if a complete corpus exists")
     demo.set_defaults(func=_demo)
 
-    prep = dsub.add_parser("prepare", help="write manifests for a corpus already on disk")
-    prep.add_argument("corpus", choices=CORPORA,
-                      help="which corpus layout to read: " + ", ".join(CORPORA) + " (voxceleb1 writes SID, and SV "
-                           "too when the verification trial list veri_test2.txt is in --root; the others: "
-                           + ", ".join(f"{c} -> {t}" for c, (_, _, t) in SIMPLE_PREPARERS.items()) + ")")
+    prep = dsub.add_parser("prepare", help="write manifests for a corpus already on disk",
+                           description="CORPUS is a registered corpus preparer (built-in or a plugin's "
+                                       "`superbench.preparers` entry point); `superbench data list` shows them.")
+    prep.add_argument("corpus", metavar="CORPUS", help="which corpus layout to read (see `superbench data list`)")
     prep.add_argument("--root", required=True, help="corpus folder (for hf: hub id, save_to_disk dir or "
                                                     "audiofolder:DIR)")
     prep.add_argument("--out", type=Path, default=None,
                       help="output root, one folder per task (default: $SUPERBENCH_HOME/data/CORPUS)")
     prep.add_argument("--skip-bad", action="store_true", help="leave out unreadable/missing files (logged)")
-    prep.add_argument("--test-root", default=None, help="speech_commands: the official test-set folder")
-    prep.add_argument("--task", default=None, help="hf: the task the dataset is for (ks, sid, er, asr, pr)")
-    prep.add_argument("--columns", default=None, help='hf: JSON column map, e.g. {"label": "intent"}')
-    prep.add_argument("--splits", default=None, help='hf: JSON split map, e.g. {"dev": "validation"}')
-    prep.add_argument("--config", default=None, help="hf: dataset configuration name")
+    for dest, text in PREPARE_FLAGS.items():
+        prep.add_argument("--" + dest.replace("_", "-"), dest=dest, default=None, help=text)
+    prep.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                      help="an option of the corpus's preparer that has no flag (repeatable)")
     prep.set_defaults(func=_prepare)
+    listing = dsub.add_parser("list", help="the corpora `data prepare` and `--data` know (built-ins and plugins)")
+    listing.set_defaults(func=_list)
     data.set_defaults(func=lambda args: data.print_help() or ExitCode.USAGE)
 
 
@@ -64,33 +65,40 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def prepare_options(args: argparse.Namespace) -> dict[str, str]:
+    """The preparer options given on the command line: the flags set, then each `--option KEY=VALUE`."""
+    options = {dest: getattr(args, dest) for dest in PREPARE_FLAGS if getattr(args, dest) is not None}
+    for item in args.option:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"--option {item!r}: expected KEY=VALUE")
+        options[key.replace("-", "_")] = value
+    return options
+
+
 def _prepare(args: argparse.Namespace) -> int:
-    from recipes.prepare.demo import format_summary, summarize_corpus
+    from recipes.prepare import format_summary, summarize_corpus
+    from superbench.preparers import PREPARERS, PrepareRequest
 
-    out = args.out
-    if args.corpus == "speech_commands":
-        from recipes.prepare.speech_commands import prepare_speech_commands
-        root = prepare_speech_commands(args.root, out, test_root=args.test_root, skip_bad=args.skip_bad).parent
-    elif args.corpus == "voxceleb1":
-        from recipes.prepare.voxceleb1 import TEST_TRIAL_NAMES, prepare_voxceleb1, prepare_voxceleb1_sv
-        root = prepare_voxceleb1(args.root, out, skip_bad=args.skip_bad).parent
-        if any((Path(args.root) / name).is_file() for name in TEST_TRIAL_NAMES):
-            prepare_voxceleb1_sv(args.root, root, skip_bad=args.skip_bad)
-    elif args.corpus in SIMPLE_PREPARERS:
-        import importlib
-
-        module, function, _ = SIMPLE_PREPARERS[args.corpus]
-        root = getattr(importlib.import_module(module), function)(args.root, out, skip_bad=args.skip_bad).parent
-    elif args.corpus == "librispeech":
-        from recipes.prepare.librispeech import prepare_librispeech
-        root = prepare_librispeech(args.root, out, skip_bad=args.skip_bad)["asr"].parent
-    else:
-        from recipes.prepare.hf_datasets import prepare_hf_dataset
-        if not args.task:
-            raise ValueError("data prepare hf needs --task (ks, sid, er, asr or pr)")
-        root = prepare_hf_dataset(args.root, args.task, out, columns=json.loads(args.columns or "{}"),
-                                  splits=json.loads(args.splits) if args.splits else None, config=args.config,
-                                  skip_bad=args.skip_bad).parent
+    preparer = PREPARERS.get(args.corpus)
+    if preparer.prepare is None:
+        raise ValueError(f"corpus {args.corpus!r} is not read from disk (use --data {args.corpus} where a command "
+                         f"takes data, or its own command)")
+    options = prepare_options(args)
+    unread = sorted(set(options) - set(preparer.options))
+    if unread:
+        log.warning("%s does not read %s; ignored", args.corpus, ", ".join(f"--{o.replace('_', '-')}" for o in unread))
+    root = preparer.prepare(PrepareRequest(args.root, args.out, args.skip_bad, options))
     print(f"{args.corpus}: manifests in {root}")
     print(format_summary(summarize_corpus(root)))
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from superbench.preparers import PREPARERS
+
+    for name, preparer in PREPARERS.items():
+        how = " and ".join(w for w, f in (("data prepare", preparer.prepare), ("--data", preparer.ensure)) if f)
+        options = f"; options: {', '.join(preparer.options)}" if preparer.options else ""
+        print(f"{name:<16} {preparer.writes or '-'} ({how}{options}; {PREPARERS.source(name)})")
     return 0

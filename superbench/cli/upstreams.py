@@ -48,28 +48,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def upstream_rows() -> list[dict[str, Any]]:
-    """One row per registered upstream, from factory metadata (no model is built)."""
-    from superbench.upstream import UPSTREAMS
+    """One row per registered upstream, from what its factory declares (no model is built)."""
+    from superbench.upstream import UPSTREAMS, UpstreamInfo, describe_factory
 
     rows = []
     for name in UPSTREAMS.names():
-        factory = UPSTREAMS.get(name)
-        info = getattr(factory, "info", None)
-        if callable(info):
-            try:
-                info = info()
-            except Exception as exc:  # listing must survive one odd plugin
-                log.debug("no metadata for %s: %s", name, exc)
-                info = None
-        info = dict(info) if isinstance(info, dict) else {}
-        for attr in ("num_layers", "hidden_size"):  # a plugin class may carry them as class attributes
-            value = getattr(factory, attr, None)
-            if ("layers" if attr == "num_layers" else attr) not in info and isinstance(value, int) and value:
-                info["layers" if attr == "num_layers" else attr] = getattr(factory, attr)
+        try:
+            info = describe_factory(UPSTREAMS.get(name))
+        except Exception as exc:  # listing must survive one odd plugin
+            log.debug("no metadata for %s: %s", name, exc)
+            info = UpstreamInfo()
         origin = UPSTREAMS.source(name)
-        rows.append({"name": name, "family": info.get("family", "plugin" if origin != "built-in" else "-"),
-                     "layers": info.get("layers", "?"), "hidden": info.get("hidden_size", "?"),
-                     "source": info.get("source", origin), "registered": origin})
+        rows.append({"name": name, "family": info.family or ("plugin" if origin != "built-in" else "-"),
+                     "layers": info.layers, "hidden": info.hidden_size, "source": info.source or origin,
+                     "registered": origin})
     return rows
 
 
@@ -102,14 +94,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def random_checkpoint_writers() -> dict[str, Any]:
     """Registered upstream names whose factory can write a random checkpoint in its published format."""
-    from superbench.upstream import UPSTREAMS
+    from superbench.upstream import UPSTREAMS, UpstreamFactory
 
-    writers = {}
-    for name in UPSTREAMS.names():
-        write = getattr(UPSTREAMS.get(name), "write_random_checkpoint", None)
-        if callable(write):
-            writers[name] = write
-    return writers
+    return {name: factory.write_random_checkpoint for name, factory in UPSTREAMS.items()
+            if isinstance(factory, UpstreamFactory) and factory.write_random_checkpoint is not None}
 
 
 def cmd_random_checkpoint(args: argparse.Namespace) -> int:

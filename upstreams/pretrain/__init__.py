@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from superbench.upstream import UpstreamFactory, UpstreamInfo
 from upstreams.pretrain.base import PretrainFamily
 
 #: family name -> module under `upstreams.pretrain` (imported on first use).
@@ -65,32 +66,32 @@ def load_pretrained(folder: str | Path, family: str | None = None, **kwargs: Any
     return upstream
 
 
-def _pretrained_factory(folder: str, path: str | None = None, **kwargs: Any):
+def _pretrained(folder: str, path: str | None = None, **kwargs: Any):
     """`pretrained:DIR`: whatever `superbench pretrain` wrote into DIR."""
     if path is not None:
         raise ValueError("pretrained:DIR takes the folder after the colon, not as a path")
     return load_pretrained(folder, **kwargs)
 
 
-_pretrained_factory.info = {"family": "pretrain (any)", "layers": "per model", "hidden_size": "per model",  # type: ignore[attr-defined]
-                            "source": "pretrained:DIR (a `superbench pretrain --out DIR` folder)",
-                            "description": "a self-trained model of any family"}
+_pretrained_factory = UpstreamFactory(_pretrained, UpstreamInfo(
+    family="pretrain (any)", layers="per model", hidden_size="per model",
+    source="pretrained:DIR (a `superbench pretrain --out DIR` folder)",
+    description="a self-trained model of any family"))
 
 
-def _alias_factory(family: str):
+def _alias_factory(family: str) -> UpstreamFactory:
     """`FAMILY=DIR` for a family whose name is not an upstream's: read DIR/pretrain.json, load with its loader."""
 
-    def factory(path: str | None = None, **kwargs: Any):
+    def build(path: str | None = None, **kwargs: Any):
         if path is None:
             raise FileNotFoundError(f"upstream {family!r} has no published weights: train one with "
                                     f"`superbench pretrain {family} --data demo --out DIR` and pass {family}=DIR")
         return load_pretrained(path, family, **kwargs)
 
-    factory.__name__ = family.replace("-", "_")
-    factory.info = {"family": f"pretrain ({family})", "layers": "per model", "hidden_size": "per model",
-                    "source": f"superbench pretrain {family} --out DIR; then {family}=DIR",
-                    "description": f"a self-trained {family} model"}
-    return factory
+    return UpstreamFactory(build, UpstreamInfo(
+        family=f"pretrain ({family})", layers="per model", hidden_size="per model",
+        source=f"superbench pretrain {family} --out DIR; then {family}=DIR",
+        description=f"a self-trained {family} model"), name=family.replace("-", "_"))
 
 
 #: Upstream names for the families whose name is no loader's own (`best-rq=DIR`, `vicreg=DIR`).

@@ -16,6 +16,7 @@ import torch
 
 from superbench.audio import load_audio
 from superbench.manifest import load_task_manifest
+from superbench.preparers import resolve_generated
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,8 @@ def load_pretrain_audio(data: str, min_samples: int = 4000) -> PretrainAudio:
     Files shorter than `min_samples` (a quarter second) are left out: no family can mask or predict
     much in them.
     """
-    from recipes.prepare.demo import demo_size, ensure_demo
-
-    size = demo_size(data)
-    if size is not None:
-        root = ensure_demo(size)
+    root = resolve_generated(data)  # `demo`, `demo:SIZE` or a plugin's generated corpus
+    if root is not None:
         files = demo_training_files(root)
         source = f"{data} ({root}, training splits)"
     else:
