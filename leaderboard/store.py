@@ -38,7 +38,7 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -430,7 +430,8 @@ class ResultStore:
         from superbench.io import atomic_write_text
 
         records = self.records()
-        atomic_write_text(path, json.dumps([asdict(r) for r in records], indent=2, sort_keys=True) + "\n")
+        text = json.dumps([r.to_dict() for r in records], indent=2, sort_keys=True, allow_nan=False)
+        atomic_write_text(path, text + "\n")
         return len(records)
 
 

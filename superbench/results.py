@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import platform
 import shutil
 import subprocess
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from superbench.io import atomic_write_text
-from superbench.task_info import TaskInfo, learn
+from superbench.task_info import TaskInfo, is_real, learn
 from superbench.tasks import TASKS, describe_task
 
 if TYPE_CHECKING:
@@ -153,6 +154,7 @@ def record_problems(record: "ResultRecord") -> list[str]:
                                                   and not Path(v).is_absolute() and ".." not in Path(v).parts
                                                   for k, v in artifacts.items()):
         problems.append(f"artifacts is {artifacts!r}, not a mapping of names to paths relative to the record")
+    problems += _content_problems(record)
     info = record.task_info
     if info is None:
         return problems + [_undescribed_problem(record.task)]
@@ -167,6 +169,66 @@ def record_problems(record: "ResultRecord") -> list[str]:
         if problem:
             problems.append(problem)
     return problems + _secondary_problems(record, info)
+
+
+def _finite(value: object) -> bool:
+    return is_real(value) and math.isfinite(value)
+
+
+def _trial_problem(trial: object) -> str | None:
+    """Why one entry of `trials` is not a trial the report can draw (None when it is)."""
+    if not isinstance(trial, dict):
+        return f"is {trial!r}, not an object"
+    for name in ("lr", "dev", "test"):
+        if name in trial and not _finite(trial[name]):
+            return f"{name} is {trial[name]!r}, not a finite number"
+    if "lr" not in trial or trial["lr"] <= 0:
+        return f"lr is {trial.get('lr')!r}, not a learning rate > 0"
+    step = trial.get("best_step", 0)
+    if isinstance(step, bool) or not isinstance(step, int):
+        return f"best_step is {step!r}, not an integer"
+    history = trial.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(p, list) and len(p) == 2 and all(map(_finite, p))
+                                                for p in history):
+        return "history is not a list of [step, dev metric] pairs of finite numbers"
+    return None
+
+
+def _content_problems(record: "ResultRecord") -> list[str]:
+    """The fields the leaderboard and the report read besides the scores: each the type they expect,
+    every number finite (JSON has no NaN), so a stored record can never break a table or a figure."""
+    problems = []
+    weights = record.layer_weights
+    if not isinstance(weights, list) or not all(_finite(w) and w >= 0 for w in weights):
+        problems.append(f"layer_weights is {str(weights)[:60]!r}, not a list of finite weights >= 0")
+    if record.lr is not None and not (_finite(record.lr) and record.lr > 0):
+        problems.append(f"lr is {record.lr!r}, not null or a learning rate > 0")
+    if isinstance(record.steps, bool) or not isinstance(record.steps, int) or record.steps < 0:
+        problems.append(f"steps is {record.steps!r}, not an integer >= 0")
+    if not isinstance(record.trials, list):
+        problems.append(f"trials is {str(record.trials)[:60]!r}, not a list")
+    else:
+        problems += [f"trials[{i}] {p}" for i, t in enumerate(record.trials) if (p := _trial_problem(t))]
+    folds = record.folds
+    if not isinstance(folds, dict) or not all(isinstance(v, dict) and all(_finite(v.get(k)) for k in ("dev", "test"))
+                                              for v in folds.values()):
+        problems.append(f"folds is {str(folds)[:60]!r}, not a mapping of fold -> finite dev and test")
+    wall = record.wall_time
+    if not isinstance(wall, dict) or not all(isinstance(k, str) and _finite(v) and v >= 0 for k, v in wall.items()):
+        problems.append(f"wall_time is {str(wall)[:60]!r}, not a mapping of stage -> seconds >= 0")
+    versions = record.versions
+    if not isinstance(versions, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in versions.items()):
+        problems.append(f"versions is {str(versions)[:60]!r}, not a mapping of package -> version")
+    for name in ("corpus", "git_hash", "created_at"):
+        if not isinstance(getattr(record, name), str):
+            problems.append(f"{name} is {getattr(record, name)!r}, not a string")
+    if isinstance(record.created_at, str) and record.created_at:
+        try:
+            datetime.fromisoformat(record.created_at)
+        except ValueError:
+            problems.append(f"created_at is {record.created_at!r}, not an ISO-8601 date")
+    return problems
 
 
 def _undescribed_problem(task: object) -> str:
@@ -273,7 +335,7 @@ class ResultRecord:
         return out
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False)  # strict JSON: no NaN token
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ResultRecord":

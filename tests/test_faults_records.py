@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import sqlite3
 
 import pytest
@@ -360,3 +361,43 @@ def test_fold_names_from_meta_json_never_escape_the_checkpoint_or_results_folder
     assert outside == []  # nothing written next to or above the box
     heads = sorted(p.name for p in (box / "results").rglob("*.head.pt"))
     assert len(heads) == 2 and all("/" not in h and not h.startswith(".") for h in heads)
+
+
+# ------------------------------------------------------------------ every field the report reads is validated
+@pytest.mark.parametrize("change, reason", [
+    ({"layer_weights": "x"}, "layer_weights is 'x', not a list of finite weights"),
+    ({"layer_weights": [0.5, float("nan")]}, "layer_weights is"),
+    ({"trials": None}, "trials is 'None', not a list"),
+    ({"trials": [{"lr": "0.1", "dev": 1.0, "test": 1.0}]}, "trials[0] lr is '0.1', not a finite number"),
+    ({"trials": [{"lr": 0.1, "dev": 1.0, "test": 1.0, "history": [[1, "x"]]}]}, "trials[0] history is not a list"),
+    ({"lr": float("nan")}, "lr is nan, not null or a learning rate > 0"),
+    ({"lr": -1.0}, "lr is -1.0"),
+    ({"created_at": "yesterday"}, "created_at is 'yesterday', not an ISO-8601 date"),
+    ({"wall_time": {"training": -3}}, "wall_time is"),
+    ({"folds": {"main": {"dev": 1.0}}}, "folds is"),
+])
+def test_records_refuse_fields_that_would_break_the_report(change, reason):
+    data = json.loads(rec().to_json()) | change
+    with pytest.raises(RecordError, match=re.escape(reason)):
+        ResultRecord.from_dict(data)
+
+
+def test_import_refuses_what_would_break_the_report_and_export_is_strict_json(tmp_path, caplog, capsys):
+    d, db = tmp_path / "recs", tmp_path / "lb.db"
+    write_record(rec(seed=0), d)
+    base = json.loads(rec(seed=1).to_json())
+    (d / "weights.json").write_text(json.dumps(base | {"layer_weights": "x"}))
+    (d / "trials.json").write_text(json.dumps(base | {"trials": None}))
+    (d / "lr.json").write_text(json.dumps(base | {"lr": float("nan")}))  # json.dumps writes a bare NaN token
+    with caplog.at_level(logging.ERROR):
+        assert main(["leaderboard", "import", str(d), "--db", str(db)]) == ExitCode.USAGE
+    assert "0 inserted, 0 replaced, 0 skipped" in capsys.readouterr().out
+    assert all(f"refused: {d / n}" in caplog.text for n in ("weights.json", "trials.json", "lr.json"))
+    for name in ("weights.json", "trials.json", "lr.json"):
+        (d / name).unlink()
+    assert main(["leaderboard", "import", str(d), "--db", str(db)]) == 0
+    assert main(["report", "--db", str(db), "-o", str(tmp_path / "r.html")]) == 0
+    assert main(["leaderboard", "export", "-o", str(tmp_path / "export.json"), "--db", str(db)]) == 0
+    text = (tmp_path / "export.json").read_text()
+    json.loads(text, parse_constant=lambda token: pytest.fail(f"non-standard JSON token {token}"))
+    assert "NaN" not in text and "Infinity" not in text
