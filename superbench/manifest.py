@@ -198,7 +198,7 @@ def write_task_manifest(task_dir: str | Path, *, task: str, corpus: str, version
                         allow_unseen_labels: bool = False, sidecars: Sequence[str] = ()) -> Path:
     """Write split files then meta.json (last, so a folder with meta.json is complete).
 
-    The unseen-label rule is checked first, so a preparer fails before writing anything.
+    The repeated-row and unseen-label rules are checked first, so a preparer fails before writing anything.
     `sidecars` names files the preparer already wrote into `task_dir` that the task reads beside the
     rows (SV's trial lists): their bytes are part of the manifest's fingerprint, i.e. of the run identity.
     """
@@ -207,6 +207,9 @@ def write_task_manifest(task_dir: str | Path, *, task: str, corpus: str, version
     if not label_field.isidentifier() or label_field in BASE_FIELDS:
         raise ManifestError(f"label_field must be a field name other than {BASE_FIELDS}, got {label_field!r}")
     folds = folds or [Fold("default", "train", "dev", "test")]
+    repeated = repeated_rows(splits, label_field)
+    if repeated:
+        raise ManifestError(f"{task_dir}: invalid manifest\n" + "\n".join(repeated))
     if not allow_unseen_labels:
         unseen = unseen_labels(label_field, labels, splits, folds)
         if unseen:
@@ -272,6 +275,33 @@ def _check_header(u: Utterance, where: str, bad: list[str]) -> None:
         bad.append(f"{where}: 'sample_rate' is {u.sample_rate}, the file says {info.samplerate} ({u.audio})")
     if int(info.frames) != u.num_samples:
         bad.append(f"{where}: 'num_samples' is {u.num_samples}, the file has {info.frames} ({u.audio})")
+
+
+def repeated_rows(splits: dict[str, list[dict[str, Any]]], label_field: str) -> list[str]:
+    """Problems of rows that repeat an utterance (an id with its audio): twice in one split (it would
+    be scored twice, weighing double), or in two splits with different labels. The same utterance in
+    several splits with one label is how folds share rows, and is fine. Checked on write and on load."""
+    twice, contradictory = [], []
+    first: dict[tuple[str, str], tuple[str, Any]] = {}  # (id, audio) -> (split, label) of its first row
+    for split, rows in splits.items():
+        in_split: set[str] = set()
+        for row in rows:
+            where = f"{split}.jsonl id={row.get('id')!r}"
+            if row.get("id") in in_split:
+                twice.append(where)
+            in_split.add(row.get("id"))
+            value = row.get(label_field)
+            seen_split, seen_value = first.setdefault((str(row.get("id")), str(row.get("audio"))), (split, value))
+            if seen_value != value:
+                contradictory.append(f"{where}: {label_field}={_short(value)} but {seen_split}.jsonl has "
+                                     f"{label_field}={_short(seen_value)}")
+    return ([format_problems("an id listed twice in one split", twice)] if twice else []) + \
+        ([format_problems("the same utterance with contradictory labels", contradictory)] if contradictory else [])
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _file_digest(path: str) -> str:
@@ -402,6 +432,7 @@ def load_task_manifest(task_dir: str | Path, check_files: bool = True,
         problems.append(format_problems("a header that disagrees with the row", header))
     if dupes:
         problems.append(format_problems("duplicate ids", dupes))
+    problems += repeated_rows(raw, label_field)
     if empty:
         problems.append(format_problems(f"an empty or absent {label_field!r}", empty))
     if problems:

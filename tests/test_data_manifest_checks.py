@@ -158,3 +158,23 @@ def test_save_wav_refuses_to_clip_and_keeps_floats_exactly(tmp_path):
     save_wav(tmp_path / "a.wav", wav, subtype="FLOAT")
     back, sr = sf.read(tmp_path / "a.wav", dtype="float32")
     assert sr == 16000 and np.array_equal(back, wav) and sf.info(tmp_path / "a.wav").subtype == "FLOAT"
+
+
+def test_an_utterance_twice_in_a_split_or_with_two_labels_is_refused_naming_rows(tmp_path):
+    d = tmp_path / "sid"
+    splits = {"train": _rows(d, "train", ["a", "b"]), "dev": _rows(d, "dev", ["a", "b"]),
+              "test": _rows(d, "test", ["a", "b"])}
+    load_task_manifest(_hand_write(d, splits, ["a", "b"]))  # the clean corpus loads
+    twice = {**splits, "test": splits["test"] + [splits["test"][0]]}  # scored twice: 3 predictions for 2 ids
+    with pytest.raises(ManifestError, match=r"(?s)an id listed twice in one split.*test\.jsonl id='test0'"):
+        load_task_manifest(_hand_write(d, twice, ["a", "b"]))
+    relabelled = {**splits, "test": splits["test"] + [splits["train"][0] | {"label": "b"}]}  # id and audio of train0
+    with pytest.raises(ManifestError, match=r"(?s)contradictory labels.*test\.jsonl id='train0': label='b' but "
+                                            r"train\.jsonl has label='a'"):
+        load_task_manifest(_hand_write(d, relabelled, ["a", "b"]))
+    with pytest.raises(ManifestError, match="an id listed twice in one split"):
+        write_task_manifest(d, task="sid", corpus="t", version="1", label_field="label", labels=["a", "b"],
+                            splits=twice)
+    # the same utterance in several splits with one label is how folds share rows: accepted
+    shared = {**splits, "test": splits["test"] + [splits["train"][0]]}
+    assert len(load_task_manifest(_hand_write(d, shared, ["a", "b"])).splits["test"]) == 3
