@@ -22,6 +22,8 @@ class ExitCode(IntEnum):
     INTERNAL = 3
     #: Ctrl-C / SIGINT; finished work is kept and a re-run resumes.
     INTERRUPTED = 130
+    #: SIGTERM (128 + 15, what a shell reports for it); handled exactly as SIGINT.
+    TERMINATED = 143
 
 
 #: OSErrors that mean "the path you gave is wrong", not "the machine failed".

@@ -48,6 +48,10 @@ class PluginAttributeError(UnknownNameError, AttributeError):
     """`file.py:NAME` where the file has no NAME: a usage error with a did-you-mean, not a traceback."""
 
 
+class PluginImportError(ValueError):
+    """A plugin file that raises while it is imported: a usage error naming the file, found before any work."""
+
+
 class _Lazy:
     """Placeholder for an object named "module:attr", imported the first time it is asked for."""
 
@@ -190,7 +194,10 @@ def load_object_from_file(spec: str) -> Any:
     module_spec = importlib.util.spec_from_file_location(module_name, file_path)
     assert module_spec and module_spec.loader
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:  # the plugin's own error, said with the file it came from
+        raise PluginImportError(f"plugin file {file_path} failed to import: {type(exc).__name__}: {exc}") from exc
     try:
         return getattr(module, attr)
     except AttributeError:

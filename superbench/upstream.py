@@ -226,6 +226,10 @@ class ContractUpstream(Upstream):
 def as_upstream(obj: Any, what: str | None = None) -> Upstream:
     """`obj` as an `Upstream`: itself if it subclasses one, wrapped if it keeps the contract,
     else a one-line ValueError (said at load, not as a traceback in the middle of a run)."""
+    name = getattr(obj, "name", None)
+    if (isinstance(obj, Upstream) or name is not None) and not (isinstance(name, str) and name.strip()):
+        raise ValueError(f"{what or type(obj).__name__}: upstream name is {name!r}, not a non-empty string "
+                         f"(the name identifies its results)")
     if isinstance(obj, Upstream):
         if type(obj).variant is not Upstream.variant and not isinstance(obj, GainUpstream):
             log.warning("%s overrides Upstream.variant: recipes' generic options (%s) reach it unhandled; "

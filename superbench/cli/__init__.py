@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
-from typing import Iterator
+import threading
+from typing import Any, Iterator
 
 from superbench import __version__
 from superbench.cli import data, leaderboard, pretrain, results, run, upstreams
@@ -25,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "leaderboard; pretrain small self-supervised models to compare families.",
         epilog="exit codes: 0 ok, 1 negative verdict (regression, failed validation), 2 usage error "
                "(bad input, found before any work), 3 runtime failure or internal error (e.g. NaN loss, full "
-               "disk, a bug), 130 interrupted",
+               "disk, a bug), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM)",
     )
     parser.add_argument("--version", action="version", version=f"superbench {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -47,7 +49,26 @@ def subcommands(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentPa
                 yield from subcommands(child)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's or `kill`'s stop), raised where the process is, so it unwinds exactly as
+    Ctrl-C does: finished work kept, the running trial's checkpoint left for a resume."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        return _main(argv)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -58,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("superbench")
     try:
         return int(args.func(args) or 0)
+    except Terminated:
+        log.error("terminated (SIGTERM); finished work is kept and a re-run resumes")
+        return ExitCode.TERMINATED
     except KeyboardInterrupt:
         log.error("interrupted; finished work is kept and a re-run resumes")
         return ExitCode.INTERRUPTED
