@@ -60,7 +60,7 @@ from superbench.cache import (
 )
 from superbench.device import Compute, resolve_compute
 from superbench.executors import LocalExecutor, RayExecutor, TrainingJob, make_executor
-from superbench.io import atomic_open, atomic_write_text, human_bytes
+from superbench.io import atomic_open, atomic_write_text, free_bytes, human_bytes
 from superbench.manifest import TaskManifest, load_task_manifest
 from superbench.metrics import edit_distance
 from superbench.paths import cache_dir, checkpoints_dir
@@ -659,7 +659,7 @@ def check_disk(plans: Sequence[TaskPlan], opts: RunOptions) -> None:
     if not total:
         return
     root = Path(opts.cache_root or cache_dir())
-    free = _free_bytes(root)
+    free = free_bytes(root)
     per_task = ", ".join(f"{task} {human_bytes(n)}" for task, n in need.items() if n)
     log.info("features to extract: about %s (%s) into %s, %s free", human_bytes(total), per_task, root,
              human_bytes(free))
@@ -672,14 +672,6 @@ def check_disk(plans: Sequence[TaskPlan], opts: RunOptions) -> None:
         raise CacheError(f"not enough disk for the feature cache: this run needs about {human_bytes(total)} "
                          f"({per_task}) in {root}, only {human_bytes(free)} free.{hint} Free some space, point "
                          f"SUPERBENCH_HOME at a larger disk, run fewer tasks, or use --no-cache")
-
-
-def _free_bytes(path: Path) -> int:
-    """Free space of the disk that will hold `path` (its nearest existing parent, if it is not there yet)."""
-    path = Path(path).absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return shutil.disk_usage(path).free
 
 
 @contextmanager
