@@ -35,7 +35,7 @@ def _opts(tmp_path, **kw):
 
 # ------------------------------------------------------------------ 1. the store never misses a record
 def test_store_write_failure_keeps_the_record_and_the_next_run_repairs_it(tmp_path, monkeypatch, caplog):
-    from superbench.cli.run import store_writer
+    from leaderboard.store import StoreWriter
 
     make_class_corpus(tmp_path / "a", task="ks")
     db = tmp_path / "lb.db"
@@ -45,7 +45,7 @@ def test_store_write_failure_keeps_the_record_and_the_next_run_repairs_it(tmp_pa
         raise sqlite3.OperationalError("database is locked")
 
     monkeypatch.setattr(ResultStore, "add", locked)
-    writer = store_writer(db)
+    writer = StoreWriter(db)
     with caplog.at_level(logging.ERROR):
         (first,) = run_task(ToneUpstream(), get_task("ks"), tmp_path / "a", _opts(tmp_path, on_record=writer))
     path = record_path(tmp_path / "results", first.run_key())
@@ -55,7 +55,7 @@ def test_store_write_failure_keeps_the_record_and_the_next_run_repairs_it(tmp_pa
     assert len(ResultStore(db)) == 0
 
     monkeypatch.setattr(ResultStore, "add", real_add)
-    writer = store_writer(db)
+    writer = StoreWriter(db)
     (again,) = run_task(ToneUpstream(), get_task("ks"), tmp_path / "a", _opts(tmp_path, on_record=writer))
     assert again == first and not writer.failed
     assert ResultStore(db).records() == [first]  # the rerun skipped training yet repaired the store

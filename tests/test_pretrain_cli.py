@@ -11,9 +11,9 @@ import soundfile as sf
 import torch
 
 from superbench.cli import main
-from superbench.cli.pretrain import compare_scores, families_markdown
 from superbench.exit_codes import ExitCode
 from superbench.upstream import load_upstream
+from upstreams.pretrain.families import compare_scores, families_markdown
 
 
 def test_pretrain_cli_writes_a_folder_that_loads_as_trained_or_random_init(tmp_path, capsys):

@@ -219,51 +219,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=cmd_tasks_list)
 
 
-def resolve_data(data: str) -> tuple[Path, bool]:
+def resolve_data(data: str) -> Path:
     """`demo` / `demo:SIZE` (built on first use) or a data root holding <task>/meta.json folders."""
     from recipes.prepare.demo import demo_size, ensure_demo
 
     size = demo_size(data)
     if size is not None:
-        return Path(ensure_demo(size=size, seed=0)), True
+        return Path(ensure_demo(size=size, seed=0))
     root = Path(data).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"data root {root} does not exist (use --data demo, or a folder made by "
                                 f"`superbench data prepare`)")
-    return root, False
-
-
-class StoreWriter:
-    """`on_record` for the runner: each record goes into the leaderboard store as it is written.
-
-    A failed database write (locked, full disk, not a database) never loses the result: the record
-    file is already written, the error names the database and the record, the run goes on, and the
-    command ends with exit code 3. The next run of the same command (records found on disk are
-    handed over again) or `superbench leaderboard sync` adds the record.
-    """
-
-    def __init__(self, db: Path | None) -> None:
-        self.db = db
-        self.failed: list[str] = []
-
-    def __call__(self, record) -> None:
-        import sqlite3
-
-        from leaderboard.store import ResultStore, StoreError
-
-        store = ResultStore(self.db)
-        try:
-            with store:
-                store.add(record, overwrite=True)
-        except (StoreError, sqlite3.Error, OSError) as exc:
-            what = record.run_key().describe()
-            self.failed.append(what)
-            log.error("could not add %s to the results database %s (%s); the record file is kept and the next "
-                      "run, or `superbench leaderboard sync --db %s`, adds it", what, store.path, exc, store.path)
-
-
-def store_writer(db: Path | None) -> StoreWriter:
-    return StoreWriter(db)
+    return root
 
 
 def _run_from_args(args: argparse.Namespace, **options: object) -> tuple:
@@ -278,12 +245,11 @@ def _run_from_args(args: argparse.Namespace, **options: object) -> tuple:
     resolve_compute(args.device, args.precision)  # no GPU where one is asked for: a usage error, before any work
     from recipes.prepare.demo import demo_size
 
-    is_demo = demo_size(args.data) is not None
-    profile = args.profile or ("fast" if is_demo else "superb")
+    profile = args.profile or ("fast" if demo_size(args.data) is not None else "superb")
     overrides = overrides_from_args(getattr(args, "sets", None))
     check_overrides(tasks, profile, overrides)  # a bad --set is a usage error before any work
     upstream = load_upstream(args.upstream, path=args.upstream_path)
-    data_root, is_demo = resolve_data(args.data)
+    data_root = resolve_data(args.data)
     opts = RunOptions(profile=profile, seeds=args.seeds, overrides=overrides,
                       upstream_source=upstream_source_of(args.upstream, args.upstream_path),
                       layer=args.layer, lr=args.lr, lr_sweep=args.lr_sweep, use_cache=args.use_cache,
@@ -307,10 +273,11 @@ def _seconds(row: Any, column: str) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from leaderboard.store import StoreWriter
     from superbench.results import aggregate
     from superbench.runner import run
 
-    writer = store_writer(args.db) if args.store else None
+    writer = StoreWriter(args.db) if args.store else None
     upstream, tasks, data_root, opts = _run_from_args(args, on_record=writer, overwrite=args.overwrite,
                                                       progress=args.progress, show_plan=True,
                                                       extract_threads=args.extract_threads or args.threads,
