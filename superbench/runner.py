@@ -543,12 +543,6 @@ def execute(plan: TaskPlan, opts: RunOptions, features: tuple[FeatureSource, flo
     return out
 
 
-def run_task(upstream: Upstream, task: Task, data_root: Path, opts: RunOptions,
-             fingerprint: str | None = None) -> list[ResultRecord]:
-    """All seeds (and, with `--layer all`, all layers) of one task; the records written or found."""
-    return run(upstream, [task], data_root, opts, fingerprint)
-
-
 def plan_run(upstream: Upstream, tasks: Sequence[Task], data_root: Path, opts: RunOptions,
              fingerprint: str | None = None) -> list[TaskPlan]:
     """Every check that needs no extraction, and one plan per task (per layer with `--layer all`):
