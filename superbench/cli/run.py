@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,6 @@ def _int_in(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
-#: Most seeds one command runs (each seed is a full training sweep).
-MAX_SEEDS = 1000
 #: Most torch threads one may ask for.
 MAX_THREADS = 1024
 #: Largest layer index accepted on the command line (the upstream's own count is checked before any work).
@@ -125,6 +123,8 @@ def check_overrides(tasks: list, profile: str, overrides: dict[str, object]) -> 
 
 def _selection_args(p: argparse.ArgumentParser) -> None:
     """What a run is (model, tasks, data, recipe, device): the options `run` and `plan` share."""
+    from superbench.runner import MAX_SEEDS
+
     p.add_argument("--cache-dtype", default="fp16", choices=("fp16", "int8"),
                    help="frame caches (PR/ASR) as float16, or int8 with a scale per utterance, layer and channel "
                         "(half the bytes; a cache and records of their own, profile +int8); utterance caches "
@@ -272,6 +272,26 @@ def _seconds(row: Any, column: str) -> str:
     return f"{getattr(row, column):.1f}" if getattr(row, "role", "main") == "main" else ""
 
 
+def task_width(names: Iterable[str]) -> int:
+    """Width of a task column: the longest name shown (a plugin task's may be long), never narrower than the
+    5 characters the tables had for the built-in names."""
+    return max([5, *map(len, names)])
+
+
+def summary_table(rows: Any) -> str:
+    """The end-of-run table of aggregated rows (`superbench.results.aggregate`), one line per row; the task
+    column is as wide as the longest task name, so the columns after it line up."""
+    w = task_width(rows["task"])
+    lines = [f"{'upstream':<22} {'task':<{w}} {'layer':<5} {'metric':<6} {'test':>15} {'dev':>7} {'lr':>8} "
+             f"{'profile':<16} {'extract s':>9} {'train s':>8}"]
+    for r in rows.itertuples():
+        score = f"{r.mean:.2f}" + (f" ± {r.std:.2f}" if r.n > 1 else "")
+        lines.append(f"{r.upstream:<22} {r.task:<{w}} {r.layer or 'mix':<5} {r.metric:<6} {score:>15} "
+                     f"{r.dev_mean:>7.2f} {r.lr:>8.0e} {r.profile:<16} {_seconds(r, 'extraction_s'):>9} "
+                     f"{_seconds(r, 'training_s'):>8}")
+    return "\n".join(lines)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from leaderboard.store import StoreWriter
     from superbench.results import aggregate
@@ -289,12 +309,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _warn_about_old_default()
     rows = aggregate(run(upstream, tasks, data_root, opts), by=("upstream", "profile", "layer"))
     if len(rows):
-        print(f"{'upstream':<22} {'task':<5} {'layer':<5} {'metric':<6} {'test':>15} {'dev':>7} {'lr':>8} "
-              f"{'profile':<16} {'extract s':>9} {'train s':>8}")
-        for r in rows.itertuples():
-            score = f"{r.mean:.2f}" + (f" ± {r.std:.2f}" if r.n > 1 else "")
-            print(f"{r.upstream:<22} {r.task:<5} {r.layer or 'mix':<5} {r.metric:<6} {score:>15} {r.dev_mean:>7.2f} "
-                  f"{r.lr:>8.0e} {r.profile:<16} {_seconds(r, 'extraction_s'):>9} {_seconds(r, 'training_s'):>8}")
+        print(summary_table(rows))
     if writer is not None and writer.failed:
         from superbench.exit_codes import ExitCode
 
@@ -331,10 +346,12 @@ def cmd_tasks_list(args: argparse.Namespace) -> int:
     from superbench.recipe import read_recipe_file
     from superbench.tasks import TASKS, all_tasks
 
-    print(f"{'task':<5} {'metric':<6} {'direction':<17} {'level':<10} {'recipe':<7} {'source':<12} description")
-    for task in all_tasks():
+    tasks = all_tasks()
+    w = task_width(t.name for t in tasks)
+    print(f"{'task':<{w}} {'metric':<6} {'direction':<17} {'level':<10} {'recipe':<7} {'source':<12} description")
+    for task in tasks:
         version = str(read_recipe_file(task.recipe)["version"])
-        print(f"{task.name:<5} {task.metric:<6} {task.direction:<17} {task.level:<10} {'v' + version:<7} "
+        print(f"{task.name:<{w}} {task.metric:<6} {task.direction:<17} {task.level:<10} {'v' + version:<7} "
               f"{TASKS.source(task.name):<12} {task.description}")
     return 0
 
