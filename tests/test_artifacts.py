@@ -198,6 +198,7 @@ def test_upstream_source_is_recorded(tmp_path):
     assert rec.upstream_source == "/weights/tone.pt"
 
 
+@pytest.mark.slow
 def test_cli_set_overrides_the_recipe_end_to_end(tmp_path):
     make_class_corpus(tmp_path / "data", task="ks", per_class=(6, 2, 2))
     results = tmp_path / "results"

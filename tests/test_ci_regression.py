@@ -4,6 +4,8 @@ and compare with the baseline committed in leaderboard/ (what a user's CI would 
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from superbench.cli import main
 from superbench.results import read_record, write_record
 
@@ -12,6 +14,7 @@ BASELINE = Path(__file__).resolve().parent.parent / "leaderboard" / "baseline-ci
 TOLERANCE = "5"
 
 
+@pytest.mark.slow
 def test_tiny_demo_scores_pass_the_committed_baseline_and_a_worse_score_fails(tmp_path, capsys, builtin_task_names):
     db, results = tmp_path / "ci.db", tmp_path / "results"
     assert main(["run", "--upstream", "hubert-tiny-random", "--task", "all", "--data", "demo:tiny",

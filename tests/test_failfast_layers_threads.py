@@ -37,6 +37,7 @@ def test_layer_all_writes_one_probe_record_per_layer_from_one_extraction(tmp_pat
     assert again == records and sum(int(n) for n in counter.read_text().split()) == 60  # all skipped
 
 
+@pytest.mark.slow
 def test_layer_all_on_the_command_line(tmp_path, capsys):
     make_class_corpus(tmp_path, task="ks")
     (tmp_path / "tones.py").write_text("from superbench.testing import ToneUpstream as Tones\n")

@@ -61,6 +61,7 @@ def test_store_write_failure_keeps_the_record_and_the_next_run_repairs_it(tmp_pa
     assert ResultStore(db).records() == [first]  # the rerun skipped training yet repaired the store
 
 
+@pytest.mark.slow
 def test_cli_run_with_an_unusable_db_exits_3_keeps_the_record_and_sync_adds_it(tmp_path, caplog, capsys):
     make_class_corpus(tmp_path / "data", task="ks")
     (tmp_path / "tones.py").write_text("from superbench.testing import ToneUpstream\n\n"
