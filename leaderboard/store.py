@@ -486,3 +486,28 @@ def load_record_files(inputs: Iterable[str | Path]) -> tuple[list[ResultRecord],
 def _json_constant(name: str) -> float:
     # json accepts NaN/Infinity by default; keep them as floats so validate() names the field
     return {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}[name]
+
+
+class StoreWriter:
+    """`on_record` for the runner: each record goes into the leaderboard store as it is written.
+
+    A failed database write (locked, full disk, not a database) never loses the result: the record
+    file is already written, the error names the database and the record, the run goes on, and the
+    command ends with exit code 3. The next run of the same command (records found on disk are
+    handed over again) or `superbench leaderboard sync` adds the record.
+    """
+
+    def __init__(self, db: Path | None) -> None:
+        self.db = db
+        self.failed: list[str] = []
+
+    def __call__(self, record: ResultRecord) -> None:
+        store = ResultStore(self.db)
+        try:
+            with store:
+                store.add(record, overwrite=True)
+        except (StoreError, sqlite3.Error, OSError) as exc:
+            what = record.run_key().describe()
+            self.failed.append(what)
+            log.error("could not add %s to the results database %s (%s); the record file is kept and the next "
+                      "run, or `superbench leaderboard sync --db %s`, adds it", what, store.path, exc, store.path)

@@ -22,12 +22,12 @@ file's header or move it if you edit audio in place.
 
 Two levels:
 
-* ``utterance`` (KS, SID, ER): per utterance, the mean over valid frames of
-  every layer, an (L, D) float32 array. This is exact, not an approximation:
+* ``utterance`` (a task whose ``level`` is "utterance", such as KS or SID): per utterance, the
+  mean over valid frames of every layer, an (L, D) float32 array. This is exact, not an approximation:
   the utterance head is linear up to its mean pool (weighted sum, then Linear),
   and linear maps commute with the mean (tested in tests/test_cache.py).
-* ``frame`` (PR, ASR): every layer's frames in float16, one ``(T_total, L, D)``
-  .npy per chunk.
+* ``frame`` (a task whose ``level`` is "frame", such as PR or ASR): every layer's frames in
+  float16, one ``(T_total, L, D)`` .npy per chunk.
 
 Both are read with ``np.load(mmap_mode="r")``, one map per chunk, so training touches
 only the pages of the utterances in the current batch; memory stays flat however

@@ -53,6 +53,15 @@ def disk_full_error(path: str | Path, exc: BaseException | None = None) -> OSErr
                                  f"SUPERBENCH_HOME at a larger disk{cause}")
 
 
+def free_bytes(path: str | Path) -> int:
+    """Free space of the disk that will hold `path` (its nearest existing parent, if it is not there yet),
+    so a run can be refused before it writes anything."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
     """A temp file beside `path` (unique per writer), fsynced and renamed over it on success,

@@ -20,7 +20,7 @@ import torch
 from superbench.audio import load_audio
 from superbench.cache import audio_keys, cache_path, cached_keys, feature_bytes
 from superbench.device import Compute
-from superbench.io import human_bytes
+from superbench.io import free_bytes, human_bytes
 from superbench.upstream import Upstream, pad_batch
 
 if TYPE_CHECKING:
@@ -142,7 +142,6 @@ def task_estimates(plans: Sequence[TaskPlan], opts: RunOptions) -> list[TaskEsti
 def estimate_run(plans: Sequence[TaskPlan], opts: RunOptions, probe: bool = True) -> RunEstimate:
     """The numbers of `plans` (the runner's, checked); `probe=False` skips timing the upstream."""
     from superbench.paths import cache_dir
-    from superbench.runner import _free_bytes
 
     root = Path(opts.cache_root or cache_dir())
     tasks = task_estimates(plans, opts)
@@ -154,7 +153,7 @@ def estimate_run(plans: Sequence[TaskPlan], opts: RunOptions, probe: bool = True
     first = plans[0] if plans else None
     return RunEstimate(upstream=first.model_name if first else "", compute=(
         f"{first.compute.describe()} ({first.compute.precision})" if first else ""), probe_rate=rate,
-        probe_audio_seconds=used, cache_root=root, free_bytes=_free_bytes(root), tasks=tasks)
+        probe_audio_seconds=used, cache_root=root, free_bytes=free_bytes(root), tasks=tasks)
 
 
 def _duration(seconds: float | None) -> str:

@@ -245,7 +245,3 @@ def load_recipe(path: str | Path, profile: str, *, task: str, head_config: type)
                   train=build_section(TrainConfig, settings["train"], f"{where}: train"),
                   description=str(settings.get("description", "")), reference=str(data.get("reference", "")),
                   deviations=tuple(str(d) for d in data.get("deviations", []) or []), source=str(path))
-
-
-def available_profiles(path: str | Path) -> list[str]:
-    return list(read_recipe_file(path)["profiles"])

@@ -60,7 +60,7 @@ from superbench.cache import (
 )
 from superbench.device import Compute, resolve_compute
 from superbench.executors import LocalExecutor, RayExecutor, TrainingJob, make_executor
-from superbench.io import atomic_open, atomic_write_text, human_bytes
+from superbench.io import atomic_open, atomic_write_text, free_bytes, human_bytes
 from superbench.manifest import TaskManifest, load_task_manifest
 from superbench.metrics import edit_distance
 from superbench.paths import cache_dir, checkpoints_dir
@@ -543,12 +543,6 @@ def execute(plan: TaskPlan, opts: RunOptions, features: tuple[FeatureSource, flo
     return out
 
 
-def run_task(upstream: Upstream, task: Task, data_root: Path, opts: RunOptions,
-             fingerprint: str | None = None) -> list[ResultRecord]:
-    """All seeds (and, with `--layer all`, all layers) of one task; the records written or found."""
-    return run(upstream, [task], data_root, opts, fingerprint)
-
-
 def plan_run(upstream: Upstream, tasks: Sequence[Task], data_root: Path, opts: RunOptions,
              fingerprint: str | None = None) -> list[TaskPlan]:
     """Every check that needs no extraction, and one plan per task (per layer with `--layer all`):
@@ -659,7 +653,7 @@ def check_disk(plans: Sequence[TaskPlan], opts: RunOptions) -> None:
     if not total:
         return
     root = Path(opts.cache_root or cache_dir())
-    free = _free_bytes(root)
+    free = free_bytes(root)
     per_task = ", ".join(f"{task} {human_bytes(n)}" for task, n in need.items() if n)
     log.info("features to extract: about %s (%s) into %s, %s free", human_bytes(total), per_task, root,
              human_bytes(free))
@@ -672,14 +666,6 @@ def check_disk(plans: Sequence[TaskPlan], opts: RunOptions) -> None:
         raise CacheError(f"not enough disk for the feature cache: this run needs about {human_bytes(total)} "
                          f"({per_task}) in {root}, only {human_bytes(free)} free.{hint} Free some space, point "
                          f"SUPERBENCH_HOME at a larger disk, run fewer tasks, or use --no-cache")
-
-
-def _free_bytes(path: Path) -> int:
-    """Free space of the disk that will hold `path` (its nearest existing parent, if it is not there yet)."""
-    path = Path(path).absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return shutil.disk_usage(path).free
 
 
 @contextmanager

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -25,6 +26,14 @@ def tone_task(tmp_path):
     from superbench.testing import cached_class_task
 
     return cached_class_task(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def builtin_task_names() -> set[str]:
+    """The built-in tasks, found by their convention (a `recipes/<task>.py` beside its `recipes/<task>.yaml`),
+    so a new task is covered without editing a list here."""
+    recipes = Path(__file__).resolve().parent.parent / "recipes"
+    return {p.stem for p in recipes.glob("*.yaml") if p.with_suffix(".py").is_file()}
 
 
 S3PRL_MISSING = "s3prl is not installed: `make reference-env` then `make test-reference` runs the equivalence tests"

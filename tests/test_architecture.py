@@ -79,3 +79,123 @@ def test_every_core_module_imports_with_the_outer_packages_blocked():
         "print(len(sys.modules))\n")
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+# --------------------------------------------------------------------------- no import circles
+
+PROJECT = ("superbench",) + OUTER
+
+
+def project_modules() -> dict[str, Path]:
+    """Dotted name -> file of every module of the project's packages (a package is its __init__.py)."""
+    out = {}
+    for pkg in PROJECT:
+        for p in sorted((ROOT / pkg).rglob("*.py")):
+            out[".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")] = p
+    return out
+
+
+def _type_checking_only(node: ast.AST) -> bool:
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING"
+                                         or isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def runtime_imports(path: Path, name: str, modules: dict[str, Path]) -> set[str]:
+    """The project modules `path` (module `name`) imports when it runs: at module level and inside functions
+    alike (a deferred import closes a circle all the same, only later); `if TYPE_CHECKING:` blocks are
+    annotations, never executed, and do not count. `from pkg import sub` names the submodule when it is one."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out: set[str] = set()
+
+    def owner(dotted: str) -> str | None:
+        while dotted and dotted not in modules:
+            dotted = dotted.rpartition(".")[0]
+        return dotted or None
+
+    def visit(node: ast.AST) -> None:
+        if _type_checking_only(node):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+        else:
+            targets = []
+        out.update(m for m in map(owner, targets) if m is not None and m != name)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
+    return out
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One closed path (first module repeated at the end) per strongly connected group of modules (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[set[str]] = []
+
+    def connect(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                connect(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = set()
+            while True:
+                w = stack.pop()
+                group.add(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                groups.append(group)
+
+    for v in sorted(graph):
+        if v not in index:
+            connect(v)
+    cycles = []
+    for group in groups:  # the shortest way from the group's first module back to itself, inside the group
+        start = min(group)
+        paths = {w: [start, w] for w in graph[start] if w in group}
+        while start not in paths:
+            paths = {w: path + [w] for path in paths.values() for w in graph[path[-1]] if w in group
+                     and w not in path[1:]} | paths
+        cycles.append(paths[start])
+    return cycles
+
+
+def test_the_cycle_finder_names_each_circle_and_resolves_package_imports(tmp_path):
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+    assert import_cycles({"a": {"b"}, "b": set(), "c": {"d"}, "d": {"c"}}) == [["c", "d", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    probe = pkg / "probe.py"
+    probe.write_text("from typing import TYPE_CHECKING\nfrom pkg import sub, Thing\nfrom . import other\n"
+                     "if TYPE_CHECKING:\n    from pkg.typed import T\n"
+                     "def f():\n    import pkg.deferred.inner\n")
+    modules = {m: probe for m in ("pkg", "pkg.probe", "pkg.sub", "pkg.other", "pkg.typed", "pkg.deferred")}
+    assert runtime_imports(probe, "pkg.probe", modules) == {"pkg", "pkg.sub", "pkg.other", "pkg.deferred"}
+
+
+def test_no_import_circles_among_the_project_modules():
+    """A circle makes import order matter and hides which module depends on which; every import, deferred
+    into a function or not, points one way."""
+    modules = project_modules()
+    assert "superbench.runner" in modules and "leaderboard.store" in modules and "recipes" in modules
+    graph = {name: runtime_imports(path, name, modules) for name, path in modules.items()}
+    assert "superbench.plan" in graph["superbench.runner"]
+    cycles = import_cycles(graph)
+    assert not cycles, "import circles:\n" + "\n".join(" -> ".join(c) for c in cycles)

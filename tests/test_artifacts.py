@@ -12,7 +12,7 @@ import superbench.executors as executors
 from superbench.cli import main
 from superbench.manifest import Fold, load_task_manifest
 from superbench.results import artifact_paths, read_record, read_records, record_path
-from superbench.runner import extract, plan_task, run_task
+from superbench.runner import extract, plan_task, run
 from superbench.tasks import get_task
 from superbench.testing import ToneUpstream, make_class_corpus, make_sequence_corpus, scratch_run_options
 from superbench.training import evaluate
@@ -41,7 +41,7 @@ def test_ks_record_keeps_its_best_head_and_predictions(tmp_path):
     make_class_corpus(tmp_path, task="ks")
     upstream = ToneUpstream()
     opts = _opts(tmp_path)
-    (rec,) = run_task(upstream, get_task("ks"), tmp_path, opts)
+    (rec,) = run(upstream, [get_task("ks")], tmp_path, opts)
     files = _artifacts(tmp_path, rec)
     assert set(rec.artifacts) == {"head", "predictions"}
     assert rec.artifacts["head"].endswith(".head.pt") and rec.artifacts["predictions"].endswith(".predictions.jsonl")
@@ -76,7 +76,7 @@ def test_multi_fold_record_keeps_one_head_per_fold(tmp_path):
     task_dir = make_class_corpus(tmp_path, task="er", n_classes=4, per_class=(8, 3, 3), folds=folds)
     splits = {s: [json.loads(x) for x in (task_dir / f"{s}.jsonl").read_text().splitlines()]
               for s in ("train", "dev", "test")}
-    (rec,) = run_task(ToneUpstream(), get_task("er"), tmp_path, _opts(tmp_path, lr=1e-2))
+    (rec,) = run(ToneUpstream(), [get_task("er")], tmp_path, _opts(tmp_path, lr=1e-2))
     files = _artifacts(tmp_path, rec)
     assert set(rec.artifacts) == {"head.fold1", "head.fold2", "predictions"}
     assert files["head.fold1"].name.endswith(".fold1.head.pt") and files["head.fold1"] != files["head.fold2"]
@@ -96,7 +96,7 @@ def test_multi_fold_record_keeps_one_head_per_fold(tmp_path):
 def test_ctc_record_keeps_decoded_predictions_with_edit_counts(tmp_path, task):
     make_sequence_corpus(tmp_path, task=task)
     overrides = {"steps": 60, "eval_interval": 30, "batch_size": 4, "lr_grid": [1e-2]}
-    (rec,) = run_task(ToneUpstream(), get_task(task), tmp_path, _opts(tmp_path, overrides=overrides))
+    (rec,) = run(ToneUpstream(), [get_task(task)], tmp_path, _opts(tmp_path, overrides=overrides))
     files = _artifacts(tmp_path, rec)
     manifest = load_task_manifest(tmp_path / task)
     field = "phones" if task == "pr" else "text"
@@ -114,7 +114,7 @@ def test_ctc_record_keeps_decoded_predictions_with_edit_counts(tmp_path, task):
 def test_artifacts_survive_an_interruption_and_resume(tmp_path, monkeypatch):
 
     make_class_corpus(tmp_path, task="ks")  # one trial at a time: a trial that dies after another finished
-    (whole,) = run_task(ToneUpstream(), get_task("ks"), tmp_path,
+    (whole,) = run(ToneUpstream(), [get_task("ks")], tmp_path,
                         _opts(tmp_path, results_dir=tmp_path / "a", checkpoint_root=tmp_path / "ckpt-a",
                               group_trials=False))
     real_train, calls = executors.train, []
@@ -131,9 +131,9 @@ def test_artifacts_survive_an_interruption_and_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(executors, "train", dying_in_the_second_trial)
     opts = _opts(tmp_path, results_dir=tmp_path / "b", checkpoint_root=tmp_path / "ckpt-b", group_trials=False)
     with pytest.raises(Interrupted):
-        run_task(ToneUpstream(), get_task("ks"), tmp_path, opts)
+        run(ToneUpstream(), [get_task("ks")], tmp_path, opts)
     monkeypatch.setattr(executors, "train", real_train)
-    (resumed,) = run_task(ToneUpstream(), get_task("ks"), tmp_path, opts)  # lr 1e-3 comes from disk
+    (resumed,) = run(ToneUpstream(), [get_task("ks")], tmp_path, opts)  # lr 1e-3 comes from disk
     assert (resumed.test, resumed.dev, resumed.lr) == (whole.test, whole.dev, whole.lr)
     a = artifact_paths(whole, record_path(tmp_path / "a", whole.run_key()))
     b = artifact_paths(resumed, record_path(tmp_path / "b", resumed.run_key()))
@@ -158,7 +158,7 @@ def test_finished_trial_without_its_head_is_trained_again(tmp_path, monkeypatch)
 
     monkeypatch.setattr(runner, "record", record_dies)
     with pytest.raises(Interrupted):
-        run_task(ToneUpstream(), get_task("ks"), tmp_path, opts)
+        run(ToneUpstream(), [get_task("ks")], tmp_path, opts)
     (head,) = (tmp_path / "ckpt").rglob("*.head.pt")
     head.unlink()  # e.g. a trial folder written by an older version
     monkeypatch.undo()
@@ -168,7 +168,7 @@ def test_finished_trial_without_its_head_is_trained_again(tmp_path, monkeypatch)
         return real_train(*args, **kw)
 
     monkeypatch.setattr(executors, "train", counting)
-    (rec,) = run_task(ToneUpstream(), get_task("ks"), tmp_path, opts)
+    (rec,) = run(ToneUpstream(), [get_task("ks")], tmp_path, opts)
     assert len(calls) == 1 and set(rec.artifacts) == {"head", "predictions"}
 
 
@@ -176,10 +176,10 @@ def test_features_fingerprint_names_the_variant_that_ran(tmp_path):
     make_class_corpus(tmp_path, task="ks", per_class=(6, 2, 2))
     opts = _opts(tmp_path, lr=1e-2, overrides={"steps": 4, "eval_interval": 2, "batch_size": 4})
     fbank = load_upstream("fbank")
-    (rec,) = run_task(fbank, get_task("ks"), tmp_path, opts)
+    (rec,) = run(fbank, [get_task("ks")], tmp_path, opts)
     assert rec.upstream_fingerprint == fbank.fingerprint()  # the model chosen: the run identity
     assert rec.features_fingerprint == fbank.variant(cmvn=False).fingerprint() != rec.upstream_fingerprint
-    (tone,) = run_task(ToneUpstream(), get_task("ks"), tmp_path, opts)
+    (tone,) = run(ToneUpstream(), [get_task("ks")], tmp_path, opts)
     assert tone.features_fingerprint == tone.upstream_fingerprint == ToneUpstream().fingerprint()
     assert tone.upstream_source == "" and tone.overrides == {"train.steps": 4, "train.eval_interval": 2,
                                                              "train.batch_size": 4}
@@ -189,15 +189,16 @@ def test_upstream_source_is_recorded(tmp_path):
     make_class_corpus(tmp_path, task="ks", per_class=(6, 2, 2))
     opts = _opts(tmp_path, lr=1e-2, overrides={"steps": 2, "eval_interval": 2, "batch_size": 4},
                  upstream_source="/models/my-hubert")
-    (rec,) = run_task(ToneUpstream(), get_task("ks"), tmp_path, opts)
+    (rec,) = run(ToneUpstream(), [get_task("ks")], tmp_path, opts)
     assert read_record(record_path(tmp_path / "results", rec.run_key())).upstream_source == "/models/my-hubert"
     up = ToneUpstream()
     up.source = "/weights/tone.pt"
-    (rec,) = run_task(up, get_task("ks"), tmp_path, _opts(tmp_path, lr=1e-2, overwrite=True, overrides={
+    (rec,) = run(up, [get_task("ks")], tmp_path, _opts(tmp_path, lr=1e-2, overwrite=True, overrides={
         "steps": 2, "eval_interval": 2, "batch_size": 4}))
     assert rec.upstream_source == "/weights/tone.pt"
 
 
+@pytest.mark.slow
 def test_cli_set_overrides_the_recipe_end_to_end(tmp_path):
     make_class_corpus(tmp_path / "data", task="ks", per_class=(6, 2, 2))
     results = tmp_path / "results"

@@ -12,7 +12,7 @@ from downstreams import ClassificationObjective, UtteranceHead
 from superbench.cache import extract_features
 from superbench.manifest import load_task_manifest
 from superbench.recipe import RecipeError
-from superbench.runner import run_task
+from superbench.runner import run
 from superbench.tasks import get_task
 from superbench.testing import (
     Interrupted,
@@ -110,25 +110,25 @@ def test_an_interrupted_bucketed_run_resumes_to_the_same_result(tmp_path):
     lengths = [u.num_samples for u in manifest.splits["train"]]
     cfg = TrainConfig(steps=30, batch_size=8, lr=1e-2, eval_interval=10, seed=3, eval_batch_size=5, bucketing=True)
 
-    def run(source, checkpoint=None, objective=None, lengths=lengths):
+    def train_once(source, checkpoint=None, objective=None, lengths=lengths):
         return train(lambda: UtteranceHead(3, 16, 3, proj_dim=16), objective or ClassificationObjective(), source,
                      data("train"), data("dev"), data("test"), cfg, progress=False, checkpoint=checkpoint,
                      checkpoint_key="k", lengths=lengths)
 
     whole_losses, resumed_losses = (RecordingObjective(ClassificationObjective()) for _ in range(2))
-    whole = run(cache, objective=whole_losses)
+    whole = train_once(cache, objective=whole_losses)
     ckpt = tmp_path / "trial.pt"
     with pytest.raises(Interrupted):
-        run(InterruptingSource(cache, 25), ckpt)  # dies in step 26 (beyond the 6 buckets of an epoch)
+        train_once(InterruptingSource(cache, 25), ckpt)  # dies in step 26 (beyond the 6 buckets of an epoch)
     counting = InterruptingSource(cache, 10**6)
-    resumed = run(counting, ckpt, objective=resumed_losses)
+    resumed = train_once(counting, ckpt, objective=resumed_losses)
     assert counting.calls == 10  # steps 21..30 only
     assert resumed_losses.losses == whole_losses.losses[20:]
     assert (resumed.dev, resumed.test, resumed.best_step, resumed.layer_weights, resumed.history) == \
         (whole.dev, whole.test, whole.best_step, whole.layer_weights, whole.history)
     # other lengths make other buckets: the state saved at step 20 is not replayed over them
     other = InterruptingSource(cache, 10**6)
-    run(other, ckpt, lengths=lengths[::-1])
+    train_once(other, ckpt, lengths=lengths[::-1])
     assert other.calls == 30
 
 
@@ -150,7 +150,7 @@ def test_runner_passes_training_lengths_and_never_groups_bucketed_trials(tmp_pat
 
     monkeypatch.setattr(executors, "train", spy)
     overrides = {"steps": 20, "eval_interval": 10, "batch_size": 8, "lr_grid": [3e-2], "bucketing": True}
-    (rec,) = run_task(ToneUpstream(), get_task("pr"), tmp_path, scratch_run_options(tmp_path, overrides=overrides))
+    (rec,) = run(ToneUpstream(), [get_task("pr")], tmp_path, scratch_run_options(tmp_path, overrides=overrides))
     assert rec.test <= 100.0
     assert seen == [([u.id for u in manifest.splits["train"]], [u.num_samples for u in manifest.splits["train"]],
                      True)]
@@ -171,5 +171,5 @@ def test_can_group_checks_bucketing_for_utterance_level_sources(tmp_path):
                                                     "balanced_sampling": False})
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(executors, "train_group", spy)
-        (rec,) = run_task(ToneUpstream(), get_task("ks"), tmp_path, opts)
+        (rec,) = run(ToneUpstream(), [get_task("ks")], tmp_path, opts)
     assert not calls and rec.test >= 0

@@ -10,7 +10,7 @@ from superbench.cache import FeatureCache, cache_path
 from superbench.cli import main
 from superbench.device import Compute, DeviceError, resolve_compute, resolve_device, to_device
 from superbench.exit_codes import ExitCode
-from superbench.runner import run_task
+from superbench.runner import run
 from superbench.tasks import get_task
 from superbench.testing import ToneUpstream, make_class_corpus, scratch_run_options
 
@@ -79,7 +79,7 @@ def test_cli_refuses_a_missing_gpu_before_any_work(no_gpu, tmp_path, caplog):
 def test_bf16_features_are_cached_and_recorded_apart_from_fp32(no_gpu, tmp_path):
     make_class_corpus(tmp_path, task="ks")
     over = {"steps": 20, "eval_interval": 10, "batch_size": 8, "lr_grid": [1e-2]}
-    records = {p: run_task(ToneUpstream(), get_task("ks"), tmp_path,
+    records = {p: run(ToneUpstream(), [get_task("ks")], tmp_path,
                            scratch_run_options(tmp_path, overrides=over, precision=p))[0] for p in ("fp32", "bf16")}
     fp32, bf16 = records["fp32"], records["bf16"]
     assert (fp32.device, fp32.precision, bf16.device, bf16.precision) == ("cpu", "fp32", "cpu", "bf16")

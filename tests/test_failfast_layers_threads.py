@@ -9,7 +9,7 @@ import superbench.executors as executors
 import superbench.runner as runner
 from superbench.cli import main
 from superbench.results import read_records
-from superbench.runner import run, run_task
+from superbench.runner import run
 from superbench.tasks import get_task
 from superbench.testing import ToneUpstream, make_class_corpus, scratch_run_options
 
@@ -23,7 +23,7 @@ def _opts(tmp_path, **kw):
 def test_layer_all_writes_one_probe_record_per_layer_from_one_extraction(tmp_path):
     make_class_corpus(tmp_path, task="ks")
     counter = tmp_path / "forwards.txt"
-    records = run_task(ToneUpstream(counter=str(counter)), get_task("ks"), tmp_path, _opts(tmp_path, layer="all"))
+    records = run(ToneUpstream(counter=str(counter)), [get_task("ks")], tmp_path, _opts(tmp_path, layer="all"))
     assert [r.layer for r in records] == [0, 1, 2]
     assert [r.layer_weights for r in records] == [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
     on_disk = read_records([tmp_path / "results"])
@@ -33,10 +33,11 @@ def test_layer_all_writes_one_probe_record_per_layer_from_one_extraction(tmp_pat
     assert sum(int(n) for n in counter.read_text().split()) == 60  # every utterance forwarded once, not 3 times
     assert records[0].wall_time["extraction"] > 0 and records[1].wall_time["extraction"] == 0.0
 
-    again = run_task(ToneUpstream(counter=str(counter)), get_task("ks"), tmp_path, _opts(tmp_path, layer="all"))
+    again = run(ToneUpstream(counter=str(counter)), [get_task("ks")], tmp_path, _opts(tmp_path, layer="all"))
     assert again == records and sum(int(n) for n in counter.read_text().split()) == 60  # all skipped
 
 
+@pytest.mark.slow
 def test_layer_all_on_the_command_line(tmp_path, capsys):
     make_class_corpus(tmp_path, task="ks")
     (tmp_path / "tones.py").write_text("from superbench.testing import ToneUpstream as Tones\n")

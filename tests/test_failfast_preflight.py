@@ -114,7 +114,7 @@ def test_too_little_disk_fails_for_all_tasks_before_any_extraction(tmp_path, cli
     home, counter, common = cli_env
     make_class_corpus(tmp_path / "data", task="ks")
     make_sequence_corpus(tmp_path / "data", task="pr")
-    monkeypatch.setattr(runner, "_free_bytes", lambda path: 20_000)
+    monkeypatch.setattr(runner, "free_bytes", lambda path: 20_000)
     with pytest.raises(CacheError, match=r"not enough disk for the feature cache: .*\(ks 11.2 KiB, pr .*only 19.5 KiB"):
         run(ToneUpstream(), [get_task("ks"), get_task("pr")], tmp_path / "data", _opts(tmp_path))
     assert not (tmp_path / "cache").exists()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from leaderboard.store import ResultStore
 from superbench.results import read_records
-from superbench.runner import RunOptions, run_task
+from superbench.runner import RunOptions, run
 from superbench.tasks import get_task
 from superbench.testing import ToneUpstream, make_class_corpus
 
@@ -27,12 +27,12 @@ _TRAIN_CHILD = """
 import torch
 torch.set_num_threads(1)
 from pathlib import Path
-from superbench.runner import RunOptions, run_task
+from superbench.runner import RunOptions, run
 from superbench.tasks import get_task
 from superbench.testing import ToneUpstream
 opts = RunOptions(results_dir=Path({results!r}), cache_root=Path({cache!r}), checkpoint_root=Path({ckpt!r}),
                   progress=False, profile="fast", overrides={overrides!r})
-run_task(ToneUpstream(), get_task("ks"), Path({data!r}), opts)
+run(ToneUpstream(), [get_task("ks")], Path({data!r}), opts)
 """
 
 
@@ -43,7 +43,7 @@ def _opts(results: Path, cache: Path, ckpt: Path) -> RunOptions:
 
 def test_kill_minus_9_during_training_resumes_to_the_same_record(tmp_path):
     make_class_corpus(tmp_path / "data", task="ks")
-    (whole,) = run_task(ToneUpstream(), get_task("ks"), tmp_path / "data",
+    (whole,) = run(ToneUpstream(), [get_task("ks")], tmp_path / "data",
                         _opts(tmp_path / "r-whole", tmp_path / "cache", tmp_path / "ck-whole"))
 
     results, ckpt = tmp_path / "r-killed", tmp_path / "ck-killed"
@@ -59,7 +59,7 @@ def test_kill_minus_9_during_training_resumes_to_the_same_record(tmp_path):
     assert child.returncode == -signal.SIGKILL, "the child finished before the kill; make the schedule longer"
     assert not list(results.rglob("*.json")) and list(ckpt.rglob("*"))  # no record yet, training state kept
 
-    (resumed,) = run_task(ToneUpstream(), get_task("ks"), tmp_path / "data", _opts(results, tmp_path / "cache", ckpt))
+    (resumed,) = run(ToneUpstream(), [get_task("ks")], tmp_path / "data", _opts(results, tmp_path / "cache", ckpt))
     assert (resumed.test, resumed.dev, resumed.lr, resumed.layer_weights, resumed.trials) == \
         (whole.test, whole.dev, whole.lr, whole.layer_weights, whole.trials)
     assert not any(p.is_file() for p in ckpt.rglob("*"))  # cleared once the record is written
@@ -84,7 +84,7 @@ def test_kill_minus_9_during_store_writes_loses_no_row_and_sync_repairs(tmp_path
     opts = RunOptions(results_dir=results, cache_root=tmp_path / "cache", checkpoint_root=tmp_path / "ck",
                       progress=False, profile="fast", seeds=40,
                       overrides={"steps": 2, "eval_interval": 2, "batch_size": 4, "lr_grid": [1e-2]})
-    records = run_task(ToneUpstream(), get_task("sid"), tmp_path / "data", opts)
+    records = run(ToneUpstream(), [get_task("sid")], tmp_path / "data", opts)
     assert len(records) == 40 and len(read_records([results])) == 40
 
     db = tmp_path / "lb.db"

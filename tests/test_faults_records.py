@@ -17,7 +17,7 @@ from leaderboard.store import ResultStore, StoreError, load_record_files
 from superbench.cli import main
 from superbench.exit_codes import ExitCode
 from superbench.results import RecordError, ResultRecord, RunKey, read_record, record_path, write_record
-from superbench.runner import RunOptions, run_task
+from superbench.runner import RunOptions, run
 from superbench.tasks import TASKS, get_task
 from superbench.testing import ToneUpstream, make_class_corpus, scratch_run_options
 
@@ -36,7 +36,7 @@ def _opts(tmp_path, **kw):
 
 # ------------------------------------------------------------------ 1. the store never misses a record
 def test_store_write_failure_keeps_the_record_and_the_next_run_repairs_it(tmp_path, monkeypatch, caplog):
-    from superbench.cli.run import store_writer
+    from leaderboard.store import StoreWriter
 
     make_class_corpus(tmp_path / "a", task="ks")
     db = tmp_path / "lb.db"
@@ -46,9 +46,9 @@ def test_store_write_failure_keeps_the_record_and_the_next_run_repairs_it(tmp_pa
         raise sqlite3.OperationalError("database is locked")
 
     monkeypatch.setattr(ResultStore, "add", locked)
-    writer = store_writer(db)
+    writer = StoreWriter(db)
     with caplog.at_level(logging.ERROR):
-        (first,) = run_task(ToneUpstream(), get_task("ks"), tmp_path / "a", _opts(tmp_path, on_record=writer))
+        (first,) = run(ToneUpstream(), [get_task("ks")], tmp_path / "a", _opts(tmp_path, on_record=writer))
     path = record_path(tmp_path / "results", first.run_key())
     assert read_record(path) == first  # the record file is kept
     assert writer.failed and str(db) in caplog.text and "database is locked" in caplog.text
@@ -56,12 +56,13 @@ def test_store_write_failure_keeps_the_record_and_the_next_run_repairs_it(tmp_pa
     assert len(ResultStore(db)) == 0
 
     monkeypatch.setattr(ResultStore, "add", real_add)
-    writer = store_writer(db)
-    (again,) = run_task(ToneUpstream(), get_task("ks"), tmp_path / "a", _opts(tmp_path, on_record=writer))
+    writer = StoreWriter(db)
+    (again,) = run(ToneUpstream(), [get_task("ks")], tmp_path / "a", _opts(tmp_path, on_record=writer))
     assert again == first and not writer.failed
     assert ResultStore(db).records() == [first]  # the rerun skipped training yet repaired the store
 
 
+@pytest.mark.slow
 def test_cli_run_with_an_unusable_db_exits_3_keeps_the_record_and_sync_adds_it(tmp_path, caplog, capsys):
     make_class_corpus(tmp_path / "data", task="ks")
     (tmp_path / "tones.py").write_text("from superbench.testing import ToneUpstream\n\n"
@@ -108,11 +109,11 @@ def test_sync_adds_only_what_is_missing_and_never_deletes(tmp_path, monkeypatch,
 
 def test_a_skipped_run_removes_its_leftover_checkpoints(tmp_path):
     make_class_corpus(tmp_path / "a", task="ks")
-    (first,) = run_task(ToneUpstream(), get_task("ks"), tmp_path / "a", _opts(tmp_path))
+    (first,) = run(ToneUpstream(), [get_task("ks")], tmp_path / "a", _opts(tmp_path))
     leftover = tmp_path / "ckpt" / first.run_key().digest()
     leftover.mkdir(parents=True)  # as if killed between the record write and the checkpoint cleanup
     (leftover / "lr0.01-main.pt").write_bytes(b"state")
-    (again,) = run_task(ToneUpstream(), get_task("ks"), tmp_path / "a", _opts(tmp_path))
+    (again,) = run(ToneUpstream(), [get_task("ks")], tmp_path / "a", _opts(tmp_path))
     assert again == first and not leftover.exists()
 
 
@@ -340,12 +341,12 @@ def test_absurd_numbers_are_usage_errors(option, value, capsys):
 def test_library_seeds_are_checked_too(tmp_path):
     make_class_corpus(tmp_path / "a", task="ks")
     with pytest.raises(ValueError, match="seeds must be an integer in 1..1000"):
-        run_task(ToneUpstream(), get_task("ks"), tmp_path / "a", _opts(tmp_path, seeds=10**30))
+        run(ToneUpstream(), [get_task("ks")], tmp_path / "a", _opts(tmp_path, seeds=10**30))
 
 
 def test_fold_names_from_meta_json_never_escape_the_checkpoint_or_results_folders(tmp_path):
     from superbench.manifest import Fold
-    from superbench.runner import run_task
+    from superbench.runner import run
     from superbench.tasks import get_task
     from superbench.testing import ToneUpstream, make_class_corpus
 
@@ -355,7 +356,7 @@ def test_fold_names_from_meta_json_never_escape_the_checkpoint_or_results_folder
     opts = RunOptions(results_dir=box / "results", cache_root=box / "cache", checkpoint_root=box / "ckpt",
                       progress=False, profile="fast",
                       overrides={"steps": 4, "eval_interval": 2, "batch_size": 4, "lr_grid": [1e-2]})
-    (rec,) = run_task(ToneUpstream(), get_task("er"), tmp_path / "data", opts)
+    (rec,) = run(ToneUpstream(), [get_task("er")], tmp_path / "data", opts)
     assert set(rec.folds) == {"../../../../../escaped", ".."}
     outside = [p for p in tmp_path.rglob("*") if box not in p.parents and p != box and "data" not in p.parts]
     assert outside == []  # nothing written next to or above the box

@@ -17,7 +17,7 @@ from recipes.prepare import PrepareError
 from recipes.prepare.fluent_commands import prepare_fluent_commands
 from superbench.manifest import ManifestError, load_task_manifest, write_task_manifest
 from superbench.results import read_record, record_path
-from superbench.runner import run_task
+from superbench.runner import run
 from superbench.tasks import get_task
 from superbench.testing import SR, TONES, ToneUpstream, scratch_run_options
 
@@ -234,7 +234,7 @@ def test_preparer_names_a_missing_wav_and_a_missing_column(tmp_path):
 def test_ic_runs_end_to_end_on_a_prepared_corpus(tmp_path):
     prepare_fluent_commands(_fake_fsc(tmp_path / "fsc", per_intent=(8, 2, 2)), tmp_path / "data")
     overrides = {"steps": 120, "eval_interval": 40, "batch_size": 8, "lr_grid": [1e-2]}
-    (rec,) = run_task(ToneUpstream(), get_task("ic"), tmp_path / "data",
+    (rec,) = run(ToneUpstream(), [get_task("ic")], tmp_path / "data",
                       scratch_run_options(tmp_path, overrides=overrides))
     assert rec.metric == "acc" and rec.test >= 75.0  # chance: 1/6 intents
     on_disk = read_record(record_path(tmp_path / "results", rec.run_key()))
@@ -253,7 +253,7 @@ def test_grouped_trials_train_like_one_at_a_time(tmp_path):
     scores = []
     for grouped in (True, False):
         opts = scratch_run_options(tmp_path / str(grouped), overrides=overrides, group_trials=grouped)
-        (rec,) = run_task(ToneUpstream(), get_task("ic"), tmp_path / "data", opts)
+        (rec,) = run(ToneUpstream(), [get_task("ic")], tmp_path / "data", opts)
         scores.append([(t["lr"], t["dev"], t["test"], t["history"]) for t in rec.trials])
     assert scores[0] == scores[1]  # accuracies of 12 utterances: float-order noise does not flip them here
 

@@ -17,7 +17,7 @@ from superbench.cache import (
     quantize_int8,
 )
 from superbench.manifest import load_task_manifest
-from superbench.runner import run_task
+from superbench.runner import run
 from superbench.tasks import get_task
 from superbench.testing import ToneUpstream, make_class_corpus, make_sequence_corpus, scratch_run_options
 
@@ -83,14 +83,14 @@ def test_runner_keeps_int8_runs_apart_and_leaves_utterance_tasks_alone(tmp_path)
     assert pr8.run_key() != pr16.run_key()
     assert recs["int8"]["ks"].profile == recs["fp16"]["ks"].profile  # utterance caches are float32 either way
     with pytest.raises(ValueError, match=r"--cache-dtype 'int4': use one of fp16, int8"):
-        run_task(ToneUpstream(), get_task("pr"), tmp_path, scratch_run_options(tmp_path, cache_dtype="int4"))
+        run(ToneUpstream(), [get_task("pr")], tmp_path, scratch_run_options(tmp_path, cache_dtype="int4"))
 
 
 def test_a_full_disk_says_whether_int8_would_fit(tmp_path, monkeypatch):
     make_sequence_corpus(tmp_path, task="pr")
     need16 = sum(feature_bytes(ToneUpstream(), u.num_samples, "frame")
                  for u in load_task_manifest(tmp_path / "pr").utterances())
-    monkeypatch.setattr(runner, "_free_bytes", lambda path: int(need16 * 0.7))
+    monkeypatch.setattr(runner, "free_bytes", lambda path: int(need16 * 0.7))
     with pytest.raises(CacheError, match=r"With --cache-dtype int8 the frame caches take about .* in all \(fits\)"):
-        run_task(ToneUpstream(), get_task("pr"), tmp_path, scratch_run_options(tmp_path))
+        run(ToneUpstream(), [get_task("pr")], tmp_path, scratch_run_options(tmp_path))
     assert not (tmp_path / "cache").exists()

@@ -69,6 +69,7 @@ def _run(tmp_path, pkg, data, task_spec):
                  "--profile", "fast", "--results", str(tmp_path / "results"), "--no-store", "--no-progress"])
 
 
+@pytest.mark.slow
 def test_a_task_from_a_test_module_registers_lists_and_runs(tmp_path, plugin, capsys):
     pkg, data = plugin
     task = load_object_from_file(f"{pkg / 'pitch_task.py'}:TASK")
@@ -86,6 +87,7 @@ def test_a_task_from_a_test_module_registers_lists_and_runs(tmp_path, plugin, ca
     assert len(record.layer_weights) == 3 and abs(sum(record.layer_weights) - 1) < 1e-5
 
 
+@pytest.mark.slow
 def test_task_named_by_file_on_the_command_line(tmp_path, plugin):
     pkg, data = plugin
     with TASKS.scoped():
@@ -95,6 +97,7 @@ def test_task_named_by_file_on_the_command_line(tmp_path, plugin):
     assert record.task == "pitch" and record.test > 63
 
 
+@pytest.mark.slow
 def test_task_from_an_installed_package_entry_point(tmp_path, plugin, monkeypatch):
     pkg, _ = plugin
     info = pkg / "pitch_task-0.1.dist-info"

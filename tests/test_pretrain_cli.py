@@ -11,9 +11,9 @@ import soundfile as sf
 import torch
 
 from superbench.cli import main
-from superbench.cli.pretrain import compare_scores, families_markdown
 from superbench.exit_codes import ExitCode
 from superbench.upstream import load_upstream
+from upstreams.pretrain.families import compare_scores, families_markdown
 
 
 def test_pretrain_cli_writes_a_folder_that_loads_as_trained_or_random_init(tmp_path, capsys):
@@ -83,6 +83,7 @@ def test_family_table_marks_wins_in_each_metric_direction_and_says_the_verdicts(
     assert "| 53.00 ± 4.24 vs 60.00 ✓ |" in families_markdown([row], ["pr"])
 
 
+@pytest.mark.slow
 def test_families_scores_each_family_and_its_init_and_rescores_small_differences_with_more_seeds(tmp_path):
     from leaderboard.store import ResultStore
 

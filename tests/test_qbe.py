@@ -25,7 +25,7 @@ from downstreams.qbe import (
 from recipes.prepare import PrepareError
 from recipes.prepare.quesst14 import prepare_quesst14
 from superbench.manifest import Fold, ManifestError, load_task_manifest, write_task_manifest
-from superbench.runner import run_task
+from superbench.runner import run
 from superbench.tasks import get_task
 from superbench.testing import SR, TONES, ToneUpstream, scratch_run_options
 
@@ -298,7 +298,7 @@ def _tone_qbe_corpus(root: Path) -> Path:
 
 def test_qbe_runs_end_to_end_and_keeps_its_layer_and_detections(tmp_path):
     data = _tone_qbe_corpus(tmp_path / "data")
-    [record] = run_task(ToneUpstream(), get_task("qbe"), data, scratch_run_options(tmp_path))
+    [record] = run(ToneUpstream(), [get_task("qbe")], data, scratch_run_options(tmp_path))
     assert record.metric == "mtwv" and record.test > 0 and record.dev > 0
     [trial] = record.trials
     assert [layer for layer, _ in trial["history"]] == [0, 1, 2]  # every layer scored on dev

@@ -11,7 +11,7 @@ import torch
 from superbench.cache import audio_keys, cache_path, extract_features
 from superbench.executors import LocalExecutor, RayExecutor, TrainingJob, make_executor
 from superbench.manifest import Fold, load_task_manifest
-from superbench.runner import run_task
+from superbench.runner import run
 from superbench.tasks import get_task
 from superbench.testing import CrashOnce, ToneUpstream, make_class_corpus, make_sequence_corpus, scratch_run_options
 from superbench.trial_group import Trial
@@ -40,7 +40,7 @@ def test_grouped_trial_grid_on_ray_equals_local(cluster, tmp_path):
     recs = {}
     for executor in ("local", "ray"):
         opts = scratch_run_options(tmp_path / executor, overrides=over, seeds=2, executor=executor)
-        recs[executor] = run_task(ToneUpstream(), get_task("er"), tmp_path, opts)
+        recs[executor] = run(ToneUpstream(), [get_task("er")], tmp_path, opts)
     assert [r.seed for r in recs["ray"]] == [0, 1]
     for a, b in zip(recs["local"], recs["ray"], strict=True):
         assert (a.test, a.dev, a.lr, a.folds) == (b.test, b.dev, b.lr, b.folds)
@@ -55,7 +55,7 @@ def test_frame_task_trials_and_extraction_on_ray_equal_local(cluster, tmp_path):
     recs = {}
     for executor in ("local", "ray"):
         opts = scratch_run_options(tmp_path / executor, overrides=over, executor=executor)
-        (recs[executor],) = run_task(ToneUpstream(), get_task("pr"), tmp_path, opts)
+        (recs[executor],) = run(ToneUpstream(), [get_task("pr")], tmp_path, opts)
     _records_equal(recs["local"], recs["ray"])  # trials one at a time: the very same computation
     # the frame cache written by two Ray actors is byte-identical to the one extracted here
     folders = [cache_path(ToneUpstream(), "frame", tmp_path / e / "cache", recs[e].features_fingerprint)
@@ -107,7 +107,7 @@ def test_ray_refuses_no_cache_before_any_work(cluster, tmp_path):
     make_class_corpus(tmp_path, task="ks")
     opts = scratch_run_options(tmp_path, executor="ray", use_cache=False)
     with pytest.raises(ValueError, match="--executor ray reads features from the shared cache: drop --no-cache"):
-        run_task(ToneUpstream(), get_task("ks"), tmp_path, opts)
+        run(ToneUpstream(), [get_task("ks")], tmp_path, opts)
     assert not (tmp_path / "cache").exists()
 
 
@@ -138,7 +138,7 @@ def test_an_upstream_that_cannot_be_pickled_is_rebuilt_on_the_workers(cluster, t
     for executor in ("local", "ray"):
         up = load_upstream("hubert-tiny-random")
         opts = scratch_run_options(tmp_path / executor, overrides=over, executor=executor, extract_threads=1)
-        (recs[executor],) = run_task(up, get_task("ks"), tmp_path, opts)
+        (recs[executor],) = run(up, [get_task("ks")], tmp_path, opts)
     folders = [cache_path(up, "utterance", tmp_path / e / "cache", recs[e].features_fingerprint)
                for e in ("local", "ray")]
     local, remote = ({p.name: p.read_bytes() for p in f.glob("*.npy")} for f in folders)
@@ -152,7 +152,7 @@ def test_an_interrupted_ray_driver_leaves_a_resumable_run(cluster, tmp_path, mon
 
     make_sequence_corpus(tmp_path, task="pr")
     over = {"steps": 20, "eval_interval": 10, "batch_size": 8, "lr_grid": [1e-3, 1e-2]}
-    (whole,) = run_task(ToneUpstream(), get_task("pr"), tmp_path,
+    (whole,) = run(ToneUpstream(), [get_task("pr")], tmp_path,
                         scratch_run_options(tmp_path / "a", overrides=over, executor="ray"))
     opts = scratch_run_options(tmp_path / "b", overrides=over, executor="ray")
     real_keep, kept = runner._keep_trial, []
@@ -163,7 +163,7 @@ def test_an_interrupted_ray_driver_leaves_a_resumable_run(cluster, tmp_path, mon
 
     monkeypatch.setattr(runner, "_keep_trial", keep_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        run_task(ToneUpstream(), get_task("pr"), tmp_path, opts)
+        run(ToneUpstream(), [get_task("pr")], tmp_path, opts)
     monkeypatch.undo()
     finished = list((tmp_path / "b" / "ckpt").rglob("lr*-default.json"))
     assert len(kept) == 1 and len(finished) == 1  # one trial on disk, the other cancelled
@@ -175,6 +175,6 @@ def test_an_interrupted_ray_driver_leaves_a_resumable_run(cluster, tmp_path, mon
         return jobs, parts
 
     monkeypatch.setattr(runner, "_jobs", counting_jobs)
-    (resumed,) = run_task(ToneUpstream(), get_task("pr"), tmp_path, opts)
+    (resumed,) = run(ToneUpstream(), [get_task("pr")], tmp_path, opts)
     assert len(trained) == 1  # only the cancelled trial was trained again
     _records_equal(whole, resumed)

@@ -16,7 +16,7 @@ import superbench.executors as executors
 from superbench.cli import main
 from superbench.exit_codes import ExitCode
 from superbench.results import read_record, read_records, record_path
-from superbench.runner import run_task
+from superbench.runner import run
 from superbench.tasks import get_task
 from superbench.testing import ToneUpstream, make_class_corpus, scratch_run_options
 
@@ -50,10 +50,10 @@ def test_any_change_of_identity_is_a_new_record_and_a_rerun_is_skipped(tmp_path,
     make_class_corpus(tmp_path / "a", task="ks")
     make_class_corpus(tmp_path / "b", task="ks", seed=1)  # another corpus, same layout and labels
     ks = get_task("ks")
-    (first,) = run_task(ToneUpstream(), ks, tmp_path / "a", _opts(tmp_path))
+    (first,) = run(ToneUpstream(), [ks], tmp_path / "a", _opts(tmp_path))
     assert len(trained) == 1
 
-    (again,) = run_task(ToneUpstream(), ks, tmp_path / "a", _opts(tmp_path))
+    (again,) = run(ToneUpstream(), [ks], tmp_path / "a", _opts(tmp_path))
     assert len(trained) == 1 and again == first  # identical identity: skipped, the stored record returned
 
     v2 = tmp_path / "ks-v2.yaml"
@@ -74,7 +74,7 @@ def test_any_change_of_identity_is_a_new_record_and_a_rerun_is_skipped(tmp_path,
     keys = {first.run_key()}
     for what, (upstream, task, data, opts) in variants.items():
         before = len(trained)
-        (rec,) = run_task(upstream, task, data, opts)
+        (rec,) = run(upstream, [task], data, opts)
         assert len(trained) == before + 1, f"{what}: the old record came back instead of a new run"
         key = rec.run_key()
         assert getattr(key, field_of[what]) != getattr(first.run_key(), field_of[what]), what
@@ -105,9 +105,9 @@ def test_pr_and_asr_over_the_same_audio_extract_once(tmp_path):
                         splits=splits)
     opts = _opts(tmp_path, overrides={"steps": 4, "eval_interval": 2, "batch_size": 4, "lr_grid": [1e-2],
                                       "proj_dim": 8})
-    run_task(ToneUpstream(counter=str(counter)), get_task("pr"), tmp_path, opts)
+    run(ToneUpstream(counter=str(counter)), [get_task("pr")], tmp_path, opts)
     after_pr = sum(int(x) for x in counter.read_text().split())
-    (rec,) = run_task(ToneUpstream(counter=str(counter)), get_task("asr"), tmp_path,
+    (rec,) = run(ToneUpstream(counter=str(counter)), [get_task("asr")], tmp_path,
                       dataclasses.replace(opts, overrides={**opts.overrides, "rnn_dims": [8]}))
     assert after_pr == sum(len(r) for r in splits.values())  # every utterance once
     assert sum(int(x) for x in counter.read_text().split()) == after_pr  # and ASR forwarded nothing
@@ -116,13 +116,13 @@ def test_pr_and_asr_over_the_same_audio_extract_once(tmp_path):
 
 def test_first_layout_records_are_reported_and_migrated(tmp_path, trained, caplog):
     make_class_corpus(tmp_path / "a", task="ks")
-    (rec,) = run_task(ToneUpstream(), get_task("ks"), tmp_path / "a", _opts(tmp_path))
+    (rec,) = run(ToneUpstream(), [get_task("ks")], tmp_path / "a", _opts(tmp_path))
     old_dir = tmp_path / "old"
     old_dir.mkdir()
     (old_dir / "tone-test__ks__seed0.json").write_text(
         record_path(tmp_path / "results", rec.run_key()).read_text())
     with caplog.at_level(logging.WARNING, logger="superbench.runner"):
-        run_task(ToneUpstream(), get_task("ks"), tmp_path / "a", _opts(tmp_path, results_dir=old_dir))
+        run(ToneUpstream(), [get_task("ks")], tmp_path / "a", _opts(tmp_path, results_dir=old_dir))
     assert len(trained) == 2  # not skipped on the strength of an old-layout file...
     assert "1 record(s) in the first layout" in caplog.text and "superbench results migrate" in caplog.text
     (tmp_path / "old2").mkdir()
@@ -131,7 +131,7 @@ def test_first_layout_records_are_reported_and_migrated(tmp_path, trained, caplo
     assert main(["results", "migrate", "--results", str(tmp_path / "old2")]) == ExitCode.OK
     assert not list((tmp_path / "old2").glob("*.json"))
     assert read_record(record_path(tmp_path / "old2", rec.run_key())) == rec
-    run_task(ToneUpstream(), get_task("ks"), tmp_path / "a", _opts(tmp_path, results_dir=tmp_path / "old2"))
+    run(ToneUpstream(), [get_task("ks")], tmp_path / "a", _opts(tmp_path, results_dir=tmp_path / "old2"))
     assert len(trained) == 2  # ...but skipped once migrated
 
 
@@ -155,7 +155,7 @@ def test_on_record_sees_new_and_found_records_so_a_store_catches_up(tmp_path, tr
     make_class_corpus(tmp_path / "a", task="sid")
     seen = []
     opts = _opts(tmp_path, seeds=2, on_record=seen.append)
-    first = run_task(ToneUpstream(), get_task("sid"), tmp_path / "a", opts)
+    first = run(ToneUpstream(), [get_task("sid")], tmp_path / "a", opts)
     assert [r.seed for r in seen] == [0, 1] and len(trained) == 2
-    again = run_task(ToneUpstream(), get_task("sid"), tmp_path / "a", opts)
+    again = run(ToneUpstream(), [get_task("sid")], tmp_path / "a", opts)
     assert len(trained) == 2 and again == first and seen[2:] == first  # skipped, yet handed on again

@@ -311,13 +311,13 @@ def _tone_mixtures(root, counts=(16, 4, 4)):
 def test_a_short_run_learns_who_speaks_when(tmp_path):
     from recipes.prepare.demo_sd import trivial_der
     from superbench.results import record_path
-    from superbench.runner import run_task
+    from superbench.runner import run
     from superbench.testing import ToneUpstream, scratch_run_options
 
     splits = _tone_mixtures(tmp_path)
     opts = scratch_run_options(tmp_path, overrides={"steps": 60, "eval_interval": 30, "batch_size": 4,
                                                     "lr_grid": [1e-2], "hidden_size": 16})
-    (rec,) = run_task(ToneUpstream(), get_task("sd"), tmp_path, opts)
+    (rec,) = run(ToneUpstream(), [get_task("sd")], tmp_path, opts)
     baseline = trivial_der(splits["test"])["always_both_speakers"]
     assert rec.metric == "der" and not rec.higher_is_better
     assert baseline > 100 and 0 <= rec.test < 20, (rec.test, baseline)  # 60 updates: about 1 %; 1 update: 100 %

@@ -13,7 +13,7 @@ import pytest
 from downstreams import UtteranceClassification
 from superbench.manifest import ManifestError, load_task_manifest, write_task_manifest
 from superbench.results import RecordError, ResultRecord, read_records
-from superbench.runner import run_task
+from superbench.runner import run
 from superbench.tasks import TASKS, SecondaryMetric, Task
 from superbench.testing import ToneUpstream, make_class_corpus, scratch_run_options
 
@@ -67,7 +67,7 @@ def test_secondary_metric_of_the_selected_head_in_trials_and_record(tmp_path, ta
     data = tmp_path / "data"
     make_class_corpus(data, task="pitch2", label_field="pitch")
     opts = scratch_run_options(tmp_path / "run", group_trials=grouped)
-    (rec,) = run_task(ToneUpstream(), task, data, opts)
+    (rec,) = run(ToneUpstream(), [task], data, opts)
     # accuracy and error rate come from the same predictions of the same (dev-selected) head
     assert rec.secondary["err"]["test"] == pytest.approx(100 - rec.test, abs=1e-3)
     assert rec.secondary["err"]["dev"] == pytest.approx(100 - rec.dev, abs=1e-3)

@@ -23,7 +23,7 @@ from recipes.prepare import PrepareError
 from recipes.prepare.snips import iob_to_markup, prepare_snips
 from superbench.manifest import ManifestError, load_task_manifest, write_task_manifest
 from superbench.results import artifact_paths, record_path
-from superbench.runner import run_task
+from superbench.runner import run
 from superbench.tasks import get_task
 from superbench.testing import SR, TONES, ToneUpstream, _tone, scratch_run_options
 
@@ -280,7 +280,7 @@ def test_short_run_records_f1_and_slot_value_cer(tmp_path):
     root = tmp_path / "data" / "sf"
     _write(root, _tone_rows(root, {"train": markups(16), "dev": markups(4), "test": markups(4)}))
     overrides = {"steps": 20, "eval_interval": 10, "batch_size": 4, "lr_grid": [1e-2]}
-    (rec,) = run_task(ToneUpstream(), get_task("sf"), tmp_path / "data",
+    (rec,) = run(ToneUpstream(), [get_task("sf")], tmp_path / "data",
                       scratch_run_options(tmp_path / "run", overrides=overrides))
     assert rec.metric == "f1" and 0.0 <= rec.test <= 100.0
     assert set(rec.secondary) == {"cer"} and set(rec.secondary["cer"]) == {"dev", "test"}

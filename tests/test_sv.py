@@ -28,7 +28,7 @@ from recipes.prepare import PrepareError
 from superbench.manifest import ManifestError, load_task_manifest, write_task_manifest
 from superbench.metrics import equal_error_rate, minimum_dcf
 from superbench.results import read_record, record_path
-from superbench.runner import run_task
+from superbench.runner import run
 from superbench.tasks import get_task
 from superbench.testing import SR, ToneUpstream, scratch_run_options
 
@@ -244,7 +244,7 @@ def test_sv_run_end_to_end_scores_the_trials_of_its_predictions(tmp_path):
     overrides = {"head.hidden_dim": 16, "head.agg_dim": 24, "train.steps": 30, "train.eval_interval": 15,
                  "train.batch_size": 8, "train.lr_grid": [1e-3]}
     opts = scratch_run_options(tmp_path, overrides=overrides)
-    (rec,) = run_task(ToneUpstream(), get_task("sv"), tmp_path, opts)
+    (rec,) = run(ToneUpstream(), [get_task("sv")], tmp_path, opts)
     assert rec.metric == "eer" and not rec.higher_is_better and 0.0 <= rec.test <= 100.0
     folder = record_path(tmp_path / "results", rec.run_key()).parent
     assert read_record(record_path(tmp_path / "results", rec.run_key())).test == rec.test

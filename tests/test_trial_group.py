@@ -11,7 +11,7 @@ import superbench.executors as executors
 from downstreams.utterance import ClassificationObjective, StackedUtteranceHeads, UtteranceHead
 from superbench.manifest import Fold
 from superbench.results import read_record, record_path
-from superbench.runner import run_task
+from superbench.runner import run
 from superbench.tasks import get_task
 from superbench.testing import Interrupted, ToneUpstream, make_class_corpus, scratch_run_options
 from superbench.training import TrainConfig, TrainingError, train
@@ -203,7 +203,7 @@ def test_runner_groups_a_sweep_and_its_records_equal_one_trial_at_a_time(tmp_pat
     records = {}
     for grouped in (True, False):
         opts = scratch_run_options(tmp_path / str(grouped), overrides=over, seeds=2, group_trials=grouped)
-        records[grouped] = run_task(ToneUpstream(), get_task("er"), tmp_path, opts)
+        records[grouped] = run(ToneUpstream(), [get_task("er")], tmp_path, opts)
     assert groups == [2 * 2 * 2]  # 2 lrs x 2 seeds x 2 folds in one group; the sequential run made none
     for a, b in zip(records[True], records[False], strict=True):
         assert (a.test, a.dev, a.lr, a.folds) == (b.test, b.dev, b.lr, b.folds)

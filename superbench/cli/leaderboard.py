@@ -1,7 +1,7 @@
 """`superbench leaderboard`, `superbench report` and `superbench check`.
 
-    superbench leaderboard [--db PATH] [--reference paper|local] [--sort COL] [--format md|csv|json|html]
-                           [--no-published]
+    superbench leaderboard [--db PATH] [--reference paper|local] [--sort COL] [--no-published]
+                           [--format md|csv|json|html]
     superbench leaderboard import PATHS... [--overwrite]
     superbench leaderboard import-published FILE.csv|superb-paper [--overwrite]
     superbench leaderboard export -o FILE
@@ -221,18 +221,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     from leaderboard.score import REFERENCE_MODES
     from leaderboard.table import FORMATS
 
-    lb = sub.add_parser("leaderboard", help="show the results table; import/export results",
+    # What the table shows, the same for `leaderboard` and `report`: declared once, inherited by both.
+    view = argparse.ArgumentParser(add_help=False)
+    view.add_argument("--reference", choices=REFERENCE_MODES, default=None,
+                      help="SUPERB score reference points: published (paper) or measured in this store (local); "
+                           "default: local when every row is on a non-SUPERB corpus (e.g. the demo), else paper")
+    view.add_argument("--no-published", action="store_true",
+                      help="hide the '(published)' rows added with `leaderboard import-published`")
+    view.add_argument("--sort", default="score", metavar="COLUMN",
+                      help="table order: score (default), upstream, recipe, profile, a task name, or a secondary "
+                           "metric's key such as sf/cer (best first)")
+
+    lb = sub.add_parser("leaderboard", parents=[view], help="show the results table; import/export results",
                         description="Upstreams x tasks (mean ± std over seeds) with the SUPERB score. "
                                     "Subcommands: import, export.")
     _add_db(lb)
-    lb.add_argument("--reference", choices=REFERENCE_MODES, default=None,
-                    help="SUPERB score reference points: published (paper) or measured in this store (local); "
-                         "default: local when every row is on a non-SUPERB corpus (e.g. the demo), else paper")
-    lb.add_argument("--no-published", action="store_true",
-                    help="hide the '(published)' rows added with `leaderboard import-published`")
-    lb.add_argument("--sort", default="score", metavar="COLUMN",
-                    help="score (default), upstream, recipe, profile, a task name, or a secondary metric's key "
-                         "such as sf/cer (best first)")
     lb.add_argument("--format", choices=FORMATS, default="md",
                     help="md (default, for terminals and READMEs), csv, json (with score task sets) or html")
     lb.add_argument("-o", "--output", type=Path, help="write to a file instead of stdout")
@@ -272,19 +275,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_db(syn, suppress=True)
     syn.set_defaults(func=cmd_sync)
 
-    rep = sub.add_parser("report", help="write a self-contained HTML report (table, bar chart, layer weights)")
+    rep = sub.add_parser("report", parents=[view],
+                         help="write a self-contained HTML report (table, bar chart, layer weights)")
     _add_db(rep)
     rep.add_argument("-o", "--output", type=Path, default=Path("report.html"),
                      help="HTML file to write, self-contained (default: report.html)")
-    rep.add_argument("--reference", choices=REFERENCE_MODES, default=None,
-                     help="default: local when every row is on a non-SUPERB corpus (e.g. the demo), else paper")
-    rep.add_argument("--sort", default="score", metavar="COLUMN",
-                     help="table order: score (default), upstream, recipe, profile, a task name or a secondary "
-                          "metric's key such as sf/cer (best first)")
     rep.add_argument("--data", metavar="DATA_ROOT|demo[:SIZE]",
                      help="read corpus sizes and class counts (chance lines) from these manifests; only "
                           "manifests the stored records were scored on are used")
-    rep.add_argument("--no-published", action="store_true", help="leave out the '(published)' rows")
     rep.add_argument("--title", default="superbench report", help="page title (default: superbench report)")
     rep.set_defaults(func=cmd_report)
 

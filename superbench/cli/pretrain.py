@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import math
-import statistics
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from superbench.exit_codes import ExitCode
+
+if TYPE_CHECKING:
+    from upstreams.pretrain.families import PretrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ when --data is a folder.
 
 def register(sub: argparse._SubParsersAction) -> None:
     from upstreams.pretrain import family_names
+    from upstreams.pretrain.families import DEFAULT_TASKS
 
     families = family_names()
     p = sub.add_parser("pretrain", help="train a self-supervised family small; the result loads as an upstream",
@@ -71,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="output folder (default: ./families)")
     f.add_argument("--families", default=",".join(families), metavar="A,B",
                    help=f"families to run (default: all: {','.join(families)})")
-    f.add_argument("--tasks", default="pr,ks,sid,er,asr", metavar="A,B", help="tasks to score (default: the five "
+    f.add_argument("--tasks", default=",".join(DEFAULT_TASKS), metavar="A,B", help="tasks to score (default: the five "
                                                                               "first SUPERB tasks)")
     f.add_argument("--seeds", type=int, default=1, metavar="N", help="downstream seeds per task (default 1)")
     f.add_argument("--confirm-below", type=float, default=3.0, metavar="PTS",
@@ -98,28 +99,24 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
 
 
-def _pretrain_one(family_name: str, args: argparse.Namespace, steps: int | None, out: Path, seed: int,
-                  audio: Any) -> Any:
-    from upstreams.pretrain import get_family
-    from upstreams.pretrain.base import PretrainConfig
-    from upstreams.pretrain.loop import pretrain
+def _settings(args: argparse.Namespace) -> PretrainSettings:
+    """The training options both commands share, as the library takes them."""
+    from upstreams.pretrain.families import PretrainSettings
 
-    family = get_family(family_name)
-    if args.threads:
-        import torch
+    return PretrainSettings(size=args.size, lr=args.lr, batch_size=args.batch_size, crop_seconds=args.crop_seconds,
+                            threads=args.threads, progress=args.progress)
 
-        torch.set_num_threads(args.threads)
-    cfg = PretrainConfig(family=family_name, steps=family.default_steps if steps is None else steps, size=args.size,
-                         seed=seed, batch_size=args.batch_size, crop_seconds=args.crop_seconds, lr=args.lr)
-    log.info("%s: %d steps on %d utterances (%.2f h) from %s", family_name, cfg.steps, len(audio.wavs),
-             audio.hours, audio.source)
-    return pretrain(family, audio, out, cfg, progress=args.progress)
+
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from upstreams.pretrain.data import load_pretrain_audio
+    from upstreams.pretrain.families import pretrain_family
 
-    result = _pretrain_one(args.family, args, args.steps, args.out, args.seed, load_pretrain_audio(args.data))
+    result = pretrain_family(args.family, load_pretrain_audio(args.data), args.out, _settings(args), args.steps,
+                             args.seed)
     print(f"{args.family}: {result.steps} steps in {result.wall_seconds:.1f} s, {result.parameters:,} upstream "
           f"parameters, loss {result.info['first_loss'] if result.info['first_loss'] is not None else 'n/a'} -> "
           f"{result.final_loss:.4g}")
@@ -127,212 +124,15 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-# --------------------------------------------------------------------------- the family table
-
-def _scores_of(records: list[Any], folder: Path, manifests: dict[str, str]) -> dict[str, list[float]]:
-    """Test scores per task of the model in a pretrain folder on the scoring corpus (`manifests`: task ->
-    manifest fingerprint), by the weights' fingerprint: a re-trained folder's old records (same name,
-    other weights) and records of another corpus never mix in."""
-    from upstreams.pretrain import load_pretrained
-
-    upstream = load_pretrained(folder)
-    fingerprint = upstream.fingerprint()
-    out: dict[str, list[float]] = {}
-    for r in records:
-        if (r.layer is None and r.upstream == upstream.name and r.upstream_fingerprint == fingerprint
-                and r.manifest_fingerprint == manifests.get(r.task)):
-            out.setdefault(r.task, []).append(float(r.test))
-    return out
-
-
-def scoring_corpus(data: str) -> str:
-    """The corpus the family table scores on: the demo corpus the families trained on (`demo`, `demo:tiny`),
-    or the default demo corpus when they trained on a folder of audio."""
-    from recipes.prepare.demo import demo_size
-
-    return data if demo_size(data) is not None else "demo"
-
-
-def _manifest_fingerprints(corpus: str, tasks: list[str]) -> dict[str, str]:
-    from superbench.cli.run import resolve_data
-    from superbench.manifest import load_task_manifest
-
-    root, _ = resolve_data(corpus)
-    return {t: load_task_manifest(root / t, check_files=False).fingerprint for t in tasks}
-
-
-def compare_scores(trained: list[float], random_init: list[float], higher_is_better: bool) -> dict[str, Any]:
-    """One cell of the family table: means, sample stds (0 with one seed), whether the trained model is
-    better, and whether that is clear of the seeds' spread (the means differ by more than the two stds
-    added; never with a single seed, whose spread is unknown)."""
-    ma, mb = statistics.fmean(trained), statistics.fmean(random_init)
-    sa = statistics.stdev(trained) if len(trained) > 1 else 0.0
-    sb = statistics.stdev(random_init) if len(random_init) > 1 else 0.0
-    seeds = min(len(trained), len(random_init))
-    return {"trained": ma, "random_init": mb, "trained_std": sa, "random_init_std": sb, "seeds": seeds,
-            "trained_seeds": len(trained), "random_init_seeds": len(random_init),
-            "better": (ma > mb) if higher_is_better else (ma < mb),
-            "clear": seeds > 1 and abs(ma - mb) > sa + sb}
-
-
-def family_rows(out: Path, families: list[str], tasks: list[str], corpus: str = "demo") -> list[dict[str, Any]]:
-    """One row per family: pretraining facts from pretrain.json and scores (on `corpus`) trained vs
-    random init."""
-    from leaderboard.store import ResultStore
-    from superbench.tasks import TASKS
-
-    records = ResultStore(out / "leaderboard.db").records()
-    manifests = _manifest_fingerprints(corpus, tasks)
-    rows = []
-    for name in families:
-        info = json.loads((out / name / "trained" / "pretrain.json").read_text())
-        trained = _scores_of(records, out / name / "trained", manifests)
-        init = _scores_of(records, out / name / "random-init", manifests)
-        per_task = {}
-        for task in tasks:
-            a, b = trained.get(task, []), init.get(task, [])
-            if not a or not b:
-                continue
-            per_task[task] = compare_scores(a, b, TASKS.get(task).higher_is_better)
-        others = [t for t, v in per_task.items() if t != "pr" and v["better"]]
-        rows.append({"family": name, "kind": info["kind"], "loader": info["loader"],
-                     "parameters": info["parameters"]["upstream"], "steps": info["steps"],
-                     "wall_seconds": info["wall_seconds"], "first_loss": info["first_loss"],
-                     "final_loss": info["final_loss"], "tasks": per_task,
-                     "beats_random_on_pr": per_task.get("pr", {}).get("better"),
-                     "other_tasks_beaten": others,
-                     "loss_curve": str(out / name / "trained" / "loss.png")})
-    return rows
-
-
-TABLE_NOTE = ("Cells: trained vs its own random initialisation (test score, mean ± std over seeds where a task was "
-              "scored with several); ✓ = the trained model is better; (in spread) = the means differ by no more "
-              "than the two stds added.")
-
-
-def family_table(rows: list[dict[str, Any]], tasks: list[str]) -> tuple[list[str], list[list[str]], list[str]]:
-    """The family table as text: column heads, one row of cells per family, and one verdict per family
-    (PR better or not, which other tasks, and which wins are within the seeds' spread)."""
-    from superbench.tasks import TASKS
-
-    def cell(v: dict[str, Any] | None) -> str:
-        if not v:
-            return "–"
-        sd = (f" ± {v['trained_std']:.2f}" if v.get("trained_seeds", v["seeds"]) > 1 else "")
-        sd0 = (f" ± {v['random_init_std']:.2f}" if v.get("random_init_seeds", v["seeds"]) > 1 else "")
-        mark = (" ✓" if v["better"] else "") + (" (in spread)" if v["seeds"] > 1 and not v.get("clear") else "")
-        return f"{v['trained']:.2f}{sd} vs {v['random_init']:.2f}{sd0}{mark}"
-
-    heads = ["family", "kind", "params", "steps", "pretrain s", "loss first → last"] + [
-        f"{t.upper()} {TASKS.get(t).metric.upper()} {'↑' if TASKS.get(t).higher_is_better else '↓'}" for t in tasks]
-    cells, verdicts = [], []
-    for r in rows:
-        loss = (f"{r['first_loss']:.3g} → {r['final_loss']:.3g}" if r["first_loss"] is not None
-                and not math.isnan(r["final_loss"]) else "–")
-        cells.append([r["family"], r["kind"], f"{r['parameters']:,}", str(r["steps"]), f"{r['wall_seconds']:.0f}",
-                      loss] + [cell(r["tasks"].get(t)) for t in tasks])
-        pr = r["beats_random_on_pr"]
-        spread = r["tasks"].get("pr", {})
-        pr_text = "better" if pr else ("not better" if pr is not None else "not run")
-        if pr and spread.get("seeds", 1) > 1 and not spread.get("clear"):
-            pr_text += " (within the seeds' spread)"
-        others = [t + ("" if r["tasks"][t]["seeds"] == 1 or r["tasks"][t].get("clear") else " (in spread)")
-                  for t in r["other_tasks_beaten"]]
-        verdicts.append(f"{r['family']}: PR {pr_text} than random init; other tasks better: "
-                        f"{', '.join(others) or 'none'}")
-    return heads, cells, verdicts
-
-
-def families_markdown(rows: list[dict[str, Any]], tasks: list[str]) -> str:
-    heads, cells, verdicts = family_table(rows, tasks)
-    lines = ["| " + " | ".join(heads) + " |", "|" + "|".join("---" for _ in heads) + "|"]
-    lines += ["| " + " | ".join(c) + " |" for c in cells]
-    lines += ["", TABLE_NOTE + " Loss curves: <family>/trained/loss.png.", ""] + [f"- {v}" for v in verdicts]
-    return "\n".join(lines) + "\n"
-
-
-def families_html(rows: list[dict[str, Any]], tasks: list[str], title: str = "superbench families") -> str:
-    """One self-contained page: the family table, the verdicts, and each family's loss curve (embedded)."""
-    import base64
-    import html
-
-    import pandas as pd
-
-    heads, cells, verdicts = family_table(rows, tasks)
-    table = pd.DataFrame(cells, columns=heads).to_html(index=False, border=0, classes="families")
-    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-             f"<title>{html.escape(title)}</title><style>body{{font-family:sans-serif;margin:2em;color:#222}}"
-             "table.families{border-collapse:collapse;font-size:.9em}table.families td,table.families th"
-             "{padding:4px 8px;border-bottom:1px solid #e4e4e4}div.curve{display:inline-block;margin:0 1em 1em 0}"
-             "div.curve img{width:480px}h3{font-size:1em}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>", table, f"<p>{html.escape(TABLE_NOTE)}</p>",
-             "<ul>" + "".join(f"<li>{html.escape(v)}</li>" for v in verdicts) + "</ul>",
-             "<p>Every record, layer weights and training curves: <a href='report.html'>report.html</a>.</p>",
-             "<h2>Pretraining loss</h2>"]
-    for r in rows:
-        curve = Path(r["loss_curve"])
-        image = (f"<img alt='{html.escape(r['family'])} loss' src='data:image/png;base64,"
-                 f"{base64.b64encode(curve.read_bytes()).decode('ascii')}'>" if curve.is_file()
-                 else f"<p>no loss curve ({html.escape(str(curve))} is missing)</p>")
-        parts.append(f"<div class='curve'><h3>{html.escape(r['family'])} ({html.escape(r['kind'])}), "
-                     f"{r['steps']} steps, {r['wall_seconds']:.0f} s</h3>{image}</div>")
-    return "\n".join(parts + ["</body></html>", ""])
-
-
 def cmd_families(args: argparse.Namespace) -> int:
-    from superbench.cli import main as cli_main
-    from superbench.io import atomic_write_text
-    from upstreams.pretrain import family_names
+    from superbench.cli.run import resolve_data
+    from upstreams.pretrain.families import FamilyComparison, compare_families, scoring_corpus
 
-    families = [f.strip() for f in args.families.split(",") if f.strip()]
-    unknown = [f for f in families if f not in family_names()]
-    if unknown:
-        raise ValueError(f"--families: unknown {', '.join(unknown)} (families: {', '.join(family_names())})")
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    if args.confirm_seeds < 1 or args.seeds < 1:
-        raise ValueError("--seeds and --confirm-seeds must be at least 1")
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    db, results = out / "leaderboard.db", out / "results"
-    corpus = scoring_corpus(args.data)
-
-    def score(folder: Path, task_list: list[str], seeds: int) -> int:
-        argv = ["run", "--upstream", f"pretrained:{folder}", "--task", ",".join(task_list), "--data", corpus,
-                "--seeds", str(seeds), "--db", str(db), "--results", str(results)]
-        argv += (["--threads", str(args.threads)] if args.threads else []) + ([] if args.progress else
-                                                                              ["--no-progress"])
-        code = cli_main(argv)
-        if code != 0:
-            log.error("scoring %s failed with exit code %d", folder, code)
-        return code
-
-    from upstreams.pretrain.data import load_pretrain_audio
-
-    audio = load_pretrain_audio(args.data)  # once: every family learns from the same waveforms
-    for name in families:
-        for variant, steps in (("trained", args.steps), ("random-init", 0)):
-            folder = out / name / variant
-            _pretrain_one(name, args, steps, folder, args.seed, audio)
-            if code := score(folder, tasks, args.seeds):
-                return code
-    if args.confirm_seeds > args.seeds and args.confirm_below > 0:
-        for row in family_rows(out, families, tasks, corpus):
-            small = [t for t, v in row["tasks"].items() if abs(v["trained"] - v["random_init"]) < args.confirm_below]
-            if small:
-                log.info("%s: trained and random init differ by less than %g points on %s: scoring again with "
-                         "%d seeds", row["family"], args.confirm_below, ", ".join(small), args.confirm_seeds)
-            for variant in ("trained", "random-init") if small else ():
-                if code := score(out / row["family"] / variant, small, args.confirm_seeds):
-                    return code
-    rows = family_rows(out, families, tasks, corpus)
-    atomic_write_text(out / "families.json", json.dumps(rows, indent=2) + "\n")
-    atomic_write_text(out / "families.md", families_markdown(rows, tasks))
-    atomic_write_text(out / "families.html", families_html(rows, tasks))
-    board_md = out / "leaderboard.md"
-    for argv in (["leaderboard", "--db", str(db), "--format", "md", "-o", str(board_md)],
-                 ["report", "--db", str(db), "-o", str(out / "report.html")]):
-        if cli_main(argv) != 0:
-            log.warning("`superbench %s` failed", " ".join(argv))
-    print((out / "families.md").read_text())
-    print(f"wrote {out / 'families.md'}, families.html, families.json, leaderboard.md, report.html")
+    comparison = FamilyComparison(out=args.out, families=_names(args.families), tasks=_names(args.tasks),
+                                  data=args.data, seeds=args.seeds, confirm_below=args.confirm_below,
+                                  confirm_seeds=args.confirm_seeds, steps=args.steps, seed=args.seed,
+                                  settings=_settings(args))  # checked here, before any work
+    compare_families(comparison, resolve_data(scoring_corpus(args.data)))
+    print((args.out / "families.md").read_text())
+    print(f"wrote {args.out / 'families.md'}, families.html, families.json, leaderboard.md, report.html")
     return ExitCode.OK

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,6 @@ def _int_in(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
-#: Most seeds one command runs (each seed is a full training sweep).
-MAX_SEEDS = 1000
 #: Most torch threads one may ask for.
 MAX_THREADS = 1024
 #: Largest layer index accepted on the command line (the upstream's own count is checked before any work).
@@ -125,6 +123,8 @@ def check_overrides(tasks: list, profile: str, overrides: dict[str, object]) -> 
 
 def _selection_args(p: argparse.ArgumentParser) -> None:
     """What a run is (model, tasks, data, recipe, device): the options `run` and `plan` share."""
+    from superbench.runner import MAX_SEEDS
+
     p.add_argument("--cache-dtype", default="fp16", choices=("fp16", "int8"),
                    help="frame caches (PR/ASR) as float16, or int8 with a scale per utterance, layer and channel "
                         "(half the bytes; a cache and records of their own, profile +int8); utterance caches "
@@ -219,51 +219,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=cmd_tasks_list)
 
 
-def resolve_data(data: str) -> tuple[Path, bool]:
+def resolve_data(data: str) -> Path:
     """`demo` / `demo:SIZE` (built on first use) or a data root holding <task>/meta.json folders."""
     from recipes.prepare.demo import demo_size, ensure_demo
 
     size = demo_size(data)
     if size is not None:
-        return Path(ensure_demo(size=size, seed=0)), True
+        return Path(ensure_demo(size=size, seed=0))
     root = Path(data).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"data root {root} does not exist (use --data demo, or a folder made by "
                                 f"`superbench data prepare`)")
-    return root, False
-
-
-class StoreWriter:
-    """`on_record` for the runner: each record goes into the leaderboard store as it is written.
-
-    A failed database write (locked, full disk, not a database) never loses the result: the record
-    file is already written, the error names the database and the record, the run goes on, and the
-    command ends with exit code 3. The next run of the same command (records found on disk are
-    handed over again) or `superbench leaderboard sync` adds the record.
-    """
-
-    def __init__(self, db: Path | None) -> None:
-        self.db = db
-        self.failed: list[str] = []
-
-    def __call__(self, record) -> None:
-        import sqlite3
-
-        from leaderboard.store import ResultStore, StoreError
-
-        store = ResultStore(self.db)
-        try:
-            with store:
-                store.add(record, overwrite=True)
-        except (StoreError, sqlite3.Error, OSError) as exc:
-            what = record.run_key().describe()
-            self.failed.append(what)
-            log.error("could not add %s to the results database %s (%s); the record file is kept and the next "
-                      "run, or `superbench leaderboard sync --db %s`, adds it", what, store.path, exc, store.path)
-
-
-def store_writer(db: Path | None) -> StoreWriter:
-    return StoreWriter(db)
+    return root
 
 
 def _run_from_args(args: argparse.Namespace, **options: object) -> tuple:
@@ -278,12 +245,11 @@ def _run_from_args(args: argparse.Namespace, **options: object) -> tuple:
     resolve_compute(args.device, args.precision)  # no GPU where one is asked for: a usage error, before any work
     from recipes.prepare.demo import demo_size
 
-    is_demo = demo_size(args.data) is not None
-    profile = args.profile or ("fast" if is_demo else "superb")
+    profile = args.profile or ("fast" if demo_size(args.data) is not None else "superb")
     overrides = overrides_from_args(getattr(args, "sets", None))
     check_overrides(tasks, profile, overrides)  # a bad --set is a usage error before any work
     upstream = load_upstream(args.upstream, path=args.upstream_path)
-    data_root, is_demo = resolve_data(args.data)
+    data_root = resolve_data(args.data)
     opts = RunOptions(profile=profile, seeds=args.seeds, overrides=overrides,
                       upstream_source=upstream_source_of(args.upstream, args.upstream_path),
                       layer=args.layer, lr=args.lr, lr_sweep=args.lr_sweep, use_cache=args.use_cache,
@@ -306,11 +272,32 @@ def _seconds(row: Any, column: str) -> str:
     return f"{getattr(row, column):.1f}" if getattr(row, "role", "main") == "main" else ""
 
 
+def task_width(names: Iterable[str]) -> int:
+    """Width of a task column: the longest name shown (a plugin task's may be long), never narrower than the
+    5 characters the tables had for the built-in names."""
+    return max([5, *map(len, names)])
+
+
+def summary_table(rows: Any) -> str:
+    """The end-of-run table of aggregated rows (`superbench.results.aggregate`), one line per row; the task
+    column is as wide as the longest task name, so the columns after it line up."""
+    w = task_width(rows["task"])
+    lines = [f"{'upstream':<22} {'task':<{w}} {'layer':<5} {'metric':<6} {'test':>15} {'dev':>7} {'lr':>8} "
+             f"{'profile':<16} {'extract s':>9} {'train s':>8}"]
+    for r in rows.itertuples():
+        score = f"{r.mean:.2f}" + (f" ± {r.std:.2f}" if r.n > 1 else "")
+        lines.append(f"{r.upstream:<22} {r.task:<{w}} {r.layer or 'mix':<5} {r.metric:<6} {score:>15} "
+                     f"{r.dev_mean:>7.2f} {r.lr:>8.0e} {r.profile:<16} {_seconds(r, 'extraction_s'):>9} "
+                     f"{_seconds(r, 'training_s'):>8}")
+    return "\n".join(lines)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from leaderboard.store import StoreWriter
     from superbench.results import aggregate
     from superbench.runner import run
 
-    writer = store_writer(args.db) if args.store else None
+    writer = StoreWriter(args.db) if args.store else None
     upstream, tasks, data_root, opts = _run_from_args(args, on_record=writer, overwrite=args.overwrite,
                                                       progress=args.progress, show_plan=True,
                                                       extract_threads=args.extract_threads or args.threads,
@@ -322,12 +309,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _warn_about_old_default()
     rows = aggregate(run(upstream, tasks, data_root, opts), by=("upstream", "profile", "layer"))
     if len(rows):
-        print(f"{'upstream':<22} {'task':<5} {'layer':<5} {'metric':<6} {'test':>15} {'dev':>7} {'lr':>8} "
-              f"{'profile':<16} {'extract s':>9} {'train s':>8}")
-        for r in rows.itertuples():
-            score = f"{r.mean:.2f}" + (f" ± {r.std:.2f}" if r.n > 1 else "")
-            print(f"{r.upstream:<22} {r.task:<5} {r.layer or 'mix':<5} {r.metric:<6} {score:>15} {r.dev_mean:>7.2f} "
-                  f"{r.lr:>8.0e} {r.profile:<16} {_seconds(r, 'extraction_s'):>9} {_seconds(r, 'training_s'):>8}")
+        print(summary_table(rows))
     if writer is not None and writer.failed:
         from superbench.exit_codes import ExitCode
 
@@ -364,10 +346,12 @@ def cmd_tasks_list(args: argparse.Namespace) -> int:
     from superbench.recipe import read_recipe_file
     from superbench.tasks import TASKS, all_tasks
 
-    print(f"{'task':<5} {'metric':<6} {'direction':<17} {'level':<10} {'recipe':<7} {'source':<12} description")
-    for task in all_tasks():
+    tasks = all_tasks()
+    w = task_width(t.name for t in tasks)
+    print(f"{'task':<{w}} {'metric':<6} {'direction':<17} {'level':<10} {'recipe':<7} {'source':<12} description")
+    for task in tasks:
         version = str(read_recipe_file(task.recipe)["version"])
-        print(f"{task.name:<5} {task.metric:<6} {task.direction:<17} {task.level:<10} {'v' + version:<7} "
+        print(f"{task.name:<{w}} {task.metric:<6} {task.direction:<17} {task.level:<10} {'v' + version:<7} "
               f"{TASKS.source(task.name):<12} {task.description}")
     return 0
 
