@@ -56,7 +56,7 @@ from superbench.exit_codes import ExitCode
 from superbench.io import atomic_write_text
 from superbench.results import ResultRecord, aggregate, now_iso
 from superbench.task_info import MetricInfo
-from superbench.tasks import describe_task, in_task_order
+from superbench.tasks import in_task_order, registered_task_info
 
 BASELINE_FORMAT = "superbench-baseline"
 BASELINE_FORMAT_VERSION = 1
@@ -289,7 +289,7 @@ def load_baseline(path: str | Path) -> Baseline:
                               str(entry.get("data") or ""))
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckError(f"{path}: tasks.{task}: missing or bad field ({exc!r})") from exc
-        spec = describe_task(task)  # a task neither registered nor read yet: the baseline describes it
+        spec = registered_task_info(task)  # an installed task's declaration; else the baseline describes it
         if spec is not None and (tb.metric, tb.higher_is_better) != (spec.metric.name, spec.metric.higher_is_better):
             raise CheckError(f"{path}: tasks.{task}: metric {tb.metric!r} (higher_is_better="
                              f"{tb.higher_is_better}) does not match task {task!r} ({spec.metric.name}, "
@@ -307,7 +307,7 @@ def _load_secondary(path: Path, task: str, entries: Any) -> dict[str, MetricBase
     if not isinstance(entries, dict):
         raise CheckError(f"{where}: expected an object of metric -> {{higher_is_better, mean, std, n}}, "
                          f"got {entries!r}")
-    spec = describe_task(task)
+    spec = registered_task_info(task)
     declared = {m.name: m for m in spec.secondary} if spec is not None else None
     out = {}
     for name, entry in entries.items():
@@ -329,8 +329,8 @@ def _load_secondary(path: Path, task: str, entries: Any) -> dict[str, MetricBase
 
 
 def _described(task: str, metric: str) -> str | MetricInfo:
-    """A baseline metric's description where its task is known here (its range then checks the mean)."""
-    spec = describe_task(task)
+    """A baseline metric's description where its task is installed (its range then checks the mean)."""
+    spec = registered_task_info(task)
     return (spec.metric_named(metric) if spec is not None else None) or metric
 
 

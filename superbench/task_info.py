@@ -147,3 +147,8 @@ def learn(task: str, info: TaskInfo) -> None:
 
 def learned(task: str) -> TaskInfo | None:
     return _LEARNED.get(task)
+
+
+def forget_learned() -> None:
+    """Forget what records taught this process (tests start each case from a clean slate)."""
+    _LEARNED.clear()

@@ -181,10 +181,15 @@ def all_tasks() -> list[Task]:
     return [TASKS.get(n) for n in in_task_order(TASKS.names())]
 
 
+def registered_task_info(name: str) -> TaskInfo | None:
+    """The description of an installed (registered) task; None for any other name."""
+    return TASKS.get(name).info if name in TASKS else None
+
+
 def describe_task(name: str) -> TaskInfo | None:
     """What readers know about a task: its declaration when registered, else the description its
     records carried (`superbench.task_info.learn`); None for a task neither registered nor read."""
-    return TASKS.get(name).info if name in TASKS else learned(name)
+    return registered_task_info(name) or learned(name)
 
 
 def in_task_order(names: Iterable[str]) -> list[str]:

@@ -18,6 +18,9 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     yield
+    from superbench.task_info import forget_learned
+
+    forget_learned()  # task descriptions that one test's records taught never leak into another
 
 
 @pytest.fixture()
