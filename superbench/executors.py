@@ -24,8 +24,8 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from superbench.tasks import TaskSetup
-from superbench.training import FeatureSource, TrainResult, train
-from superbench.trial_group import Trial, train_group
+from superbench.training import FeatureSource, TrainResult, Trial, train
+from superbench.trial_group import train_group
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,13 @@ class TrainingJob:
     progress: bool = True
     device: str = "cpu"
     threads: int | None = None
+
+    def spent_checkpoint(self, i: int) -> Path | None:
+        """The checkpoint no longer needed once trial i's result is kept: its own (one after the other),
+        the group's after the last trial of a group, else None."""
+        if not self.grouped:
+            return self.checkpoints[i]
+        return self.checkpoints[0] if i == len(self.trials) - 1 else None
 
 
 def run_job(job: TrainingJob, source: FeatureSource,

@@ -61,7 +61,7 @@ from superbench.cache import (
 from superbench.device import Compute, resolve_compute
 from superbench.executors import LocalExecutor, RayExecutor, TrainingJob, make_executor
 from superbench.io import atomic_open, atomic_write_text, human_bytes
-from superbench.manifest import TaskManifest, load_task_manifest
+from superbench.manifest import Fold, TaskManifest, load_task_manifest
 from superbench.metrics import edit_distance
 from superbench.paths import cache_dir, checkpoints_dir
 from superbench.paths import results_dir as default_results_dir
@@ -80,8 +80,8 @@ from superbench.results import (
     write_record,
 )
 from superbench.tasks import Task, TaskSetup, in_task_order
-from superbench.training import FeatureSource, TrainResult
-from superbench.trial_group import Trial, group_key, resident_bytes, rows_per_update
+from superbench.training import FeatureSource, TrainResult, Trial
+from superbench.trial_group import group_key, resident_bytes, rows_per_update
 from superbench.upstream import Upstream, as_upstream
 
 log = logging.getLogger(__name__)
@@ -265,9 +265,53 @@ def extract(plan: TaskPlan, opts: RunOptions,
     return source, time.perf_counter() - start
 
 
+@dataclass(frozen=True)
+class PendingTrial:
+    """One (seed, lr, fold) trial still to train, and where its files go (`<stem>.json`, `.head.pt`, ...)."""
+
+    seed: int
+    lr: float
+    fold: Fold
+    trial: Trial
+    stem: Path
+
+    @property
+    def checkpoint(self) -> Path:
+        """Its resumable state while it trains alone."""
+        return self.stem.with_name(self.stem.name + ".pt")
+
+
+class TrialGrid:
+    """The finished trials of a sweep by seed, learning rate and fold; read back in the plan's lr order and
+    the manifest's fold order, whatever order (remote) jobs finished in."""
+
+    def __init__(self, seeds: Sequence[int], lrs: Sequence[float], folds: Sequence[str]) -> None:
+        self.seeds, self.lrs, self.folds = list(seeds), list(lrs), list(folds)
+        self._results: dict[tuple[int, float, str], TrainResult] = {}
+
+    def put(self, seed: int, lr: float, fold: str, result: TrainResult) -> None:
+        self._results[(seed, lr, fold)] = result
+
+    def of_seed(self, seed: int) -> dict[float, dict[str, TrainResult]]:
+        """{lr: {fold: result}} of one seed, what `select` chooses from."""
+        return {lr: {f: self._results[(seed, lr, f)] for f in self.folds if (seed, lr, f) in self._results}
+                for lr in self.lrs}
+
+    def __iter__(self) -> Iterator[tuple[int, float, str, TrainResult]]:
+        for seed in self.seeds:
+            for lr, by_fold in self.of_seed(seed).items():
+                for fold, result in by_fold.items():
+                    yield seed, lr, fold, result
+
+
+def _split_data(plan: TaskPlan, setup: TaskSetup, split: str) -> tuple[list[str], list[Any]]:
+    """(ids, targets) of one manifest split, targets as the task kind reads them."""
+    rows = plan.manifest.splits[split]
+    return [u.id for u in rows], [setup.target_of(u) for u in rows]
+
+
 def sweep(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, seeds: Sequence[int],
-          opts: RunOptions, executor: LocalExecutor | RayExecutor | None = None
-          ) -> dict[int, dict[float, dict[str, TrainResult]]]:
+          opts: RunOptions, executor: LocalExecutor | RayExecutor | None = None) -> TrialGrid:
     """One trained head per (seed, learning rate, fold); finished trials survive an interruption.
 
     Where the task kind can stack its heads and the features are pooled, the trials still to train
@@ -278,15 +322,10 @@ def sweep(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, seeds: Sequen
     for seed in seeds:
         if opts.overwrite:
             shutil.rmtree(plan.checkpoint_dir(seed, opts), ignore_errors=True)
-    rows = {split: plan.manifest.splits[split] for split in plan.manifest.splits}
-
-    def data(split: str) -> tuple[list[str], list[Any]]:
-        return [u.id for u in rows[split]], [setup.target_of(u) for u in rows[split]]
-
     name, task = plan.model_name, plan.task.name + ("" if plan.layer is None else f" layer {plan.layer}")
     several_folds = len(plan.manifest.folds) > 1
-    trials: dict[int, dict[float, dict[str, TrainResult]]] = {seed: {lr: {} for lr in plan.lrs} for seed in seeds}
-    pending: list[tuple[int, float, Any, Trial, Path]] = []
+    grid = TrialGrid(seeds, plan.lrs, [f.name for f in plan.manifest.folds])
+    pending: list[PendingTrial] = []
     for seed in seeds:
         identity = {"key": plan.keys[seed].as_tuple(), "variant": plan.upstream_fingerprint,
                     "recipe": dataclasses.asdict(plan.recipe)}
@@ -294,66 +333,58 @@ def sweep(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, seeds: Sequen
             cfg = dataclasses.replace(plan.recipe.train, lr=lr, seed=seed)
             for fold in plan.manifest.folds:
                 desc = f"{name}/{task} seed {seed} lr {lr:g}" + (f" {fold.name}" if several_folds else "")
-                trial = Trial(cfg, data(fold.train), data(fold.dev), data(fold.test), desc,
-                              _trial_key(identity, cfg, fold.name))
+                trial = Trial(cfg, _split_data(plan, setup, fold.train), _split_data(plan, setup, fold.dev),
+                              _split_data(plan, setup, fold.test), desc, _trial_key(identity, cfg, fold.name))
                 stem = plan.trial_stem(seed, opts, lr, fold.name)
                 result = _finished_trial(stem.with_name(stem.name + ".json"), trial.key)
                 if result is None:
-                    pending.append((seed, lr, fold, trial, stem))
+                    pending.append(PendingTrial(seed, lr, fold, trial, stem))
                 else:
                     log.info("%s: finished before the interruption, reusing it (%s.json)", desc, stem)
-                    trials[seed][lr][fold.name] = result
-    jobs, entries = _jobs(plan, setup, source, pending, rows, opts, executor.workers)
+                    grid.put(seed, lr, fold.name, result)
+    jobs, parts = _jobs(plan, setup, source, pending, opts, executor.workers)
     if jobs:
         log.info("%s/%s: %d trial(s) to train in %d job(s) on the %s executor (%s)", name, task, len(pending),
                  len(jobs), executor.name, ", ".join(f"{len(j.trials)} {'grouped' if j.grouped else 'in turn'}"
                                                      for j in jobs))
 
     def keep(j: int, i: int, result: TrainResult) -> None:
-        seed, lr, fold, trial, stem = entries[j][i]
-        trials[seed][lr][fold.name] = _keep_trial(plan, setup, fold, trial, stem, result, data)
-        if not jobs[j].grouped:
-            jobs[j].checkpoints[i].unlink(missing_ok=True)
-        elif i == len(jobs[j].trials) - 1:
-            jobs[j].checkpoints[0].unlink(missing_ok=True)
+        entry = parts[j][i]
+        grid.put(entry.seed, entry.lr, entry.fold.name, _keep_trial(plan, setup, entry, result))
+        spent = jobs[j].spent_checkpoint(i)
+        if spent is not None:
+            spent.unlink(missing_ok=True)
 
     with torch_threads(opts.train_threads):
         executor.run(jobs, source, keep)
-    for by_lr in trials.values():  # fold order, whatever order remote jobs finished in
-        for lr in by_lr:
-            by_lr[lr] = {f.name: by_lr[lr][f.name] for f in plan.manifest.folds if f.name in by_lr[lr]}
-    for seed, by_lr in trials.items():
-        for lr, by_fold in by_lr.items():
-            for fold_name, result in by_fold.items():
-                log.info("%s/%s seed %d lr %g%s: dev %s %.2f (best step %d)", name, task, seed, lr,
-                         f" {fold_name}" if several_folds else "", plan.task.metric, result.dev, result.best_step)
-    return trials
+    for seed, lr, fold_name, result in grid:
+        log.info("%s/%s seed %d lr %g%s: dev %s %.2f (best step %d)", name, task, seed, lr,
+                 f" {fold_name}" if several_folds else "", plan.task.metric, result.dev, result.best_step)
+    return grid
 
 
-_Entry = tuple[int, float, Any, Trial, Path]  # (seed, lr, fold, trial, trial file stem)
-
-
-def _jobs(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, pending: list[_Entry], rows: dict[str, Any],
-          opts: RunOptions, workers: int) -> tuple[list[TrainingJob], list[list[_Entry]]]:
+def _jobs(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, pending: list[PendingTrial],
+          opts: RunOptions, workers: int) -> tuple[list[TrainingJob], list[list[PendingTrial]]]:
     """The pending trials cut into jobs: groups (one per worker) where they can be grouped, else single trials
-    (one job of all of them in this process, one job each for remote workers)."""
+    (one job of all of them in this process, one job each for remote workers); job j trains `parts[j]`."""
     if not pending:
         return [], []
     name = f"{plan.model_name}/{plan.task.name}" + ("" if plan.layer is None else f" layer {plan.layer}")
     common = dict(setup=setup, progress=opts.progress, device=str(plan.compute.device))
-    if _can_group(plan, setup, source, opts, [e[3] for e in pending]):
+    if _can_group(plan, setup, source, opts, [p.trial for p in pending]):
         parts = [pending[k::workers] for k in range(min(workers, len(pending)))]
         jobs = []
         for part in parts:
-            group = [e[3] for e in part]
-            checkpoint = plan.checkpoint_dir(part[0][0], opts) / f"group-{group_key(group)}.pt"
+            group = [p.trial for p in part]
+            checkpoint = plan.checkpoint_dir(part[0].seed, opts) / f"group-{group_key(group)}.pt"
             jobs.append(TrainingJob(trials=group, checkpoints=[checkpoint], grouped=True,
                                     desc=f"{name} x{len(group)}", **common))
         return jobs, parts
-    parts = [pending] if workers == 1 else [[e] for e in pending]
-    jobs = [TrainingJob(trials=[e[3] for e in part], checkpoints=[e[4].with_name(e[4].name + ".pt") for e in part],
-                        grouped=False, lengths=[[u.num_samples for u in rows[e[2].train]] for e in part],
-                        desc=name, **common) for part in parts]
+    parts = [pending] if workers == 1 else [[p] for p in pending]
+    train_rows = plan.manifest.splits
+    jobs = [TrainingJob(trials=[p.trial for p in part], checkpoints=[p.checkpoint for p in part], grouped=False,
+                        lengths=[[u.num_samples for u in train_rows[p.fold.train]] for p in part], desc=name,
+                        **common) for part in parts]
     return jobs, parts
 
 
@@ -378,23 +409,21 @@ def _can_group(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, opts: Ru
     return True
 
 
-def _keep_trial(plan: TaskPlan, setup: TaskSetup, fold: Any, trial: Trial, stem: Path, result: TrainResult,
-                data: Callable[[str], tuple[list[str], list[Any]]]) -> TrainResult:
+def _keep_trial(plan: TaskPlan, setup: TaskSetup, entry: PendingTrial, result: TrainResult) -> TrainResult:
     """Write a finished trial: head and predictions first, then its .json, which says it is finished."""
-    _save_trial_artifacts(stem, plan, setup, fold, result, data)
-    atomic_write_text(stem.with_name(stem.name + ".json"), json.dumps({"key": trial.key, "result": result.to_dict()})
-                      + "\n")
+    _save_trial_artifacts(entry.stem, plan, setup, entry.fold, result)
+    atomic_write_text(entry.stem.with_name(entry.stem.name + ".json"),
+                      json.dumps({"key": entry.trial.key, "result": result.to_dict()}) + "\n")
     return dataclasses.replace(result, head_state=None)  # on disk now; keep memory small
 
 
-def _save_trial_artifacts(stem: Path, plan: TaskPlan, setup: TaskSetup, fold: Any, result: TrainResult,
-                          data: Callable[[str], tuple[list[str], list[Any]]]) -> None:
+def _save_trial_artifacts(stem: Path, plan: TaskPlan, setup: TaskSetup, fold: Fold, result: TrainResult) -> None:
     """The finished trial's best head (`<stem>.head.pt`) and its dev/test predictions (`<stem>.predictions.jsonl`)."""
     with atomic_open(stem.with_name(stem.name + ".head.pt"), "wb") as fh:
         torch.save(result.head_state, fh)
     lines = []
     for role, split in (("dev", fold.dev), ("test", fold.test)):
-        ids, targets = data(split)
+        ids, targets = _split_data(plan, setup, split)
         predicted = result.predictions.get(role, [])
         if len(predicted) != len(ids):
             raise RuntimeError(f"{plan.task.name} {fold.name}: {len(predicted)} {role} predictions for {len(ids)} "
@@ -536,9 +565,9 @@ def execute(plan: TaskPlan, opts: RunOptions, features: tuple[FeatureSource, flo
     setup = plan.task.kind.setup(plan.task, plan.manifest, plan.recipe.head, plan.upstream.num_layers,
                                  plan.upstream.hidden_size, plan.layer, **frame_rate)
     out = list(plan.done)
-    trials = sweep(plan, setup, source, plan.todo, opts, executor)
+    grid = sweep(plan, setup, source, plan.todo, opts, executor)
     for seed in plan.todo:
-        out.append(record(plan, seed, select(plan, trials[seed]), extraction, opts))
+        out.append(record(plan, seed, select(plan, grid.of_seed(seed)), extraction, opts))
         extraction = 0.0  # paid once, by the first seed's record
     return out
 
