@@ -23,14 +23,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from superbench.options import EXECUTORS, check_choice
 from superbench.tasks import TaskSetup
 from superbench.training import FeatureSource, TrainResult, Trial, train
 from superbench.trial_group import train_group
 
 log = logging.getLogger(__name__)
-
-EXECUTORS = ("local", "ray")
-
 
 @dataclass
 class TrainingJob:
@@ -272,4 +270,5 @@ def make_executor(name: str, address: str | None = None, num_cpus: int | None = 
     if name == "ray":
         return RayExecutor(address, num_cpus, gpus_per_trial, gpus_per_extractor=gpus_per_extractor,
                            extract_actors=extract_actors)
-    raise ValueError(f"--executor {name!r}: use one of {', '.join(EXECUTORS)}")
+    check_choice("--executor", name, EXECUTORS)
+    raise AssertionError(f"executor {name} is a choice without an implementation")
