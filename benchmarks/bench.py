@@ -76,12 +76,13 @@ def subset(task_dir: Path, out_root: Path, n_train: int, n_eval: int) -> Path:
 
 def timed_run(upstream, task: str, data_root: Path, work: Path, profile: str = "fast", **opts
               ) -> tuple[float, object]:
-    from superbench.runner import RunOptions, run
+    from superbench.options import RunOptions
+    from superbench.runner import run
     from superbench.tasks import get_task
 
-    o = RunOptions(results_dir=work / "results", progress=False, cache_root=work.parent / "cache-shared"
-                   if opts.pop("shared_cache", False) else work / "cache", profile=profile, overwrite=True,
-                   checkpoint_root=work / "ckpt", **opts)
+    o = RunOptions.of(results_dir=work / "results", progress=False, cache_root=work.parent / "cache-shared"
+                      if opts.pop("shared_cache", False) else work / "cache", profile=profile, overwrite=True,
+                      checkpoint_root=work / "ckpt", **opts)
     t0 = time.perf_counter()
     (rec,) = run(upstream, [get_task(task)], data_root, o)
     return time.perf_counter() - t0, rec
@@ -152,13 +153,14 @@ def bench_throughput(upstream, task_dir: Path, work: Path, repeats: int, compute
 _RSS_CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, {root!r})
-from superbench.runner import RunOptions, run
+from superbench.options import RunOptions
+from superbench.runner import run
 from superbench.tasks import get_task
 from superbench.upstream import load_upstream
 from pathlib import Path
 up = load_upstream({upstream!r})
-o = RunOptions(results_dir=Path({work!r}) / "results", progress=False, cache_root=Path({work!r}) / "cache",
-               profile="fast", overwrite=True, lr=1e-2, overrides={{"steps": 50, "eval_interval": 50}})
+o = RunOptions.of(results_dir=Path({work!r}) / "results", progress=False, cache_root=Path({work!r}) / "cache",
+                  profile="fast", overwrite=True, lr=1e-2, overrides={{"steps": 50, "eval_interval": 50}})
 (rec,) = run(up, [get_task("pr")], Path({data!r}), o)
 cache = next(Path({work!r}, "cache").rglob("cache.json")).parent
 chunks = [json.loads(p.read_text()) for p in cache.glob("*-*.json")]

@@ -79,6 +79,7 @@ from superbench.audio import TARGET_SAMPLE_RATE, check_waveform, load_audio
 from superbench.device import Compute, to_device
 from superbench.io import atomic_open, atomic_write_text, human_bytes
 from superbench.manifest import TaskManifest, Utterance
+from superbench.options import CACHE_DTYPES
 from superbench.paths import cache_dir
 from superbench.upstream import Upstream, pad_batch
 
@@ -123,7 +124,7 @@ class ChunkPool(Protocol):
 
 
 #: Frame cache storage: float16 (default), or int8 with a float32 scale per utterance, layer and channel.
-FRAME_DTYPES = ("fp16", "int8")
+FRAME_DTYPES = CACHE_DTYPES
 #: int8 frame caches put each utterance's (L, D) float32 scales in the 4 int8 rows before its frames.
 SCALE_ROWS = 4
 

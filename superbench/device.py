@@ -16,8 +16,9 @@ from typing import Iterator
 
 import torch
 
+from superbench.options import PRECISIONS
+
 DEVICE_CHOICES = "auto|cpu|cuda|cuda:N|mps"
-PRECISIONS = ("fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -23,14 +23,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from superbench.options import EXECUTORS, check_choice
 from superbench.tasks import TaskSetup
-from superbench.training import FeatureSource, TrainResult, train
-from superbench.trial_group import Trial, train_group
+from superbench.training import FeatureSource, TrainResult, Trial, train
+from superbench.trial_group import train_group
 
 log = logging.getLogger(__name__)
-
-EXECUTORS = ("local", "ray")
-
 
 @dataclass
 class TrainingJob:
@@ -49,6 +47,13 @@ class TrainingJob:
     progress: bool = True
     device: str = "cpu"
     threads: int | None = None
+
+    def spent_checkpoint(self, i: int) -> Path | None:
+        """The checkpoint no longer needed once trial i's result is kept: its own (one after the other),
+        the group's after the last trial of a group, else None."""
+        if not self.grouped:
+            return self.checkpoints[i]
+        return self.checkpoints[0] if i == len(self.trials) - 1 else None
 
 
 def run_job(job: TrainingJob, source: FeatureSource,
@@ -265,4 +270,5 @@ def make_executor(name: str, address: str | None = None, num_cpus: int | None = 
     if name == "ray":
         return RayExecutor(address, num_cpus, gpus_per_trial, gpus_per_extractor=gpus_per_extractor,
                            extract_actors=extract_actors)
-    raise ValueError(f"--executor {name!r}: use one of {', '.join(EXECUTORS)}")
+    check_choice("--executor", name, EXECUTORS)
+    raise AssertionError(f"executor {name} is a choice without an implementation")

@@ -24,7 +24,8 @@ from superbench.io import free_bytes, human_bytes
 from superbench.upstream import Upstream, pad_batch
 
 if TYPE_CHECKING:
-    from superbench.runner import RunOptions, TaskPlan
+    from superbench.options import RunOptions
+    from superbench.runner import TaskPlan
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +108,12 @@ def task_estimates(plans: Sequence[TaskPlan], opts: RunOptions) -> list[TaskEsti
     sums these bytes too."""
     seen: dict[Path, set[str]] = {}
     tasks = []
+    use_cache = opts.execution.use_cache
     for plan in plans:
         up, level = plan.upstream, plan.task.level
-        folder = cache_path(up, level, opts.cache_root, plan.upstream_fingerprint)
-        done = seen.setdefault(folder, cached_keys(folder) if opts.use_cache else set())
-        keys = (plan.audio_keys if plan.audio_keys is not None else audio_keys(plan.manifest) if opts.use_cache
+        folder = cache_path(up, level, opts.paths.cache_root, plan.upstream_fingerprint)
+        done = seen.setdefault(folder, cached_keys(folder) if use_cache else set())
+        keys = (plan.audio_keys if plan.audio_keys is not None else audio_keys(plan.manifest) if use_cache
                 else {u.id: u.audio for u in plan.manifest.utterances()})
         utts = plan.manifest.utterances()
         distinct: dict[str, float] = {}
@@ -127,14 +129,14 @@ def task_estimates(plans: Sequence[TaskPlan], opts: RunOptions) -> list[TaskEsti
             new += 1
             new_seconds += u.duration
             samples = u.num_samples * up.sample_rate // max(u.sample_rate, 1)
-            nbytes += feature_bytes(up, samples, level, opts.cache_dtype)
+            nbytes += feature_bytes(up, samples, level, opts.compute.cache_dtype)
             nbytes8 += feature_bytes(up, samples, level, "int8")
         trials = len(plan.lrs) * len(plan.todo) * len(plan.manifest.folds)
         tasks.append(TaskEstimate(
             task=plan.task.name + ("" if plan.layer is None else f"@{plan.layer}"), level=level,
             utterances=len(utts), hours=sum(u.duration for u in utts) / 3600,
             distinct_hours=sum(distinct.values()) / 3600, to_extract=new, extract_hours=new_seconds / 3600,
-            cache_bytes=nbytes if opts.use_cache else 0, cache_bytes_int8=nbytes8 if level == "frame" else None,
+            cache_bytes=nbytes if use_cache else 0, cache_bytes_int8=nbytes8 if level == "frame" else None,
             updates=plan.recipe.train.steps, trials=trials))
     return tasks
 
@@ -143,7 +145,7 @@ def estimate_run(plans: Sequence[TaskPlan], opts: RunOptions, probe: bool = True
     """The numbers of `plans` (the runner's, checked); `probe=False` skips timing the upstream."""
     from superbench.paths import cache_dir
 
-    root = Path(opts.cache_root or cache_dir())
+    root = Path(opts.paths.cache_root or cache_dir())
     tasks = task_estimates(plans, opts)
     rate, used = None, 0.0
     if probe and plans and any(t.to_extract for t in tasks):

@@ -7,7 +7,8 @@ every seed's `RunKey` and skips the seeds already recorded, and `check_disk` com
 features still to extract with the free space — for every task before any feature is
 extracted; `extract` runs the upstream once (cached by audio); `sweep` trains one head
 per (learning rate, fold); `select` picks the learning rate on dev; `record` writes the
-result and hands it to `RunOptions.on_record` (the CLI adds it to the leaderboard store).
+result and hands it to `RunHooks.on_record` (the CLI adds it to the leaderboard store). The options
+are superbench.options' `RunOptions`, in five parts (identity, compute, execution, paths, hooks).
 
 Nothing here knows a particular task or upstream: the task's kind builds objective,
 targets and head, and the recipe's `upstream` section asks the upstream for a variant.
@@ -47,12 +48,11 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
 from superbench.cache import (
-    FRAME_DTYPES,
     CacheError,
     OnlineFeatures,
     audio_keys,
@@ -61,8 +61,9 @@ from superbench.cache import (
 from superbench.device import Compute, resolve_compute
 from superbench.executors import LocalExecutor, RayExecutor, TrainingJob, make_executor
 from superbench.io import atomic_open, atomic_write_text, free_bytes, human_bytes
-from superbench.manifest import TaskManifest, load_task_manifest
+from superbench.manifest import Fold, TaskManifest, load_task_manifest
 from superbench.metrics import edit_distance
+from superbench.options import RunOptions
 from superbench.paths import cache_dir, checkpoints_dir
 from superbench.paths import results_dir as default_results_dir
 from superbench.plan import estimate_run, format_plan, task_estimates
@@ -80,69 +81,11 @@ from superbench.results import (
     write_record,
 )
 from superbench.tasks import Task, TaskSetup, in_task_order
-from superbench.training import FeatureSource, TrainResult
-from superbench.trial_group import Trial, group_key, resident_bytes, rows_per_update
+from superbench.training import FeatureSource, TrainResult, Trial
+from superbench.trial_group import group_key, resident_bytes, rows_per_update
 from superbench.upstream import Upstream, as_upstream
 
 log = logging.getLogger(__name__)
-
-#: Most seeds one run trains (each is a full sweep); a larger count is a typo, not a plan.
-MAX_SEEDS = 1000
-
-
-@dataclass
-class RunOptions:
-    profile: str = "superb"
-    seeds: int = 1
-    #: Single-layer probe instead of the weighted sum: K, "last", or "all" (one probe per layer, a record each).
-    layer: int | str | None = None
-    lr: float | None = None  # fixed learning rate (no sweep)
-    lr_sweep: bool = True
-    use_cache: bool = True
-    results_dir: Path | None = None  # None: $SUPERBENCH_RESULTS or $SUPERBENCH_HOME/results
-    overwrite: bool = False
-    progress: bool = True
-    cache_root: Path | None = None  # None: $SUPERBENCH_HOME/features
-    checkpoint_root: Path | None = None  # None: $SUPERBENCH_HOME/checkpoints
-    #: Recipe values to override ({"train.steps": 50}; a bare key names the one section that has it).
-    #: The record's profile then reads "<profile>+<digest>", so such numbers are never the recipe's.
-    overrides: dict[str, Any] = field(default_factory=dict)
-    #: Called with each record once it is written (the CLI adds it to the leaderboard store).
-    on_record: Callable[[ResultRecord], None] | None = None
-    #: torch intra-op threads while the upstream extracts / while heads train; None leaves torch's setting.
-    #: Separate because the best count differs (a large upstream scales with cores, a small head does not).
-    extract_threads: int | None = None
-    train_threads: int | None = None
-    #: Where the upstream's weights were loaded from (a local directory or file), recorded as `upstream_source`;
-    #: "" takes the upstream's own `source` attribute where it has one.
-    upstream_source: str = ""
-    #: Train all trials of a task (lr grid x seeds x folds) as one batched computation where the kind allows it.
-    group_trials: bool = True
-    #: Where the upstream and the heads run: auto|cpu|cuda|cuda:N|mps (superbench.device), checked before work.
-    device: str = "auto"
-    #: Precision of the upstream forward: fp32|bf16|fp16. Not fp32: the features differ, so the cache
-    #: fingerprint and the record's profile carry it ("superb+bf16").
-    precision: str = "fp32"
-    #: Frame caches (PR/ASR) as float16, or int8 with per-utterance/layer/channel scales (half the bytes; the
-    #: numbers change a little, so the cache fingerprint and the record's profile carry it: "+int8").
-    cache_dtype: str = "fp16"
-    #: Where trials train: "local" (this process) or "ray" (Ray tasks; superbench.executors).
-    executor: str = "local"
-    #: Ray cluster: None starts a local one, "auto" joins the one on this machine, "HOST:PORT" a remote one.
-    address: str | None = None
-    #: GPUs per Ray trial task (fractions pack several heads on one GPU, e.g. 0.25).
-    gpus_per_trial: float = 0.0
-    #: CPUs of a local Ray instance started by the run (None: all of this machine's).
-    ray_cpus: int | None = None
-    #: Log the plan (superbench.plan: hours, cache bytes, probed extraction time, grid) before extracting
-    #: (the CLI does; the probe runs the upstream on a few seconds of audio).
-    show_plan: bool = False
-    #: GPUs per Ray extraction actor, and how many actors (None: one per CPU of the cluster).
-    gpus_per_extractor: float = 0.0
-    extract_actors: int | None = None
-    #: Above this many bytes of pooled features, trials train one at a time instead of as a resident group.
-    max_resident_bytes: int = 8 * 1024 ** 3
-
 
 @dataclass
 class TaskPlan:
@@ -154,18 +97,25 @@ class TaskPlan:
     model_name: str
     model_fingerprint: str  # the upstream the user chose: what records name
     upstream: Upstream  # the recipe's variant of it, which actually runs
-    upstream_fingerprint: str  # of that variant: what the cache is keyed by
+    variant_fingerprint: str  # of that variant's weights (what a Ray worker's rebuilt upstream must have)
     keys: dict[int, RunKey]
     todo: list[int]
     done: list[ResultRecord]
     lrs: list[float]
     results: Path
-    layer: int | str | None = None  # the probed layer of this plan's records (never "all")
+    layer: int | str | None = None  # the probed layer of this plan's records: a LayerChoice.value, never "all"
     upstream_source: str = ""  # where the chosen upstream's weights came from, when known
     #: utterance id -> audio key (superbench.cache.audio_keys), computed once per manifest by `run`
     audio_keys: dict[str, str] | None = None
     compute: Compute = field(default_factory=Compute)  # device and upstream precision
     load_spec: tuple | None = None  # how `load_upstream` built the chosen upstream (Ray workers rebuild it)
+    #: What makes these features others than the variant's fp32 ones (ComputeOptions.feature_tags: "bf16", "int8")
+    feature_tags: tuple[str, ...] = ()
+
+    @property
+    def upstream_fingerprint(self) -> str:
+        """What the cache and the records' features are keyed by: the variant's fingerprint and the tags."""
+        return "-".join((self.variant_fingerprint, *self.feature_tags))
 
     def trial_stem(self, seed: int, opts: RunOptions, lr: float, fold: str) -> Path:
         """One finished trial's files: `<stem>.json` (numbers), `.head.pt`, `.predictions.jsonl`."""
@@ -173,7 +123,7 @@ class TaskPlan:
 
     def checkpoint_dir(self, seed: int, opts: RunOptions) -> Path:
         """Finished trials and the running one's state, until the record is written."""
-        return Path(opts.checkpoint_root or checkpoints_dir()) / self.keys[seed].digest()
+        return Path(opts.paths.checkpoint_root or checkpoints_dir()) / self.keys[seed].digest()
 
 
 @dataclass
@@ -191,48 +141,44 @@ def plan_task(upstream: Upstream, task: Task, data_root: Path, opts: RunOptions,
               fingerprint: str | None = None, manifest: TaskManifest | None = None) -> TaskPlan:
     """Load and check recipe and manifest, derive each seed's RunKey, find the seeds already done.
 
-    `opts.layer` is one layer here; `run` expands "all" into one plan per layer, loading and
+    `opts.identity.layer` is one layer here; `run` expands "all" into one plan per layer, loading and
     checking each task's `manifest` once for all of them.
     """
-    recipe = task.load_recipe(opts.profile).with_overrides(opts.overrides)
-    compute = resolve_compute(opts.device, opts.precision)
+    ident, layer = opts.identity, opts.identity.layer
+    recipe = task.load_recipe(ident.profile).with_overrides(ident.overrides)
+    compute = resolve_compute(opts.compute.device, opts.compute.precision)
     if manifest is None:
         manifest = load_task_manifest(Path(data_root) / task.name)
         task.check_manifest(manifest)
     variant = upstream.variant(**recipe.upstream.given())
-    if opts.layer == "all":
+    if layer.every:
         raise ValueError("plan_task probes one layer; run() expands --layer all into one plan per layer")
-    layers_to_run(variant, opts.layer)  # the variant the recipe asks for has the layer too
+    layer.probes(variant.num_layers, variant.name)  # the variant the recipe asks for has the layer too
     model_fp = fingerprint or upstream.fingerprint()
     variant_fp = model_fp if variant is upstream else variant.fingerprint()
-    tags = [compute.tag] if compute.tag else []  # bf16/fp16 features are other features
-    if opts.cache_dtype not in FRAME_DTYPES:
-        raise ValueError(f"--cache-dtype {opts.cache_dtype!r}: use one of {', '.join(FRAME_DTYPES)}")
-    if opts.cache_dtype != "fp16" and task.level == "frame":  # int8 frames: other numbers (utterance caches: f32)
-        tags.append(opts.cache_dtype)
-    for tag in tags:  # their own cache folder and run key
-        variant_fp = f"{variant_fp}-{tag}"
+    tags = opts.compute.feature_tags(task.level)  # other features: their own cache folder and run key
     profile = recipe.profile_label + "".join(f"+{tag}" for tag in tags)
-    results = Path(opts.results_dir or default_results_dir())
+    results = Path(opts.paths.results_dir or default_results_dir())
     old = old_layout_records(results)
     if old:
         log.warning("%s holds %d record(s) in the first layout (e.g. %s); they are not used to skip runs. "
                     "Move them with `superbench results migrate --results %s`", results, len(old), old[0].name,
                     results)
     keys = {seed: RunKey(upstream.name, model_fp, task.name, manifest.fingerprint, recipe.version,
-                         profile, opts.layer, seed) for seed in range(opts.seeds)}
+                         profile, layer.value, seed) for seed in range(ident.seeds)}
     existing = [s for s, k in keys.items() if record_path(results, k).is_file()]
-    if existing and not opts.overwrite:
+    overwrite = opts.execution.overwrite
+    if existing and not overwrite:
         log.info("%s/%s: record(s) for seed(s) %s exist under %s; skipping them (use --overwrite to redo)",
                  upstream.name, task.name, existing, results)
-    skip = [] if opts.overwrite else existing
+    skip = [] if overwrite else existing
     return TaskPlan(task=task, recipe=recipe, manifest=manifest, model_name=upstream.name,
-                    model_fingerprint=model_fp, upstream=variant, upstream_fingerprint=variant_fp, keys=keys,
+                    model_fingerprint=model_fp, upstream=variant, variant_fingerprint=variant_fp, keys=keys,
                     todo=[s for s in keys if s not in skip], done=[read_record(record_path(results, keys[s]))
                                                                   for s in skip],
-                    lrs=recipe.lrs(opts.lr, opts.lr_sweep), results=results, layer=opts.layer,
-                    upstream_source=opts.upstream_source or upstream_source(upstream), compute=compute,
-                    load_spec=getattr(upstream, "load_spec", None))
+                    lrs=recipe.lrs(ident.lr, ident.lr_sweep), results=results, layer=layer.value,
+                    upstream_source=ident.upstream_source or upstream_source(upstream), compute=compute,
+                    load_spec=getattr(upstream, "load_spec", None), feature_tags=tags)
 
 
 def upstream_source(upstream: Upstream) -> str:
@@ -251,23 +197,67 @@ def extract(plan: TaskPlan, opts: RunOptions,
     plan.upstream.to(plan.compute.device)
     pool = executor.extractor_pool() if executor else None
     if pool is not None and plan.load_spec is not None:
-        pool.rebuild = (plan.load_spec, plan.recipe.upstream.given(), plan.upstream_fingerprint.split("-")[0])
-    if opts.use_cache:
-        with torch_threads(opts.extract_threads):
+        pool.rebuild = (plan.load_spec, plan.recipe.upstream.given(), plan.variant_fingerprint)
+    if opts.execution.use_cache:
+        with torch_threads(opts.compute.extract_threads):
             source: FeatureSource = extract_features(plan.upstream, plan.manifest, plan.task.level,
-                                                     root=opts.cache_root, progress=opts.progress,
+                                                     root=opts.paths.cache_root, progress=opts.hooks.progress,
                                                      fingerprint=plan.upstream_fingerprint, keys=plan.audio_keys,
                                                      compute=plan.compute,
                                                      pool=pool,
-                                                     frame_dtype=opts.cache_dtype)
+                                                     frame_dtype=opts.compute.cache_dtype)
     else:  # the upstream runs inside training, so under `train_threads`
         source = OnlineFeatures(plan.upstream, plan.manifest, plan.compute)
     return source, time.perf_counter() - start
 
 
+@dataclass(frozen=True)
+class PendingTrial:
+    """One (seed, lr, fold) trial still to train, and where its files go (`<stem>.json`, `.head.pt`, ...)."""
+
+    seed: int
+    lr: float
+    fold: Fold
+    trial: Trial
+    stem: Path
+
+    @property
+    def checkpoint(self) -> Path:
+        """Its resumable state while it trains alone."""
+        return self.stem.with_name(self.stem.name + ".pt")
+
+
+class TrialGrid:
+    """The finished trials of a sweep by seed, learning rate and fold; read back in the plan's lr order and
+    the manifest's fold order, whatever order (remote) jobs finished in."""
+
+    def __init__(self, seeds: Sequence[int], lrs: Sequence[float], folds: Sequence[str]) -> None:
+        self.seeds, self.lrs, self.folds = list(seeds), list(lrs), list(folds)
+        self._results: dict[tuple[int, float, str], TrainResult] = {}
+
+    def put(self, seed: int, lr: float, fold: str, result: TrainResult) -> None:
+        self._results[(seed, lr, fold)] = result
+
+    def of_seed(self, seed: int) -> dict[float, dict[str, TrainResult]]:
+        """{lr: {fold: result}} of one seed, what `select` chooses from."""
+        return {lr: {f: self._results[(seed, lr, f)] for f in self.folds if (seed, lr, f) in self._results}
+                for lr in self.lrs}
+
+    def __iter__(self) -> Iterator[tuple[int, float, str, TrainResult]]:
+        for seed in self.seeds:
+            for lr, by_fold in self.of_seed(seed).items():
+                for fold, result in by_fold.items():
+                    yield seed, lr, fold, result
+
+
+def _split_data(plan: TaskPlan, setup: TaskSetup, split: str) -> tuple[list[str], list[Any]]:
+    """(ids, targets) of one manifest split, targets as the task kind reads them."""
+    rows = plan.manifest.splits[split]
+    return [u.id for u in rows], [setup.target_of(u) for u in rows]
+
+
 def sweep(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, seeds: Sequence[int],
-          opts: RunOptions, executor: LocalExecutor | RayExecutor | None = None
-          ) -> dict[int, dict[float, dict[str, TrainResult]]]:
+          opts: RunOptions, executor: LocalExecutor | RayExecutor | None = None) -> TrialGrid:
     """One trained head per (seed, learning rate, fold); finished trials survive an interruption.
 
     Where the task kind can stack its heads and the features are pooled, the trials still to train
@@ -276,17 +266,12 @@ def sweep(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, seeds: Sequen
     """
     executor = executor or LocalExecutor()
     for seed in seeds:
-        if opts.overwrite:
+        if opts.execution.overwrite:
             shutil.rmtree(plan.checkpoint_dir(seed, opts), ignore_errors=True)
-    rows = {split: plan.manifest.splits[split] for split in plan.manifest.splits}
-
-    def data(split: str) -> tuple[list[str], list[Any]]:
-        return [u.id for u in rows[split]], [setup.target_of(u) for u in rows[split]]
-
     name, task = plan.model_name, plan.task.name + ("" if plan.layer is None else f" layer {plan.layer}")
     several_folds = len(plan.manifest.folds) > 1
-    trials: dict[int, dict[float, dict[str, TrainResult]]] = {seed: {lr: {} for lr in plan.lrs} for seed in seeds}
-    pending: list[tuple[int, float, Any, Trial, Path]] = []
+    grid = TrialGrid(seeds, plan.lrs, [f.name for f in plan.manifest.folds])
+    pending: list[PendingTrial] = []
     for seed in seeds:
         identity = {"key": plan.keys[seed].as_tuple(), "variant": plan.upstream_fingerprint,
                     "recipe": dataclasses.asdict(plan.recipe)}
@@ -294,66 +279,58 @@ def sweep(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, seeds: Sequen
             cfg = dataclasses.replace(plan.recipe.train, lr=lr, seed=seed)
             for fold in plan.manifest.folds:
                 desc = f"{name}/{task} seed {seed} lr {lr:g}" + (f" {fold.name}" if several_folds else "")
-                trial = Trial(cfg, data(fold.train), data(fold.dev), data(fold.test), desc,
-                              _trial_key(identity, cfg, fold.name))
+                trial = Trial(cfg, _split_data(plan, setup, fold.train), _split_data(plan, setup, fold.dev),
+                              _split_data(plan, setup, fold.test), desc, _trial_key(identity, cfg, fold.name))
                 stem = plan.trial_stem(seed, opts, lr, fold.name)
                 result = _finished_trial(stem.with_name(stem.name + ".json"), trial.key)
                 if result is None:
-                    pending.append((seed, lr, fold, trial, stem))
+                    pending.append(PendingTrial(seed, lr, fold, trial, stem))
                 else:
                     log.info("%s: finished before the interruption, reusing it (%s.json)", desc, stem)
-                    trials[seed][lr][fold.name] = result
-    jobs, entries = _jobs(plan, setup, source, pending, rows, opts, executor.workers)
+                    grid.put(seed, lr, fold.name, result)
+    jobs, parts = _jobs(plan, setup, source, pending, opts, executor.workers)
     if jobs:
         log.info("%s/%s: %d trial(s) to train in %d job(s) on the %s executor (%s)", name, task, len(pending),
                  len(jobs), executor.name, ", ".join(f"{len(j.trials)} {'grouped' if j.grouped else 'in turn'}"
                                                      for j in jobs))
 
     def keep(j: int, i: int, result: TrainResult) -> None:
-        seed, lr, fold, trial, stem = entries[j][i]
-        trials[seed][lr][fold.name] = _keep_trial(plan, setup, fold, trial, stem, result, data)
-        if not jobs[j].grouped:
-            jobs[j].checkpoints[i].unlink(missing_ok=True)
-        elif i == len(jobs[j].trials) - 1:
-            jobs[j].checkpoints[0].unlink(missing_ok=True)
+        entry = parts[j][i]
+        grid.put(entry.seed, entry.lr, entry.fold.name, _keep_trial(plan, setup, entry, result))
+        spent = jobs[j].spent_checkpoint(i)
+        if spent is not None:
+            spent.unlink(missing_ok=True)
 
-    with torch_threads(opts.train_threads):
+    with torch_threads(opts.compute.train_threads):
         executor.run(jobs, source, keep)
-    for by_lr in trials.values():  # fold order, whatever order remote jobs finished in
-        for lr in by_lr:
-            by_lr[lr] = {f.name: by_lr[lr][f.name] for f in plan.manifest.folds if f.name in by_lr[lr]}
-    for seed, by_lr in trials.items():
-        for lr, by_fold in by_lr.items():
-            for fold_name, result in by_fold.items():
-                log.info("%s/%s seed %d lr %g%s: dev %s %.2f (best step %d)", name, task, seed, lr,
-                         f" {fold_name}" if several_folds else "", plan.task.metric, result.dev, result.best_step)
-    return trials
+    for seed, lr, fold_name, result in grid:
+        log.info("%s/%s seed %d lr %g%s: dev %s %.2f (best step %d)", name, task, seed, lr,
+                 f" {fold_name}" if several_folds else "", plan.task.metric, result.dev, result.best_step)
+    return grid
 
 
-_Entry = tuple[int, float, Any, Trial, Path]  # (seed, lr, fold, trial, trial file stem)
-
-
-def _jobs(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, pending: list[_Entry], rows: dict[str, Any],
-          opts: RunOptions, workers: int) -> tuple[list[TrainingJob], list[list[_Entry]]]:
+def _jobs(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, pending: list[PendingTrial],
+          opts: RunOptions, workers: int) -> tuple[list[TrainingJob], list[list[PendingTrial]]]:
     """The pending trials cut into jobs: groups (one per worker) where they can be grouped, else single trials
-    (one job of all of them in this process, one job each for remote workers)."""
+    (one job of all of them in this process, one job each for remote workers); job j trains `parts[j]`."""
     if not pending:
         return [], []
     name = f"{plan.model_name}/{plan.task.name}" + ("" if plan.layer is None else f" layer {plan.layer}")
-    common = dict(setup=setup, progress=opts.progress, device=str(plan.compute.device))
-    if _can_group(plan, setup, source, opts, [e[3] for e in pending]):
+    common = dict(setup=setup, progress=opts.hooks.progress, device=str(plan.compute.device))
+    if _can_group(plan, setup, source, opts, [p.trial for p in pending]):
         parts = [pending[k::workers] for k in range(min(workers, len(pending)))]
         jobs = []
         for part in parts:
-            group = [e[3] for e in part]
-            checkpoint = plan.checkpoint_dir(part[0][0], opts) / f"group-{group_key(group)}.pt"
+            group = [p.trial for p in part]
+            checkpoint = plan.checkpoint_dir(part[0].seed, opts) / f"group-{group_key(group)}.pt"
             jobs.append(TrainingJob(trials=group, checkpoints=[checkpoint], grouped=True,
                                     desc=f"{name} x{len(group)}", **common))
         return jobs, parts
-    parts = [pending] if workers == 1 else [[e] for e in pending]
-    jobs = [TrainingJob(trials=[e[3] for e in part], checkpoints=[e[4].with_name(e[4].name + ".pt") for e in part],
-                        grouped=False, lengths=[[u.num_samples for u in rows[e[2].train]] for e in part],
-                        desc=name, **common) for part in parts]
+    parts = [pending] if workers == 1 else [[p] for p in pending]
+    train_rows = plan.manifest.splits
+    jobs = [TrainingJob(trials=[p.trial for p in part], checkpoints=[p.checkpoint for p in part], grouped=False,
+                        lengths=[[u.num_samples for u in train_rows[p.fold.train]] for p in part], desc=name,
+                        **common) for part in parts]
     return jobs, parts
 
 
@@ -361,7 +338,7 @@ def _can_group(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, opts: Ru
                group: Sequence[Trial]) -> bool:
     """Whether `group` can train as one computation: a stackable head on pooled features that fit in memory,
     equal batches for every trial."""
-    if not opts.group_trials or setup.stack is None or getattr(source, "level", None) != "utterance":
+    if not opts.execution.group_trials or setup.stack is None or getattr(source, "level", None) != "utterance":
         return False
     if plan.recipe.train.bucketing:  # length buckets are drawn by training.train only
         return False
@@ -371,30 +348,28 @@ def _can_group(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, opts: Ru
         log.info("%s: training trials one at a time: %s", plan.task.name, exc)
         return False
     needed = resident_bytes(len(plan.manifest.utterances()), plan.upstream.num_layers, plan.upstream.hidden_size)
-    if needed > opts.max_resident_bytes:
+    if needed > opts.execution.max_resident_bytes:
         log.info("%s: pooled features need %s resident, above --max-resident %s: training trials one at a time",
-                 plan.task.name, human_bytes(needed), human_bytes(opts.max_resident_bytes))
+                 plan.task.name, human_bytes(needed), human_bytes(opts.execution.max_resident_bytes))
         return False
     return True
 
 
-def _keep_trial(plan: TaskPlan, setup: TaskSetup, fold: Any, trial: Trial, stem: Path, result: TrainResult,
-                data: Callable[[str], tuple[list[str], list[Any]]]) -> TrainResult:
+def _keep_trial(plan: TaskPlan, setup: TaskSetup, entry: PendingTrial, result: TrainResult) -> TrainResult:
     """Write a finished trial: head and predictions first, then its .json, which says it is finished."""
-    _save_trial_artifacts(stem, plan, setup, fold, result, data)
-    atomic_write_text(stem.with_name(stem.name + ".json"), json.dumps({"key": trial.key, "result": result.to_dict()})
-                      + "\n")
+    _save_trial_artifacts(entry.stem, plan, setup, entry.fold, result)
+    atomic_write_text(entry.stem.with_name(entry.stem.name + ".json"),
+                      json.dumps({"key": entry.trial.key, "result": result.to_dict()}) + "\n")
     return dataclasses.replace(result, head_state=None)  # on disk now; keep memory small
 
 
-def _save_trial_artifacts(stem: Path, plan: TaskPlan, setup: TaskSetup, fold: Any, result: TrainResult,
-                          data: Callable[[str], tuple[list[str], list[Any]]]) -> None:
+def _save_trial_artifacts(stem: Path, plan: TaskPlan, setup: TaskSetup, fold: Fold, result: TrainResult) -> None:
     """The finished trial's best head (`<stem>.head.pt`) and its dev/test predictions (`<stem>.predictions.jsonl`)."""
     with atomic_open(stem.with_name(stem.name + ".head.pt"), "wb") as fh:
         torch.save(result.head_state, fh)
     lines = []
     for role, split in (("dev", fold.dev), ("test", fold.test)):
-        ids, targets = data(split)
+        ids, targets = _split_data(plan, setup, split)
         predicted = result.predictions.get(role, [])
         if len(predicted) != len(ids):
             raise RuntimeError(f"{plan.task.name} {fold.name}: {len(predicted)} {role} predictions for {len(ids)} "
@@ -467,8 +442,8 @@ def record(plan: TaskPlan, seed: int, chosen: Selection, extraction_seconds: flo
     log.info("%s/%s seed %d: test %s %.2f (dev %.2f, lr %g) -> %s", key.upstream, task.name, seed,
              task.metric, result.test, result.dev, chosen.lr, path)
     shutil.rmtree(plan.checkpoint_dir(seed, opts), ignore_errors=True)  # the record is safe on disk
-    if opts.on_record is not None:
-        opts.on_record(result)
+    if opts.hooks.on_record is not None:
+        opts.hooks.on_record(result)
     return result
 
 
@@ -524,9 +499,9 @@ def execute(plan: TaskPlan, opts: RunOptions, features: tuple[FeatureSource, flo
             log.info("%s: already recorded; removing its leftover checkpoints %s", plan.keys[found.seed].describe(),
                      leftover)
             shutil.rmtree(leftover, ignore_errors=True)
-    if opts.on_record is not None:
+    if opts.hooks.on_record is not None:
         for found in plan.done:
-            opts.on_record(found)
+            opts.hooks.on_record(found)
     if not plan.todo:
         return list(plan.done)
     source, extraction = features if features is not None else extract(plan, opts)
@@ -536,9 +511,9 @@ def execute(plan: TaskPlan, opts: RunOptions, features: tuple[FeatureSource, flo
     setup = plan.task.kind.setup(plan.task, plan.manifest, plan.recipe.head, plan.upstream.num_layers,
                                  plan.upstream.hidden_size, plan.layer, **frame_rate)
     out = list(plan.done)
-    trials = sweep(plan, setup, source, plan.todo, opts, executor)
+    grid = sweep(plan, setup, source, plan.todo, opts, executor)
     for seed in plan.todo:
-        out.append(record(plan, seed, select(plan, trials[seed]), extraction, opts))
+        out.append(record(plan, seed, select(plan, grid.of_seed(seed)), extraction, opts))
         extraction = 0.0  # paid once, by the first seed's record
     return out
 
@@ -548,25 +523,18 @@ def plan_run(upstream: Upstream, tasks: Sequence[Task], data_root: Path, opts: R
     """Every check that needs no extraction, and one plan per task (per layer with `--layer all`):
     options, task folders, layers, manifests and recipes; each manifest loaded and audio-keyed once."""
     upstream = as_upstream(upstream)
-    if isinstance(opts.seeds, bool) or not isinstance(opts.seeds, int) or not 1 <= opts.seeds <= MAX_SEEDS:
-        raise ValueError(f"seeds must be an integer in 1..{MAX_SEEDS}, got {opts.seeds!r}")
-    for name in ("extract_threads", "train_threads"):
-        value = getattr(opts, name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
-    if opts.executor == "ray" and not opts.use_cache:
+    if opts.execution.executor == "ray" and not opts.execution.use_cache:
         raise ValueError("--executor ray reads features from the shared cache: drop --no-cache")
     check_task_folders(tasks, data_root)
-    layers = layers_to_run(upstream, opts.layer)
+    probes = opts.identity.layer.probes(upstream.num_layers, upstream.name)
     fingerprint = fingerprint or upstream.fingerprint()
     plans = []
     for task in tasks:
         manifest = load_task_manifest(Path(data_root) / task.name)
         task.check_manifest(manifest)
-        keys = audio_keys(manifest) if opts.use_cache else None  # read once: the disk check and extraction
-        for layer in layers:
-            plan = plan_task(upstream, task, data_root, dataclasses.replace(opts, layer=layer), fingerprint,
-                             manifest)
+        keys = audio_keys(manifest) if opts.execution.use_cache else None  # read once: disk check and extraction
+        for layer in probes:
+            plan = plan_task(upstream, task, data_root, opts.replace(layer=layer), fingerprint, manifest)
             plan.audio_keys = keys
             plans.append(plan)
     return plans
@@ -584,11 +552,12 @@ def run(upstream: Upstream, tasks: Sequence[Task], data_root: Path, opts: RunOpt
     upstream = as_upstream(upstream)
     plans = plan_run(upstream, tasks, data_root, opts, fingerprint)
     check_disk(plans, opts)
-    if opts.show_plan and any(p.todo for p in plans):
+    if opts.hooks.show_plan and any(p.todo for p in plans):
         for line in format_plan(estimate_run(plans, opts)).splitlines():
             log.info("%s", line)
-    executor = make_executor(opts.executor, opts.address, opts.ray_cpus, opts.gpus_per_trial,
-                             opts.gpus_per_extractor, opts.extract_actors)
+    ex = opts.execution
+    executor = make_executor(ex.executor, ex.address, ex.ray_cpus, ex.gpus_per_trial, ex.gpus_per_extractor,
+                             ex.extract_actors)
     out: list[ResultRecord] = []
     shared: tuple[tuple[str, str], FeatureSource] | None = None  # the last task's features
     for plan in plans:
@@ -606,20 +575,6 @@ def run(upstream: Upstream, tasks: Sequence[Task], data_root: Path, opts: RunOpt
 
 # --------------------------------------------------------------------------- checks before any work
 
-def layers_to_run(upstream: Upstream, layer: int | str | None) -> list[int | str | None]:
-    """The probes `--layer` asks for, checked against the upstream (not after a long extraction)."""
-    if layer is None or layer == "last":
-        return [layer]
-    if layer == "all":
-        return list(range(upstream.num_layers))
-    if isinstance(layer, bool) or not isinstance(layer, int):
-        raise ValueError(f"--layer must be an index, 'last' or 'all', got {layer!r}")
-    if not 0 <= layer < upstream.num_layers:
-        raise ValueError(f"--layer {layer} is out of range: upstream {upstream.name} has {upstream.num_layers} "
-                         f"layers, 0..{upstream.num_layers - 1} (or use --layer last / --layer all)")
-    return [layer]
-
-
 def check_task_folders(tasks: Sequence[Task], data_root: Path) -> None:
     """Every requested task has a prepared folder; otherwise name the missing ones and the tasks there are."""
     root = Path(data_root)
@@ -636,7 +591,7 @@ def check_task_folders(tasks: Sequence[Task], data_root: Path) -> None:
 def cache_bytes_needed(plans: Sequence[TaskPlan], opts: RunOptions) -> dict[str, int]:
     """Bytes of features still to extract, per task: audio already cached counts nothing, and audio
     shared by several tasks counts once per cache folder (upstream variant and level)."""
-    if not opts.use_cache:
+    if not opts.execution.use_cache:
         return {}
     need: dict[str, int] = {}
     for plan, estimate in zip(plans, task_estimates(plans, opts)):
@@ -652,15 +607,15 @@ def check_disk(plans: Sequence[TaskPlan], opts: RunOptions) -> None:
     total = sum(need.values())
     if not total:
         return
-    root = Path(opts.cache_root or cache_dir())
+    root = Path(opts.paths.cache_root or cache_dir())
     free = free_bytes(root)
     per_task = ", ".join(f"{task} {human_bytes(n)}" for task, n in need.items() if n)
     log.info("features to extract: about %s (%s) into %s, %s free", human_bytes(total), per_task, root,
              human_bytes(free))
     if total > 0.95 * free:
         hint = ""
-        if opts.cache_dtype == "fp16" and any(p.task.level == "frame" and p.todo for p in plans):
-            int8 = sum(cache_bytes_needed(plans, dataclasses.replace(opts, cache_dtype="int8")).values())
+        if opts.compute.cache_dtype == "fp16" and any(p.task.level == "frame" and p.todo for p in plans):
+            int8 = sum(cache_bytes_needed(plans, opts.replace(cache_dtype="int8")).values())
             fits = "fits" if int8 <= 0.95 * free else "does not fit either"
             hint = f" With --cache-dtype int8 the frame caches take about {human_bytes(int8)} in all ({fits})."
         raise CacheError(f"not enough disk for the feature cache: this run needs about {human_bytes(total)} "

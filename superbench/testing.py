@@ -23,7 +23,7 @@ import torch
 
 from superbench.cache import FeatureCache, extract_features
 from superbench.manifest import Fold, load_task_manifest, write_task_manifest
-from superbench.runner import RunOptions
+from superbench.options import RunOptions
 from superbench.upstream import Upstream
 
 SR = 16000
@@ -158,10 +158,11 @@ def make_sequence_corpus(root: Path, task: str = "pr", n: tuple = (24, 6, 6), se
 
 def scratch_run_options(root: Path, **options: Any) -> RunOptions:
     """RunOptions for a quick run whose results, cache and checkpoints all live under `root`
-    (fast profile, no progress bars); `options` set or replace any field."""
+    (fast profile, no progress bars); `options` set or replace any option, by its name in its part
+    (`seeds=2`, `cache_dtype="int8"`, `executor="ray"`: `RunOptions.of`)."""
     base: dict[str, Any] = dict(results_dir=Path(root) / "results", cache_root=Path(root) / "cache",
                                 checkpoint_root=Path(root) / "ckpt", progress=False, profile="fast")
-    return RunOptions(**{**base, **options})
+    return RunOptions.of(**{**base, **options})
 
 
 class RecordingObjective:

@@ -17,6 +17,11 @@ to the saved step, which costs index draws only). A checkpoint carries the blake
 bytes; one that fails the check (a flipped bit, a torn copy) is never resumed: the trial
 starts over, with a warning naming the file.
 
+One loop, `fit_trials`, runs every training: `train` runs it with the `SingleHead` strategy (one
+head, torch's optimiser and autograd), `superbench.trial_group.train_group` with a batched strategy
+(K stacked heads); the schedule, dev selection (`TrialProgress`), the saved state (`TrainState`) and
+its checkpoint format are this module's alone.
+
 What `train` returns beyond the numbers (in memory only, never in `TrainResult.to_dict`): the
 best (dev-selected) head's `state_dict` (`head_state`) and that head's predictions
 (`predictions = {"dev": [...], "test": [...]}`, in the order of the ids given), so a caller can
@@ -220,7 +225,7 @@ def length_buckets(lengths: Sequence[int], batch_size: int, halve_above: int = 0
     return buckets
 
 
-def _batches(ids: Sequence[str], targets: Sequence, cfg: TrainConfig, gen: torch.Generator,
+def batch_stream(ids: Sequence[str], targets: Sequence, cfg: TrainConfig, gen: torch.Generator,
              lengths: Sequence[int] | None = None) -> Iterator[tuple[list[str], list]]:
     """Endless stream of training batches: epoch shuffles, class-balanced draws (KS) or length buckets in
     a new order every epoch (`cfg.bucketing`, from the utterances' `lengths`). Only `gen` draws, so the
@@ -265,11 +270,9 @@ def output_lengths(head: torch.nn.Module, lengths: torch.Tensor) -> torch.Tensor
     return fn(lengths) if fn is not None else lengths
 
 
-def evaluate(head: torch.nn.Module, objective: Objective, source: FeatureSource, ids: Sequence[str],
-             targets: Sequence, batch_size: int = 32, balanced: bool = False) -> tuple[float, list]:
-    """Metric (percent) and predictions of `head` on `ids`; `balanced` scores with the objective's
-    class-balanced metric (dev under TrainConfig.balanced_dev). Batches go to the head's device."""
-    score = dev_scorer(objective, balanced)
+def predict(head: torch.nn.Module, objective: Objective, source: FeatureSource, ids: Sequence[str],
+            batch_size: int = 32) -> list:
+    """Predictions of `head` on `ids`, in their order, batches on the head's device (in eval mode, then back)."""
     device = next(head.parameters()).device
     head.eval()
     predictions: list = []
@@ -278,7 +281,292 @@ def evaluate(head: torch.nn.Module, objective: Objective, source: FeatureSource,
             x, frames = (to_device(t, device) for t in source.batch(ids[s:s + batch_size]))
             predictions.extend(objective.predict(head(x, frames), output_lengths(head, frames)))
     head.train()
+    return predictions
+
+
+def evaluate(head: torch.nn.Module, objective: Objective, source: FeatureSource, ids: Sequence[str],
+             targets: Sequence, batch_size: int = 32, balanced: bool = False) -> tuple[float, list]:
+    """Metric (percent) and predictions of `head` on `ids`; `balanced` scores with the objective's
+    class-balanced metric (dev under TrainConfig.balanced_dev)."""
+    score = dev_scorer(objective, balanced)
+    predictions = predict(head, objective, source, ids, batch_size)
     return score(list(targets), predictions), predictions
+
+
+@dataclass
+class Trial:
+    """One head to train: its config (lr, seed, schedule), its data as (ids, targets) per split, a name for
+    messages and its identity (the runner's trial key), which a saved state must match to be resumed."""
+
+    cfg: TrainConfig
+    train: tuple[Sequence[str], Sequence]
+    dev: tuple[Sequence[str], Sequence]
+    test: tuple[Sequence[str], Sequence]
+    desc: str = ""
+    key: str = ""
+
+    def identity(self) -> dict[str, Any]:
+        """What a saved state of this trial must have been saved under (key, config, training-set size)."""
+        return {"key": self.key, "config": asdict(self.cfg), "train": len(self.train[0])}
+
+
+#: TrainConfig fields that may differ between trials trained together: only the learning rate and the seed.
+_PER_TRIAL = ("lr", "seed", "lr_grid")
+
+
+def shared_schedule(trials: Sequence[Trial]) -> TrainConfig:
+    """The schedule every trial of one loop follows, or ValueError naming the field that differs."""
+    if not trials:
+        raise ValueError("a trial group needs at least one trial")
+    first = asdict(trials[0].cfg)
+    for t in trials[1:]:
+        for name, value in asdict(t.cfg).items():
+            if name not in _PER_TRIAL and value != first[name]:
+                raise ValueError(f"trials of one group must share `{name}` ({first[name]!r} vs {value!r})")
+    return trials[0].cfg
+
+
+def non_finite_loss(desc: str, loss: float, step: int, lr: float) -> TrainingError:
+    """The error that stops a trial whose loss is not finite, naming the trial, the step and its lr."""
+    return TrainingError(f"{desc}: loss is {loss} at step {step} (lr={lr:g}); "
+                         f"try a smaller learning rate or check the features")
+
+
+@dataclass
+class TrialProgress:
+    """One trial's dev evaluations so far and the best of them: the head that will be scored on test.
+
+    `best_state` is the strategy's snapshot of that head; `best_predictions` its dev predictions (those
+    of the evaluation that selected it, never a re-run). The first evaluation always becomes the best;
+    a later one only when strictly better, so ties keep the earliest step.
+    """
+
+    history: list[tuple[int, float]] = field(default_factory=list)
+    best_dev: float = math.nan
+    best_step: int = 0
+    best_state: Any = None
+    best_predictions: list | None = None
+
+    def observe(self, step: int, dev: float, predictions: list, higher_is_better: bool,
+                snapshot: Callable[[], Any]) -> None:
+        """Add the dev score of `step`; keep a snapshot of the head when it is the best so far."""
+        self.history.append((step, dev))
+        better = dev > self.best_dev if higher_is_better else dev < self.best_dev
+        if self.best_state is None or better:
+            self.best_dev, self.best_step = dev, step
+            self.best_state, self.best_predictions = snapshot(), predictions
+
+
+#: Version of the payload a training checkpoint holds (TrainState.to_payload); a state saved in another
+#: format (e.g. before TrainState: untyped dicts, per path) is not resumed, the trial starts over.
+TRAIN_STATE_FORMAT = 2
+
+
+@dataclass
+class TrainState:
+    """Where a loop is: the last finished step, the time spent, each trial's progress, and the strategy's
+    own state (weights, optimiser, RNG) at that step. Saved at every dev evaluation before the last."""
+
+    trials: list[TrialProgress]
+    step: int = 0
+    seconds: float = 0.0
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def to_payload(self) -> dict[str, Any]:
+        """Plain containers and tensors only, so `torch.load(weights_only=True)` reads it back."""
+        return {"format": TRAIN_STATE_FORMAT, "step": self.step, "seconds": self.seconds, "model": self.model,
+                "trials": [{"history": [list(h) for h in t.history], "best_dev": t.best_dev,
+                            "best_step": t.best_step, "best_state": t.best_state,
+                            "best_predictions": t.best_predictions} for t in self.trials]}
+
+    @classmethod
+    def from_payload(cls, data: dict[str, Any]) -> "TrainState":
+        trials = [TrialProgress(history=[(int(s), float(d)) for s, d in t["history"]], best_dev=t["best_dev"],
+                                best_step=t["best_step"], best_state=t["best_state"],
+                                best_predictions=t["best_predictions"]) for t in data["trials"]]
+        return cls(trials=trials, step=int(data["step"]), seconds=float(data["seconds"]), model=data["model"])
+
+
+class Strategy(Protocol):
+    """How the loop's trials compute: one head at a time (`SingleHead`) or K heads stacked into one batched
+    computation (`superbench.trial_group.StackedGroup`). The loop owns the schedule, dev selection, the state
+    and its checkpoints; a strategy owns the weights, the optimiser and the batch streams."""
+
+    #: Part of the checkpoint key: a state saved by one strategy is never resumed by another.
+    name: str
+
+    def identity(self) -> dict[str, Any]:
+        """What a saved state must match beyond the trials' own identities ({} when nothing)."""
+        ...
+
+    def update(self, first: int, last: int, on_step: Callable[[], Any]) -> float:
+        """Optimiser steps `first`..`last` (1-based, inclusive) of every trial; the last loss (for display).
+        Raises `TrainingError` (see `non_finite_loss`) on a non-finite loss."""
+        ...
+
+    def predict(self, role: str) -> list[list]:
+        """Each trial's predictions on its "dev" or "test" split, in the order of its ids."""
+        ...
+
+    def snapshot(self, k: int) -> Any:
+        """A copy of trial k's head as it is now (what `load_best` takes back)."""
+        ...
+
+    def state(self) -> dict[str, Any]:
+        """Weights, optimiser and RNG now: what `restore` needs to continue exactly."""
+        ...
+
+    def restore(self, state: dict[str, Any], step: int) -> None:
+        """Continue from `state`, saved after `step` steps (the batch streams are replayed to there)."""
+        ...
+
+    def load_best(self, snapshots: Sequence[Any]) -> None:
+        """Put each trial's selected snapshot back, to be scored on test."""
+        ...
+
+    def head_state(self, k: int) -> dict[str, torch.Tensor]:
+        """Trial k's head as the single head's `state_dict`."""
+        ...
+
+    def layer_weights(self, k: int) -> list[float]:
+        """Trial k's normalised layer weights."""
+        ...
+
+
+def fit_trials(trials: Sequence[Trial], objective: Objective, build: Callable[[], Strategy], progress: bool = True,
+               desc: str = "train", checkpoint: Path | None = None) -> list[TrainResult]:
+    """The SUPERB loop over `trials` (one shared schedule), computed by the strategy `build` returns:
+    updates up to each dev evaluation, the best dev head of each trial kept, the state saved, each
+    selected head scored on test. One TrainResult per trial, in order; a trial's `seconds` is its share
+    of the loop's wall time. With `checkpoint`, an interrupted loop resumes from its last evaluation
+    and ends with the same results as an uninterrupted one."""
+    start = time.perf_counter()
+    cfg = shared_schedule(trials)
+    dev_score = dev_scorer(objective, cfg.balanced_dev)  # a config the objective cannot score fails before work
+    strategy = build()
+    key = {"strategy": strategy.name, "trials": [t.identity() for t in trials], **strategy.identity()}
+    state = _load_state(checkpoint, key, len(trials)) if checkpoint is not None else None
+    if state is None:
+        state = TrainState(trials=[TrialProgress() for _ in trials])
+    else:
+        strategy.restore(state.model, state.step)
+        log.info("%s: resuming %d trial(s) at step %d of %d from %s", desc, len(trials), state.step + 1, cfg.steps,
+                 checkpoint)
+    spent = state.seconds
+    # disable=None lets tqdm switch itself off when stderr is not a terminal (CI logs).
+    bar = tqdm(total=cfg.steps, initial=state.step, desc=desc, unit="step", disable=None if progress else True,
+               leave=False)
+    while state.step < cfg.steps:
+        step = state.step + 1
+        stop = min(cfg.steps, ((step - 1) // cfg.eval_interval + 1) * cfg.eval_interval)
+        loss = strategy.update(step, stop, lambda: bar.update(1))
+        devs = []
+        for k, (trial, predictions) in enumerate(zip(trials, strategy.predict("dev"))):
+            devs.append(dev_score(list(trial.dev[1]), predictions))
+            state.trials[k].observe(stop, devs[-1], predictions, objective.higher_is_better,
+                                    lambda k=k: strategy.snapshot(k))
+        state.step = stop
+        bar.set_postfix(loss=f"{loss:.3f}", dev=f"{(max if objective.higher_is_better else min)(devs):.1f}")
+        log.debug("%s step %d loss %.4f dev %s %s", desc, stop, loss, objective.metric, [round(d, 2) for d in devs])
+        if checkpoint is not None and stop < cfg.steps:
+            state.seconds, state.model = spent + time.perf_counter() - start, strategy.state()
+            _save_checkpoint(checkpoint, {"key": key, **state.to_payload()})
+    bar.close()
+    strategy.load_best([t.best_state for t in state.trials])
+    seconds = (spent + time.perf_counter() - start) / len(trials)
+    results = []
+    for k, (trial, best, test_predictions) in enumerate(zip(trials, state.trials, strategy.predict("test"))):
+        dev_predictions = list(best.best_predictions or [])
+        results.append(TrainResult(
+            dev=best.best_dev, test=objective.score(list(trial.test[1]), test_predictions), best_step=best.best_step,
+            steps=cfg.steps, lr=trial.cfg.lr, layer_weights=[round(w, 6) for w in strategy.layer_weights(k)],
+            seconds=seconds, history=list(best.history), head_state=strategy.head_state(k),
+            predictions={"dev": dev_predictions, "test": list(test_predictions)},
+            secondary=secondary_of_best(objective, (trial.dev[1], dev_predictions), (trial.test[1], test_predictions))))
+    return results
+
+
+def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+class SingleHead:
+    """One head trained alone (any head, any feature level): torch's Adam, the recipe's scheduler, and
+    the head's own forward and autograd. The head is initialised on the CPU under the trial's seed, then
+    moved to `device`, so its start is the same on every device; dropout draws from torch's global RNG,
+    which the state saves (and CUDA's, on a GPU)."""
+
+    name = "single"
+
+    def __init__(self, make_head: Callable[[], torch.nn.Module], objective: Objective, source: FeatureSource,
+                 trial: Trial, lengths: Sequence[int] | None = None, device: torch.device | str = "cpu") -> None:
+        cfg = self.cfg = trial.cfg
+        self.trial, self.objective, self.source, self.lengths = trial, objective, source, lengths
+        self.device = torch.device(device)
+        torch.manual_seed(cfg.seed)
+        self.head = make_head().to(self.device)
+        self.head.train()
+        gen = torch.Generator().manual_seed(cfg.seed)
+        self.params = [p for p in self.head.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr)
+        self.scheduler = make_scheduler(self.optimizer, cfg)
+        self.stream = batch_stream(list(trial.train[0]), list(trial.train[1]), cfg, gen, lengths)
+
+    def identity(self) -> dict[str, Any]:
+        # the buckets depend on the lengths: a state saved over other lengths is not replayed
+        return {"train_lengths": _digest(repr([int(n) for n in self.lengths or ()]).encode())} \
+            if self.cfg.bucketing else {}
+
+    def update(self, first: int, last: int, on_step: Callable[[], Any]) -> float:
+        cfg, head = self.cfg, self.head
+        for step in range(first, last + 1):
+            self.optimizer.zero_grad(set_to_none=True)
+            for _ in range(cfg.grad_accum):
+                ids, targets = next(self.stream)
+                x, frames = (to_device(t, self.device) for t in self.source.batch(ids))
+                loss = self.objective.loss(head(x, frames), output_lengths(head, frames), targets)
+                if not torch.isfinite(loss):
+                    raise non_finite_loss(self.trial.desc, loss.item(), step, cfg.lr)
+                (loss / cfg.grad_accum).backward()
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            on_step()
+        return loss.item()
+
+    def predict(self, role: str) -> list[list]:
+        ids = self.trial.dev[0] if role == "dev" else self.trial.test[0]
+        return [predict(self.head, self.objective, self.source, list(ids), self.cfg.eval_batch_size)]
+
+    def snapshot(self, k: int) -> dict[str, torch.Tensor]:
+        return _cpu_copy(self.head.state_dict())
+
+    def state(self) -> dict[str, Any]:
+        cuda = self.device.type == "cuda"
+        return {"head": self.head.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "torch_rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state(self.device) if cuda else None}
+
+    def restore(self, state: dict[str, Any], step: int) -> None:
+        self.head.load_state_dict(state["head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        for _ in range(step * self.cfg.grad_accum):  # replay the batch draws up to the saved step
+            next(self.stream)
+        torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and state.get("cuda_rng") is not None:  # dropout masks drawn on the GPU
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+
+    def load_best(self, snapshots: Sequence[Any]) -> None:
+        self.head.load_state_dict(snapshots[0])
+
+    def head_state(self, k: int) -> dict[str, torch.Tensor]:
+        return _cpu_copy(self.head.state_dict())
+
+    def layer_weights(self, k: int) -> list[float]:
+        return self.head.featurizer.normalized_weights().detach().tolist()
 
 
 def train(make_head: Callable[[], torch.nn.Module], objective: Objective, source: FeatureSource,
@@ -286,99 +574,17 @@ def train(make_head: Callable[[], torch.nn.Module], objective: Objective, source
           test_data: tuple[Sequence[str], Sequence], cfg: TrainConfig, progress: bool = True,
           desc: str = "train", checkpoint: Path | None = None, checkpoint_key: str = "",
           lengths: Sequence[int] | None = None, device: torch.device | str = "cpu") -> TrainResult:
-    """Train a fresh head, select the best dev checkpoint, score it on test.
+    """Train a fresh head, select the best dev checkpoint, score it on test (`fit_trials` with `SingleHead`).
 
     `checkpoint` (optional) is where the state is kept between dev evaluations so that an
     interrupted run resumes; a saved state is used only if its `checkpoint_key` and config match.
     `lengths` (one per training utterance, in samples: the manifest's `num_samples`) builds the
-    length buckets of `cfg.bucketing`; without bucketing it is not used. The head trains on `device`
-    (initialised on the CPU under the seed first, so its start is the same on every device).
+    length buckets of `cfg.bucketing`; without bucketing it is not used. The head trains on `device`.
     """
-    device = torch.device(device)
-    start = time.perf_counter()
-    dev_scorer(objective, cfg.balanced_dev)  # a config the objective cannot score fails before any work
-    torch.manual_seed(cfg.seed)
-    head = make_head().to(device)
-    head.train()
-    gen = torch.Generator().manual_seed(cfg.seed)
-    params = [p for p in head.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.lr)
-    scheduler = make_scheduler(optimizer, cfg)
-    stream = _batches(list(train_data[0]), list(train_data[1]), cfg, gen, lengths)
-    better = (lambda a, b: a > b) if objective.higher_is_better else (lambda a, b: a < b)
-    best_dev, best_step, best_state = math.nan, 0, None
-    best_predictions: list | None = None  # the dev predictions of the best checkpoint
-    history: list[tuple[int, float]] = []
-    first_step, spent = 1, 0.0
-    key = {"key": checkpoint_key, "config": asdict(cfg), "train_ids": len(train_data[0])}
-    if cfg.bucketing:  # the buckets depend on the lengths: a state saved over other lengths is not replayed
-        key["train_lengths"] = _digest(repr([int(n) for n in lengths or ()]).encode())
-    saved = _load_checkpoint(checkpoint, key) if checkpoint is not None else None
-    if saved is not None:
-        head.load_state_dict(saved["head"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(saved["scheduler"])
-        best_dev, best_step, best_state = saved["best_dev"], saved["best_step"], saved["best_state"]
-        best_predictions = saved.get("best_predictions")  # absent in states saved before predictions were kept
-        history, spent = [tuple(h) for h in saved["history"]], saved["seconds"]
-        for _ in range(saved["step"] * cfg.grad_accum):  # replay the batch draws up to the saved step
-            next(stream)
-        torch.set_rng_state(saved["torch_rng"])
-        if device.type == "cuda" and saved.get("cuda_rng") is not None:  # dropout masks drawn on the GPU
-            torch.cuda.set_rng_state(saved["cuda_rng"], device)
-        first_step = saved["step"] + 1
-        log.info("%s: resuming at step %d of %d from %s", desc, first_step, cfg.steps, checkpoint)
-    # disable=None lets tqdm switch itself off when stderr is not a terminal (CI logs).
-    bar = tqdm(total=cfg.steps, initial=first_step - 1, desc=desc, unit="step", disable=None if progress else True,
-               leave=False)
-    for step in range(first_step, cfg.steps + 1):
-        optimizer.zero_grad(set_to_none=True)
-        for _ in range(cfg.grad_accum):
-            ids, targets = next(stream)
-            x, frames = (to_device(t, device) for t in source.batch(ids))
-            loss = objective.loss(head(x, frames), output_lengths(head, frames), targets)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"{desc}: loss is {loss.item()} at step {step} (lr={cfg.lr:g}); "
-                                    f"try a smaller learning rate or check the features")
-            (loss / cfg.grad_accum).backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        bar.update(1)
-        if step % cfg.eval_interval == 0 or step == cfg.steps:
-            dev, dev_predictions = evaluate(head, objective, source, list(dev_data[0]), dev_data[1],
-                                            cfg.eval_batch_size, balanced=cfg.balanced_dev)
-            history.append((step, dev))
-            bar.set_postfix(loss=f"{loss.item():.3f}", dev=f"{dev:.1f}")
-            log.debug("%s step %d loss %.4f dev %s %.2f", desc, step, loss.item(), objective.metric, dev)
-            if best_state is None or better(dev, best_dev):
-                best_dev, best_step = dev, step
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in head.state_dict().items()}
-                best_predictions = dev_predictions
-            if checkpoint is not None and step < cfg.steps:
-                _save_checkpoint(checkpoint, {
-                    **key, "step": step, "head": head.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                    "best_dev": best_dev, "best_step": best_step,
-                    "best_state": best_state, "best_predictions": best_predictions, "history": history,
-                    "seconds": spent + time.perf_counter() - start})
-    bar.close()
-    assert best_state is not None
-    head.load_state_dict(best_state)
-    test, test_predictions = evaluate(head, objective, source, list(test_data[0]), test_data[1], cfg.eval_batch_size)
-    if best_predictions is None:  # resumed from a state that did not keep them: the same head, evaluated again
-        _, best_predictions = evaluate(head, objective, source, list(dev_data[0]), dev_data[1], cfg.eval_batch_size)
-    weights = head.featurizer.normalized_weights().detach().tolist()
-    return TrainResult(dev=best_dev, test=test, best_step=best_step, steps=cfg.steps, lr=cfg.lr,
-                       layer_weights=[round(w, 6) for w in weights], seconds=spent + time.perf_counter() - start,
-                       history=history, head_state=best_state,
-                       predictions={"dev": list(best_predictions), "test": list(test_predictions)},
-                       secondary=secondary_of_best(objective, (dev_data[1], best_predictions),
-                                                   (test_data[1], test_predictions)))
+    trial = Trial(cfg, train_data, dev_data, test_data, desc, checkpoint_key)
+    (result,) = fit_trials([trial], objective, lambda: SingleHead(make_head, objective, source, trial, lengths, device),
+                           progress=progress, desc=desc, checkpoint=checkpoint)
+    return result
 
 
 #: First bytes of a checkpoint: a digest line over the torch.save payload that follows it.
@@ -421,8 +627,8 @@ def _read_checkpoint(path: Path) -> bytes:
 
 
 def _load_checkpoint(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
-    """The saved state if it is intact and belongs to this very run (same key and config), else None:
-    a damaged state is never resumed, the trial starts over."""
+    """The saved payload if it is intact, in this version's format and belongs to this very run (same key),
+    else None: a damaged, older or foreign state is never resumed, the trial starts over."""
     if not path.is_file():
         return None
     try:
@@ -431,7 +637,29 @@ def _load_checkpoint(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     except Exception as exc:  # unreadable or damaged: start over rather than fail the run
         log.warning("ignoring damaged training checkpoint %s, the trial restarts from scratch (%s)", path, exc)
         return None
-    if not isinstance(state, dict) or any(state.get(k) != v for k, v in key.items()):
+    if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
+        log.info("ignoring training checkpoint %s: saved in another format (format %s, this version reads %d); "
+                 "the trial restarts from scratch", path, state.get("format", 1) if isinstance(state, dict) else "?",
+                 TRAIN_STATE_FORMAT)
+        return None
+    if state.get("key") != key:
         log.info("ignoring training checkpoint %s: it belongs to another configuration", path)
+        return None
+    return state
+
+
+def _load_state(path: Path, key: dict[str, Any], trials: int) -> TrainState | None:
+    """The TrainState saved at `path` for this key, or None (then the loop starts from scratch)."""
+    saved = _load_checkpoint(path, key)
+    if saved is None:
+        return None
+    try:
+        state = TrainState.from_payload(saved)
+    except (KeyError, TypeError, ValueError) as exc:
+        log.warning("ignoring training checkpoint %s, the trial restarts from scratch (incomplete state: %r)",
+                    path, exc)
+        return None
+    if len(state.trials) != trials:
+        log.info("ignoring training checkpoint %s: it holds %d trial(s), not %d", path, len(state.trials), trials)
         return None
     return state

@@ -9,17 +9,19 @@ the device, each trial's batch indices are drawn up front (per evaluation interv
 update of the group is one set of batched products, one stacked gradient clip and one stacked
 Adam step. Evaluation is fused too: one pass over the union of the trials' dev utterances.
 
-The protocol is the one of `superbench.training.train`, trial by trial: each trial's head is
-initialised under its own seed exactly as the one-at-a-time path initialises it, draws its
-batches from its own generator with the same sampler (`training._batches`), runs all its
-updates, clips its own gradient norm, has its own Adam state and learning rate, is evaluated
-on its own dev set every `eval_interval` updates and keeps its own best dev checkpoint, which
-alone is scored on test. Only the floating-point summation order differs, so batched and
-one-at-a-time training agree within float tolerance (tests/test_trial_group.py).
+This is not a second training loop: `StackedGroup` is a strategy of `superbench.training.fit_trials`,
+the loop `training.train` runs with its `SingleHead`, so the schedule, dev selection, state and
+checkpoints are the same code. Trial by trial: each trial's head is initialised under its own seed
+exactly as the one-at-a-time path initialises it, draws its batches from its own generator with
+the same sampler (`training.batch_stream`), runs all its updates, clips its own gradient norm, has
+its own Adam state and learning rate, is evaluated on its own dev set every `eval_interval` updates
+and keeps its own best dev checkpoint, which alone is scored on test. Only the floating-point
+summation order differs, so batched and one-at-a-time training agree within float tolerance
+(tests/test_trial_group.py).
 
 What the task kind provides is a `StackedHeads` (the head's batched forward and backward, e.g.
-`downstreams.utterance.StackedUtteranceHeads`); this module owns the loop, the optimiser, the
-checkpoints and the bookkeeping, and knows no task.
+`downstreams.utterance.StackedUtteranceHeads`); this module owns the stacked optimiser, the
+resident features and the batched updates, and knows no task.
 """
 
 from __future__ import annotations
@@ -27,28 +29,25 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
-import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from superbench.training import (
     FeatureSource,
     Objective,
-    TrainConfig,
-    TrainingError,
     TrainResult,
-    _batches,
-    _load_checkpoint,
-    _save_checkpoint,
-    dev_scorer,
+    Trial,
+    batch_stream,
+    fit_trials,
     lr_factor,
-    secondary_of_best,
+    non_finite_loss,
+    shared_schedule,
 )
+
+__all__ = ["CHUNK_ROWS", "StackedAdam", "StackedGroup", "StackedHeads", "Trial", "clip_stacked_", "group_key",
+           "resident_bytes", "resident_features", "rows_per_update", "shared_schedule", "train_group"]
 
 log = logging.getLogger(__name__)
 
@@ -74,34 +73,6 @@ class StackedHeads(Protocol):
     def state_dict(self, k: int) -> dict[str, torch.Tensor]: ...
 
     def layer_weights(self, k: int) -> list[float]: ...
-
-
-@dataclass
-class Trial:
-    """One member of a group: its config (lr, seed) and its data as (ids, targets) per split."""
-
-    cfg: TrainConfig
-    train: tuple[Sequence[str], Sequence]
-    dev: tuple[Sequence[str], Sequence]
-    test: tuple[Sequence[str], Sequence]
-    desc: str = ""
-    key: str = ""  # the trial's identity (the runner's trial key): part of the group's checkpoint key
-
-
-#: TrainConfig fields a group shares: only the learning rate and the seed may differ between trials.
-_PER_TRIAL = ("lr", "seed", "lr_grid")
-
-
-def shared_schedule(trials: Sequence[Trial]) -> TrainConfig:
-    """The schedule every trial of a group follows, or ValueError naming the field that differs."""
-    if not trials:
-        raise ValueError("a trial group needs at least one trial")
-    first = asdict(trials[0].cfg)
-    for t in trials[1:]:
-        for name, value in asdict(t.cfg).items():
-            if name not in _PER_TRIAL and value != first[name]:
-                raise ValueError(f"trials of one group must share `{name}` ({first[name]!r} vs {value!r})")
-    return trials[0].cfg
 
 
 def rows_per_update(trials: Sequence[Trial]) -> int:
@@ -186,81 +157,58 @@ def clip_stacked_(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
 
 def group_key(trials: Sequence[Trial]) -> str:
     """Identity of a group's saved state: its members' keys and configs, in order."""
-    what = [{"key": t.key, "config": asdict(t.cfg), "train": len(t.train[0])} for t in trials]
+    what = [t.identity() for t in trials]
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def train_group(make_head: Callable[[], torch.nn.Module], stack: Callable[[list[torch.nn.Module]], StackedHeads],
-                objective: Objective, source: FeatureSource, trials: Sequence[Trial], progress: bool = True,
-                desc: str = "train", checkpoint: Path | None = None,
-                device: torch.device | str = "cpu") -> list[TrainResult]:
-    """Train every trial of `trials` at once; one TrainResult per trial, as `training.train` gives it.
+class StackedGroup:
+    """The batched strategy of `training.fit_trials`: K heads stacked (leading axis K) on resident pooled
+    features; per update one set of batched products, one stacked clip and one stacked Adam step, each
+    trial's batch indices drawn up front per evaluation interval; evaluation one pass over the union of
+    the trials' rows. Checks its trials first (equal batches, class targets for balanced sampling)."""
 
-    `checkpoint` (optional) keeps the group's state between dev evaluations, so an interrupted
-    group resumes where it was (and ends with the same results as an uninterrupted one).
-    A trial's `seconds` is its share of the group's wall time (the group's time divided by K).
-    """
-    start = time.perf_counter()
-    if any(t.cfg.bucketing for t in trials):
-        raise ValueError("train.bucketing draws length buckets of frame-level utterances; a trial group is "
-                         "utterance-level and never buckets: train these trials one at a time (training.train)")
-    cfg = shared_schedule(trials)
-    dev_score = dev_scorer(objective, cfg.balanced_dev)  # a config the objective cannot score fails first
-    k_trials = len(trials)
-    per_step = rows_per_update(trials)
-    if cfg.balanced_sampling and any(not all(isinstance(y, int) for y in t.train[1]) for t in trials):
-        raise ValueError("balanced_sampling needs class-index targets")
-    # Resident features: every utterance any trial reads, once.
-    all_ids: list[str] = []
-    row: dict[str, int] = {}
-    for t in trials:
-        for split in (t.train, t.dev, t.test):
-            for uid in split[0]:
-                if uid not in row:
-                    row[uid] = len(all_ids)
-                    all_ids.append(uid)
-    feats, lengths = resident_features(source, all_ids, device)
-    # Heads initialised exactly as the one-at-a-time path does it: the trial's seed, then make_head().
-    heads = []
-    for t in trials:
-        torch.manual_seed(t.cfg.seed)
-        heads.append(make_head().to(device))  # initialised on the CPU, as one-at-a-time training does
-    stacked = stack(heads)
-    optimizer = StackedAdam(stacked.params, [t.cfg.lr for t in trials])
-    streams = [_batches([row[u] for u in t.train[0]], list(t.train[1]), t.cfg,
-                        torch.Generator().manual_seed(t.cfg.seed)) for t in trials]
-    better = (lambda a, b: a > b) if objective.higher_is_better else (lambda a, b: a < b)
-    best_dev = [math.nan] * k_trials
-    best_step = [0] * k_trials
-    best_state: list[list[torch.Tensor] | None] = [None] * k_trials
-    best_predictions: list[list | None] = [None] * k_trials
-    history: list[list[tuple[int, float]]] = [[] for _ in trials]
-    first_step, spent = 1, 0.0
-    key = {"key": group_key(trials), "trials": k_trials}
-    saved = _load_checkpoint(checkpoint, key) if checkpoint is not None else None
-    if saved is not None:
-        with torch.no_grad():
-            for p, value in zip(stacked.params, saved["params"]):
-                p.copy_(value)
-        optimizer.load(saved["optimizer"])
-        best_dev, best_step, best_state = saved["best_dev"], saved["best_step"], saved["best_state"]
-        best_predictions = saved["best_predictions"]
-        history, spent = [[tuple(h) for h in hs] for hs in saved["history"]], saved["seconds"]
-        for stream in streams:  # replay the batch draws up to the saved step
-            for _ in range(saved["step"] * cfg.grad_accum):
-                next(stream)
-        first_step = saved["step"] + 1
-        log.info("%s: resuming %d trials at step %d of %d from %s", desc, k_trials, first_step, cfg.steps, checkpoint)
-    dev_rows = _EvalRows([[row[u] for u in t.dev[0]] for t in trials], feats.device)
-    bar = tqdm(total=cfg.steps, initial=first_step - 1, desc=desc, unit="step", disable=None if progress else True,
-               leave=False)
-    step = first_step
-    while step <= cfg.steps:
-        # Draw the indices of every update up to the next evaluation, for every trial, up front.
-        stop = min(cfg.steps, ((step - 1) // cfg.eval_interval + 1) * cfg.eval_interval)
-        span = stop - step + 1
+    name = "stacked"
+
+    def __init__(self, make_head: Callable[[], torch.nn.Module], stack: Callable[[list[torch.nn.Module]], StackedHeads],
+                 objective: Objective, source: FeatureSource, trials: Sequence[Trial],
+                 device: torch.device | str = "cpu", desc: str = "train") -> None:
+        self.desc = desc
+        cfg = self.cfg = shared_schedule(trials)
+        self.per_step = rows_per_update(trials)
+        if cfg.balanced_sampling and any(not all(isinstance(y, int) for y in t.train[1]) for t in trials):
+            raise ValueError("balanced_sampling needs class-index targets")
+        self.trials, self.objective = list(trials), objective
+        # Resident features: every utterance any trial reads, once.
+        all_ids: list[str] = []
+        row: dict[str, int] = {}
+        for t in trials:
+            for split in (t.train, t.dev, t.test):
+                for uid in split[0]:
+                    if uid not in row:
+                        row[uid] = len(all_ids)
+                        all_ids.append(uid)
+        self.feats, self.lengths = resident_features(source, all_ids, device)
+        # Heads initialised exactly as the one-at-a-time path does it: the trial's seed, then make_head().
+        heads = []
+        for t in trials:
+            torch.manual_seed(t.cfg.seed)
+            heads.append(make_head().to(device))  # initialised on the CPU, as one-at-a-time training does
+        self.stacked = stack(heads)
+        self.optimizer = StackedAdam(self.stacked.params, [t.cfg.lr for t in trials])
+        self.streams = [batch_stream([row[u] for u in t.train[0]], list(t.train[1]), t.cfg,
+                                     torch.Generator().manual_seed(t.cfg.seed)) for t in trials]
+        self.rows = {role: _EvalRows([[row[u] for u in getattr(t, role)[0]] for t in trials], self.feats.device)
+                     for role in ("dev", "test")}
+
+    def identity(self) -> dict[str, Any]:
+        return {}
+
+    def update(self, first: int, last: int, on_step: Callable[[], Any]) -> float:
+        cfg, feats, k_trials, per_step = self.cfg, self.feats, len(self.trials), self.per_step
+        span = last - first + 1
+        # Draw the indices of every update of the span, for every trial, up front.
         rows_drawn, targets_drawn = [], []
-        for stream in streams:
+        for stream in self.streams:
             rows_k: list[int] = []
             targets_k: list = []
             for _ in range(span * cfg.grad_accum):
@@ -275,57 +223,66 @@ def train_group(make_head: Callable[[], torch.nn.Module], stack: Callable[[list[
         shared = bool((index == index[:, :1]).all())  # one seed across an lr grid: the same rows for all trials
         index = index.contiguous().to(feats.device)
         targets = targets.contiguous().to(feats.device)
-        for i in range(span):
+        for i, step in enumerate(range(first, last + 1)):
             rows = index[i]
             x = (feats.index_select(1, rows[0]) if shared
                  else feats.index_select(1, rows.flatten()).view(feats.shape[0], k_trials, per_step, -1))
-            loss, grads = stacked.loss_and_grads(x, targets[i])
+            loss, grads = self.stacked.loss_and_grads(x, targets[i])
             if not bool(torch.isfinite(loss).all()):
                 bad = int((~torch.isfinite(loss)).nonzero()[0])
-                raise TrainingError(f"{trials[bad].desc or desc}: loss is {loss[bad].item()} at step {step} "
-                                    f"(lr={trials[bad].cfg.lr:g}); try a smaller learning rate or check the features")
+                trial = self.trials[bad]
+                raise non_finite_loss(trial.desc or self.desc, loss[bad].item(), step, trial.cfg.lr)
             clip_stacked_(grads, cfg.grad_clip)
-            optimizer.step(grads, lr_factor(cfg, step))
-            bar.update(1)
-            step += 1
-        done = step - 1
-        # Fused evaluation: every trial's outputs over the union of dev rows, scored per trial.
-        for k, (t, preds) in enumerate(zip(trials, dev_rows.predictions(stacked, feats, lengths, objective))):
-            dev = dev_score(list(t.dev[1]), preds)
-            history[k].append((done, dev))
-            if best_state[k] is None or better(dev, best_dev[k]):
-                best_dev[k], best_step[k] = dev, done
-                best_state[k] = [p[k].detach().clone() for p in stacked.params]
-                best_predictions[k] = preds
-        bar.set_postfix(loss=f"{loss.mean().item():.3f}", dev=f"{max(h[-1][1] for h in history):.1f}")
-        log.debug("%s step %d loss %s", desc, done, [round(v, 4) for v in loss.tolist()])
-        if checkpoint is not None and done < cfg.steps:
-            _save_checkpoint(checkpoint, {
-                **key, "step": done, "params": [p.detach().clone() for p in stacked.params],
-                "optimizer": optimizer.state(), "best_dev": best_dev, "best_step": best_step,
-                "best_state": best_state, "best_predictions": best_predictions,
-                "history": [[list(h) for h in hs] for hs in history],
-                "seconds": spent + time.perf_counter() - start})
-    bar.close()
-    # Each trial's best head, scored on its test set (one fused pass).
-    with torch.no_grad():
-        for k in range(k_trials):
-            state = best_state[k]
-            assert state is not None
-            for p, value in zip(stacked.params, state):
+            self.optimizer.step(grads, lr_factor(cfg, step))
+            on_step()
+        return loss.mean().item()
+
+    def predict(self, role: str) -> list[list]:
+        return self.rows[role].predictions(self.stacked, self.feats, self.lengths, self.objective)
+
+    def snapshot(self, k: int) -> list[torch.Tensor]:
+        return [p[k].detach().clone() for p in self.stacked.params]
+
+    def state(self) -> dict[str, Any]:
+        return {"params": [p.detach().clone() for p in self.stacked.params], "optimizer": self.optimizer.state()}
+
+    def restore(self, state: dict[str, Any], step: int) -> None:
+        with torch.no_grad():
+            for p, value in zip(self.stacked.params, state["params"]):
+                p.copy_(value)
+        self.optimizer.load(state["optimizer"])
+        for stream in self.streams:  # replay the batch draws up to the saved step
+            for _ in range(step * self.cfg.grad_accum):
+                next(stream)
+
+    @torch.no_grad()
+    def load_best(self, snapshots: Sequence[Any]) -> None:
+        for k, snapshot in enumerate(snapshots):
+            for p, value in zip(self.stacked.params, snapshot):
                 p[k].copy_(value)
-    test_rows = _EvalRows([[row[u] for u in t.test[0]] for t in trials], feats.device)
-    seconds = (spent + time.perf_counter() - start) / k_trials
-    results = []
-    for k, (t, test_preds) in enumerate(zip(trials, test_rows.predictions(stacked, feats, lengths, objective))):
-        test = objective.score(list(t.test[1]), test_preds)
-        results.append(TrainResult(
-            dev=best_dev[k], test=test, best_step=best_step[k], steps=cfg.steps, lr=t.cfg.lr,
-            layer_weights=[round(w, 6) for w in stacked.layer_weights(k)], seconds=seconds, history=history[k],
-            head_state=stacked.state_dict(k),
-            predictions={"dev": list(best_predictions[k] or []), "test": list(test_preds)},
-            secondary=secondary_of_best(objective, (t.dev[1], best_predictions[k] or []), (t.test[1], test_preds))))
-    return results
+
+    def head_state(self, k: int) -> dict[str, torch.Tensor]:
+        return self.stacked.state_dict(k)
+
+    def layer_weights(self, k: int) -> list[float]:
+        return self.stacked.layer_weights(k)
+
+
+def train_group(make_head: Callable[[], torch.nn.Module], stack: Callable[[list[torch.nn.Module]], StackedHeads],
+                objective: Objective, source: FeatureSource, trials: Sequence[Trial], progress: bool = True,
+                desc: str = "train", checkpoint: Path | None = None,
+                device: torch.device | str = "cpu") -> list[TrainResult]:
+    """Train every trial of `trials` at once (`fit_trials` with `StackedGroup`); one TrainResult per trial,
+    as `training.train` gives it. `checkpoint` (optional) keeps the group's state between dev evaluations,
+    so an interrupted group resumes where it was. A trial's `seconds` is its share of the group's wall time.
+    """
+    if any(t.cfg.bucketing for t in trials):
+        raise ValueError("train.bucketing draws length buckets of frame-level utterances; a trial group is "
+                         "utterance-level and never buckets: train these trials one at a time (training.train)")
+    def build() -> StackedGroup:
+        return StackedGroup(make_head, stack, objective, source, trials, device, desc)
+
+    return fit_trials(trials, objective, build, progress=progress, desc=desc, checkpoint=checkpoint)
 
 
 class _EvalRows:

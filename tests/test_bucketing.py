@@ -23,7 +23,8 @@ from superbench.testing import (
     make_sequence_corpus,
     scratch_run_options,
 )
-from superbench.training import TrainConfig, _batches, length_buckets, train
+from superbench.training import TrainConfig, length_buckets, train
+from superbench.training import batch_stream as _batches
 from superbench.trial_group import Trial, train_group
 
 

@@ -11,8 +11,9 @@ import torch
 
 from superbench.cli import main
 from superbench.exit_codes import ExitCode
+from superbench.options import RunOptions
 from superbench.registry import DuplicateNameError
-from superbench.runner import RunOptions, run
+from superbench.runner import run
 from superbench.tasks import get_task
 from superbench.testing import make_class_corpus
 from superbench.upstream import UPSTREAMS, ContractUpstream, Upstream, as_upstream, load_upstream
@@ -87,8 +88,8 @@ def test_a_wrapped_module_is_fingerprinted_by_its_weights_and_runs_a_task(plugin
     assert other.fingerprint() != up.fingerprint()  # the wrapped module's state dict is hashed
     assert as_upstream(up) is up
     make_class_corpus(tmp_path, task="ks")
-    opts = RunOptions(results_dir=tmp_path / "r", cache_root=tmp_path / "c", progress=False, profile="fast",
-                      overrides={"steps": 4, "eval_interval": 2, "batch_size": 8, "lr_grid": [1e-2]})
+    opts = RunOptions.of(results_dir=tmp_path / "r", cache_root=tmp_path / "c", progress=False, profile="fast",
+                         overrides={"steps": 4, "eval_interval": 2, "batch_size": 8, "lr_grid": [1e-2]})
     (rec,) = run(up, [get_task("ks")], tmp_path, opts)
     assert rec.upstream == "two-layer-energy" and len(rec.layer_weights) == 2
     (again,) = run(load_upstream(f"{plugin}:TwoLayerEnergy").model, [get_task("ks")], tmp_path, opts)

@@ -123,4 +123,4 @@ def test_threads_flags_reach_run_options(tmp_path, monkeypatch, flags, expected)
     monkeypatch.setattr(runner, "run", lambda upstream, tasks, data_root, opts: seen.append(opts) or [])
     make_class_corpus(tmp_path, task="ks")
     assert main(["run", "--upstream", "fbank", "--task", "ks", "--data", str(tmp_path), "--no-store", *flags]) == 0
-    assert (seen[0].extract_threads, seen[0].train_threads) == expected
+    assert (seen[0].compute.extract_threads, seen[0].compute.train_threads) == expected

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 
@@ -105,9 +104,9 @@ def test_disk_estimate_counts_shared_audio_once_and_cached_audio_not_at_all(tmp_
     assert cache_bytes_needed(plans(opts), opts) == {"ks": 60 * per_utt, "sid": 0, "pr": pr_frames * 3 * 16 * 2}
 
     run(up, [get_task("ks")], tmp_path, opts)  # ks's audio is now cached
-    fresh = dataclasses.replace(opts, results_dir=tmp_path / "other-results")  # sid/pr/ks all still "to do"
+    fresh = opts.replace(results_dir=tmp_path / "other-results")  # sid/pr/ks all still "to do"
     assert cache_bytes_needed(plans(fresh), fresh) == {"ks": 0, "sid": 0, "pr": pr_frames * 3 * 16 * 2}
-    assert cache_bytes_needed(plans(fresh), dataclasses.replace(fresh, use_cache=False)) == {}
+    assert cache_bytes_needed(plans(fresh), fresh.replace(use_cache=False)) == {}
 
 
 def test_too_little_disk_fails_for_all_tasks_before_any_extraction(tmp_path, cli_env, monkeypatch, caplog):

@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 
 from leaderboard.store import ResultStore
+from superbench.options import RunOptions
 from superbench.results import read_records
-from superbench.runner import RunOptions, run
+from superbench.runner import run
 from superbench.tasks import get_task
 from superbench.testing import ToneUpstream, make_class_corpus
 
@@ -27,18 +28,19 @@ _TRAIN_CHILD = """
 import torch
 torch.set_num_threads(1)
 from pathlib import Path
-from superbench.runner import RunOptions, run
+from superbench.options import RunOptions
+from superbench.runner import run
 from superbench.tasks import get_task
 from superbench.testing import ToneUpstream
-opts = RunOptions(results_dir=Path({results!r}), cache_root=Path({cache!r}), checkpoint_root=Path({ckpt!r}),
-                  progress=False, profile="fast", overrides={overrides!r})
+opts = RunOptions.of(results_dir=Path({results!r}), cache_root=Path({cache!r}), checkpoint_root=Path({ckpt!r}),
+                     progress=False, profile="fast", overrides={overrides!r})
 run(ToneUpstream(), [get_task("ks")], Path({data!r}), opts)
 """
 
 
 def _opts(results: Path, cache: Path, ckpt: Path) -> RunOptions:
-    return RunOptions(results_dir=results, cache_root=cache, checkpoint_root=ckpt, progress=False, profile="fast",
-                      overrides=dict(OVERRIDES))
+    return RunOptions.of(results_dir=results, cache_root=cache, checkpoint_root=ckpt, progress=False, profile="fast",
+                         overrides=dict(OVERRIDES))
 
 
 def test_kill_minus_9_during_training_resumes_to_the_same_record(tmp_path):
@@ -81,9 +83,9 @@ for i, rec in enumerate(records):
 def test_kill_minus_9_during_store_writes_loses_no_row_and_sync_repairs(tmp_path):
     make_class_corpus(tmp_path / "data", task="sid")
     results = tmp_path / "results"
-    opts = RunOptions(results_dir=results, cache_root=tmp_path / "cache", checkpoint_root=tmp_path / "ck",
-                      progress=False, profile="fast", seeds=40,
-                      overrides={"steps": 2, "eval_interval": 2, "batch_size": 4, "lr_grid": [1e-2]})
+    opts = RunOptions.of(results_dir=results, cache_root=tmp_path / "cache", checkpoint_root=tmp_path / "ck",
+                         progress=False, profile="fast", seeds=40,
+                         overrides={"steps": 2, "eval_interval": 2, "batch_size": 4, "lr_grid": [1e-2]})
     records = run(ToneUpstream(), [get_task("sid")], tmp_path / "data", opts)
     assert len(records) == 40 and len(read_records([results])) == 40
 

@@ -16,8 +16,9 @@ import leaderboard.check as check_module
 from leaderboard.store import ResultStore, StoreError, load_record_files
 from superbench.cli import main
 from superbench.exit_codes import ExitCode
+from superbench.options import RunOptions
 from superbench.results import RecordError, ResultRecord, RunKey, read_record, record_path, write_record
-from superbench.runner import RunOptions, run
+from superbench.runner import run
 from superbench.tasks import TASKS, get_task
 from superbench.testing import ToneUpstream, make_class_corpus, scratch_run_options
 
@@ -353,9 +354,9 @@ def test_fold_names_from_meta_json_never_escape_the_checkpoint_or_results_folder
     folds = [Fold("../../../../../escaped", "train", "dev", "test"), Fold("..", "train", "test", "dev")]
     make_class_corpus(tmp_path / "data", task="er", n_classes=3, per_class=(6, 2, 2), folds=folds)
     box = tmp_path / "box"
-    opts = RunOptions(results_dir=box / "results", cache_root=box / "cache", checkpoint_root=box / "ckpt",
-                      progress=False, profile="fast",
-                      overrides={"steps": 4, "eval_interval": 2, "batch_size": 4, "lr_grid": [1e-2]})
+    opts = RunOptions.of(results_dir=box / "results", cache_root=box / "cache", checkpoint_root=box / "ckpt",
+                         progress=False, profile="fast",
+                         overrides={"steps": 4, "eval_interval": 2, "batch_size": 4, "lr_grid": [1e-2]})
     (rec,) = run(ToneUpstream(), [get_task("er")], tmp_path / "data", opts)
     assert set(rec.folds) == {"../../../../../escaped", ".."}
     outside = [p for p in tmp_path.rglob("*") if box not in p.parents and p != box and "data" not in p.parts]

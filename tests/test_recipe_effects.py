@@ -39,7 +39,8 @@ def test_fbank_records_share_one_fingerprint_across_cmvn_variants(tmp_path):
     import soundfile as sf
 
     from superbench.manifest import write_task_manifest
-    from superbench.runner import RunOptions, run
+    from superbench.options import RunOptions
+    from superbench.runner import run
 
     rng = np.random.default_rng(1)
     rows = []
@@ -51,8 +52,8 @@ def test_fbank_records_share_one_fingerprint_across_cmvn_variants(tmp_path):
     write_task_manifest(tmp_path / "sid", task="sid", corpus="t", version="1", label_field="label",
                         labels=["s0", "s1"], splits={"train": rows, "dev": rows, "test": rows})
     fbank = load_upstream("fbank")
-    opts = RunOptions(results_dir=tmp_path / "results", progress=False, cache_root=tmp_path / "cache", profile="ci",
-                      overrides={"steps": 5, "eval_interval": 5})
+    opts = RunOptions.of(results_dir=tmp_path / "results", progress=False, cache_root=tmp_path / "cache", profile="ci",
+                         overrides={"steps": 5, "eval_interval": 5})
     (record,) = run(fbank, [get_task("sid")], tmp_path, opts)
     assert record.upstream == "fbank" and record.upstream_fingerprint == fbank.fingerprint()
     cached = [p.name for p in (tmp_path / "cache").iterdir()]

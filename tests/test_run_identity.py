@@ -108,7 +108,7 @@ def test_pr_and_asr_over_the_same_audio_extract_once(tmp_path):
     run(ToneUpstream(counter=str(counter)), [get_task("pr")], tmp_path, opts)
     after_pr = sum(int(x) for x in counter.read_text().split())
     (rec,) = run(ToneUpstream(counter=str(counter)), [get_task("asr")], tmp_path,
-                      dataclasses.replace(opts, overrides={**opts.overrides, "rnn_dims": [8]}))
+                      opts.replace(overrides={**opts.identity.overrides, "rnn_dims": [8]}))
     assert after_pr == sum(len(r) for r in splits.values())  # every utterance once
     assert sum(int(x) for x in counter.read_text().split()) == after_pr  # and ASR forwarded nothing
     assert rec.wall_time["extraction"] < 5

@@ -48,7 +48,7 @@ def test_existing_record_is_skipped_unless_overwrite(tmp_path):
     stamp = path.stat().st_mtime_ns
     (again,) = run(ToneUpstream(), [get_task("sid")], tmp_path, opts)
     assert path.stat().st_mtime_ns == stamp and again.created_at == first.created_at
-    opts.overwrite = True
+    opts = opts.replace(overwrite=True)
     run(ToneUpstream(), [get_task("sid")], tmp_path, opts)
     assert path.stat().st_mtime_ns != stamp
 

@@ -73,7 +73,7 @@ def test_secondary_metric_of_the_selected_head_in_trials_and_record(tmp_path, ta
     assert rec.secondary["err"]["dev"] == pytest.approx(100 - rec.dev, abs=1e-3)
     assert len(rec.trials) == 2 and all(t["secondary"]["test"]["err"] == pytest.approx(100 - t["test"], abs=1e-3)
                                         for t in rec.trials)
-    (on_disk,) = read_records([opts.results_dir])
+    (on_disk,) = read_records([opts.paths.results_dir])
     assert on_disk.secondary == rec.secondary
 
 

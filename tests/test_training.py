@@ -9,7 +9,8 @@ import torch
 
 from downstreams import ClassificationObjective, UtteranceHead
 from superbench.testing import Interrupted, InterruptingSource, RecordingObjective
-from superbench.training import TrainConfig, TrainingError, _batches, train
+from superbench.training import TrainConfig, TrainingError, train
+from superbench.training import batch_stream as _batches
 
 
 def _run(cache, data, seed, lr=1e-2, steps=60):
@@ -102,3 +103,25 @@ def test_interrupted_training_resumes_to_the_same_result(tone_task, tmp_path, ba
     other = InterruptingSource(cache, 10**6)
     run(other, ckpt, key="another run")
     assert other.calls == 60
+
+
+def test_a_checkpoint_of_the_earlier_untyped_format_is_not_resumed(tone_task, tmp_path, caplog):
+    """A state saved before TrainState (an untyped dict per path) restarts the trial instead of being misread."""
+    import logging
+    from dataclasses import asdict
+
+    from superbench.training import _save_checkpoint
+
+    cache, data = tone_task
+    cfg = TrainConfig(steps=40, batch_size=8, lr=1e-2, eval_interval=20, seed=3)
+    ckpt = tmp_path / "trial.pt"
+    _save_checkpoint(ckpt, {"key": "k", "config": asdict(cfg), "train_ids": len(data("train")[0]), "step": 20,
+                            "best_dev": 99.0, "best_step": 20, "history": [(20, 99.0)], "seconds": 1.0})
+    counting = InterruptingSource(cache, 10**6)
+    with caplog.at_level(logging.INFO, logger="superbench.training"):
+        result = train(lambda: UtteranceHead(3, 16, 3, proj_dim=16), ClassificationObjective(), counting,
+                       data("train"), data("dev"), data("test"), cfg, progress=False, checkpoint=ckpt,
+                       checkpoint_key="k")
+    assert counting.calls == 40  # trained from step 1, not resumed at 21
+    assert "saved in another format" in caplog.text
+    assert [step for step, _ in result.history] == [20, 40] and result.dev != 99.0

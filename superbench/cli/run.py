@@ -7,6 +7,16 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from superbench.options import (
+    CACHE_DTYPES,
+    EXECUTORS,
+    MAX_SEEDS,
+    PRECISIONS,
+    ExecutionOptions,
+    LayerChoice,
+    RunHooks,
+)
+
 log = logging.getLogger(__name__)
 
 RUN_EPILOG = """\
@@ -56,17 +66,16 @@ MAX_LAYER = 9999
 _positive = _int_in(1, MAX_THREADS)
 
 
-def _layer(value: str) -> int | str:
-    if value in ("last", "all"):
-        return value
+def _layer(value: str) -> LayerChoice:
+    """--layer as a LayerChoice (parsed there, the one place), at most MAX_LAYER on the command line."""
     try:
-        n = int(value)
+        choice = LayerChoice.parse(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--layer must be an integer, 'last' or 'all', got {value!r}") from None
-    if not 0 <= n <= MAX_LAYER:
+    if isinstance(choice.value, int) and choice.value > MAX_LAYER:
         raise argparse.ArgumentTypeError(f"--layer must be a layer index in 0..{MAX_LAYER}, 'last' or 'all', "
                                          f"got {value}")
-    return n
+    return choice
 
 
 def _lr(value: str) -> float:
@@ -111,7 +120,7 @@ def _numbers(value: object) -> object:
 
 
 def overrides_from_args(sets: list[tuple[str, object]] | None) -> dict[str, object]:
-    """`--set` pairs as RunOptions.overrides (a later --set of the same key wins)."""
+    """`--set` pairs as RunIdentity.overrides (a later --set of the same key wins)."""
     return dict(sets or [])
 
 
@@ -123,9 +132,7 @@ def check_overrides(tasks: list, profile: str, overrides: dict[str, object]) -> 
 
 def _selection_args(p: argparse.ArgumentParser) -> None:
     """What a run is (model, tasks, data, recipe, device): the options `run` and `plan` share."""
-    from superbench.runner import MAX_SEEDS
-
-    p.add_argument("--cache-dtype", default="fp16", choices=("fp16", "int8"),
+    p.add_argument("--cache-dtype", default="fp16", choices=CACHE_DTYPES,
                    help="frame caches (PR/ASR) as float16, or int8 with a scale per utterance, layer and channel "
                         "(half the bytes; a cache and records of their own, profile +int8); utterance caches "
                         "are float32 either way")
@@ -162,7 +169,7 @@ def _selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N|mps",
                    help="where the upstream extracts and the heads train: auto (CUDA when available, else MPS, "
                         "else the CPU), cpu, cuda, cuda:N or mps; checked before any work")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="precision of the upstream forward (autocast); bf16/fp16 features get their own cache "
                         "and the records' profile says so (e.g. superb+bf16); heads always train in fp32")
 
@@ -186,7 +193,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="threads while the upstream extracts features (overrides --threads)")
     p.add_argument("--train-threads", type=_positive, default=None, metavar="N",
                    help="threads while the heads train (overrides --threads)")
-    p.add_argument("--executor", default="local", choices=("local", "ray"),
+    p.add_argument("--executor", default="local", choices=EXECUTORS,
                    help="where trials train and features are extracted: this process, or Ray tasks and actors "
                         "(pip install 'superbench[ray]'; SUPERBENCH_HOME must then be on a filesystem every "
                         "node sees; records and the leaderboard are written by this process only)")
@@ -233,11 +240,14 @@ def resolve_data(data: str) -> Path:
     return root
 
 
-def _run_from_args(args: argparse.Namespace, **options: object) -> tuple:
+def _run_from_args(args: argparse.Namespace, execution: ExecutionOptions | None = None,
+                   hooks: RunHooks | None = None, extract_threads: int | None = None,
+                   train_threads: int | None = None) -> tuple:
     """(upstream, tasks, data root, RunOptions) of the shared selection options, checked in the order that
-    fails fastest: task names, device, recipe overrides, then the upstream and the data."""
+    fails fastest: task names, device, recipe overrides, then the upstream and the data. `execution`,
+    `hooks` and the thread counts are the run command's own (the plan command takes the defaults)."""
     from superbench.device import resolve_compute
-    from superbench.runner import RunOptions
+    from superbench.options import ComputeOptions, RunIdentity, RunOptions, RunPaths
     from superbench.tasks import resolve_tasks
     from superbench.upstream import load_upstream
 
@@ -250,11 +260,13 @@ def _run_from_args(args: argparse.Namespace, **options: object) -> tuple:
     check_overrides(tasks, profile, overrides)  # a bad --set is a usage error before any work
     upstream = load_upstream(args.upstream, path=args.upstream_path)
     data_root = resolve_data(args.data)
-    opts = RunOptions(profile=profile, seeds=args.seeds, overrides=overrides,
-                      upstream_source=upstream_source_of(args.upstream, args.upstream_path),
-                      layer=args.layer, lr=args.lr, lr_sweep=args.lr_sweep, use_cache=args.use_cache,
-                      results_dir=args.results, device=args.device, precision=args.precision,
-                      cache_dtype=args.cache_dtype, **options)
+    identity = RunIdentity(profile=profile, seeds=args.seeds, layer=args.layer, lr=args.lr, lr_sweep=args.lr_sweep,
+                           overrides=overrides, upstream_source=upstream_source_of(args.upstream, args.upstream_path))
+    compute = ComputeOptions(device=args.device, precision=args.precision, cache_dtype=args.cache_dtype,
+                             extract_threads=extract_threads, train_threads=train_threads)
+    execution = execution or ExecutionOptions(use_cache=args.use_cache)
+    opts = RunOptions(identity=identity, compute=compute, execution=execution,
+                      paths=RunPaths(results_dir=args.results), hooks=hooks or RunHooks())
     return upstream, tasks, data_root, opts
 
 
@@ -298,13 +310,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from superbench.runner import run
 
     writer = StoreWriter(args.db) if args.store else None
-    upstream, tasks, data_root, opts = _run_from_args(args, on_record=writer, overwrite=args.overwrite,
-                                                      progress=args.progress, show_plan=True,
+    execution = ExecutionOptions(use_cache=args.use_cache, overwrite=args.overwrite, executor=args.executor,
+                                 address=args.address, gpus_per_trial=args.gpus_per_trial,
+                                 gpus_per_extractor=args.gpus_per_extractor, group_trials=args.group_trials)
+    hooks = RunHooks(progress=args.progress, show_plan=True, on_record=writer)
+    upstream, tasks, data_root, opts = _run_from_args(args, execution, hooks,
                                                       extract_threads=args.extract_threads or args.threads,
-                                                      train_threads=args.train_threads or args.threads,
-                                                      group_trials=args.group_trials, executor=args.executor,
-                                                      address=args.address, gpus_per_trial=args.gpus_per_trial,
-                                                      gpus_per_extractor=args.gpus_per_extractor)
+                                                      train_threads=args.train_threads or args.threads)
     if args.results is None:
         _warn_about_old_default()
     rows = aggregate(run(upstream, tasks, data_root, opts), by=("upstream", "profile", "layer"))

@@ -143,15 +143,16 @@ def score_pretrained(comparison: FamilyComparison, folder: Path, tasks: list[str
     comparison's results folder, each added to its database as it is written); a record the database
     refused is a RuntimeError once the run ends (the record file is kept: a re-run adds it)."""
     from leaderboard.store import StoreWriter
-    from superbench.runner import RunOptions, run
+    from superbench.options import RunOptions
+    from superbench.runner import run
     from superbench.tasks import resolve_tasks
     from superbench.upstream import load_upstream
 
     writer = StoreWriter(comparison.db)
     threads = comparison.settings.threads
-    opts = RunOptions(profile=SCORING_PROFILE, seeds=seeds, results_dir=comparison.results, on_record=writer,
-                      progress=comparison.settings.progress, show_plan=True, extract_threads=threads,
-                      train_threads=threads)
+    opts = RunOptions.of(profile=SCORING_PROFILE, seeds=seeds, results_dir=comparison.results, on_record=writer,
+                         progress=comparison.settings.progress, show_plan=True, extract_threads=threads,
+                         train_threads=threads)
     records = run(load_upstream(f"pretrained:{folder}"), resolve_tasks(",".join(tasks)), scoring_root, opts)
     if writer.failed:
         raise RuntimeError(f"scoring {folder}: {len(writer.failed)} record(s) are not in the results database "
