@@ -21,8 +21,10 @@ import torch.nn.functional as F
 
 from superbench import metrics
 from superbench.featurizer import WeightedSum
+from superbench.head import Head
 from superbench.manifest import TaskManifest
-from superbench.tasks import Task, TaskSetup
+from superbench.tasks import Task, TaskKind, TaskSetup
+from superbench.training import Objective
 
 BLANK = "<blank>"
 WORD_SEP = "|"
@@ -156,7 +158,7 @@ class SpecAugment(torch.nn.Module):
         return out
 
 
-class CTCHead(torch.nn.Module):
+class CTCHead(Head):
     """Weighted sum -> [SpecAugment, training only] -> Linear(D, proj_dim) -> optional stacked BiLSTMs
     -> Linear(., vocab). `feature_layer_norm` layer-normalises each upstream layer before the weighted
     sum (s3prl's `upstream_feature_normalize`)."""
@@ -207,7 +209,7 @@ class CTCHead(torch.nn.Module):
         return torch.div(lengths, self.frame_stack, rounding_mode="floor").clamp_min(1)
 
 
-class CTCObjective:
+class CTCObjective(Objective):
     """CTC over a token vocabulary (blank = 0), greedy decoding, WER or PER in percent."""
 
     higher_is_better = False
@@ -262,7 +264,7 @@ class CTCHeadConfig:
                            self.time_mask_width_range, self.num_time_mask)
 
 
-class CTCTranscription:
+class CTCTranscription(TaskKind):
     """Task kind: a token sequence per utterance, CTC over the frame cache.
 
     `unit="phones"`: space-separated tokens from the manifest's inventory (PR);

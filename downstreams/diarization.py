@@ -54,8 +54,10 @@ import torch
 import torch.nn.functional as F
 
 from superbench.featurizer import WeightedSum
+from superbench.head import Head
 from superbench.manifest import ManifestError, TaskManifest, format_problems
-from superbench.tasks import Task, TaskSetup
+from superbench.tasks import Task, TaskKind, TaskSetup
+from superbench.training import Objective
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +260,7 @@ def pit_bce(logits: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor,
 
 # --------------------------------------------------------------------------- head
 
-class DiarizationHead(torch.nn.Module):
+class DiarizationHead(Head):
     """Weighted sum -> unidirectional LSTM run chunk by chunk (none when `rnn_layers` is 0) -> Linear to one
     logit per speaker and frame (s3prl diarization `Model`)."""
 
@@ -294,7 +296,7 @@ class DiarizationHead(torch.nn.Module):
 
 # --------------------------------------------------------------------------- objective
 
-class DiarizationObjective:
+class DiarizationObjective(Objective):
     """PIT-BCE loss, turns for every (threshold, median) setting, and SUPERB's DER (lowest setting, percent).
 
     A target is {"segments": [[speaker, start_s, end_s], ...], "duration": seconds}; a prediction is
@@ -401,7 +403,7 @@ def segment_problems(value: Any, duration: float, num_speakers: int) -> list[str
     return problems
 
 
-class SpeakerDiarization:
+class SpeakerDiarization(TaskKind):
     """Task kind: who speaks when, `num_speakers` activity outputs per frame (SUPERB SD: 2), PIT-BCE, DER.
 
     The manifest's target field holds each mixture's turns, [[speaker, start_s, end_s], ...] (the RTTM of the

@@ -39,7 +39,8 @@ import torch.nn.functional as F
 from downstreams.utterance import StackedUtteranceHeads, UtteranceHead, UtteranceHeadConfig
 from superbench import metrics
 from superbench.manifest import ManifestError, TaskManifest, format_problems
-from superbench.tasks import Task, TaskSetup
+from superbench.tasks import Task, TaskKind, TaskSetup
+from superbench.training import Objective
 
 #: Fluent Speech Commands' slots, in s3prl's order.
 SLOTS = ("action", "object", "location")
@@ -70,7 +71,7 @@ def slot_inventories(intents: Sequence[str], slots: Sequence[str] = SLOTS) -> di
     return {slot: sorted({p[s] for p in parts}) for s, slot in enumerate(slots)}  # type: ignore[index]
 
 
-class IntentObjective:
+class IntentObjective(Objective):
     """Sum over slots of the per-slot cross-entropy (s3prl fluent_commands); `acc` = all slots right.
 
     Targets are intent indices into `intents`; `slot_targets` maps them to per-slot indices.
@@ -185,7 +186,7 @@ def _check_unseen(manifest: TaskManifest, field: str, slots: Sequence[str]) -> N
                             "output for an unseen slot value):\n" + format_problems("unseen values", problems))
 
 
-class IntentClassification:
+class IntentClassification(TaskKind):
     """Task kind: an (action, object, location) triple per utterance, one logit slice per slot; pooled cache."""
 
     level = "utterance"

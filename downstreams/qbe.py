@@ -60,10 +60,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from superbench.head import Head
 from superbench.io import atomic_write_text
 from superbench.manifest import ManifestError, TaskManifest, Utterance
-from superbench.tasks import Task, TaskSetup
-from superbench.training import FeatureSource, TrainConfig, TrainResult
+from superbench.tasks import Task, TaskKind, TaskSetup
+from superbench.training import FeatureSource, Objective, TrainConfig, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +319,7 @@ def mtwv(scores: Mapping[str, Mapping[str, float]], truth: GroundTruth, beta: fl
 
 # --------------------------------------------------------------------------- objective, fit and kind
 
-class QbEObjective:
+class QbEObjective(Objective):
     """MTWV of a query split's predictions ({doc: score} per query); nothing to train, so no loss."""
 
     metric = "mtwv"
@@ -346,7 +347,7 @@ class QbEObjective:
         return mtwv(dict(zip(targets, predictions)), truth)
 
 
-class _NoHead(torch.nn.Module):
+class _NoHead(Head):
     """What `make_head` builds for QbE: nothing (DTW has no parameters)."""
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:  # pragma: no cover - never called
@@ -471,7 +472,7 @@ def _row_lines(manifest: TaskManifest, split: str) -> dict[str, int]:
     return out
 
 
-class QbEDetection:
+class QbEDetection(TaskKind):
     """Task kind: query-by-example detection scored by DTW on one layer, MTWV; see the module docstring."""
 
     level = "frame"

@@ -29,7 +29,8 @@ import torch
 from downstreams.ctc import WORD_SEP, CTCHead, CTCHeadConfig, CTCObjective, CTCVocab, greedy_decode
 from superbench.manifest import ManifestError, TaskManifest, format_problems
 from superbench.metrics import edit_distance
-from superbench.tasks import Task, TaskSetup
+from superbench.tasks import Task, TaskKind, TaskSetup
+from superbench.training import Objective
 
 BEGIN, END = "B-", "E-"
 #: Characters a token may not contain: s3prl joins slots as "value:type;value:type" before splitting them
@@ -212,7 +213,7 @@ class SlotVocab(CTCVocab):
         return render([self.tokens[i] for i in ids if i != 0])
 
 
-class SlotFillingObjective:
+class SlotFillingObjective(Objective):
     """CTC loss and greedy decoding (the ASR objective's), slot-type F1 as the metric that selects the
     checkpoint and the learning rate (s3prl's first metric), slot-value CER as a secondary metric."""
 
@@ -241,7 +242,7 @@ def canonical(markup: str) -> str:
     return " ".join(str(markup).split())
 
 
-class SlotFilling:
+class SlotFilling(TaskKind):
     """Task kind: slot-annotated transcripts learnt by CTC over characters and slot tokens (see module doc).
 
     The manifest's `labels` is the token inventory: single characters and `B-<slot>`/`E-<slot>` tokens.

@@ -19,8 +19,10 @@ import torch.nn.functional as F
 
 from superbench import metrics
 from superbench.featurizer import WeightedSum
+from superbench.head import Head
 from superbench.manifest import TaskManifest
-from superbench.tasks import Task, TaskSetup
+from superbench.tasks import Task, TaskKind, TaskSetup
+from superbench.training import Objective
 
 
 def masked_mean(frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -31,7 +33,7 @@ def masked_mean(frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return summed / lengths.clamp_min(1).to(frames.dtype)[:, None]
 
 
-class UtteranceHead(torch.nn.Module):
+class UtteranceHead(Head):
     """Weighted sum of layers -> Linear(D, proj_dim) -> mean pool -> Linear(proj_dim, num_classes)."""
 
     def __init__(self, num_layers: int, input_dim: int, num_classes: int, proj_dim: int = 256,
@@ -54,7 +56,7 @@ class UtteranceHead(torch.nn.Module):
         return self.classifier(x)
 
 
-class ClassificationObjective:
+class ClassificationObjective(Objective):
     """Cross-entropy over class indices; accuracy in percent."""
 
     metric, higher_is_better = "acc", True
@@ -80,7 +82,7 @@ class UtteranceHeadConfig:
     proj_dim: int = 256
 
 
-class UtteranceClassification:
+class UtteranceClassification(TaskKind):
     """Task kind: one class per utterance from the manifest's label inventory; pooled cache."""
 
     level = "utterance"

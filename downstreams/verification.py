@@ -31,8 +31,10 @@ import torch.nn.functional as F
 
 from superbench import metrics
 from superbench.featurizer import WeightedSum
+from superbench.head import Head
 from superbench.manifest import ManifestError, TaskManifest
-from superbench.tasks import Task, TaskSetup
+from superbench.tasks import Task, TaskKind, TaskSetup
+from superbench.training import Objective
 
 #: The trial lists an SV manifest folder holds: dev (selects checkpoint and lr) and test.
 TRIAL_FILES = {"dev": "trials_dev.txt", "test": "trials_test.txt"}
@@ -140,7 +142,7 @@ def statistics_pooling(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return torch.cat([mean, std], dim=-1)
 
 
-class XVectorHead(torch.nn.Module):
+class XVectorHead(Head):
     """Weighted sum -> connector -> XVector TDNNs -> statistics pooling -> UtteranceExtractor -> AM-softmax
     cosines (see the module docstring). `max_train_frames` > 0 crops training utterances to a random window
     of that many frames (s3prl crops waveforms to max_timestep samples); evaluation sees whole utterances."""
@@ -191,7 +193,7 @@ class XVectorHead(torch.nn.Module):
         return VerificationOutput(embedding, cosine)
 
 
-class VerificationObjective:
+class VerificationObjective(Objective):
     """AM-softmax over the training speakers; embeddings as predictions; EER (percent) over a trial list.
 
     `score` gets every utterance of one split and scores the trial list whose utterances all have an
@@ -249,7 +251,7 @@ class XVectorHeadConfig:
             raise ValueError(f"am_scale must be > 0 and am_margin in [0, 1), got {self.am_scale}, {self.am_margin}")
 
 
-class SpeakerVerification:
+class SpeakerVerification(TaskKind):
     """Task kind: x-vector on frames, trained to tell training speakers apart, scored on trial lists."""
 
     level = "frame"

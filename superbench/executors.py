@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from superbench.cache import FeatureCache
 from superbench.options import EXECUTORS, check_choice
 from superbench.tasks import TaskSetup
 from superbench.training import FeatureSource, TrainResult, Trial, train
@@ -104,8 +105,6 @@ class LocalExecutor:
 
 def _remote_job(job: TrainingJob, cache: str, keys: Mapping[str, str], home: str) -> list[TrainResult]:
     """Body of a Ray task: open the shared feature cache, train the job, return its results."""
-    from superbench.cache import FeatureCache
-
     os.environ.setdefault("SUPERBENCH_HOME", home)
     source = FeatureCache.open(cache, keys)
     return run_job(job, source)
@@ -152,10 +151,9 @@ class RayExecutor:
 
     def run(self, jobs: Sequence[TrainingJob], source: FeatureSource,
             on_result: Callable[[int, int, TrainResult], None]) -> None:
-        path = getattr(source, "path", None)
-        keys = getattr(source, "keys", None)
-        if path is None or keys is None:
+        if not isinstance(source, FeatureCache):
             raise ValueError("--executor ray reads features from the shared cache: it cannot run with --no-cache")
+        path, keys = source.path, source.keys
         ray = self.ray
         task = ray.remote(num_cpus=1, num_gpus=self.gpus_per_trial, max_retries=self.max_retries,
                           retry_exceptions=False)(_remote_job)

@@ -178,16 +178,13 @@ def plan_task(upstream: Upstream, task: Task, data_root: Path, opts: RunOptions,
                                                                   for s in skip],
                     lrs=recipe.lrs(ident.lr, ident.lr_sweep), results=results, layer=layer.value,
                     upstream_source=ident.upstream_source or upstream_source(upstream), compute=compute,
-                    load_spec=getattr(upstream, "load_spec", None), feature_tags=tags)
+                    load_spec=upstream.load_spec, feature_tags=tags)
 
 
 def upstream_source(upstream: Upstream) -> str:
-    """The upstream's `source` (where its weights came from) when it declares one as text or a path, else ""."""
-    for obj in (upstream, getattr(upstream, "model", None)):
-        value = getattr(obj, "source", None)
-        if isinstance(value, (str, Path)) and str(value):
-            return str(value)
-    return ""
+    """The upstream's `source` (where its weights came from) when it names one as text or a path, else ""."""
+    value = upstream.source
+    return str(value) if isinstance(value, (str, Path)) else ""
 
 
 def extract(plan: TaskPlan, opts: RunOptions,
@@ -338,7 +335,7 @@ def _can_group(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, opts: Ru
                group: Sequence[Trial]) -> bool:
     """Whether `group` can train as one computation: a stackable head on pooled features that fit in memory,
     equal batches for every trial."""
-    if not opts.execution.group_trials or setup.stack is None or getattr(source, "level", None) != "utterance":
+    if not opts.execution.group_trials or setup.stack is None or source.level != "utterance":
         return False
     if plan.recipe.train.bucketing:  # length buckets are drawn by training.train only
         return False
@@ -507,7 +504,7 @@ def execute(plan: TaskPlan, opts: RunOptions, features: tuple[FeatureSource, flo
     source, extraction = features if features is not None else extract(plan, opts)
     # A kind that labels frames in time (SD) declares `wants_frame_rate` and gets the upstream's frame rate.
     frame_rate = ({"downsample_rate": plan.upstream.downsample_rate, "sample_rate": plan.upstream.sample_rate}
-                  if getattr(plan.task.kind, "wants_frame_rate", False) else {})
+                  if plan.task.kind.wants_frame_rate else {})
     setup = plan.task.kind.setup(plan.task, plan.manifest, plan.recipe.head, plan.upstream.num_layers,
                                  plan.upstream.hidden_size, plan.layer, **frame_rate)
     out = list(plan.done)

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable
 
 import torch
 
+from superbench.head import Head
 from superbench.manifest import TaskManifest, Utterance
 from superbench.recipe import Recipe, load_recipe
 from superbench.registry import Registry, load_object_from_file
@@ -41,7 +42,7 @@ class TaskSetup:
 
     objective: Objective
     target_of: Callable[[Utterance], Any]
-    make_head: Callable[[], torch.nn.Module]
+    make_head: Callable[[], Head]
     #: Stacks K heads of `make_head` for training them as one group (superbench.trial_group); None when
     #: the kind has no batched form (frame-level heads train one at a time).
     stack: Callable[[list[torch.nn.Module]], Any] | None = None
@@ -50,22 +51,27 @@ class TaskSetup:
     fit: Callable[..., Any] | None = None
 
 
-class TaskKind(Protocol):
-    """Behaviour shared by all tasks of one shape (utterance classification, CTC transcription, ...)."""
+class TaskKind:
+    """Behaviour shared by all tasks of one shape (utterance classification, CTC transcription, ...):
+    subclass it. Required: `level`, `head_config`, `setup`. Optional, with defaults: `check` (no
+    checks beyond the task's own), `wants_frame_rate` (False)."""
 
     #: Cache level the head reads: "utterance" (per-layer means suffice) or "frame".
     level: str
     #: Dataclass of the recipe's `head` section (validated on load, unknown keys refused).
     head_config: type
-    #: (optional attribute) True: `setup` also receives the upstream's `downsample_rate` and `sample_rate`
-    #: as keywords, for labels placed on the upstream's frames (SD).
+    #: True: `setup` also receives the upstream's `downsample_rate` and `sample_rate` as keywords, for
+    #: labels placed on the upstream's frames (SD).
+    wants_frame_rate: bool = False
 
     def check(self, task: Task, manifest: TaskManifest) -> None:
         """Raise ValueError (naming rows) when the manifest cannot train this kind of head."""
 
     def setup(self, task: Task, manifest: TaskManifest, head: Any, num_layers: int, hidden_size: int,
-              layer: int | str | None) -> TaskSetup:
-        """Objective, targets and a fresh-head factory for `manifest` and the recipe's head section."""
+              layer: int | str | None, **frame_rate: int) -> TaskSetup:
+        """Objective, targets and a fresh-head factory for `manifest` and the recipe's head section
+        (`frame_rate`: `downsample_rate` and `sample_rate` for a kind that `wants_frame_rate`)."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)

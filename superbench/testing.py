@@ -191,6 +191,7 @@ class InterruptingSource:
 
     def __init__(self, source: Any, n: int, train_batch_size: int = 8) -> None:
         self.source, self.n, self.train_batch_size, self.calls = source, n, train_batch_size, 0
+        self.level = source.level
 
     def batch(self, ids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         if len(ids) == self.train_batch_size:

@@ -45,6 +45,7 @@ import torch
 from tqdm.auto import tqdm
 
 from superbench.device import to_device
+from superbench.head import Head
 from superbench.io import atomic_open
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,12 @@ class TrainingError(RuntimeError):
 
 
 class FeatureSource(Protocol):
+    """Where a head's inputs come from (the feature cache, or the upstream run online)."""
+
+    #: "utterance": `batch` gives per-layer means (L, B, D) and frame counts; "frame": frames (L, B, T, D)
+    #: zero-padded and their lengths.
+    level: str
+
     def batch(self, ids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
@@ -169,26 +176,38 @@ class TrainResult:
         return cls(**{**data, "history": [tuple(h) for h in data.get("history", [])]})
 
 
-class Objective(Protocol):
-    """Loss, prediction and metric for one kind of head (the task kinds provide them)."""
+class Objective:
+    """Loss, prediction and metric for one kind of head (the task kinds provide them): subclass it.
+
+    Required: `metric`, `higher_is_better`, `loss`, `predict`, `score`. Optional members, with defaults:
+    `secondary_scores(targets, predictions)` -> {metric: value} of metrics reported beside the main one
+    (default: none); `balanced_score(targets, predictions)`, the class-balanced metric that selects
+    checkpoints under `TrainConfig.balanced_dev` (default None: not defined for this objective).
+    """
 
     metric: str
     higher_is_better: bool
+    #: The class-balanced dev metric, a method `(targets, predictions) -> float`; None where it is not defined.
+    balanced_score: Callable[[list, list], float] | None = None
 
-    def loss(self, output: torch.Tensor, lengths: torch.Tensor, targets: list) -> torch.Tensor: ...
+    def loss(self, output: torch.Tensor, lengths: torch.Tensor, targets: list) -> torch.Tensor:
+        raise NotImplementedError
 
-    def predict(self, output: torch.Tensor, lengths: torch.Tensor) -> list: ...
+    def predict(self, output: torch.Tensor, lengths: torch.Tensor) -> list:
+        raise NotImplementedError
 
-    def score(self, targets: list, predictions: list) -> float: ...
+    def score(self, targets: list, predictions: list) -> float:
+        raise NotImplementedError
+
+    def secondary_scores(self, targets: list, predictions: list) -> dict[str, float]:
+        """Metrics reported beside the main one (e.g. SF's slot-value CER), in percent; none by default."""
+        return {}
 
 
 def secondary_scores(objective: Objective, targets: Sequence, predictions: Sequence) -> dict[str, float]:
-    """The objective's secondary metrics (`secondary_scores(targets, predictions)`, e.g. SF's slot-value
-    CER) of one split's predictions; {} for an objective that reports only its main metric."""
-    scorer = getattr(objective, "secondary_scores", None)
-    if not callable(scorer):
-        return {}
-    return {name: float(value) for name, value in scorer(list(targets), list(predictions)).items()}
+    """The objective's secondary metrics of one split's predictions, as floats ({} for an objective that
+    reports only its main metric)."""
+    return {name: float(value) for name, value in objective.secondary_scores(list(targets), list(predictions)).items()}
 
 
 def secondary_of_best(objective: Objective, dev: tuple[Sequence, Sequence],
@@ -203,11 +222,10 @@ def dev_scorer(objective: Objective, balanced: bool) -> Callable[[list, list], f
     (TrainConfig.balanced_dev); ValueError when the objective has no balanced score."""
     if not balanced:
         return objective.score
-    scorer = getattr(objective, "balanced_score", None)
-    if not callable(scorer):
+    if objective.balanced_score is None:
         raise ValueError(f"balanced_dev is set but {type(objective).__name__} has no balanced_score(targets, "
                          f"predictions); class-balanced dev accuracy is defined for classification only")
-    return scorer
+    return objective.balanced_score
 
 
 def length_buckets(lengths: Sequence[int], batch_size: int, halve_above: int = 0) -> list[list[int]]:
@@ -264,13 +282,7 @@ def _draw_stream(ids: Sequence[str], targets: Sequence, cfg: TrainConfig,
             yield [ids[i] for i in idx], [targets[i] for i in idx]
 
 
-def output_lengths(head: torch.nn.Module, lengths: torch.Tensor) -> torch.Tensor:
-    """Frames the head emits per utterance; heads that downsample in time say so via `output_lengths`."""
-    fn = getattr(head, "output_lengths", None)
-    return fn(lengths) if fn is not None else lengths
-
-
-def predict(head: torch.nn.Module, objective: Objective, source: FeatureSource, ids: Sequence[str],
+def predict(head: Head, objective: Objective, source: FeatureSource, ids: Sequence[str],
             batch_size: int = 32) -> list:
     """Predictions of `head` on `ids`, in their order, batches on the head's device (in eval mode, then back)."""
     device = next(head.parameters()).device
@@ -279,12 +291,12 @@ def predict(head: torch.nn.Module, objective: Objective, source: FeatureSource, 
     with torch.no_grad():
         for s in range(0, len(ids), batch_size):
             x, frames = (to_device(t, device) for t in source.batch(ids[s:s + batch_size]))
-            predictions.extend(objective.predict(head(x, frames), output_lengths(head, frames)))
+            predictions.extend(objective.predict(head(x, frames), head.output_lengths(frames)))
     head.train()
     return predictions
 
 
-def evaluate(head: torch.nn.Module, objective: Objective, source: FeatureSource, ids: Sequence[str],
+def evaluate(head: Head, objective: Objective, source: FeatureSource, ids: Sequence[str],
              targets: Sequence, batch_size: int = 32, balanced: bool = False) -> tuple[float, list]:
     """Metric (percent) and predictions of `head` on `ids`; `balanced` scores with the objective's
     class-balanced metric (dev under TrainConfig.balanced_dev)."""
@@ -498,13 +510,16 @@ class SingleHead:
 
     name = "single"
 
-    def __init__(self, make_head: Callable[[], torch.nn.Module], objective: Objective, source: FeatureSource,
+    def __init__(self, make_head: Callable[[], Head], objective: Objective, source: FeatureSource,
                  trial: Trial, lengths: Sequence[int] | None = None, device: torch.device | str = "cpu") -> None:
         cfg = self.cfg = trial.cfg
         self.trial, self.objective, self.source, self.lengths = trial, objective, source, lengths
         self.device = torch.device(device)
         torch.manual_seed(cfg.seed)
         self.head = make_head().to(self.device)
+        if not isinstance(self.head, Head):
+            raise TypeError(f"{type(self.head).__name__} is not a superbench.head.Head: training reads its "
+                            f"output_lengths and layer_weights (subclass Head, which gives both defaults)")
         self.head.train()
         gen = torch.Generator().manual_seed(cfg.seed)
         self.params = [p for p in self.head.parameters() if p.requires_grad]
@@ -524,7 +539,7 @@ class SingleHead:
             for _ in range(cfg.grad_accum):
                 ids, targets = next(self.stream)
                 x, frames = (to_device(t, self.device) for t in self.source.batch(ids))
-                loss = self.objective.loss(head(x, frames), output_lengths(head, frames), targets)
+                loss = self.objective.loss(head(x, frames), head.output_lengths(frames), targets)
                 if not torch.isfinite(loss):
                     raise non_finite_loss(self.trial.desc, loss.item(), step, cfg.lr)
                 (loss / cfg.grad_accum).backward()
@@ -566,10 +581,10 @@ class SingleHead:
         return _cpu_copy(self.head.state_dict())
 
     def layer_weights(self, k: int) -> list[float]:
-        return self.head.featurizer.normalized_weights().detach().tolist()
+        return self.head.layer_weights()
 
 
-def train(make_head: Callable[[], torch.nn.Module], objective: Objective, source: FeatureSource,
+def train(make_head: Callable[[], Head], objective: Objective, source: FeatureSource,
           train_data: tuple[Sequence[str], Sequence], dev_data: tuple[Sequence[str], Sequence],
           test_data: tuple[Sequence[str], Sequence], cfg: TrainConfig, progress: bool = True,
           desc: str = "train", checkpoint: Path | None = None, checkpoint_key: str = "",

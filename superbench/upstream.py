@@ -28,6 +28,7 @@ import logging
 import math
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -62,6 +63,9 @@ class Upstream(torch.nn.Module):
     hidden_size: int = 0
     downsample_rate: int = 160
     receptive_field: int = 400
+    #: The local checkpoint directory or file the weights were loaded from ("" for a built-in or hub model),
+    #: kept in every record, so weights from `NAME=DIR` never pass for the published model of that name.
+    source: str = ""
 
     def num_frames(self, wav_lengths: torch.Tensor) -> torch.Tensor:
         """The documented frame-count rule; short inputs are the caller's error (see audio.check_waveform)."""
@@ -205,6 +209,8 @@ class ContractUpstream(Upstream):
             setattr(self, attr, OPTIONAL_ATTRIBUTES[attr] if value is None else value)
         #: Optional attributes the object does not declare (so they carry the defaults).
         self.defaulted = tuple(defaulted)
+        source = getattr(model, "source", None)  # the plain-object contract: where its weights came from, if said
+        self.source = str(source) if isinstance(source, (str, Path)) else ""
 
     def _forward(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         run = self.model if isinstance(self.model, torch.nn.Module) else self.model.forward  # Modules: hooks too

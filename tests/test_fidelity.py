@@ -11,7 +11,7 @@ from superbench import metrics
 from superbench.recipe import RecipeError, UpstreamOptions, build_section
 from superbench.tasks import get_task
 from superbench.testing import ToneUpstream, make_class_corpus
-from superbench.training import TrainConfig, evaluate, train
+from superbench.training import Objective, TrainConfig, evaluate, train
 from superbench.upstream import GainUpstream, Upstream, as_upstream, load_upstream, pad_batch
 
 # --------------------------------------------------------------------------- balanced accuracy
@@ -73,7 +73,7 @@ def test_balanced_dev_selects_on_balanced_accuracy_and_keeps_plain_test_accuracy
 def test_balanced_dev_without_a_balanced_score_is_refused_before_training(tone_task):
     cache, data = tone_task
 
-    class PlainObjective:
+    class PlainObjective(Objective):  # the base's balanced_score is None: not defined
         metric, higher_is_better = "acc", True
         loss, predict, score = (ClassificationObjective.loss, ClassificationObjective.predict,
                                 ClassificationObjective.score)
