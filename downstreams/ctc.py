@@ -20,11 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from superbench import metrics
+from superbench.downstream import Head, Objective
 from superbench.featurizer import WeightedSum
-from superbench.head import Head
 from superbench.manifest import TaskManifest
 from superbench.tasks import Task, TaskKind, TaskSetup
-from superbench.training import Objective
 
 BLANK = "<blank>"
 WORD_SEP = "|"

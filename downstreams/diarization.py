@@ -53,11 +53,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from superbench.downstream import Head, Objective
 from superbench.featurizer import WeightedSum
-from superbench.head import Head
 from superbench.manifest import ManifestError, TaskManifest, format_problems
 from superbench.tasks import Task, TaskKind, TaskSetup
-from superbench.training import Objective
 
 log = logging.getLogger(__name__)
 

@@ -38,9 +38,9 @@ import torch.nn.functional as F
 
 from downstreams.utterance import StackedUtteranceHeads, UtteranceHead, UtteranceHeadConfig
 from superbench import metrics
+from superbench.downstream import Objective
 from superbench.manifest import ManifestError, TaskManifest, format_problems
 from superbench.tasks import Task, TaskKind, TaskSetup
-from superbench.training import Objective
 
 #: Fluent Speech Commands' slots, in s3prl's order.
 SLOTS = ("action", "object", "location")

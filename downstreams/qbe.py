@@ -60,11 +60,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from superbench.head import Head
+from superbench.downstream import FeatureSource, Head, Objective
 from superbench.io import atomic_write_text
 from superbench.manifest import ManifestError, TaskManifest, Utterance
+from superbench.recipe import TrainConfig
 from superbench.tasks import Task, TaskKind, TaskSetup
-from superbench.training import FeatureSource, Objective, TrainConfig, TrainResult
+from superbench.training import TrainResult
 
 log = logging.getLogger(__name__)
 

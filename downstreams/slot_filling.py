@@ -27,10 +27,10 @@ from typing import Any, Sequence
 import torch
 
 from downstreams.ctc import WORD_SEP, CTCHead, CTCHeadConfig, CTCObjective, CTCVocab, greedy_decode
+from superbench.downstream import Objective
 from superbench.manifest import ManifestError, TaskManifest, format_problems
 from superbench.metrics import edit_distance
 from superbench.tasks import Task, TaskKind, TaskSetup
-from superbench.training import Objective
 
 BEGIN, END = "B-", "E-"
 #: Characters a token may not contain: s3prl joins slots as "value:type;value:type" before splitting them

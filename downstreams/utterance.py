@@ -18,11 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from superbench import metrics
+from superbench.downstream import Head, Objective
 from superbench.featurizer import WeightedSum
-from superbench.head import Head
 from superbench.manifest import TaskManifest
 from superbench.tasks import Task, TaskKind, TaskSetup
-from superbench.training import Objective
 
 
 def masked_mean(frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -30,11 +30,10 @@ import torch
 import torch.nn.functional as F
 
 from superbench import metrics
+from superbench.downstream import Head, Objective
 from superbench.featurizer import WeightedSum
-from superbench.head import Head
 from superbench.manifest import ManifestError, TaskManifest
 from superbench.tasks import Task, TaskKind, TaskSetup
-from superbench.training import Objective
 
 #: The trial lists an SV manifest folder holds: dev (selects checkpoint and lr) and test.
 TRIAL_FILES = {"dev": "trials_dev.txt", "test": "trials_test.txt"}

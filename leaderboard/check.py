@@ -54,7 +54,9 @@ from typing import Any
 
 from superbench.exit_codes import ExitCode
 from superbench.io import atomic_write_text
-from superbench.results import ResultRecord, aggregate, now_iso
+from superbench.provenance import now_iso
+from superbench.records import ResultRecord
+from superbench.summary import aggregate
 from superbench.task_info import MetricInfo
 from superbench.tasks import in_task_order, registered_task_info
 

@@ -13,7 +13,7 @@ CSV format (one header line, then one row per number):
     HuBERT Base,ks,96.30,"Yang et al., SUPERB, Interspeech 2021, Table 3"
 
 `value` is in percent, like every metric here, within the metric's range
-(`superbench.results.METRIC_RANGES`: accuracy-like metrics 0..100, edit-distance error
+(the range its task declares, `Task.metric_range`: accuracy-like metrics 0..100, edit-distance error
 rates such as CER up to 1000). `metric`, when given, must be the task's metric (a PER typed
 into an accuracy column is caught) or one of its secondary metrics (`Task.secondary_metrics`),
 which gives that metric's number: `HuBERT Base,sf,25.20,"...",cer` is SF's slot-value CER

@@ -40,7 +40,9 @@ from leaderboard.published import PublishedResult
 from leaderboard.score import column_direction
 from leaderboard.table import ROW_KEYS, Leaderboard, build_leaderboard
 from superbench import __version__
-from superbench.results import ResultRecord, metric_column, now_iso, split_metric_column
+from superbench.provenance import now_iso
+from superbench.records import ResultRecord
+from superbench.summary import metric_column, split_metric_column
 from superbench.tasks import describe_task, in_task_order
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@
 A task with a secondary metric (`Task.secondary_metrics`, e.g. SF: slot-type F1 and
 slot-value CER) counts once, as the mean of its metrics' scores, each scaled with its
 own reference points. Metrics are keyed by column key: the task's name for its main
-metric, 'task/metric' for a secondary one ('sf/cer'; `superbench.results.metric_column`).
+metric, 'task/metric' for a secondary one ('sf/cer'; `superbench.summary.metric_column`).
 A row that lacks a metric the others count (a record from before secondary metrics) is
 scored on what it has and says so (`SuperbScore.partial`).
 
@@ -46,7 +46,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from superbench.results import metric_column, split_metric_column
+from superbench.summary import metric_column, split_metric_column
 from superbench.tasks import all_tasks, describe_task, in_task_order
 
 REFERENCE_MODES = ("paper", "local")

@@ -10,7 +10,7 @@ Concurrency: WAL journal + a generous busy timeout + `BEGIN IMMEDIATE` write
 transactions, so parallel writers queue instead of failing or losing rows.
 A connection is opened per process (never shared across fork()).
 
-Identity: one row per `superbench.results.RunKey` (upstream, fingerprint, task,
+Identity: one row per `superbench.run_key.RunKey` (upstream, fingerprint, task,
 data, recipe version, profile, layer, seed), the one definition shared with the
 runner. The data (manifest fingerprint) is in it because a re-prepared or
 relabelled corpus is another measurement: its record must be stored next to the
@@ -44,7 +44,9 @@ from typing import Any
 
 from leaderboard.published import PublishedResult
 from superbench import paths
-from superbench.results import RecordError, ResultRecord, RunKey, now_iso
+from superbench.provenance import now_iso
+from superbench.records import RecordError, ResultRecord
+from superbench.run_key import RunKey
 
 log = logging.getLogger(__name__)
 

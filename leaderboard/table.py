@@ -5,13 +5,13 @@ from different corpora (manifest fingerprints), recipe versions or profiles are
 different experiments, so they get separate rows and are never averaged together.
 A row's `data` joins its tasks' manifest fingerprints (each task has its own manifest;
 see `row_data`), and local references are measured per task data.
-The numbers come from `superbench.results.aggregate`, the same summary the runner
+The numbers come from `superbench.summary.aggregate`, the same summary the runner
 prints. Every task column header names the metric and its direction, and every
 score carries its task set and reference mode (see leaderboard/score.py).
 
 A task's secondary metrics (`Task.secondary_metrics`, e.g. SF's slot-value CER beside its
 slot-type F1) get their own column right after the task's, keyed 'task/metric' ('sf/cer',
-`superbench.results.metric_column`) in the frame, CSV and sort option, with its own
+`superbench.summary.metric_column`) in the frame, CSV and sort option, with its own
 header ('SF CER% ↓'), mean ± std and seed count; the SUPERB score counts the task once,
 as the mean of its metrics' scores.
 """
@@ -40,7 +40,8 @@ from leaderboard.score import (
     paper_references,
     superb_score,
 )
-from superbench.results import ResultRecord, aggregate, metric_column, split_metric_column
+from superbench.records import ResultRecord
+from superbench.summary import aggregate, metric_column, split_metric_column
 from superbench.tasks import describe_task, in_task_order
 
 ROW_KEYS = ["upstream", "upstream_fingerprint", "data", "recipe_version", "profile", "layer"]

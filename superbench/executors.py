@@ -24,9 +24,10 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from superbench.cache import FeatureCache
+from superbench.downstream import FeatureSource
 from superbench.options import EXECUTORS, check_choice
 from superbench.tasks import TaskSetup
-from superbench.training import FeatureSource, TrainResult, Trial, train
+from superbench.training import TrainResult, Trial, train
 from superbench.trial_group import train_group
 
 log = logging.getLogger(__name__)

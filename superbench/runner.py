@@ -59,6 +59,7 @@ from superbench.cache import (
     extract_features,
 )
 from superbench.device import Compute, resolve_compute
+from superbench.downstream import FeatureSource
 from superbench.executors import LocalExecutor, RayExecutor, TrainingJob, make_executor
 from superbench.io import atomic_open, atomic_write_text, free_bytes, human_bytes
 from superbench.manifest import Fold, TaskManifest, load_task_manifest
@@ -67,21 +68,12 @@ from superbench.options import RunOptions
 from superbench.paths import cache_dir, checkpoints_dir
 from superbench.paths import results_dir as default_results_dir
 from superbench.plan import estimate_run, format_plan, task_estimates
+from superbench.provenance import environment_versions, git_hash, now_iso
 from superbench.recipe import Recipe
-from superbench.results import (
-    ResultRecord,
-    RunKey,
-    environment_versions,
-    git_hash,
-    now_iso,
-    old_layout_records,
-    read_record,
-    record_path,
-    safe_component,
-    write_record,
-)
+from superbench.records import ResultRecord, old_layout_records, read_record, record_path, write_record
+from superbench.run_key import RunKey, safe_component
 from superbench.tasks import Task, TaskSetup, in_task_order
-from superbench.training import FeatureSource, TrainResult, Trial
+from superbench.training import TrainResult, Trial
 from superbench.trial_group import group_key, resident_bytes, rows_per_update
 from superbench.upstream import Upstream, as_upstream
 

@@ -23,12 +23,11 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from superbench.head import Head
+from superbench.downstream import Head, Objective
 from superbench.manifest import TaskManifest, Utterance
 from superbench.recipe import Recipe, load_recipe
 from superbench.registry import Registry, load_object_from_file
 from superbench.task_info import LEVELS, UNBOUNDED, UNORDERED, MetricInfo, TaskInfo, learned
-from superbench.training import Objective
 
 #: Where the built-in tasks' paper reference points come from.
 SUPERB_LEADERBOARD = ("https://superbbenchmark.org/leaderboard (reference points of its overall score: "

@@ -45,80 +45,15 @@ import torch
 from tqdm.auto import tqdm
 
 from superbench.device import to_device
-from superbench.head import Head
+from superbench.downstream import FeatureSource, Head, Objective
 from superbench.io import atomic_open
+from superbench.recipe import TrainConfig
 
 log = logging.getLogger(__name__)
 
 
 class TrainingError(RuntimeError):
     """Training cannot continue (e.g. a non-finite loss); the message names the step."""
-
-
-class FeatureSource(Protocol):
-    """Where a head's inputs come from (the feature cache, or the upstream run online)."""
-
-    #: "utterance": `batch` gives per-layer means (L, B, D) and frame counts; "frame": frames (L, B, T, D)
-    #: zero-padded and their lengths.
-    level: str
-
-    def batch(self, ids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-
-#: Learning-rate schedules `TrainConfig.scheduler` may name (s3prl's `scheduler.name`, or none at all).
-SCHEDULERS = ("none", "linear_schedule_with_warmup")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The SUPERB protocol's knobs for one head (a recipe's `train` section, plus the seed of a trial)."""
-
-    steps: int
-    batch_size: int
-    lr: float
-    eval_interval: int
-    lr_grid: tuple[float, ...] = ()  # swept on dev by the runner; empty = `lr` only
-    grad_clip: float = 1.0
-    grad_accum: int = 1
-    balanced_sampling: bool = False  # class-balanced batches (s3prl's KS sampler)
-    #: Dev metric that selects checkpoints: class-balanced accuracy (the expectation of s3prl's KS dev
-    #: score on its class-balanced WeightedRandomSampler resample); test stays plain accuracy.
-    balanced_dev: bool = False
-    #: Learning-rate schedule per optimiser step: "none" or s3prl's "linear_schedule_with_warmup".
-    scheduler: str = "none"
-    warmup_steps: int = 0  # linear_schedule_with_warmup's num_warmup_steps
-    eval_batch_size: int = 32
-    #: s3prl's length bucketing (PR/ASR): batches are runs of `batch_size` consecutive utterances in
-    #: descending length order, the order of those buckets reshuffled every epoch. Needs `train(lengths=...)`.
-    bucketing: bool = False
-    #: With bucketing, a full bucket whose longest utterance exceeds this many samples is split into two
-    #: halves (s3prl's HALF_BATCHSIZE_TIME rule: 2000 for ASR, 300000 for libriphone); 0 never splits.
-    bucket_halve_above: int = 0
-    seed: int = field(default=0, metadata={"recipe": False})  # from --seeds, never from a recipe
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "eval_interval", "grad_accum", "eval_batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not self.lr > 0 or any(not x > 0 for x in self.lr_grid):
-            raise ValueError(f"lr and lr_grid values must be > 0 (lr {self.lr!r}, lr_grid {list(self.lr_grid)})")
-        if not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be > 0, got {self.grad_clip!r}")
-        if self.scheduler not in SCHEDULERS:
-            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
-        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be a non-negative integer, got {self.warmup_steps!r}")
-        if self.warmup_steps and self.scheduler == "none":
-            raise ValueError(f"warmup_steps={self.warmup_steps} needs a scheduler (e.g. linear_schedule_with_warmup)")
-        if self.bucketing and self.balanced_sampling:
-            raise ValueError("bucketing and balanced_sampling exclude each other "
-                             "(length buckets vs class-balanced draws)")
-        halve = self.bucket_halve_above
-        if isinstance(halve, bool) or not isinstance(halve, int) or halve < 0:
-            raise ValueError(f"bucket_halve_above must be a non-negative integer, got {halve!r}")
-        if halve and not self.bucketing:
-            raise ValueError(f"bucket_halve_above={halve} needs bucketing: true")
 
 
 def lr_factor(cfg: TrainConfig, step: int) -> float:
@@ -174,34 +109,6 @@ class TrainResult:
     def from_dict(cls, data: dict[str, Any]) -> "TrainResult":
         data = {k: v for k, v in data.items() if k not in cls.MEMORY_ONLY}
         return cls(**{**data, "history": [tuple(h) for h in data.get("history", [])]})
-
-
-class Objective:
-    """Loss, prediction and metric for one kind of head (the task kinds provide them): subclass it.
-
-    Required: `metric`, `higher_is_better`, `loss`, `predict`, `score`. Optional members, with defaults:
-    `secondary_scores(targets, predictions)` -> {metric: value} of metrics reported beside the main one
-    (default: none); `balanced_score(targets, predictions)`, the class-balanced metric that selects
-    checkpoints under `TrainConfig.balanced_dev` (default None: not defined for this objective).
-    """
-
-    metric: str
-    higher_is_better: bool
-    #: The class-balanced dev metric, a method `(targets, predictions) -> float`; None where it is not defined.
-    balanced_score: Callable[[list, list], float] | None = None
-
-    def loss(self, output: torch.Tensor, lengths: torch.Tensor, targets: list) -> torch.Tensor:
-        raise NotImplementedError
-
-    def predict(self, output: torch.Tensor, lengths: torch.Tensor) -> list:
-        raise NotImplementedError
-
-    def score(self, targets: list, predictions: list) -> float:
-        raise NotImplementedError
-
-    def secondary_scores(self, targets: list, predictions: list) -> dict[str, float]:
-        """Metrics reported beside the main one (e.g. SF's slot-value CER), in percent; none by default."""
-        return {}
 
 
 def secondary_scores(objective: Objective, targets: Sequence, predictions: Sequence) -> dict[str, float]:

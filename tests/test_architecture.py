@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "superbench"
 OUTER = ("upstreams", "downstreams", "recipes", "leaderboard")
@@ -199,3 +201,49 @@ def test_no_import_circles_among_the_project_modules():
     assert "superbench.plan" in graph["superbench.runner"]
     cycles = import_cycles(graph)
     assert not cycles, "import circles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+# --------------------------------------------------------------------------- the core in rings
+
+#: Every module of the project by ring; a module imports only modules of its own ring or of rings below it.
+#: 0 contracts and data (the upstream and downstream contracts, tasks, recipes, manifests, records and run
+#: keys, registries, io, paths, device, audio, metrics); 1 the engine (feature cache and extraction, the one
+#: training loop, the run protocol and its estimates, executors, test dummies); 2 the satellites (built-in
+#: upstreams, downstream kinds, task declarations and preparers, the leaderboard); 3 the command line.
+CONTRACTS = {"audio", "device", "downstream", "exit_codes", "featurizer", "io", "manifest", "metrics", "options",
+             "paths", "preparers", "provenance", "recipe", "records", "registry", "run_key", "summary", "task_info",
+             "tasks", "torchaudio_compat", "upstream", "validate", ""}
+ENGINE = {"cache", "executors", "plan", "runner", "testing", "training", "trial_group"}
+RING_NAMES = ("contracts", "engine", "satellites", "cli")
+
+
+def ring_of(module: str) -> int:
+    """The ring of a dotted module name of the project (see CONTRACTS / ENGINE)."""
+    top, _, rest = module.partition(".")
+    if top in OUTER:
+        return 2
+    if rest == "cli" or rest.startswith("cli.") or rest == "__main__":
+        return 3
+    if rest.split(".")[0] in ENGINE:
+        return 1
+    if rest.split(".")[0] in CONTRACTS:
+        return 0
+    raise KeyError(f"{module} is in no ring: add it to CONTRACTS or ENGINE in tests/test_architecture.py")
+
+
+def test_every_core_module_has_a_ring_and_imports_only_its_own_or_lower_rings():
+    modules = project_modules()
+    rings = {name: ring_of(name) for name in modules}  # a new core module without a ring fails here
+    assert rings["superbench.records"] == 0 and rings["superbench.runner"] == 1 and rings["leaderboard.check"] == 2
+    assert rings["superbench.cli.run"] == 3
+    wrong = sorted(f"{name} ({RING_NAMES[rings[name]]}) imports {target} ({RING_NAMES[rings[target]]})"
+                   for name, path in modules.items() for target in runtime_imports(path, name, modules)
+                   if rings[target] > rings[name])
+    assert not wrong, "imports against the rings:\n" + "\n".join(wrong)
+
+
+def test_ring_of_places_names():
+    assert [ring_of(m) for m in ("superbench", "superbench.tasks", "superbench.training", "upstreams.hf",
+                                 "superbench.cli", "superbench.cli.data")] == [0, 0, 1, 2, 3, 3]
+    with pytest.raises(KeyError, match="superbench.newthing is in no ring"):
+        ring_of("superbench.newthing")

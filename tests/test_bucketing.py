@@ -11,7 +11,7 @@ import superbench.executors as executors
 from downstreams import ClassificationObjective, UtteranceHead
 from superbench.cache import extract_features
 from superbench.manifest import load_task_manifest
-from superbench.recipe import RecipeError
+from superbench.recipe import RecipeError, TrainConfig
 from superbench.runner import run
 from superbench.tasks import get_task
 from superbench.testing import (
@@ -23,8 +23,8 @@ from superbench.testing import (
     make_sequence_corpus,
     scratch_run_options,
 )
-from superbench.training import TrainConfig, length_buckets, train
 from superbench.training import batch_stream as _batches
+from superbench.training import length_buckets, train
 from superbench.trial_group import Trial, train_group
 
 

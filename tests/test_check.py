@@ -6,7 +6,7 @@ import pytest
 from leaderboard.check import Baseline, CheckError, CheckReport, TaskBaseline, compare, load_baseline, make_baseline
 from leaderboard.store import ResultStore
 from superbench.cli import main
-from superbench.results import ResultRecord, write_record
+from superbench.records import ResultRecord, write_record
 from superbench.tasks import TASKS
 
 BASE = {"ks": [80.0, 82.0], "asr": [20.0, 21.0]}  # acc (higher better), WER (lower better)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from superbench.cli import main
-from superbench.results import read_record, write_record
+from superbench.records import read_record, write_record
 
 BASELINE = Path(__file__).resolve().parent.parent / "leaderboard" / "baseline-ci.json"
 # Same seed and machine give identical scores; the tolerance absorbs float differences between machines.

@@ -9,8 +9,8 @@ import torch
 from superbench.audio import AudioError, check_waveform, load_audio
 from superbench.featurizer import WeightedSum
 from superbench.manifest import Fold, ManifestError, load_task_manifest, write_task_manifest
+from superbench.records import RecordError, ResultRecord, read_record, write_record
 from superbench.registry import DuplicateNameError, Registry, UnknownNameError
-from superbench.results import RecordError, ResultRecord, read_record, write_record
 
 
 def test_registry_refuses_duplicates_and_suggests_near_matches():

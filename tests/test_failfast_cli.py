@@ -69,7 +69,7 @@ def test_one_home_for_results_store_cache_and_data(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_run_records_go_to_the_home_by_default(tmp_path, monkeypatch, capsys):
-    from superbench.results import read_records
+    from superbench.records import read_records
     from superbench.testing import make_class_corpus
 
     monkeypatch.setenv("SUPERBENCH_HOME", str(tmp_path / "sb"))

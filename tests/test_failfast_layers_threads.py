@@ -8,7 +8,7 @@ import torch
 import superbench.executors as executors
 import superbench.runner as runner
 from superbench.cli import main
-from superbench.results import read_records
+from superbench.records import read_records
 from superbench.runner import run
 from superbench.tasks import get_task
 from superbench.testing import ToneUpstream, make_class_corpus, scratch_run_options

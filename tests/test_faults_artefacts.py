@@ -21,6 +21,7 @@ from downstreams import ClassificationObjective, UtteranceHead
 from superbench.cache import CacheError, cache_path, extract_features
 from superbench.io import atomic_open, atomic_write_text
 from superbench.manifest import _rows_fingerprint, load_task_manifest, write_task_manifest
+from superbench.recipe import TrainConfig
 from superbench.testing import (
     Interrupted,
     InterruptingSource,
@@ -29,7 +30,7 @@ from superbench.testing import (
     make_class_corpus,
     make_sequence_corpus,
 )
-from superbench.training import TrainConfig, _save_checkpoint, train
+from superbench.training import _save_checkpoint, train
 
 FRAME_CHUNK_BYTES = 20_000  # several chunks for the tiny sequence corpus
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from leaderboard.store import ResultStore
 from superbench.options import RunOptions
-from superbench.results import read_records
+from superbench.records import read_records
 from superbench.runner import run
 from superbench.tasks import get_task
 from superbench.testing import ToneUpstream, make_class_corpus
@@ -70,7 +70,7 @@ def test_kill_minus_9_during_training_resumes_to_the_same_record(tmp_path):
 _STORE_CHILD = """
 import sys, time
 from leaderboard.store import ResultStore
-from superbench.results import read_records
+from superbench.records import read_records
 records = read_records([{results!r}])
 store = ResultStore({db!r})
 for i, rec in enumerate(records):

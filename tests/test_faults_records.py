@@ -17,7 +17,8 @@ from leaderboard.store import ResultStore, StoreError, load_record_files
 from superbench.cli import main
 from superbench.exit_codes import ExitCode
 from superbench.options import RunOptions
-from superbench.results import RecordError, ResultRecord, RunKey, read_record, record_path, write_record
+from superbench.records import RecordError, ResultRecord, read_record, record_path, write_record
+from superbench.run_key import RunKey
 from superbench.runner import run
 from superbench.tasks import TASKS, get_task
 from superbench.testing import ToneUpstream, make_class_corpus, scratch_run_options

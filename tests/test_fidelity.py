@@ -8,10 +8,11 @@ import torch
 
 from downstreams import ClassificationObjective, UtteranceHead
 from superbench import metrics
-from superbench.recipe import RecipeError, UpstreamOptions, build_section
+from superbench.downstream import Objective
+from superbench.recipe import RecipeError, TrainConfig, UpstreamOptions, build_section
 from superbench.tasks import get_task
 from superbench.testing import ToneUpstream, make_class_corpus
-from superbench.training import Objective, TrainConfig, evaluate, train
+from superbench.training import evaluate, train
 from superbench.upstream import GainUpstream, Upstream, as_upstream, load_upstream, pad_batch
 
 # --------------------------------------------------------------------------- balanced accuracy

@@ -16,7 +16,7 @@ from downstreams.utterance import UtteranceHead
 from recipes.prepare import PrepareError
 from recipes.prepare.fluent_commands import prepare_fluent_commands
 from superbench.manifest import ManifestError, load_task_manifest, write_task_manifest
-from superbench.results import read_record, record_path
+from superbench.records import read_record, record_path
 from superbench.runner import run
 from superbench.tasks import get_task
 from superbench.testing import SR, TONES, ToneUpstream, scratch_run_options

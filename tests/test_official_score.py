@@ -25,7 +25,7 @@ import pytest
 
 from leaderboard.published import read_published_csv, shipped_files
 from leaderboard.score import SUPERB_TASKS, Reference, paper_references, superb_score
-from superbench.results import metric_column
+from superbench.summary import metric_column
 from superbench.tasks import TASKS
 
 SOURCE = ("superbbenchmark/website-react@cacb90e frontend/src/Data.js reference_points; "

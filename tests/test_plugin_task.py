@@ -13,8 +13,8 @@ import textwrap
 import pytest
 
 from superbench.cli import main
+from superbench.records import read_records
 from superbench.registry import load_object_from_file
-from superbench.results import read_records
 from superbench.tasks import TASKS, get_task
 from superbench.testing import TONES, make_class_corpus
 

@@ -11,7 +11,7 @@ from leaderboard.published import PublishedError, read_published_csv, resolve_pu
 from leaderboard.store import ResultStore
 from leaderboard.table import build_leaderboard
 from superbench.cli import main
-from superbench.results import ResultRecord
+from superbench.records import ResultRecord
 from superbench.tasks import TASKS
 
 HUBERT_BASE = {"pr": 5.41, "ks": 96.30, "sid": 81.42, "er": 64.92, "asr": 6.42}  # SUPERB paper, Table 3

@@ -9,7 +9,7 @@ import pytest
 from leaderboard.report import build_report, normalise_weights
 from leaderboard.store import ResultStore
 from superbench.cli import main
-from superbench.results import ResultRecord
+from superbench.records import ResultRecord
 from superbench.tasks import TASKS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

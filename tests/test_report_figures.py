@@ -19,7 +19,7 @@ from leaderboard.store import ResultStore
 from leaderboard.table import build_leaderboard
 from superbench.cli import main
 from superbench.manifest import load_task_manifest
-from superbench.results import ResultRecord
+from superbench.records import ResultRecord
 from superbench.tasks import TASKS
 from superbench.testing import make_class_corpus
 

@@ -15,7 +15,7 @@ import torch
 import superbench.executors as executors
 from superbench.cli import main
 from superbench.exit_codes import ExitCode
-from superbench.results import read_record, read_records, record_path
+from superbench.records import read_record, read_records, record_path
 from superbench.runner import run
 from superbench.tasks import get_task
 from superbench.testing import ToneUpstream, make_class_corpus, scratch_run_options

@@ -10,8 +10,8 @@ import superbench.executors as executors
 from downstreams import UtteranceHeadConfig
 from superbench.manifest import Fold, write_task_manifest
 from superbench.recipe import RecipeError, load_recipe
+from superbench.records import read_record, record_path
 from superbench.registry import UnknownNameError
-from superbench.results import read_record, record_path
 from superbench.runner import run
 from superbench.tasks import get_task, resolve_tasks
 from superbench.testing import ToneUpstream, make_class_corpus, make_sequence_corpus, scratch_run_options

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from downstreams import ClassificationObjective, UtteranceHead
-from superbench.recipe import RecipeError
+from superbench.recipe import RecipeError, TrainConfig
 from superbench.tasks import get_task
 from superbench.testing import Interrupted, InterruptingSource
-from superbench.training import TrainConfig, lr_factor, train
+from superbench.training import lr_factor, train
 
 
 def test_linear_schedule_with_warmup_by_hand():

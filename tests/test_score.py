@@ -10,7 +10,7 @@ from leaderboard.score import (
     superb_score,
 )
 from leaderboard.table import build_leaderboard
-from superbench.results import ResultRecord
+from superbench.records import ResultRecord
 from superbench.tasks import TASKS
 
 HUBERT_BASE = {"pr": 5.41, "ks": 96.30, "sid": 81.42, "er": 64.92, "asr": 6.42}

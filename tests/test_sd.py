@@ -310,7 +310,7 @@ def _tone_mixtures(root, counts=(16, 4, 4)):
 
 def test_a_short_run_learns_who_speaks_when(tmp_path):
     from recipes.prepare.demo_sd import trivial_der
-    from superbench.results import record_path
+    from superbench.records import record_path
     from superbench.runner import run
     from superbench.testing import ToneUpstream, scratch_run_options
 

@@ -22,7 +22,8 @@ from leaderboard.score import local_references, paper_references, superb_score
 from leaderboard.store import STORE_SCHEMA_VERSION, ResultStore
 from leaderboard.table import build_leaderboard
 from superbench.cli import main
-from superbench.results import ResultRecord, aggregate, metric_column, split_metric_column
+from superbench.records import ResultRecord
+from superbench.summary import aggregate, metric_column, split_metric_column
 from superbench.task_info import ERROR_RATE, PERCENT
 from superbench.tasks import TASKS, PaperReference, SecondaryMetric, Task
 

@@ -12,7 +12,7 @@ import pytest
 
 from downstreams import UtteranceClassification
 from superbench.manifest import ManifestError, load_task_manifest, write_task_manifest
-from superbench.results import RecordError, ResultRecord, read_records
+from superbench.records import RecordError, ResultRecord, read_records
 from superbench.runner import run
 from superbench.tasks import TASKS, SecondaryMetric, Task
 from superbench.testing import ToneUpstream, make_class_corpus, scratch_run_options

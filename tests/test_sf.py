@@ -22,7 +22,7 @@ from downstreams.slot_filling import (
 from recipes.prepare import PrepareError
 from recipes.prepare.snips import iob_to_markup, prepare_snips
 from superbench.manifest import ManifestError, load_task_manifest, write_task_manifest
-from superbench.results import artifact_paths, record_path
+from superbench.records import artifact_paths, record_path
 from superbench.runner import run
 from superbench.tasks import get_task
 from superbench.testing import SR, TONES, ToneUpstream, _tone, scratch_run_options

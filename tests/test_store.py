@@ -13,7 +13,8 @@ from leaderboard.store import (
     load_record_files,
 )
 from superbench.cli import main
-from superbench.results import ResultRecord, RunKey, write_record
+from superbench.records import ResultRecord, write_record
+from superbench.run_key import RunKey
 from superbench.tasks import TASKS
 
 

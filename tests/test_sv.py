@@ -27,7 +27,7 @@ from downstreams.verification import (
 from recipes.prepare import PrepareError
 from superbench.manifest import ManifestError, load_task_manifest, write_task_manifest
 from superbench.metrics import equal_error_rate, minimum_dcf
-from superbench.results import read_record, record_path
+from superbench.records import read_record, record_path
 from superbench.runner import run
 from superbench.tasks import get_task
 from superbench.testing import SR, ToneUpstream, scratch_run_options

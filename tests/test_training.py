@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from downstreams import ClassificationObjective, UtteranceHead
+from superbench.recipe import TrainConfig
 from superbench.testing import Interrupted, InterruptingSource, RecordingObjective
-from superbench.training import TrainConfig, TrainingError, train
+from superbench.training import TrainingError, train
 from superbench.training import batch_stream as _batches
 
 

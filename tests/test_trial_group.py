@@ -10,11 +10,12 @@ import torch
 import superbench.executors as executors
 from downstreams.utterance import ClassificationObjective, StackedUtteranceHeads, UtteranceHead
 from superbench.manifest import Fold
-from superbench.results import read_record, record_path
+from superbench.recipe import TrainConfig
+from superbench.records import read_record, record_path
 from superbench.runner import run
 from superbench.tasks import get_task
 from superbench.testing import Interrupted, ToneUpstream, make_class_corpus, scratch_run_options
-from superbench.training import TrainConfig, TrainingError, train
+from superbench.training import TrainingError, train
 from superbench.trial_group import (
     StackedAdam,
     Trial,

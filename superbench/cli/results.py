@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from superbench.paths import results_dir
-    from superbench.results import describe_records, migrate_results, old_layout_records
+    from superbench.records import describe_records, migrate_results, old_layout_records
 
     root = args.results or results_dir()
     before = old_layout_records(root)

@@ -291,7 +291,7 @@ def task_width(names: Iterable[str]) -> int:
 
 
 def summary_table(rows: Any) -> str:
-    """The end-of-run table of aggregated rows (`superbench.results.aggregate`), one line per row; the task
+    """The end-of-run table of aggregated rows (`superbench.summary.aggregate`), one line per row; the task
     column is as wide as the longest task name, so the columns after it line up."""
     w = task_width(rows["task"])
     lines = [f"{'upstream':<22} {'task':<{w}} {'layer':<5} {'metric':<6} {'test':>15} {'dev':>7} {'lr':>8} "
@@ -306,8 +306,8 @@ def summary_table(rows: Any) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from leaderboard.store import StoreWriter
-    from superbench.results import aggregate
     from superbench.runner import run
+    from superbench.summary import aggregate
 
     writer = StoreWriter(args.db) if args.store else None
     execution = ExecutionOptions(use_cache=args.use_cache, overwrite=args.overwrite, executor=args.executor,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from superbench.results import ResultRecord
+from superbench.records import ResultRecord
 from upstreams.pretrain import family_names, get_family, load_pretrained
 from upstreams.pretrain.base import PretrainConfig
 from upstreams.pretrain.data import PretrainAudio, load_pretrain_audio

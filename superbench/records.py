@@ -1,112 +1,37 @@
-"""Result records and the one identity of a run (`RunKey`).
-
-A record is one (upstream weights, task, data, recipe version, profile, layer, seed)
-measurement with its provenance. `RunKey` is that identity, defined once: it alone decides
-the record's path, the store's primary key, whether a run is already done, and the
-checkpoint folder of an unfinished run, so a score can never come back for another
-model, profile or corpus.
-
-Layout (like MTEB's model / revision / experiment):
-
-    <results>/<upstream>/<upstream fingerprint>/<profile>-r<recipe version>/<task>[-layerK]-data<fp>-seed<N>.json
+"""Result records: the schema, validated on write, read and import, and the record files.
 
 Beside each record, with the same stem, the runner keeps the best head (`<stem>.head.pt`, or
 `<stem>.<fold>.head.pt` per fold) and its predictions (`<stem>.predictions.jsonl`), named in the
-record's `artifacts` (see `superbench.runner` for the formats).
+record's `artifacts` (see `superbench.runner` for the formats). Where a record lives is its
+`superbench.run_key.RunKey`'s business.
 
-Every metric is in percent (PER/WER/accuracy), the same unit as the SUPERB
-paper, so records compare directly with published numbers. Records are written
-atomically and validated on read, so a crashed run never leaves a half record.
+Every metric is in percent (PER/WER/accuracy), the same unit as the SUPERB paper, so records
+compare directly with published numbers. Records are written atomically and validated on read,
+so a crashed run never leaves a half record. A record describes its task (`task_info`), so it
+reads without the task's code (`superbench.task_info`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
-import platform
 import shutil
-import subprocess
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Any
 
 from superbench.io import atomic_write_text
+from superbench.run_key import RunKey
 from superbench.task_info import TaskInfo, is_real, learn
-from superbench.tasks import TASKS, describe_task
-
-if TYPE_CHECKING:
-    import pandas as pd
+from superbench.tasks import TASKS
 
 log = logging.getLogger(__name__)
 
 #: 2: records carry `task_info` (they describe their task); 1: they did not (upgraded on read where the
 #: task is registered, or rewritten by `superbench results migrate`).
 SCHEMA_VERSION = 2
-
-
-#: Longest path component a record path gets (file systems allow 255 bytes; room for a hash suffix).
-MAX_COMPONENT = 96
-
-
-def safe_component(name: str) -> str:
-    """One path component made from data (a name, a fingerprint, a profile): never a path of its own.
-
-    Characters other than letters, digits, '-', '_' and '.' become '_' (so '/' can never split it).
-    A component that is still not a plain token after that (empty, '.', '..', or starting with '.',
-    i.e. hidden) or that is too long gets a short hash of the original appended, so it can neither
-    escape the results folder nor collide with another value. Plain values keep their old spelling.
-    """
-    name = str(name)
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    if safe and not safe.startswith(".") and len(safe) <= MAX_COMPONENT:
-        return safe
-    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    return f"_{safe.lstrip('.')[:MAX_COMPONENT]}-{digest}"
-
-
-@dataclass(frozen=True)
-class RunKey:
-    """What makes two results the same measurement; any difference is another run.
-
-    `data` is the manifest fingerprint (rows and labels: another corpus or a relabelled one
-    is another run); `profile` carries the digest of any recipe overrides ("fast+1a2b3c4d").
-    """
-
-    upstream: str
-    upstream_fingerprint: str
-    task: str
-    data: str
-    recipe_version: str
-    profile: str
-    layer: int | str | None
-    seed: int
-
-    FIELDS = ("upstream", "upstream_fingerprint", "task", "data", "recipe_version", "profile", "layer", "seed")
-
-    def as_tuple(self) -> tuple[str, str, str, str, str, str, str, int]:
-        """The store's primary key (layer as text, '' for the weighted sum)."""
-        return (self.upstream, self.upstream_fingerprint, self.task, self.data, self.recipe_version,
-                self.profile, "" if self.layer is None else str(self.layer), int(self.seed))
-
-    def relpath(self) -> Path:
-        """Where the record lives under a results folder."""
-        layer = "" if self.layer is None else f"-layer{safe_component(str(self.layer))}"
-        data = str(self.data or "")[:12] or "unknown"
-        return (Path(safe_component(self.upstream)) / safe_component(self.upstream_fingerprint or "unknown")
-                / safe_component(f"{self.profile}-r{self.recipe_version}")
-                / f"{safe_component(self.task)}{layer}-data{safe_component(data)}-seed{int(self.seed)}.json")
-
-    def digest(self) -> str:
-        """Short hash of the whole key: names the checkpoint folder of the unfinished run."""
-        return hashlib.sha256(json.dumps(self.as_tuple()).encode()).hexdigest()[:16]
-
-    def describe(self) -> str:
-        layer = "" if self.layer is None else f" layer {self.layer}"
-        return (f"{self.upstream}@{self.upstream_fingerprint[:8]} {self.task}{layer} seed {self.seed} "
-                f"(data {self.data[:8]}, {self.profile} r{self.recipe_version})")
 
 
 class RecordError(ValueError):
@@ -460,95 +385,3 @@ def describe_records(results_dir: str | Path) -> tuple[list[Path], list[str]]:
         atomic_write_text(path, record.to_json() + "\n")
         done.append(path)
     return done, problems
-
-
-# ------------------------------------------------------------------ summaries
-def metric_column(task: str, metric: str | None = None) -> str:
-    """The key of one (task, metric) in wide tables, scores and baselines: the task's name for its main
-    metric (so every existing column keeps its name), `task/metric` for a secondary one ('sf/cer')."""
-    info = describe_task(task)
-    if metric is None or (info is not None and info.metric.name == metric):
-        return task
-    return f"{task}/{metric}"
-
-
-def split_metric_column(column: str) -> tuple[str, str | None]:
-    """(task, secondary metric) of a `metric_column` key; None for the task's main metric."""
-    task, _, metric = column.partition("/")
-    return task, (metric or None)
-
-
-def aggregate(records: Iterable[ResultRecord], by: Sequence[str] = ("upstream", "upstream_fingerprint",
-              "recipe_version", "profile", "layer"), secondary: bool = True) -> pd.DataFrame:
-    """One row per (`by`..., task, metric): the test metric's mean, sample std (NaN for one seed), n, seeds,
-    mean dev, and the wall time spent; the numbers a paper table and a CI gate read.
-
-    A task's main metric has `role` "main" and `column` = the task's name; each secondary metric
-    (`ResultRecord.secondary`, e.g. SF's CER) has its own row right after it, with `role` "secondary",
-    `column` "sf/cer" (see `metric_column`), its own direction in `higher_is_better`, and mean/std/n over
-    the seeds whose record carries it (an old record without it counts only in the main row).
-    `lr`, `extraction_s` and `training_s` of a secondary row repeat those of the runs it was computed on
-    (the main metric selected the head): sum times over `role == "main"` rows only.
-    `secondary=False` gives the main rows alone.
-    """
-    import pandas as pd
-
-    rows = []
-    for r in records:
-        base = {"upstream": r.upstream, "upstream_fingerprint": r.upstream_fingerprint,
-                "data": r.manifest_fingerprint, "recipe_version": r.recipe_version, "profile": r.profile,
-                "layer": "" if r.layer is None else str(r.layer), "task": r.task, "seed": r.seed,
-                "lr": r.lr, "created_at": r.created_at,
-                "extraction_s": float(r.wall_time.get("extraction", 0.0)),
-                "training_s": float(r.wall_time.get("training", 0.0))}
-        rows.append({**base, "metric": r.metric, "higher_is_better": bool(r.higher_is_better), "role": "main",
-                     "column": r.task, "rank": 0, "test": float(r.test), "dev": float(r.dev)})
-        declared = [m.name for m in r.task_info.secondary]
-        for name, values in (r.secondary.items() if secondary else ()):
-            rows.append({**base, "metric": name, "higher_is_better": r.task_info.metric_named(name).higher_is_better,
-                         "role": "secondary", "column": metric_column(r.task, name),
-                         "rank": 1 + declared.index(name), "test": float(values["test"]),
-                         "dev": float(values["dev"])})
-    keys = list(by) + ["task", "metric", "higher_is_better", "role", "column"]
-    cols = keys + ["mean", "std", "n", "seeds", "dev_mean", "lr", "created_at", "extraction_s", "training_s"]
-    if not rows:
-        return pd.DataFrame(columns=cols)
-    g = pd.DataFrame(rows).groupby(keys, sort=False, dropna=False)
-    out = g.agg(mean=("test", "mean"), std=("test", "std"), n=("test", "size"),
-                seeds=("seed", lambda s: sorted(int(x) for x in s)), dev_mean=("dev", "mean"),
-                lr=("lr", "first"), created_at=("created_at", "max"),
-                extraction_s=("extraction_s", "sum"), training_s=("training_s", "sum"),
-                rank=("rank", "first")).reset_index()
-    # each task's secondary rows right after its main row, whatever order the records came in
-    task_keys = list(by) + ["task"]
-    first: dict[tuple, int] = {}
-    for i, row in enumerate(rows):
-        first.setdefault(tuple(row[k] for k in task_keys), i)
-    out["order"] = [first[tuple(v)] for v in out[task_keys].itertuples(index=False, name=None)]
-    out = out.sort_values(["order", "rank"], kind="stable").reset_index(drop=True)
-    return out[cols]
-
-
-def git_hash() -> str:
-    try:
-        root = Path(__file__).resolve().parent.parent
-        return subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
-                              text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def environment_versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for pkg in ("superbench", "torch", "transformers", "numpy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,74 @@
+"""The downstream contract: what the training loop needs from a head, its objective and its inputs.
+
+A head is a `torch.nn.Module` called as `head(features, frame_lengths) -> output`, where features
+are the upstream's layers, `(L, B, D)` per utterance or `(L, B, T, D)` per frame (a `FeatureSource`
+gives them). Subclass `Head`:
+
+* `featurizer`: the learnable weighted sum over layers (`superbench.featurizer.WeightedSum`), set
+  in `__init__`; its softmax weights are what every record reports as `layer_weights`;
+* `output_lengths(lengths)`: frames the head emits per utterance (default: as many as it reads;
+  a head that downsamples in time says by how much);
+* `layer_weights()`: the weights reported (default: the featurizer's softmax weights).
+
+An `Objective` turns the head's output into a loss, predictions and the task's metric.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol, Sequence
+
+import torch
+
+from superbench.featurizer import WeightedSum
+
+
+class FeatureSource(Protocol):
+    """Where a head's inputs come from (the feature cache, or the upstream run online)."""
+
+    #: "utterance": `batch` gives per-layer means (L, B, D) and frame counts; "frame": frames (L, B, T, D)
+    #: zero-padded and their lengths.
+    level: str
+
+    def batch(self, ids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class Head(torch.nn.Module):
+    """Base of every downstream head (see the module docstring)."""
+
+    featurizer: WeightedSum
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Frames emitted per utterance for `lengths` frames read."""
+        return lengths
+
+    def layer_weights(self) -> list[float]:
+        """The weighted sum's normalised layer weights, as the record reports them."""
+        return self.featurizer.normalized_weights().detach().tolist()
+
+
+class Objective:
+    """Loss, prediction and metric for one kind of head (the task kinds provide them): subclass it.
+
+    Required: `metric`, `higher_is_better`, `loss`, `predict`, `score`. Optional members, with defaults:
+    `secondary_scores(targets, predictions)` -> {metric: value} of metrics reported beside the main one
+    (default: none); `balanced_score(targets, predictions)`, the class-balanced metric that selects
+    checkpoints under `TrainConfig.balanced_dev` (default None: not defined for this objective).
+    """
+
+    metric: str
+    higher_is_better: bool
+    #: The class-balanced dev metric, a method `(targets, predictions) -> float`; None where it is not defined.
+    balanced_score: Callable[[list, list], float] | None = None
+
+    def loss(self, output: torch.Tensor, lengths: torch.Tensor, targets: list) -> torch.Tensor:
+        raise NotImplementedError
+
+    def predict(self, output: torch.Tensor, lengths: torch.Tensor) -> list:
+        raise NotImplementedError
+
+    def score(self, targets: list, predictions: list) -> float:
+        raise NotImplementedError
+
+    def secondary_scores(self, targets: list, predictions: list) -> dict[str, float]:
+        """Metrics reported beside the main one (e.g. SF's slot-value CER), in percent; none by default."""
+        return {}
