@@ -35,6 +35,10 @@ Each finished (lr, fold) trial writes its head and predictions into the trial fo
 `.json` (a trial without them is trained again, deterministically), and the record copies those of
 the chosen lr, so an interrupted and resumed run keeps the same artefacts. All files are atomic, and
 every file a rerun reuses is sealed with its blake2b (`TrialFiles`): a damaged one is trained again.
+
+One run at a time works on a run key: `execute` holds the key's lock (`TaskPlan.lock_path`) from the
+sweep to the record, so an identical run started meanwhile waits, then finds the record and skips the
+seed; it never trains into, or removes, a checkpoint folder another run still needs.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ import logging
 import shutil
 import statistics
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -62,7 +66,7 @@ from superbench.cache import (
 )
 from superbench.device import Compute, resolve_compute
 from superbench.executors import LocalExecutor, RayExecutor, TrainingJob, make_executor
-from superbench.io import atomic_open, atomic_write_text, free_bytes, human_bytes, read_sealed, write_sealed
+from superbench.io import atomic_open, atomic_write_text, free_bytes, human_bytes, read_sealed, run_lock, write_sealed
 from superbench.manifest import Fold, TaskManifest, load_task_manifest
 from superbench.metrics import edit_distance
 from superbench.options import RunOptions
@@ -126,6 +130,12 @@ class TaskPlan:
     def checkpoint_dir(self, seed: int, opts: RunOptions) -> Path:
         """Finished trials and the running one's state, until the record is written."""
         return Path(opts.paths.checkpoint_root or checkpoints_dir()) / self.keys[seed].digest()
+
+    def lock_path(self, seed: int, opts: RunOptions) -> Path:
+        """Held by the one run working on this seed's key (superbench.io.run_lock), beside its checkpoint
+        folder so that it outlives the folder's removal; gone when no run holds it."""
+        folder = self.checkpoint_dir(seed, opts)
+        return folder.with_name(folder.name + ".lock")
 
 
 @dataclass
@@ -552,14 +562,41 @@ def execute(plan: TaskPlan, opts: RunOptions, features: tuple[FeatureSource, flo
     sweep -> select -> record for every seed still to do.
 
     Records found on disk are handed to `on_record` too, so a store that missed one (a run killed
-    between the file and the database write) catches up on the rerun.
+    between the file and the database write) catches up on the rerun. The seeds' locks are held
+    throughout, so an identical run at the same time waits for this one and then skips.
     """
+    with ExitStack() as held:
+        _claim_seeds(plan, opts, held)
+        return _execute_claimed(plan, opts, features, executor)
+
+
+def _claim_seeds(plan: TaskPlan, opts: RunOptions, held: ExitStack) -> None:
+    """Lock every seed still to do (in key order, so two runs never wait on each other), waiting for
+    another run that holds one; a seed that run recorded meanwhile moves to `plan.done` (unless
+    --overwrite). Leftover checkpoints of recorded seeds are removed where no run holds them."""
+    for seed in sorted(plan.todo, key=lambda s: plan.keys[s].digest()):
+        held.enter_context(run_lock(plan.lock_path(seed, opts), waiting=(
+            f"{plan.keys[seed].describe()}: another run is working on it ({plan.lock_path(seed, opts)}); "
+            "waiting for it to finish")))
+        path = record_path(plan.results, plan.keys[seed])
+        if not opts.execution.overwrite and path.is_file():
+            log.info("%s: recorded by another run meanwhile (%s); skipping it", plan.keys[seed].describe(), path)
+            plan.todo.remove(seed)
+            plan.done.append(read_record(path))
     for found in plan.done:
         leftover = plan.checkpoint_dir(found.seed, opts)
-        if leftover.exists():  # the run was killed after its record was written
-            log.info("%s: already recorded; removing its leftover checkpoints %s", plan.keys[found.seed].describe(),
-                     leftover)
-            shutil.rmtree(leftover, ignore_errors=True)
+        if not leftover.exists():
+            continue
+        with run_lock(plan.lock_path(found.seed, opts), blocking=False) as free:
+            if free:  # the run was killed after its record was written
+                log.info("%s: already recorded; removing its leftover checkpoints %s",
+                         plan.keys[found.seed].describe(), leftover)
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _execute_claimed(plan: TaskPlan, opts: RunOptions, features: tuple[FeatureSource, float] | None,
+                     executor: LocalExecutor | RayExecutor | None) -> list[ResultRecord]:
+    """`execute` once this run holds the locks of every seed it does."""
     if opts.hooks.on_record is not None:
         for found in plan.done:
             opts.hooks.on_record(found)

@@ -3,13 +3,19 @@
 Every reused file (finished-trial .json, .head.pt, .predictions.jsonl, a group's training state) is
 checked against its digest before reuse: any single flipped bit is detected, logged with the path,
 and the trial is trained again, so the record equals the uninterrupted run's, artefacts included.
+Two identical runs started together end with one complete record.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +23,8 @@ import torch
 
 import superbench.runner as runner_mod
 import superbench.training as training_mod
-from superbench.results import ResultRecord, artifact_paths, record_path
+from superbench.manifest import Fold
+from superbench.results import ResultRecord, artifact_paths, read_record, record_path
 from superbench.runner import run
 from superbench.tasks import get_task
 from superbench.testing import Interrupted, ToneUpstream, make_class_corpus, scratch_run_options
@@ -125,3 +132,55 @@ def test_intact_finished_trials_are_reused_as_they_are(interrupted, tmp_path, mo
     assert caplog.text.count("reusing it") == len(FAST["lr_grid"])
     _same_record(rec, whole, tmp_path / "results", base / "whole" / "results")
 
+
+# --------------------------------------------------------------------------- two identical runs at once
+
+_RUN_CHILD = """
+import logging, sys, time, torch
+from pathlib import Path
+torch.set_num_threads(1)
+logging.basicConfig(level=logging.INFO, stream=sys.stdout)
+from superbench.runner import run
+from superbench.tasks import get_task
+from superbench.testing import ToneUpstream, scratch_run_options
+opts = scratch_run_options(Path({root!r}), overrides={overrides!r})
+Path({ready!r}).touch()
+while not Path({go!r}).exists():  # start both runs together
+    time.sleep(0.01)
+(rec,) = run(ToneUpstream(), [get_task("er")], Path({data!r}), opts)
+print("artifacts", len(rec.artifacts), flush=True)
+"""
+
+
+def test_two_identical_runs_at_once_end_with_one_complete_record(tmp_path):
+    folds = [Fold(f"fold{i}", "train", "dev", "test") for i in range(1, 6)]
+    make_class_corpus(tmp_path / "data", task="er", n_classes=3, per_class=(8, 3, 3), folds=folds)
+    overrides = {"steps": 200, "eval_interval": 20, "batch_size": 8, "lr_grid": [1e-3, 1e-2]}
+    go = tmp_path / "go"
+    children = []
+    for i in range(2):
+        code = _RUN_CHILD.format(root=str(tmp_path / "run"), overrides=overrides, ready=str(tmp_path / f"ready{i}"),
+                                 go=str(go), data=str(tmp_path / "data"))
+        children.append(subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, text=True, env=dict(os.environ)))
+    deadline = time.time() + 120
+    while not all((tmp_path / f"ready{i}").exists() for i in range(2)) and time.time() < deadline:
+        assert all(c.poll() is None for c in children), [c.communicate()[0] for c in children]
+        time.sleep(0.05)
+    go.touch()
+    outputs = [c.communicate(timeout=600)[0] for c in children]
+    assert [c.returncode for c in children] == [0, 0], outputs
+
+    records = sorted((tmp_path / "run" / "results").rglob("*.json"))
+    assert len(records) == 1, records
+    rec = read_record(records[0])
+    expected = {"predictions", *(f"head.{f.name}" for f in folds)}
+    assert set(rec.artifacts) == expected, outputs
+    paths = artifact_paths(rec, records[0])
+    assert all(p.is_file() for p in paths.values())
+    rows = [json.loads(line) for line in paths["predictions"].read_text().splitlines()]
+    assert sorted({r["fold"] for r in rows}) == [f.name for f in folds]
+    assert all("no intact head or predictions" not in out for out in outputs), outputs
+    skipped = ["recorded by another run meanwhile" in out or "skipping them" in out for out in outputs]
+    assert sorted(skipped) == [False, True], outputs  # one trained, the other waited and found its record
+    assert not any(p.is_file() for p in (tmp_path / "run" / "ckpt").rglob("*"))
