@@ -4,17 +4,28 @@ Every file superbench writes that another step reads (manifests, cache chunks, r
 checkpoints, baselines, audio) goes through here, so no crash can leave half a file behind.
 A new file gets the mode any other tool would give it (0o666 minus the umask), not
 `mkstemp`'s private 0o600.
+
+Files a later run reuses without redoing them (a trial's training state, a finished trial's numbers,
+head and predictions) are *sealed*: `write_sealed` puts a line with the blake2b and size of the bytes
+that follow in front of them, and `read_sealed` refuses any file whose bytes no longer match (a flipped
+bit, a torn copy), so damage is redone instead of trusted. `run_lock` lets one process at a time work
+on one run.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
+import hashlib
+import logging
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
+
+log = logging.getLogger(__name__)
 
 
 def current_umask() -> int:
@@ -93,6 +104,90 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write a text file so readers see either the old or the whole new content, never half."""
     with atomic_open(path, "w") as fh:
         fh.write(text)
+
+
+#: First bytes of a sealed file: a digest line over the payload that follows it (the training checkpoints'
+#: format since they carried a checksum, so those stay readable).
+SEAL_MAGIC = b"superbench-checkpoint v1 blake2b="
+
+
+def _seal_digest(payload: bytes | memoryview) -> str:
+    return hashlib.blake2b(payload, digest_size=32).hexdigest()
+
+
+def write_sealed(path: str | Path, payload: bytes | memoryview) -> None:
+    """`payload` behind a line with its blake2b and size, in one atomic file, so a reader can tell the bytes
+    it wrote from a flipped bit or a torn copy (sealed files are small: held in memory)."""
+    header = SEAL_MAGIC + f"{_seal_digest(payload)} bytes={len(payload)}\n".encode()
+    with atomic_open(path, "wb") as fh:
+        fh.write(header)
+        fh.write(payload)
+
+
+def read_sealed(path: str | Path) -> bytes:
+    """The payload of a sealed file; ValueError saying why it cannot be trusted, OSError if unreadable."""
+    with open(path, "rb") as fh:
+        header = fh.readline(200)
+        payload = fh.read()
+    if not header.startswith(SEAL_MAGIC) or not header.endswith(b"\n"):
+        raise ValueError("no checksum header (not written by this version, or damaged at the start)")
+    try:
+        digest, size = header[len(SEAL_MAGIC):].decode("ascii").split()
+        nbytes = int(size.removeprefix("bytes="))
+    except ValueError as exc:
+        raise ValueError(f"garbled checksum header {header[:120]!r}") from exc
+    if len(payload) != nbytes:
+        raise ValueError(f"{len(payload)} bytes after the header, the header says {nbytes} (truncated?)")
+    if _seal_digest(payload) != digest:
+        raise ValueError("checksum mismatch (the file changed after it was written)")
+    return payload
+
+
+@contextmanager
+def run_lock(path: str | Path, waiting: str = "", blocking: bool = True) -> Iterator[bool]:
+    """Hold an exclusive lock on `path` for the block, waiting for another holder (logging `waiting` first);
+    yields True. With `blocking=False` it does not wait: yields False, holding nothing, when another has it.
+
+    Unlike the cache's `extract.lock` the file is removed on release, so a finished run leaves nothing behind:
+    a waiter that locked the removed file sees it is no longer the one at `path` and locks the new one.
+    The OS drops the lock of a killed process, so a crash never leaves a run locked."""
+    fd = _lock_file(Path(path), waiting, blocking)
+    if fd is None:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        Path(path).unlink(missing_ok=True)  # while still held: no one can hold the file being removed
+        os.close(fd)
+
+
+def _lock_file(path: Path, waiting: str, blocking: bool) -> int | None:
+    """The descriptor holding the flock of the file now at `path`, or None (not blocking, held elsewhere)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not blocking:
+                    os.close(fd)
+                    return None
+                if waiting:
+                    log.info("%s", waiting)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                on_disk, held = os.stat(path), os.fstat(fd)
+                same = (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            return fd
+        os.close(fd)  # the holder before us removed that file: lock the one at `path` now
 
 
 def human_bytes(nbytes: float) -> str:

@@ -33,19 +33,25 @@ What a record keeps beside it (same folder, same stem as `<stem>.json`; listed i
 
 Each finished (lr, fold) trial writes its head and predictions into the trial folder before its
 `.json` (a trial without them is trained again, deterministically), and the record copies those of
-the chosen lr, so an interrupted and resumed run keeps the same artefacts. All files are atomic.
+the chosen lr, so an interrupted and resumed run keeps the same artefacts. All files are atomic, and
+every file a rerun reuses is sealed with its blake2b (`TrialFiles`): a damaged one is trained again.
+
+One run at a time works on a run key: `execute` holds the key's lock (`TaskPlan.lock_path`) from the
+sweep to the record, so an identical run started meanwhile waits, then finds the record and skips the
+seed; it never trains into, or removes, a checkpoint folder another run still needs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import shutil
 import statistics
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -61,7 +67,7 @@ from superbench.cache import (
 from superbench.device import Compute, resolve_compute
 from superbench.downstream import FeatureSource
 from superbench.executors import LocalExecutor, RayExecutor, TrainingJob, make_executor
-from superbench.io import atomic_open, atomic_write_text, free_bytes, human_bytes
+from superbench.io import atomic_open, atomic_write_text, free_bytes, human_bytes, read_sealed, run_lock, write_sealed
 from superbench.manifest import Fold, TaskManifest, load_task_manifest
 from superbench.metrics import edit_distance
 from superbench.options import RunOptions
@@ -109,13 +115,19 @@ class TaskPlan:
         """What the cache and the records' features are keyed by: the variant's fingerprint and the tags."""
         return "-".join((self.variant_fingerprint, *self.feature_tags))
 
-    def trial_stem(self, seed: int, opts: RunOptions, lr: float, fold: str) -> Path:
-        """One finished trial's files: `<stem>.json` (numbers), `.head.pt`, `.predictions.jsonl`."""
-        return self.checkpoint_dir(seed, opts) / safe_component(f"lr{lr:g}-{fold}")
+    def trial_files(self, seed: int, opts: RunOptions, lr: float, fold: str) -> "TrialFiles":
+        """One trial's files: `<stem>.json` (numbers), `.head.pt`, `.predictions.jsonl`, `.pt` (state)."""
+        return TrialFiles(self.checkpoint_dir(seed, opts) / safe_component(f"lr{lr:g}-{fold}"))
 
     def checkpoint_dir(self, seed: int, opts: RunOptions) -> Path:
         """Finished trials and the running one's state, until the record is written."""
         return Path(opts.paths.checkpoint_root or checkpoints_dir()) / self.keys[seed].digest()
+
+    def lock_path(self, seed: int, opts: RunOptions) -> Path:
+        """Held by the one run working on this seed's key (superbench.io.run_lock), beside its checkpoint
+        folder so that it outlives the folder's removal; gone when no run holds it."""
+        folder = self.checkpoint_dir(seed, opts)
+        return folder.with_name(folder.name + ".lock")
 
 
 @dataclass
@@ -201,19 +213,84 @@ def extract(plan: TaskPlan, opts: RunOptions,
 
 
 @dataclass(frozen=True)
+class TrialFiles:
+    """One (lr, fold) trial's files in its run's checkpoint folder, each sealed (superbench.io.write_sealed):
+    `<stem>.head.pt` (the dev-selected head), `<stem>.predictions.jsonl` and, written last because it says the
+    trial is finished, `<stem>.json` (its key and numbers); `<stem>.pt` is its training state while it trains
+    alone. A finished trial is reused only when all three files hold the bytes written: a flipped bit or a torn
+    copy is logged with the file's path and the trial is trained again (deterministically: the same record)."""
+
+    stem: Path
+
+    def _file(self, suffix: str) -> Path:
+        return self.stem.with_name(self.stem.name + suffix)
+
+    @property
+    def json(self) -> Path:
+        return self._file(".json")
+
+    @property
+    def head(self) -> Path:
+        return self._file(".head.pt")
+
+    @property
+    def predictions(self) -> Path:
+        return self._file(".predictions.jsonl")
+
+    @property
+    def checkpoint(self) -> Path:
+        """Its resumable state while it trains alone."""
+        return self._file(".pt")
+
+    def save(self, key: str, result: TrainResult, predictions: str) -> None:
+        """Head and predictions first, then the .json that says the trial is finished."""
+        buffer = io.BytesIO()
+        torch.save(result.head_state, buffer)
+        write_sealed(self.head, buffer.getbuffer())
+        write_sealed(self.predictions, predictions.encode("utf-8"))
+        write_sealed(self.json, (json.dumps({"key": key, "result": result.to_dict()}) + "\n").encode("utf-8"))
+
+    def read(self, path: Path) -> bytes | None:
+        """The payload of one of these files if its seal holds; else None, with a warning naming the file."""
+        try:
+            return read_sealed(path)
+        except (OSError, ValueError) as exc:
+            log.warning("%s: damaged finished-trial file, not reused (%s)", path, exc)
+            return None
+
+    def load(self, key: str) -> TrainResult | None:
+        """The trial finished before an interruption (same key, all its files intact), else None."""
+        if not self.json.is_file():
+            return None
+        missing = [p.name for p in (self.head, self.predictions) if not p.is_file()]
+        if missing:
+            log.info("%s: finished trial without %s (kept since); training it again", self.json, ", ".join(missing))
+            return None
+        payload = self.read(self.json)
+        if payload is None:
+            return None
+        try:
+            saved = json.loads(payload)
+            if saved.get("key") != key:
+                return None
+            result = TrainResult.from_dict(saved["result"])
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("%s: unreadable finished trial, training it again (%r)", self.json, exc)
+            return None
+        if any(self.read(p) is None for p in (self.head, self.predictions)):
+            return None
+        return result
+
+
+@dataclass(frozen=True)
 class PendingTrial:
-    """One (seed, lr, fold) trial still to train, and where its files go (`<stem>.json`, `.head.pt`, ...)."""
+    """One (seed, lr, fold) trial still to train, and where its files go."""
 
     seed: int
     lr: float
     fold: Fold
     trial: Trial
-    stem: Path
-
-    @property
-    def checkpoint(self) -> Path:
-        """Its resumable state while it trains alone."""
-        return self.stem.with_name(self.stem.name + ".pt")
+    files: TrialFiles
 
 
 class TrialGrid:
@@ -270,12 +347,12 @@ def sweep(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, seeds: Sequen
                 desc = f"{name}/{task} seed {seed} lr {lr:g}" + (f" {fold.name}" if several_folds else "")
                 trial = Trial(cfg, _split_data(plan, setup, fold.train), _split_data(plan, setup, fold.dev),
                               _split_data(plan, setup, fold.test), desc, _trial_key(identity, cfg, fold.name))
-                stem = plan.trial_stem(seed, opts, lr, fold.name)
-                result = _finished_trial(stem.with_name(stem.name + ".json"), trial.key)
+                files = plan.trial_files(seed, opts, lr, fold.name)
+                result = files.load(trial.key)
                 if result is None:
-                    pending.append(PendingTrial(seed, lr, fold, trial, stem))
+                    pending.append(PendingTrial(seed, lr, fold, trial, files))
                 else:
-                    log.info("%s: finished before the interruption, reusing it (%s.json)", desc, stem)
+                    log.info("%s: finished before the interruption, reusing it (%s)", desc, files.json)
                     grid.put(seed, lr, fold.name, result)
     jobs, parts = _jobs(plan, setup, source, pending, opts, executor.workers)
     if jobs:
@@ -317,7 +394,7 @@ def _jobs(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, pending: list
         return jobs, parts
     parts = [pending] if workers == 1 else [[p] for p in pending]
     train_rows = plan.manifest.splits
-    jobs = [TrainingJob(trials=[p.trial for p in part], checkpoints=[p.checkpoint for p in part], grouped=False,
+    jobs = [TrainingJob(trials=[p.trial for p in part], checkpoints=[p.files.checkpoint for p in part], grouped=False,
                         lengths=[[u.num_samples for u in train_rows[p.fold.train]] for p in part], desc=name,
                         **common) for part in parts]
     return jobs, parts
@@ -345,17 +422,13 @@ def _can_group(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, opts: Ru
 
 
 def _keep_trial(plan: TaskPlan, setup: TaskSetup, entry: PendingTrial, result: TrainResult) -> TrainResult:
-    """Write a finished trial: head and predictions first, then its .json, which says it is finished."""
-    _save_trial_artifacts(entry.stem, plan, setup, entry.fold, result)
-    atomic_write_text(entry.stem.with_name(entry.stem.name + ".json"),
-                      json.dumps({"key": entry.trial.key, "result": result.to_dict()}) + "\n")
+    """Write a finished trial's files (TrialFiles.save)."""
+    entry.files.save(entry.trial.key, result, _prediction_lines(plan, setup, entry.fold, result))
     return dataclasses.replace(result, head_state=None)  # on disk now; keep memory small
 
 
-def _save_trial_artifacts(stem: Path, plan: TaskPlan, setup: TaskSetup, fold: Fold, result: TrainResult) -> None:
-    """The finished trial's best head (`<stem>.head.pt`) and its dev/test predictions (`<stem>.predictions.jsonl`)."""
-    with atomic_open(stem.with_name(stem.name + ".head.pt"), "wb") as fh:
-        torch.save(result.head_state, fh)
+def _prediction_lines(plan: TaskPlan, setup: TaskSetup, fold: Fold, result: TrainResult) -> str:
+    """The finished trial's dev/test predictions, one JSON line per utterance (the record's predictions format)."""
     lines = []
     for role, split in (("dev", fold.dev), ("test", fold.test)):
         ids, targets = _split_data(plan, setup, split)
@@ -368,7 +441,7 @@ def _save_trial_artifacts(stem: Path, plan: TaskPlan, setup: TaskSetup, fold: Fo
                    "reference": _shown(target, plan.manifest.labels),
                    "prediction": _shown(prediction, plan.manifest.labels), **_utterance_score(target, prediction)}
             lines.append(json.dumps(row, ensure_ascii=False, default=str))
-    atomic_write_text(stem.with_name(stem.name + ".predictions.jsonl"), "".join(line + "\n" for line in lines))
+    return "".join(line + "\n" for line in lines)
 
 
 def _is_index(value: Any) -> bool:
@@ -453,17 +526,15 @@ def _write_artifacts(plan: TaskPlan, seed: int, chosen: Selection, opts: RunOpti
     artifacts: dict[str, str] = {}
     lines: list[str] = []
     for fold in chosen.folds:
-        trial = plan.trial_stem(seed, opts, chosen.lr, fold)
-        head = trial.with_name(trial.name + ".head.pt")
+        files = plan.trial_files(seed, opts, chosen.lr, fold)
         name, out = ((f"head.{fold}", f"{stem}.{safe_component(fold)}.head.pt") if several
                      else ("head", f"{stem}.head.pt"))
-        try:
-            payload = head.read_bytes()
-            lines.append(trial.with_name(trial.name + ".predictions.jsonl").read_text(encoding="utf-8"))
-        except OSError as exc:
-            log.warning("%s: no head or predictions of lr %g %s to keep beside the record (%s)",
-                        plan.keys[seed].describe(), chosen.lr, fold, exc)
+        payload, predictions = files.read(files.head), files.read(files.predictions)
+        if payload is None or predictions is None:  # never a damaged file beside the record
+            log.warning("%s: no intact head or predictions of lr %g %s to keep beside the record",
+                        plan.keys[seed].describe(), chosen.lr, fold)
             continue
+        lines.append(predictions.decode("utf-8"))
         with atomic_open(target.parent / out, "wb") as fh:
             fh.write(payload)
         artifacts[name] = out
@@ -480,14 +551,41 @@ def execute(plan: TaskPlan, opts: RunOptions, features: tuple[FeatureSource, flo
     sweep -> select -> record for every seed still to do.
 
     Records found on disk are handed to `on_record` too, so a store that missed one (a run killed
-    between the file and the database write) catches up on the rerun.
+    between the file and the database write) catches up on the rerun. The seeds' locks are held
+    throughout, so an identical run at the same time waits for this one and then skips.
     """
+    with ExitStack() as held:
+        _claim_seeds(plan, opts, held)
+        return _execute_claimed(plan, opts, features, executor)
+
+
+def _claim_seeds(plan: TaskPlan, opts: RunOptions, held: ExitStack) -> None:
+    """Lock every seed still to do (in key order, so two runs never wait on each other), waiting for
+    another run that holds one; a seed that run recorded meanwhile moves to `plan.done` (unless
+    --overwrite). Leftover checkpoints of recorded seeds are removed where no run holds them."""
+    for seed in sorted(plan.todo, key=lambda s: plan.keys[s].digest()):
+        held.enter_context(run_lock(plan.lock_path(seed, opts), waiting=(
+            f"{plan.keys[seed].describe()}: another run is working on it ({plan.lock_path(seed, opts)}); "
+            "waiting for it to finish")))
+        path = record_path(plan.results, plan.keys[seed])
+        if not opts.execution.overwrite and path.is_file():
+            log.info("%s: recorded by another run meanwhile (%s); skipping it", plan.keys[seed].describe(), path)
+            plan.todo.remove(seed)
+            plan.done.append(read_record(path))
     for found in plan.done:
         leftover = plan.checkpoint_dir(found.seed, opts)
-        if leftover.exists():  # the run was killed after its record was written
-            log.info("%s: already recorded; removing its leftover checkpoints %s", plan.keys[found.seed].describe(),
-                     leftover)
-            shutil.rmtree(leftover, ignore_errors=True)
+        if not leftover.exists():
+            continue
+        with run_lock(plan.lock_path(found.seed, opts), blocking=False) as free:
+            if free:  # the run was killed after its record was written
+                log.info("%s: already recorded; removing its leftover checkpoints %s",
+                         plan.keys[found.seed].describe(), leftover)
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _execute_claimed(plan: TaskPlan, opts: RunOptions, features: tuple[FeatureSource, float] | None,
+                     executor: LocalExecutor | RayExecutor | None) -> list[ResultRecord]:
+    """`execute` once this run holds the locks of every seed it does."""
     if opts.hooks.on_record is not None:
         for found in plan.done:
             opts.hooks.on_record(found)
@@ -631,20 +729,3 @@ def _trial_key(identity: dict[str, Any], cfg: Any, fold: str) -> str:
     what = {**identity, "config": dataclasses.asdict(cfg), "fold": fold}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
-
-def _finished_trial(path: Path, key: str) -> TrainResult | None:
-    """A trial finished before an interruption (same key, its head and predictions on disk too), else None."""
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        if saved.get("key") != key:
-            return None
-        result = TrainResult.from_dict(saved["result"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    stem = path.with_suffix("")
-    missing = [p.name for p in (stem.with_name(stem.name + ".head.pt"),
-                                stem.with_name(stem.name + ".predictions.jsonl")) if not p.is_file()]
-    if missing:
-        log.info("%s: finished trial without %s (kept since); training it again", path, ", ".join(missing))
-        return None
-    return result

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 from superbench.device import to_device
 from superbench.downstream import FeatureSource, Head, Objective
-from superbench.io import atomic_open
+from superbench.io import read_sealed, write_sealed
 from superbench.recipe import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -509,43 +509,16 @@ def train(make_head: Callable[[], Head], objective: Objective, source: FeatureSo
     return result
 
 
-#: First bytes of a checkpoint: a digest line over the torch.save payload that follows it.
-CHECKPOINT_MAGIC = b"superbench-checkpoint v1 blake2b="
-
-
 def _digest(payload: bytes | memoryview) -> str:
     return hashlib.blake2b(payload, digest_size=32).hexdigest()
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """torch.save bytes behind a line with their blake2b and size, in one atomic file, so a resume
-    can tell a flipped bit or a torn copy from the state it saved (heads are small: held in memory)."""
+    """torch.save bytes, sealed (superbench.io.write_sealed), so a resume can tell a flipped bit or a torn
+    copy from the state it saved."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    payload = buffer.getbuffer()
-    header = CHECKPOINT_MAGIC + f"{_digest(payload)} bytes={len(payload)}\n".encode()
-    with atomic_open(path, "wb") as fh:
-        fh.write(header)
-        fh.write(payload)
-
-
-def _read_checkpoint(path: Path) -> bytes:
-    """The payload of a checkpoint, or ValueError saying why it cannot be trusted."""
-    with open(path, "rb") as fh:
-        header = fh.readline(200)
-        payload = fh.read()
-    if not header.startswith(CHECKPOINT_MAGIC) or not header.endswith(b"\n"):
-        raise ValueError("no checksum header (not written by this version, or damaged at the start)")
-    try:
-        digest, size = header[len(CHECKPOINT_MAGIC):].decode("ascii").split()
-        nbytes = int(size.removeprefix("bytes="))
-    except ValueError as exc:
-        raise ValueError(f"garbled checksum header {header[:120]!r}") from exc
-    if len(payload) != nbytes:
-        raise ValueError(f"{len(payload)} bytes after the header, the header says {nbytes} (truncated?)")
-    if _digest(payload) != digest:
-        raise ValueError("checksum mismatch (the file changed after it was written)")
-    return payload
+    write_sealed(path, buffer.getbuffer())
 
 
 def _load_checkpoint(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
@@ -554,7 +527,7 @@ def _load_checkpoint(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        payload = _read_checkpoint(path)
+        payload = read_sealed(path)
         state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as exc:  # unreadable or damaged: start over rather than fail the run
         log.warning("ignoring damaged training checkpoint %s, the trial restarts from scratch (%s)", path, exc)
