@@ -17,6 +17,9 @@ random init: same compute as HuBERT Base, no download) and `fbank`, and prints:
   6. the superb schedule (200k updates x the lr sweep) on a Speech-Commands-sized KS corpus of distinct
      clips: time-to-score / one extraction pass, trials grouped                  goal <= 1.3x
      + per-update costs grouped vs one trial at a time (KS, SID, ER) and their equality
+ 10. audio keys: the full-content hash (the cache's key) vs the former sampled key (path, size, first
+     and last 64 KiB) vs fbank extraction, on every demo file and on a synthetic corpus of longer
+     files; seconds per MiB                                                     goal: full <= 0.1x extraction
 
 Everything goes to a temporary SUPERBENCH_HOME, so every number includes a cold
 extraction. Medians over repeats where a repeat is cheap (fbank). This is a
@@ -212,10 +215,12 @@ def main() -> int:
     ap.add_argument("--device", default="auto",
                     help="device of section 9 (auto = CUDA when available; on a CPU-only machine section 9 is "
                          "skipped unless --device cpu is given)")
-    ap.add_argument("--only", type=int, choices=range(1, 10), action="append", metavar="N",
-                    help="run only section N (repeatable); default: all nine")
+    ap.add_argument("--key-files", type=int, default=3000, help="files of section 10's synthetic corpus")
+    ap.add_argument("--key-seconds", type=float, default=8.0, help="seconds per file of section 10's synthetic corpus")
+    ap.add_argument("--only", type=int, choices=range(1, 11), action="append", metavar="N",
+                    help="run only section N (repeatable); default: all ten")
     args = ap.parse_args()
-    sections = set(args.only or range(1, 10))
+    sections = set(args.only or range(1, 11))
     logging.basicConfig(level=logging.WARNING)
     home = Path(tempfile.mkdtemp(prefix="superbench-bench-"))
     demo_home = os.environ.get("SUPERBENCH_HOME")
@@ -246,6 +251,8 @@ def main() -> int:
         section_8(ups, data, home)
     if 9 in sections:
         section_9(args, ups, ks_small, home)
+    if 10 in sections:
+        section_10(args, ups, data, home)
     return 0
 
 
@@ -516,6 +523,113 @@ def section_9(args: argparse.Namespace, ups: dict, ks_small: Path, home: Path) -
           f"error max/max|x| {float(err.max() / exact.abs().max()):.2e}, "
           f"mean/mean|x| {float(err.mean() / exact.abs().mean()):.2e}")
     up.to("cpu")
+
+
+def sampled_key(path: str, block: int = 64 << 10) -> str:
+    """The feature cache's audio key before format v4 (resolved path, size, first and last `block`): the
+    reference the full-content key is timed against."""
+    import hashlib
+
+    real = os.path.realpath(path)
+    with open(real, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size < 2 * block:
+            content = hashlib.sha256(fh.read())
+        else:
+            content = hashlib.sha256(fh.read(block))
+            fh.seek(size - block)
+            content.update(fh.read(block))
+    h = hashlib.sha256(f"{real}\0{size}\0".encode())
+    h.update(content.digest())
+    return h.hexdigest()[:32]
+
+
+def one_manifest(manifests: list, name: str):
+    """Every distinct audio file of `manifests` once, as one manifest (ids made unique)."""
+    import dataclasses
+
+    by_path: dict = {}
+    for m in manifests:
+        for u in m.utterances():
+            by_path.setdefault(u.audio, dataclasses.replace(u, id=f"{m.task}/{u.id}"))
+    return dataclasses.replace(manifests[0], task=name, splits={"all": list(by_path.values())})
+
+
+def tone_corpus(out: Path, n_files: int, seconds: float) -> object:
+    """`n_files` distinct seeded chirps of `seconds` each (16 kHz PCM16), as one manifest."""
+    import soundfile as sf
+
+    from superbench.testing import chirp_wavs
+
+    n = int(seconds * 16000)
+    rows = []
+    (out / "wav").mkdir(parents=True, exist_ok=True)
+    for i in range(n_files):
+        (wav,) = chirp_wavs([n], seed=i)
+        sf.write(out / "wav" / f"{i:05d}.wav", wav, 16000, subtype="PCM_16")
+        rows.append({"id": f"u{i:05d}", "audio": f"wav/{i:05d}.wav", "sample_rate": 16000, "num_samples": n,
+                     "label": "x"})
+    write_task_manifest(out, task="ks", corpus="tones", version="1", label_field="label", labels=["x"],
+                        splits={"train": rows[:-2], "dev": rows[-2:-1], "test": rows[-1:]})
+    return load_task_manifest(out)
+
+
+def time_keys(manifest, workers: int, repeats: int) -> dict:
+    """Median seconds of the sampled and of the full-content key over the manifest's files (warm page cache)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from superbench.cache import audio_keys
+
+    paths = sorted({u.audio for u in manifest.utterances()})
+
+    def sampled() -> None:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(sampled_key, paths))
+
+    def full() -> None:
+        audio_keys(manifest, workers=workers)
+
+    full()  # the page cache holds every file, as after the manifest check of a run
+    out = {}
+    for name, fn in (("sampled", sampled), ("full", full)):
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        out[name] = statistics.median(times)
+    return out
+
+
+def section_10(args: argparse.Namespace, ups: dict, data: Path, home: Path) -> None:
+    import torch
+
+    from superbench.cache import AUDIO_KEY_WORKERS, audio_keys, extract_features
+    from superbench.runner import torch_threads
+
+    print("\n10. audio keys: sampled (path, size, first + last 64 KiB) vs full blake2b vs fbank extraction "
+          "(utterance level, 1 torch thread, cold feature cache, warm page cache)")
+    corpora = [("demo", lambda: one_manifest([load_task_manifest(p.parent) for p in sorted(data.glob("*/meta.json"))],
+                                             "demo")),
+               (f"tones {args.key_files} x {args.key_seconds:g} s",
+                lambda: tone_corpus(home / "tones10", args.key_files, args.key_seconds))]
+    for name, make in corpora:
+        manifest = make()
+        paths = {u.audio for u in manifest.utterances()}
+        mib = sum(os.path.getsize(p) for p in paths) / 2**20
+        keys = audio_keys(manifest)  # not timed as extraction: a run keys its audio while planning
+        with torch_threads(1):
+            t0 = time.perf_counter()
+            extract_features(ups["fbank"], manifest, "utterance", root=home / f"c10-{name.split()[0]}",
+                             progress=False, keys=keys)
+            extract_s = time.perf_counter() - t0
+        print(f"   {name}: {len(paths)} files, {mib:.0f} MiB; fbank extraction {extract_s:.2f} s "
+              f"({extract_s / mib * 1000:.1f} ms/MiB), torch {torch.__version__}")
+        for workers in sorted({1, AUDIO_KEY_WORKERS}):
+            t = time_keys(manifest, workers, args.repeats)
+            print(f"     {workers} thread(s): sampled {t['sampled']:.3f} s  full {t['full']:.3f} s "
+                  f"({t['full'] / mib * 1000:.2f} ms/MiB, {mib / t['full']:.0f} MiB/s)  "
+                  f"full / extraction {t['full'] / extract_s:.3f}x (goal <= 0.1x)")
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def record_problems(record: "ResultRecord") -> list[str]:
     if not (layer is None or layer == "last" or (isinstance(layer, int) and not isinstance(layer, bool)
                                                   and 0 <= layer < 10_000)):
         problems.append(f"layer is {layer!r}, not null, 'last' or a layer index")
-    for name in ("manifest_fingerprint", "features_fingerprint", "upstream_source"):
+    for name in ("manifest_fingerprint", "features_fingerprint", "upstream_source", "audio_fingerprint"):
         if not isinstance(getattr(record, name), str):
             problems.append(f"{name} is {getattr(record, name)!r}, not a string")
     if not isinstance(record.device, str):
@@ -235,6 +235,9 @@ class ResultRecord:
     #: is read, validated, aggregated and gated without importing the task (`superbench.task_info`). A record
     #: built or read without one (schema 1) takes its registered task's, when there is one.
     task_info: TaskInfo | None = None
+    #: Digest of the (utterance, audio content key) pairs scored (superbench.cache.audio_fingerprint): a run
+    #: over the same rows whose audio bytes changed is run again; "" in records written before it existed.
+    audio_fingerprint: str = ""
 
     def __post_init__(self) -> None:
         if self.task_info is None and isinstance(self.task, str) and self.task in TASKS:

@@ -61,6 +61,7 @@ import torch
 from superbench.cache import (
     CacheError,
     OnlineFeatures,
+    audio_fingerprint,
     audio_keys,
     extract_features,
 )
@@ -105,6 +106,8 @@ class TaskPlan:
     upstream_source: str = ""  # where the chosen upstream's weights came from, when known
     #: utterance id -> audio key (superbench.cache.audio_keys), computed once per manifest by `run`
     audio_keys: dict[str, str] | None = None
+    #: superbench.cache.audio_fingerprint of `audio_keys`: the audio bytes the records were scored on
+    audio_fingerprint: str = ""
     compute: Compute = field(default_factory=Compute)  # device and upstream precision
     load_spec: tuple | None = None  # how `load_upstream` built the chosen upstream (Ray workers rebuild it)
     #: What makes these features others than the variant's fp32 ones (ComputeOptions.feature_tags: "bf16", "int8")
@@ -142,11 +145,12 @@ class Selection:
 
 
 def plan_task(upstream: Upstream, task: Task, data_root: Path, opts: RunOptions,
-              fingerprint: str | None = None, manifest: TaskManifest | None = None) -> TaskPlan:
+              fingerprint: str | None = None, manifest: TaskManifest | None = None,
+              audio: dict[str, str] | None = None) -> TaskPlan:
     """Load and check recipe and manifest, derive each seed's RunKey, find the seeds already done.
 
     `opts.identity.layer` is one layer here; `run` expands "all" into one plan per layer, loading and
-    checking each task's `manifest` once for all of them.
+    checking each task's `manifest` once for all of them, and keying its `audio` once (`audio_keys`).
     """
     ident, layer = opts.identity, opts.identity.layer
     recipe = task.load_recipe(ident.profile).with_overrides(ident.overrides)
@@ -170,19 +174,40 @@ def plan_task(upstream: Upstream, task: Task, data_root: Path, opts: RunOptions,
                     results)
     keys = {seed: RunKey(upstream.name, model_fp, task.name, manifest.fingerprint, recipe.version,
                          profile, layer.value, seed) for seed in range(ident.seeds)}
-    existing = [s for s, k in keys.items() if record_path(results, k).is_file()]
-    overwrite = opts.execution.overwrite
-    if existing and not overwrite:
+    audio = audio if audio is not None else audio_keys(manifest)
+    audio_fp = audio_fingerprint(audio)
+    done = [] if opts.execution.overwrite else _records_to_keep(keys, results, audio_fp)
+    if done:
         log.info("%s/%s: record(s) for seed(s) %s exist under %s; skipping them (use --overwrite to redo)",
-                 upstream.name, task.name, existing, results)
-    skip = [] if overwrite else existing
+                 upstream.name, task.name, [r.seed for r in done], results)
+    kept = {r.seed for r in done}
     return TaskPlan(task=task, recipe=recipe, manifest=manifest, model_name=upstream.name,
                     model_fingerprint=model_fp, upstream=variant, variant_fingerprint=variant_fp, keys=keys,
-                    todo=[s for s in keys if s not in skip], done=[read_record(record_path(results, keys[s]))
-                                                                  for s in skip],
+                    todo=[s for s in keys if s not in kept], done=done,
                     lrs=recipe.lrs(ident.lr, ident.lr_sweep), results=results, layer=layer.value,
                     upstream_source=ident.upstream_source or upstream_source(upstream), compute=compute,
-                    load_spec=upstream.load_spec, feature_tags=tags)
+                    load_spec=upstream.load_spec, feature_tags=tags,
+                    audio_keys=audio, audio_fingerprint=audio_fp)
+
+
+def _records_to_keep(keys: dict[int, RunKey], results: Path, audio_fp: str) -> list[ResultRecord]:
+    """The existing records that make their seed's run unnecessary: same run key and the same audio bytes.
+
+    The run key's `data` digests the manifest rows only; a record scored on other audio bytes is run again
+    (and replaced). A record from before audio fingerprints ("") cannot tell, and is kept as before.
+    """
+    out = []
+    for key in keys.values():
+        path = record_path(results, key)
+        if not path.is_file():
+            continue
+        found = read_record(path)
+        if found.audio_fingerprint and found.audio_fingerprint != audio_fp:
+            log.info("%s: audio bytes changed since the record (audio %s -> %s): running again", key.describe(),
+                     found.audio_fingerprint, audio_fp)
+            continue
+        out.append(found)
+    return out
 
 
 def upstream_source(upstream: Upstream) -> str:
@@ -340,7 +365,7 @@ def sweep(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, seeds: Sequen
     pending: list[PendingTrial] = []
     for seed in seeds:
         identity = {"key": plan.keys[seed].as_tuple(), "variant": plan.upstream_fingerprint,
-                    "recipe": dataclasses.asdict(plan.recipe)}
+                    "recipe": dataclasses.asdict(plan.recipe), "audio": plan.audio_fingerprint}
         for lr in plan.lrs:
             cfg = dataclasses.replace(plan.recipe.train, lr=lr, seed=seed)
             for fold in plan.manifest.folds:
@@ -498,6 +523,7 @@ def record(plan: TaskPlan, seed: int, chosen: Selection, extraction_seconds: flo
         wall_time={"extraction": round(extraction_seconds, 3), "training": round(chosen.training_seconds, 3)},
         versions=environment_versions(), git_hash=git_hash(), created_at=now_iso(),
         features_fingerprint=plan.upstream_fingerprint, upstream_source=plan.upstream_source,
+        audio_fingerprint=plan.audio_fingerprint,
         overrides=json.loads(json.dumps(plan.recipe.overrides, default=str)), artifacts=artifacts,
         device=plan.compute.describe(), precision=plan.compute.precision, secondary=_secondary_means(folds))
     path = write_record(result, plan.results)
@@ -619,11 +645,10 @@ def plan_run(upstream: Upstream, tasks: Sequence[Task], data_root: Path, opts: R
     for task in tasks:
         manifest = load_task_manifest(Path(data_root) / task.name)
         task.check_manifest(manifest)
-        keys = audio_keys(manifest) if opts.execution.use_cache else None  # read once: disk check and extraction
+        keys = audio_keys(manifest)  # read once: the records' audio identity, the disk check and extraction
         for layer in probes:
-            plan = plan_task(upstream, task, data_root, opts.replace(layer=layer), fingerprint, manifest)
-            plan.audio_keys = keys
-            plans.append(plan)
+            plans.append(plan_task(upstream, task, data_root, opts.replace(layer=layer), fingerprint, manifest,
+                                   keys))
     return plans
 
 

@@ -48,6 +48,12 @@ class ToneUpstream(Upstream):
             self.proj.bias.zero_()
         self.sleep, self.counter, self.nan_layer = sleep, counter, nan_layer
 
+    def config_dict(self) -> dict[str, Any]:
+        """A NaN-injecting dummy makes other features, so it is another fingerprint (another cache folder:
+        the cache is keyed by audio content, and another test's tones may already be cached)."""
+        base = super().config_dict()
+        return base if self.nan_layer is None else {**base, "nan_layer": self.nan_layer}
+
     def _forward(self, wavs, wav_lengths):
         if self.counter:
             with open(self.counter, "a") as fh:

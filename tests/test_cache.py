@@ -22,6 +22,7 @@ from superbench.cache import (
     CACHE_FORMAT_VERSION,
     CacheError,
     OnlineFeatures,
+    audio_fingerprint,
     audio_key,
     cache_path,
     extract_features,
@@ -99,40 +100,45 @@ def test_extraction_hashes_the_weights_at_most_once(tmp_path, monkeypatch):
     assert len(calls) == 1  # given: never computed
 
 
-def test_audio_key_reads_path_size_head_and_tail(tmp_path):
+def test_audio_key_hashes_every_byte_and_no_path(tmp_path):
     block = AUDIO_KEY_BLOCK
     rng = np.random.default_rng(0)
-    data = rng.integers(0, 256, size=3 * block + 100, dtype=np.uint8).tobytes()
+    data = rng.integers(0, 256, size=2 * block + 300_000, dtype=np.uint8).tobytes()  # blocks + a partial one
     f = tmp_path / "a.wav"
     f.write_bytes(data)
     key = audio_key(f)
     assert len(key) == 32 and audio_key(str(f)) == key
     link = tmp_path / "link.wav"
     link.symlink_to(f)
-    assert audio_key(link) == key  # the resolved path
-    g = tmp_path / "b.wav"
+    g = tmp_path / "moved" / "b.wav"
+    g.parent.mkdir()
     g.write_bytes(data)
-    assert audio_key(g) != key  # another file is another utterance, even with the same bytes
+    assert audio_key(link) == audio_key(g) == key  # the same bytes anywhere: the same features
 
     def key_of(content: bytes) -> str:
         f.write_bytes(content)
         return audio_key(f)
 
-    middle = bytearray(data)
-    middle[block + 50] ^= 1
-    assert key_of(bytes(middle)) == key  # the middle is not read: the documented blind spot
-    for pos in (0, block - 1, len(data) - block, len(data) - 1):
+    keys = {key}
+    for pos in (0, 64 << 10, block - 1, block, len(data) // 2, len(data) - (64 << 10) - 1, len(data) - 1):
         changed = bytearray(data)
         changed[pos] ^= 1
-        assert key_of(bytes(changed)) != key, pos
-    assert key_of(data + b"\0") != key
-    small = data[: 2 * block - 1]  # under two blocks: every byte counts
-    small_key = key_of(small)
-    changed = bytearray(small)
-    changed[block] ^= 1
-    assert key_of(bytes(changed)) != small_key
+        keys.add(key_of(bytes(changed)))  # the middle too, where the sampled key of format v3 was blind
+    assert len(keys) == 8
+    assert key_of(data + b"\0") not in keys and key_of(data[:-1]) not in keys
+    assert audio_key(f, block=4096) == audio_key(f)  # the block size is how it reads, not what it hashes
+    assert key_of(b"") != key_of(b"\0")
     with pytest.raises(CacheError, match="cannot read audio"):
         audio_key(tmp_path / "missing.wav")
+
+
+def test_audio_fingerprint_follows_which_audio_each_utterance_has(tmp_path):
+    keys = {"a": "k1", "b": "k2"}
+    fp = audio_fingerprint(keys)
+    assert audio_fingerprint(dict(reversed(keys.items()))) == fp  # order of the manifest's rows is not audio
+    assert audio_fingerprint({"a": "k2", "b": "k1"}) != fp  # two utterances swapped their audio
+    assert audio_fingerprint({"a": "k1", "b": "k3"}) != fp
+    assert audio_fingerprint({"a": "k1"}) != fp
 
 
 def test_plan_batches_respect_the_samples_budget(tmp_path):

@@ -18,7 +18,7 @@ import torch
 import superbench.cache as cache_mod
 import superbench.io as io_mod
 from downstreams import ClassificationObjective, UtteranceHead
-from superbench.cache import CacheError, cache_path, extract_features
+from superbench.cache import CACHE_FORMAT_VERSION, CacheError, cache_path, extract_features
 from superbench.io import atomic_open, atomic_write_text
 from superbench.manifest import _rows_fingerprint, load_task_manifest, write_task_manifest
 from superbench.recipe import TrainConfig
@@ -152,7 +152,7 @@ def test_old_cache_format_is_extracted_again_saying_why(tmp_path, caplog):
     (old / "cache.json").write_text(json.dumps({"format_version": 2}))
     with caplog.at_level(logging.INFO, logger="superbench.cache"):
         extract_features(up, manifest, "utterance", root=tmp_path / "c", progress=False)
-    assert "format changed (utterance-v2 -> v3" in caplog.text
+    assert f"format changed (utterance-v2 -> v{CACHE_FORMAT_VERSION}: audio keys now hash every byte" in caplog.text
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -207,7 +207,8 @@ def test_names_and_fingerprints_cannot_leave_the_cache_root(tmp_path, bad):
         assert path.parent.parent == root
         assert os.path.abspath(path).startswith(str(root) + os.sep)
         assert path.parent.name not in ("", ".", "..") and "/" not in path.parent.name
-    assert cache_path(_NamedTone("tone-test"), "frame", root, "0a1b") == root / "tone-test-0a1b" / "frame-v3"
+    expected = root / "tone-test-0a1b" / f"frame-v{CACHE_FORMAT_VERSION}"
+    assert cache_path(_NamedTone("tone-test"), "frame", root, "0a1b") == expected
 
 
 def test_extraction_with_escaping_name_and_fingerprint_writes_inside_the_root(tmp_path):
