@@ -593,11 +593,13 @@ def _claim_seeds(plan: TaskPlan, opts: RunOptions, held: ExitStack) -> None:
         held.enter_context(run_lock(plan.lock_path(seed, opts), waiting=(
             f"{plan.keys[seed].describe()}: another run is working on it ({plan.lock_path(seed, opts)}); "
             "waiting for it to finish")))
-        path = record_path(plan.results, plan.keys[seed])
-        if not opts.execution.overwrite and path.is_file():
-            log.info("%s: recorded by another run meanwhile (%s); skipping it", plan.keys[seed].describe(), path)
+        if opts.execution.overwrite:
+            continue
+        for found in _records_to_keep({seed: plan.keys[seed]}, plan.results, plan.audio_fingerprint):
+            log.info("%s: recorded by another run meanwhile (%s); skipping it", plan.keys[seed].describe(),
+                     record_path(plan.results, plan.keys[seed]))
             plan.todo.remove(seed)
-            plan.done.append(read_record(path))
+            plan.done.append(found)
     for found in plan.done:
         leftover = plan.checkpoint_dir(found.seed, opts)
         if not leftover.exists():
