@@ -45,7 +45,6 @@ import logging
 import shutil
 import statistics
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -58,7 +57,7 @@ from superbench.cache import (
     audio_keys,
     extract_features,
 )
-from superbench.device import Compute, resolve_compute
+from superbench.device import Compute, resolve_compute, torch_threads
 from superbench.executors import LocalExecutor, RayExecutor, TrainingJob, make_executor
 from superbench.io import atomic_open, atomic_write_text, free_bytes, human_bytes
 from superbench.manifest import Fold, TaskManifest, load_task_manifest
@@ -621,20 +620,6 @@ def check_disk(plans: Sequence[TaskPlan], opts: RunOptions) -> None:
         raise CacheError(f"not enough disk for the feature cache: this run needs about {human_bytes(total)} "
                          f"({per_task}) in {root}, only {human_bytes(free)} free.{hint} Free some space, point "
                          f"SUPERBENCH_HOME at a larger disk, run fewer tasks, or use --no-cache")
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with `n` torch intra-op threads, then restore the previous count (None: leave it)."""
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _trial_key(identity: dict[str, Any], cfg: Any, fold: str) -> str:
