@@ -44,6 +44,7 @@ import json
 import logging
 import shutil
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -544,12 +545,14 @@ def run(upstream: Upstream, tasks: Sequence[Task], data_root: Path, opts: RunOpt
     """Every task: all of them checked and planned first, then each extracted and trained in turn.
 
     Before the first extraction: every task folder exists, `--layer` exists in the upstream,
-    every manifest and recipe is valid, and the disk holds the features still to extract.
+    every manifest and recipe is valid, the results and checkpoints folders can be written, and the disk
+    holds the features still to extract.
     The upstream's fingerprint (a hash of all its weights) is computed once here. With
     `--layer all` each task gets one plan per layer, and they share one extraction.
     """
     upstream = as_upstream(upstream)
     plans = plan_run(upstream, tasks, data_root, opts, fingerprint)
+    check_output_folders(plans, opts)
     check_disk(plans, opts)
     if opts.hooks.show_plan and any(p.todo for p in plans):
         for line in format_plan(estimate_run(plans, opts)).splitlines():
@@ -585,6 +588,30 @@ def check_task_folders(tasks: Sequence[Task], data_root: Path) -> None:
             if present else "it has no prepared task folder; prepare them")
     raise FileNotFoundError(f"data root {root} has no folder for task(s) {', '.join(missing)} "
                             f"(<task>/meta.json); {hint} with `superbench data prepare`")
+
+
+def check_writable(folder: Path, what: str, hint: str) -> None:
+    """Create `folder` if missing and write and remove a file there: an output folder that cannot be written
+    (read-only, immutable, a file where the folder should be) is a usage error before any work, not a
+    failure after hours of extraction and training."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".superbench-write-check-"):
+            pass
+    except OSError as exc:
+        raise PermissionError(f"the {what} {folder} cannot be written ({exc.strerror or exc}); {hint}") from None
+
+
+def check_output_folders(plans: Sequence[TaskPlan], opts: RunOptions) -> None:
+    """The folders the records and the trials' checkpoints of `plans` go to can be written (when there is
+    anything to train)."""
+    folders = {record_path(p.results, p.keys[seed]).parent: "results folder" for p in plans for seed in p.todo}
+    if not folders:
+        return
+    for folder, what in folders.items():
+        check_writable(folder, what, "fix its permissions or choose another with --results")
+    check_writable(Path(opts.paths.checkpoint_root or checkpoints_dir()), "checkpoints folder",
+                   "fix its permissions or point SUPERBENCH_HOME at a writable folder")
 
 
 def cache_bytes_needed(plans: Sequence[TaskPlan], opts: RunOptions) -> dict[str, int]:

@@ -312,11 +312,14 @@ def summary_table(rows: Any) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from leaderboard.store import StoreWriter
+    from leaderboard.store import StoreWriter, default_db_path
     from superbench.results import aggregate
-    from superbench.runner import run
+    from superbench.runner import check_writable, run
 
     writer = StoreWriter(args.db) if args.store else None
+    if writer is not None:  # before any work, like the runner's checks of the results and checkpoints folders
+        check_writable((args.db or default_db_path()).parent, "results database's folder",
+                       "fix its permissions, choose another database with --db, or run with --no-store")
     execution = ExecutionOptions(use_cache=args.use_cache, overwrite=args.overwrite, executor=args.executor,
                                  address=args.address, gpus_per_trial=args.gpus_per_trial,
                                  gpus_per_extractor=args.gpus_per_extractor, group_trials=args.group_trials)
