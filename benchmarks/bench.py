@@ -14,6 +14,8 @@ random init: same compute as HuBERT Base, no download) and `fbank`, and prints:
      error vs the float32 features and the score change
   9. on a GPU (or --device): extraction throughput vs the bare forward, fp32 and bf16, and bf16 vs fp32
      speed and error (hubert-base-random)                                       goal >= 0.9x
+  10. plan's extraction estimate vs the extraction itself (fbank): the demo (all tasks) and a KS corpus of
+     distinct clips (--plan-clips)                                              goal: within 1.5x
   6. the superb schedule (200k updates x the lr sweep) on a Speech-Commands-sized KS corpus of distinct
      clips: time-to-score / one extraction pass, trials grouped                  goal <= 1.3x
      + per-update costs grouped vs one trial at a time (KS, SID, ER) and their equality
@@ -212,10 +214,11 @@ def main() -> int:
     ap.add_argument("--device", default="auto",
                     help="device of section 9 (auto = CUDA when available; on a CPU-only machine section 9 is "
                          "skipped unless --device cpu is given)")
-    ap.add_argument("--only", type=int, choices=range(1, 10), action="append", metavar="N",
-                    help="run only section N (repeatable); default: all nine")
+    ap.add_argument("--plan-clips", type=int, default=6000, help="clips of the larger corpus of section 10")
+    ap.add_argument("--only", type=int, choices=range(1, 11), action="append", metavar="N",
+                    help="run only section N (repeatable); default: all ten")
     args = ap.parse_args()
-    sections = set(args.only or range(1, 10))
+    sections = set(args.only or range(1, 11))
     logging.basicConfig(level=logging.WARNING)
     home = Path(tempfile.mkdtemp(prefix="superbench-bench-"))
     demo_home = os.environ.get("SUPERBENCH_HOME")
@@ -246,6 +249,8 @@ def main() -> int:
         section_8(ups, data, home)
     if 9 in sections:
         section_9(args, ups, ks_small, home)
+    if 10 in sections:
+        section_10(args, ups, data, home)
     return 0
 
 
@@ -516,6 +521,38 @@ def section_9(args: argparse.Namespace, ups: dict, ks_small: Path, home: Path) -
           f"error max/max|x| {float(err.max() / exact.abs().max()):.2e}, "
           f"mean/mean|x| {float(err.mean() / exact.abs().mean()):.2e}")
     up.to("cpu")
+
+
+def plan_vs_extraction(upstream, tasks: list, data_root: Path, work: Path, threads: int | None = None
+                       ) -> tuple[object, float]:
+    """`plan`'s estimate of a cold extraction of `tasks`, then that extraction as `run` does it (every plan's
+    `extract`, which is what records log as extraction time), in seconds."""
+    from superbench.options import RunOptions
+    from superbench.plan import estimate_run
+    from superbench.runner import extract, plan_run
+
+    opts = RunOptions.of(results_dir=work / "results", cache_root=work / "cache", checkpoint_root=work / "ckpt",
+                         progress=False, profile="fast", extract_threads=threads)
+    plans = plan_run(upstream, tasks, data_root, opts)
+    estimate = estimate_run(plans, opts)
+    return estimate, sum(extract(plan, opts)[1] for plan in plans)
+
+
+def section_10(args: argparse.Namespace, ups: dict, data: Path, home: Path) -> None:
+    from superbench.tasks import get_task, resolve_tasks
+
+    print("\n10. plan's extraction estimate (warmed-up probe) vs the extraction (fbank, cold cache)  goal: 0.67-1.5x")
+    big = ks_corpus_of_distinct_clips(data, home / "c10-clips", args.plan_clips)
+    for name, tasks, root in (("demo, all tasks", resolve_tasks("all"), data),
+                              (f"KS, {args.plan_clips} distinct clips", [get_task("ks")], big)):
+        for threads in (None, 1):
+            work = home / f"c10-{len(tasks)}-{threads}"
+            estimate, actual = plan_vs_extraction(ups["fbank"], tasks, root, work, threads)
+            predicted = sum(t.extraction_seconds or 0.0 for t in estimate.tasks)
+            hours = sum(t.extract_hours for t in estimate.tasks)
+            rates = ", ".join(f"{p.level} {p.rate:.0f} s/s" for p in estimate.probes.values())
+            print(f"   {name:<26} {estimate.threads} thr, {hours:5.2f} h to extract: estimate {predicted:6.1f} s, "
+                  f"extraction {actual:6.1f} s, ratio {predicted / actual:4.2f}x  (probe: {rates})")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ audio read ahead, forward, checks, chunk written and hashed) on a sample of the 
 as the cache plans them, on the run's device, precision and extraction threads, into a scratch folder.
 Its first batch is a warm-up and not timed (allocators, kernels, thread pools: a short untimed probe
 over-estimated fbank 8-35x on large corpora); it then times chunks spread over the length-sorted corpus
-until PROBE_AUDIO_SECONDS of audio or PROBE_WALL_SECONDS of wall time, and the rate (audio seconds per
+until PROBE_AUDIO_SECONDS of audio (at most PROBE_SHARE of the audio to extract) or PROBE_WALL_SECONDS
+of wall time, and the rate (audio seconds per
 wall second) scales to the audio still to extract. Nothing here trains or writes to the cache.
 """
 
@@ -50,6 +51,9 @@ log = logging.getLogger(__name__)
 PROBE_AUDIO_SECONDS = 900.0
 #: ... or once it has spent this long extracting it, whichever comes first (at least one chunk is timed).
 PROBE_WALL_SECONDS = 10.0
+#: ... and never more than this share of the audio to extract (the plan `run` logs must not double a small
+#: extraction).
+PROBE_SHARE = 0.1
 
 
 @dataclass
@@ -208,9 +212,10 @@ def estimate_run(plans: Sequence[TaskPlan], opts: RunOptions, probe: bool = True
     threads = opts.compute.extract_threads
     if probe:
         for level, (plan, utts) in pending.items():
+            audio = min(PROBE_AUDIO_SECONDS, PROBE_SHARE * sum(u.duration for u in utts))
             probes[level] = probe_extraction(plan.upstream, utts, level, plan.compute,
                                              frame_dtype=opts.compute.cache_dtype, threads=threads,
-                                             workdir=root if root.is_dir() else None)
+                                             workdir=root if root.is_dir() else None, max_audio=audio)
         for t in tasks:
             if t.level in probes:
                 t.extraction_seconds = t.extract_hours * 3600 / probes[t.level].rate
