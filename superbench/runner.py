@@ -599,7 +599,9 @@ def check_writable(folder: Path, what: str, hint: str) -> None:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".superbench-write-check-"):
             pass
     except OSError as exc:
-        raise PermissionError(f"the {what} {folder} cannot be written ({exc.strerror or exc}); {hint}") from None
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker is not None else exc.strerror or str(exc)
+        raise PermissionError(f"the {what} {folder} cannot be written ({why}); {hint}") from None
 
 
 def check_output_folders(plans: Sequence[TaskPlan], opts: RunOptions) -> None:

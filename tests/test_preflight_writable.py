@@ -33,6 +33,8 @@ def refused(code: int, caplog, path: Path, home: Path) -> None:
     assert code == 2
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert any(str(path) in e and "cannot be written" in e for e in errors), errors
+    if path.is_file():
+        assert any(f"{path} is a file, not a folder" in e for e in errors), errors
     assert not (home / "features").exists()
 
 
