@@ -14,6 +14,8 @@ random init: same compute as HuBERT Base, no download) and `fbank`, and prints:
      error vs the float32 features and the score change
   9. on a GPU (or --device): extraction throughput vs the bare forward, fp32 and bf16, and bf16 vs fp32
      speed and error (hubert-base-random)                                       goal >= 0.9x
+  10. plan's extraction estimate vs the extraction itself (fbank): the demo (all tasks) and a KS corpus of
+     distinct clips (--plan-clips)                                              goal: within 1.5x
   6. the superb schedule (200k updates x the lr sweep) on a Speech-Commands-sized KS corpus of distinct
      clips: time-to-score / one extraction pass, trials grouped                  goal <= 1.3x
      + per-update costs grouped vs one trial at a time (KS, SID, ER) and their equality
@@ -217,10 +219,11 @@ def main() -> int:
                          "skipped unless --device cpu is given)")
     ap.add_argument("--key-files", type=int, default=3000, help="files of section 10's synthetic corpus")
     ap.add_argument("--key-seconds", type=float, default=8.0, help="seconds per file of section 10's synthetic corpus")
-    ap.add_argument("--only", type=int, choices=range(1, 11), action="append", metavar="N",
-                    help="run only section N (repeatable); default: all ten")
+    ap.add_argument("--plan-clips", type=int, default=6000, help="clips of the larger corpus of section 11")
+    ap.add_argument("--only", type=int, choices=range(1, 12), action="append", metavar="N",
+                    help="run only section N (repeatable); default: all eleven")
     args = ap.parse_args()
-    sections = set(args.only or range(1, 11))
+    sections = set(args.only or range(1, 12))
     logging.basicConfig(level=logging.WARNING)
     home = Path(tempfile.mkdtemp(prefix="superbench-bench-"))
     demo_home = os.environ.get("SUPERBENCH_HOME")
@@ -253,6 +256,8 @@ def main() -> int:
         section_9(args, ups, ks_small, home)
     if 10 in sections:
         section_10(args, ups, data, home)
+    if 11 in sections:
+        section_11(args, ups, data, home)
     return 0
 
 
@@ -630,6 +635,38 @@ def section_10(args: argparse.Namespace, ups: dict, data: Path, home: Path) -> N
             print(f"     {workers} thread(s): sampled {t['sampled']:.3f} s  full {t['full']:.3f} s "
                   f"({t['full'] / mib * 1000:.2f} ms/MiB, {mib / t['full']:.0f} MiB/s)  "
                   f"full / extraction {t['full'] / extract_s:.3f}x (goal <= 0.1x)")
+
+
+def plan_vs_extraction(upstream, tasks: list, data_root: Path, work: Path, threads: int | None = None
+                       ) -> tuple[object, float]:
+    """`plan`'s estimate of a cold extraction of `tasks`, then that extraction as `run` does it (every plan's
+    `extract`, which is what records log as extraction time), in seconds."""
+    from superbench.options import RunOptions
+    from superbench.plan import estimate_run
+    from superbench.runner import extract, plan_run
+
+    opts = RunOptions.of(results_dir=work / "results", cache_root=work / "cache", checkpoint_root=work / "ckpt",
+                         progress=False, profile="fast", extract_threads=threads)
+    plans = plan_run(upstream, tasks, data_root, opts)
+    estimate = estimate_run(plans, opts)
+    return estimate, sum(extract(plan, opts)[1] for plan in plans)
+
+
+def section_11(args: argparse.Namespace, ups: dict, data: Path, home: Path) -> None:
+    from superbench.tasks import get_task, resolve_tasks
+
+    print("\n11. plan's extraction estimate (warmed-up probe) vs the extraction (fbank, cold cache)  goal: 0.67-1.5x")
+    big = ks_corpus_of_distinct_clips(data, home / "c11-clips", args.plan_clips)
+    for name, tasks, root in (("demo, all tasks", resolve_tasks("all"), data),
+                              (f"KS, {args.plan_clips} distinct clips", [get_task("ks")], big)):
+        for threads in (None, 1):
+            work = home / f"c11-{len(tasks)}-{threads}"
+            estimate, actual = plan_vs_extraction(ups["fbank"], tasks, root, work, threads)
+            predicted = sum(t.extraction_seconds or 0.0 for t in estimate.tasks)
+            hours = sum(t.extract_hours for t in estimate.tasks)
+            rates = ", ".join(f"{p.level} {p.rate:.0f} s/s" for p in estimate.probes.values())
+            print(f"   {name:<26} {estimate.threads} thr, {hours:5.2f} h to extract: estimate {predicted:6.1f} s, "
+                  f"extraction {actual:6.1f} s, ratio {predicted / actual:4.2f}x  (probe: {rates})")
 
 
 if __name__ == "__main__":

@@ -50,8 +50,9 @@ import json
 import logging
 import shutil
 import statistics
+import tempfile
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -65,7 +66,7 @@ from superbench.cache import (
     audio_keys,
     extract_features,
 )
-from superbench.device import Compute, resolve_compute
+from superbench.device import Compute, resolve_compute, torch_threads
 from superbench.downstream import FeatureSource
 from superbench.executors import LocalExecutor, RayExecutor, TrainingJob, make_executor
 from superbench.io import atomic_open, atomic_write_text, free_bytes, human_bytes, read_sealed, run_lock, write_sealed
@@ -659,12 +660,14 @@ def run(upstream: Upstream, tasks: Sequence[Task], data_root: Path, opts: RunOpt
     """Every task: all of them checked and planned first, then each extracted and trained in turn.
 
     Before the first extraction: every task folder exists, `--layer` exists in the upstream,
-    every manifest and recipe is valid, and the disk holds the features still to extract.
+    every manifest and recipe is valid, the results and checkpoints folders can be written, and the disk
+    holds the features still to extract.
     The upstream's fingerprint (a hash of all its weights) is computed once here. With
     `--layer all` each task gets one plan per layer, and they share one extraction.
     """
     upstream = as_upstream(upstream)
     plans = plan_run(upstream, tasks, data_root, opts, fingerprint)
+    check_output_folders(plans, opts)
     check_disk(plans, opts)
     if opts.hooks.show_plan and any(p.todo for p in plans):
         for line in format_plan(estimate_run(plans, opts)).splitlines():
@@ -702,6 +705,32 @@ def check_task_folders(tasks: Sequence[Task], data_root: Path) -> None:
                             f"(<task>/meta.json); {hint} with `superbench data prepare`")
 
 
+def check_writable(folder: Path, what: str, hint: str) -> None:
+    """Create `folder` if missing and write and remove a file there: an output folder that cannot be written
+    (read-only, immutable, a file where the folder should be) is a usage error before any work, not a
+    failure after hours of extraction and training."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".superbench-write-check-"):
+            pass
+    except OSError as exc:
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker is not None else exc.strerror or str(exc)
+        raise PermissionError(f"the {what} {folder} cannot be written ({why}); {hint}") from None
+
+
+def check_output_folders(plans: Sequence[TaskPlan], opts: RunOptions) -> None:
+    """The folders the records and the trials' checkpoints of `plans` go to can be written (when there is
+    anything to train)."""
+    folders = {record_path(p.results, p.keys[seed]).parent: "results folder" for p in plans for seed in p.todo}
+    if not folders:
+        return
+    for folder, what in folders.items():
+        check_writable(folder, what, "fix its permissions or choose another with --results")
+    check_writable(Path(opts.paths.checkpoint_root or checkpoints_dir()), "checkpoints folder",
+                   "fix its permissions or point SUPERBENCH_HOME at a writable folder")
+
+
 def cache_bytes_needed(plans: Sequence[TaskPlan], opts: RunOptions) -> dict[str, int]:
     """Bytes of features still to extract, per task: audio already cached counts nothing, and audio
     shared by several tasks counts once per cache folder (upstream variant and level)."""
@@ -735,20 +764,6 @@ def check_disk(plans: Sequence[TaskPlan], opts: RunOptions) -> None:
         raise CacheError(f"not enough disk for the feature cache: this run needs about {human_bytes(total)} "
                          f"({per_task}) in {root}, only {human_bytes(free)} free.{hint} Free some space, point "
                          f"SUPERBENCH_HOME at a larger disk, run fewer tasks, or use --no-cache")
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with `n` torch intra-op threads, then restore the previous count (None: leave it)."""
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _trial_key(identity: dict[str, Any], cfg: Any, fold: str) -> str:

@@ -5,15 +5,31 @@ from __future__ import annotations
 import json
 
 import pytest
+import soundfile as sf
 import torch
 
-from superbench.cache import audio_keys, extract_features, feature_bytes
+from superbench.cache import (
+    DEFAULT_BATCH_SAMPLES,
+    DEFAULT_CHUNK_BYTES,
+    audio_keys,
+    extract_features,
+    feature_bytes,
+    plan_chunks,
+)
 from superbench.cli import main
+from superbench.device import Compute
 from superbench.manifest import load_task_manifest, write_task_manifest
-from superbench.plan import estimate_run, format_plan
+from superbench.plan import estimate_run, format_plan, probe_extraction, spread_order
 from superbench.runner import plan_run
 from superbench.tasks import get_task
-from superbench.testing import ToneUpstream, make_class_corpus, make_sequence_corpus, scratch_run_options
+from superbench.testing import (
+    SR,
+    ToneUpstream,
+    chirp_wavs,
+    make_class_corpus,
+    make_sequence_corpus,
+    scratch_run_options,
+)
 
 
 def test_plan_counts_what_extraction_then_writes(tmp_path):
@@ -35,11 +51,11 @@ def test_plan_counts_what_extraction_then_writes(tmp_path):
                  for u in load_task_manifest(tmp_path / "pr").utterances())
     values = up.num_layers * up.hidden_size
     assert pr.cache_bytes_int8 == frames * values + pr.utterances * values * 4 < pr.cache_bytes
-    assert estimate.probe_rate is not None and estimate.probe_rate > 0
+    assert set(estimate.probes) == {"utterance", "frame"} and all(p.rate > 0 for p in estimate.probes.values())
     assert all(t.extraction_seconds is not None and t.extraction_seconds > 0 for t in (ks, pr))
     again = estimate_run(plan_run(up, tasks, tmp_path, opts), opts)  # everything cached now
     assert [(t.to_extract, t.cache_bytes, t.extraction_seconds) for t in again.tasks] == [(0, 0, None)] * 2
-    assert again.probe_rate is None and "nothing to extract" in format_plan(again)
+    assert not again.probes and "nothing to extract" in format_plan(again)
 
 
 def test_cache_bytes_by_hand():
@@ -74,7 +90,7 @@ def test_plan_command_prints_the_table_and_extracts_nothing(tmp_path, monkeypatc
     make_class_corpus(tmp_path / "data", task="ks")
     assert main(["plan", "--upstream", "fbank", "--task", "ks", "--data", str(tmp_path / "data")]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("plan: fbank on cpu (fp32); probe: ")
+    assert out.startswith("plan: fbank on cpu (fp32), ") and "; probe (utterance): " in out.splitlines()[0]
     header, row = out.splitlines()[1:3]
     assert header.split()[:4] == ["task", "level", "utts", "hours"]
     assert row.split()[:3] == ["ks", "utterance", "60"]
@@ -83,3 +99,87 @@ def test_plan_command_prints_the_table_and_extracts_nothing(tmp_path, monkeypatc
     assert main(["plan", "--upstream", "fbank", "--task", "ks", "--data", str(tmp_path / "data"),
                  "--device", "cuda:7"]) == 2
     assert audio_keys(load_task_manifest(tmp_path / "data" / "ks"))  # the corpus is intact
+
+
+class CostedUpstream(ToneUpstream):
+    """ToneUpstream on a fake clock: each forward costs `per_sample` seconds per (unpadded) sample, the first
+    one `first` seconds more; it records the batch shape, torch threads and CPU autocast dtype of every call."""
+
+    def __init__(self, per_sample: float = 1e-5, first: float = 1000.0) -> None:
+        super().__init__()
+        self.per_sample, self.first, self.now, self.calls = per_sample, first, 0.0, []
+
+    def _forward(self, wavs, wav_lengths):
+        autocast = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+        self.calls.append((tuple(wavs.shape), torch.get_num_threads(), autocast))
+        self.now += (self.first if len(self.calls) == 1 else 0.0) + self.per_sample * int(wav_lengths.sum())
+        return super()._forward(wavs.float(), wav_lengths)
+
+    def clock(self) -> float:
+        return self.now
+
+
+def two_second_corpus(root, n: int = 200) -> list:
+    """`n` utterances of 1.5-2.5 s (32 to a 64-s batch, two batches to a 64-utterance chunk)."""
+    lengths = [int(SR * (1.5 + (k % 11) / 10)) for k in range(n)]
+    rows = []
+    for k, wav in enumerate(chirp_wavs(lengths)):
+        (root / "ks" / "wav").mkdir(parents=True, exist_ok=True)
+        sf.write(root / "ks" / "wav" / f"{k}.wav", wav, SR)
+        rows.append({"id": f"u{k}", "audio": f"wav/{k}.wav", "sample_rate": SR, "num_samples": len(wav),
+                     "speaker": "s", "label": "a"})
+    write_task_manifest(root / "ks", task="ks", corpus="chirps", version="1", label_field="label", labels=["a"],
+                        splits={"train": rows[:-2], "dev": rows[-2:-1], "test": rows[-1:]})
+    return load_task_manifest(root / "ks").utterances()
+
+
+def test_spread_order_visits_every_index_once_and_spreads_each_prefix():
+    assert spread_order(1) == [0] and spread_order(2) == [0, 1]
+    assert spread_order(5) == [0, 4, 2, 1, 3]
+    assert sorted(spread_order(100)) == list(range(100))
+    assert max(spread_order(100)[:4]) >= 75  # four chunks already reach the short end of the plan
+
+
+def test_probe_discards_the_warm_up_and_rates_timed_audio_over_timed_wall(tmp_path):
+    utts = two_second_corpus(tmp_path)
+    up = CostedUpstream(per_sample=1e-5)  # 0.16 s of wall per s of audio: a rate of 6.25, whatever the padding
+    probe = probe_extraction(up, utts, "utterance", Compute(), clock=up.clock, max_audio=1e9, max_wall=1e9,
+                             workdir=tmp_path)
+    chunks = plan_chunks(up, utts, "utterance", DEFAULT_BATCH_SAMPLES, DEFAULT_CHUNK_BYTES)
+    assert len(chunks) > 2 and probe.chunks == len(chunks)  # no limit reached: every chunk timed once
+    assert probe.audio_seconds == pytest.approx(sum(u.duration for u in utts))
+    assert probe.wall_seconds == pytest.approx(1e-5 * sum(u.num_samples for u in utts))  # the 1000 s not in it
+    assert probe.rate == pytest.approx(6.25)
+    # the warm-up is the first batch of the first chunk; then the real extraction's batches, chunk by chunk
+    length = {u.id: u.num_samples for u in utts}
+    batches = [b for i in spread_order(len(chunks)) for b in chunks[i]]
+    expected = [(len(b), max(length[i] for i in b)) for b in [batches[0], *batches]]
+    assert [shape for shape, _, _ in up.calls] == expected
+    assert list(tmp_path.glob(".plan-probe-*")) == []  # the scratch folder is gone
+
+
+def test_probe_stops_at_its_audio_or_wall_limit(tmp_path):
+    utts = two_second_corpus(tmp_path)
+    up = CostedUpstream()
+    by_audio = probe_extraction(up, utts, "utterance", Compute(), clock=up.clock, max_audio=1.0, max_wall=1e9)
+    assert by_audio.chunks == 1 and by_audio.audio_seconds > 1.0
+    up = CostedUpstream()
+    by_wall = probe_extraction(up, utts, "utterance", Compute(), clock=up.clock, max_audio=1e9,
+                               max_wall=1.001 * by_audio.wall_seconds)
+    assert by_wall.chunks == 2 and by_wall.rate == pytest.approx(6.25)
+
+
+def test_plan_probes_with_the_runs_threads_device_and_precision(tmp_path):
+    two_second_corpus(tmp_path, n=80)
+    threads = torch.get_num_threads()
+    want = 1 if threads > 1 else 2
+    up = CostedUpstream()
+    opts = scratch_run_options(tmp_path, lr=1e-2, extract_threads=want, device="cpu", precision="bf16")
+    estimate = estimate_run(plan_run(up, [get_task("ks")], tmp_path, opts), opts)
+    assert up.calls and {(n, dtype) for _, n, dtype in up.calls} == {(want, torch.bfloat16)}
+    assert torch.get_num_threads() == threads  # restored
+    (t,) = estimate.tasks
+    probe = estimate.probes["utterance"]
+    assert t.extraction_seconds == pytest.approx(t.extract_hours * 3600 / probe.rate)
+    assert estimate.threads == want and f"cpu (bf16), {want} extraction thread(s); probe (utterance): " in \
+        format_plan(estimate)

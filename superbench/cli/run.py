@@ -174,6 +174,15 @@ def _selection_args(p: argparse.ArgumentParser) -> None:
                         "and the records' profile says so (e.g. superb+bf16); heads always train in fp32")
 
 
+def _thread_args(p: argparse.ArgumentParser) -> None:
+    """--threads and --extract-threads: `plan` takes them too, so that its probe runs as the run will."""
+    p.add_argument("--threads", type=_positive, default=None, metavar="N",
+                   help="torch intra-op threads for extraction and for head training (default: torch's own, one "
+                        "per core, the fastest measured for both; use 1 when several runs share the cores)")
+    p.add_argument("--extract-threads", type=_positive, default=None, metavar="N",
+                   help="threads while the upstream extracts features (overrides --threads)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="benchmark an upstream on SUPERB tasks",
                        description="Extract features once, train the SUPERB heads (learning-rate sweep on dev, "
@@ -186,11 +195,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", type=Path, default=None, metavar="PATH",
                    help="leaderboard database (default: $SUPERBENCH_DB or $SUPERBENCH_HOME/leaderboard.db)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
-    p.add_argument("--threads", type=_positive, default=None, metavar="N",
-                   help="torch intra-op threads for extraction and for head training (default: torch's own, one "
-                        "per core, the fastest measured for both; use 1 when several runs share the cores)")
-    p.add_argument("--extract-threads", type=_positive, default=None, metavar="N",
-                   help="threads while the upstream extracts features (overrides --threads)")
+    _thread_args(p)
     p.add_argument("--train-threads", type=_positive, default=None, metavar="N",
                    help="threads while the heads train (overrides --threads)")
     p.add_argument("--executor", default="local", choices=EXECUTORS,
@@ -211,10 +216,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = sub.add_parser("plan", help="what a run would cost, without running it",
                        description="Per task: utterances, hours of audio (and of distinct audio, what the cache "
                                    "holds), cache bytes to write (float16 frames, and as int8), extraction time "
-                                   "from a short probe of the upstream on this device, updates x trials of the "
-                                   "grid, and the free disk. Loads the manifests and the upstream; extracts and "
-                                   "trains nothing.")
+                                   "from a probe of the upstream on this device (the extraction itself on a "
+                                   "sample of the run's chunks, after a warm-up batch; its rate is printed), "
+                                   "updates x trials of the grid, and the free disk. Loads the manifests and the "
+                                   "upstream; trains nothing and writes nothing to the cache.")
     _selection_args(q)
+    _thread_args(q)
     q.add_argument("--no-probe", dest="probe", action="store_false",
                    help="do not time the upstream (no extraction-time estimate; for a quick look)")
     q.set_defaults(func=cmd_plan)
@@ -274,7 +281,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from superbench.plan import estimate_run, format_plan
     from superbench.runner import plan_run
 
-    upstream, tasks, data_root, opts = _run_from_args(args)
+    upstream, tasks, data_root, opts = _run_from_args(args, extract_threads=args.extract_threads or args.threads)
     print(format_plan(estimate_run(plan_run(upstream, tasks, data_root, opts), opts, probe=args.probe)))
     return 0
 
@@ -305,11 +312,14 @@ def summary_table(rows: Any) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from leaderboard.store import StoreWriter
-    from superbench.runner import run
+    from leaderboard.store import StoreWriter, default_db_path
+    from superbench.runner import check_writable, run
     from superbench.summary import aggregate
 
     writer = StoreWriter(args.db) if args.store else None
+    if writer is not None:  # before any work, like the runner's checks of the results and checkpoints folders
+        check_writable((args.db or default_db_path()).parent, "results database's folder",
+                       "fix its permissions, choose another database with --db, or run with --no-store")
     execution = ExecutionOptions(use_cache=args.use_cache, overwrite=args.overwrite, executor=args.executor,
                                  address=args.address, gpus_per_trial=args.gpus_per_trial,
                                  gpus_per_extractor=args.gpus_per_extractor, group_trials=args.group_trials)
