@@ -610,7 +610,7 @@ def section_10(args: argparse.Namespace, ups: dict, data: Path, home: Path) -> N
     import torch
 
     from superbench.cache import AUDIO_KEY_WORKERS, audio_keys, extract_features
-    from superbench.runner import torch_threads
+    from superbench.device import torch_threads
 
     print("\n10. audio keys: sampled (path, size, first + last 64 KiB) vs full blake2b vs fbank extraction "
           "(utterance level, 1 torch thread, cold feature cache, warm page cache)")

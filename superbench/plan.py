@@ -43,7 +43,7 @@ from superbench.upstream import Upstream
 
 if TYPE_CHECKING:
     from superbench.options import RunOptions
-    from superbench.runner import TaskPlan
+    from superbench.task_plan import TaskPlan
 
 log = logging.getLogger(__name__)
 

@@ -213,7 +213,8 @@ def test_no_import_circles_among_the_project_modules():
 CONTRACTS = {"audio", "device", "downstream", "exit_codes", "featurizer", "io", "manifest", "metrics", "options",
              "paths", "preparers", "provenance", "recipe", "records", "registry", "run_key", "summary", "task_info",
              "tasks", "torchaudio_compat", "upstream", "validate", ""}
-ENGINE = {"cache", "executors", "plan", "runner", "testing", "training", "trial_group"}
+ENGINE = {"artifacts", "cache", "executors", "plan", "preflight", "runner", "sweep", "task_plan", "testing", "training",
+          "trial_files", "trial_group"}
 RING_NAMES = ("contracts", "engine", "satellites", "cli")
 
 

@@ -12,7 +12,8 @@ import superbench.executors as executors
 from superbench.cli import main
 from superbench.manifest import Fold, load_task_manifest
 from superbench.records import artifact_paths, read_record, read_records, record_path
-from superbench.runner import extract, plan_task, run
+from superbench.runner import extract, run
+from superbench.task_plan import plan_task
 from superbench.tasks import get_task
 from superbench.testing import ToneUpstream, make_class_corpus, make_sequence_corpus, scratch_run_options
 from superbench.training import evaluate

@@ -81,14 +81,14 @@ def test_a_run_over_changed_audio_runs_again_without_overwrite(tmp_path, caplog)
     task_dir = _long_tone_corpus(tmp_path / "data")
     (first,) = run(ToneUpstream(), [get_task("ks")], tmp_path / "data", _opts(tmp_path))
     path = record_path(tmp_path / "results", first.run_key())
-    with caplog.at_level(logging.INFO, logger="superbench.runner"):
+    with caplog.at_level(logging.INFO, logger="superbench"):
         (same,) = run(ToneUpstream(), [get_task("ks")], tmp_path / "data", _opts(tmp_path))
     assert same == first and "skipping them" in caplog.text  # unchanged audio: skipped as before
     assert "audio bytes changed" not in caplog.text
 
     _edit_middles(task_dir, "test")
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="superbench.runner"):
+    with caplog.at_level(logging.INFO, logger="superbench"):
         (again,) = run(ToneUpstream(), [get_task("ks")], tmp_path / "data", _opts(tmp_path))
     assert "skipping them" not in caplog.text and "running again" in caplog.text
     assert again.run_key() == first.run_key()  # same rows: the same run key, so old baselines still match
@@ -107,7 +107,7 @@ def test_records_from_before_audio_fingerprints_still_skip_and_a_moved_corpus_is
     old = read_record(path)
     old.audio_fingerprint = ""  # as written before the field existed
     write_record(old, tmp_path / "results")
-    with caplog.at_level(logging.INFO, logger="superbench.runner"):
+    with caplog.at_level(logging.INFO, logger="superbench"):
         (kept,) = run(ToneUpstream(), [get_task("ks")], tmp_path / "data", _opts(tmp_path))
     assert kept == old and "skipping them" in caplog.text
 

@@ -7,13 +7,15 @@ import logging
 
 import pytest
 
-import superbench.runner as runner
+import superbench.preflight as preflight
 from superbench.cache import CacheError
 from superbench.cli import main
 from superbench.exit_codes import ExitCode
 from superbench.manifest import write_task_manifest
+from superbench.preflight import cache_bytes_needed
 from superbench.registry import PluginAttributeError
-from superbench.runner import cache_bytes_needed, plan_task, run
+from superbench.runner import run
+from superbench.task_plan import plan_task
 from superbench.tasks import get_task
 from superbench.testing import ToneUpstream, make_class_corpus, make_sequence_corpus, scratch_run_options
 from superbench.upstream import load_upstream
@@ -113,7 +115,7 @@ def test_too_little_disk_fails_for_all_tasks_before_any_extraction(tmp_path, cli
     home, counter, common = cli_env
     make_class_corpus(tmp_path / "data", task="ks")
     make_sequence_corpus(tmp_path / "data", task="pr")
-    monkeypatch.setattr(runner, "free_bytes", lambda path: 20_000)
+    monkeypatch.setattr(preflight, "free_bytes", lambda path: 20_000)
     with pytest.raises(CacheError, match=r"not enough disk for the feature cache: .*\(ks 11.2 KiB, pr .*only 19.5 KiB"):
         run(ToneUpstream(), [get_task("ks"), get_task("pr")], tmp_path / "data", _opts(tmp_path))
     assert not (tmp_path / "cache").exists()

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 import superbench.runner as runner_mod
+import superbench.sweep as sweep_mod
 import superbench.training as training_mod
 from superbench.manifest import Fold
 from superbench.records import ResultRecord, artifact_paths, read_record, record_path
@@ -120,14 +121,14 @@ def test_any_flipped_bit_of_a_reused_file_is_retrained_to_the_same_record(interr
 def test_intact_finished_trials_are_reused_as_they_are(interrupted, tmp_path, monkeypatch, caplog):
     base, whole = interrupted
     shutil.copytree(base / "finished" / "ckpt", tmp_path / "ckpt")
-    real_jobs = runner_mod._jobs
+    real_jobs = sweep_mod._jobs
 
     def no_training(plan, setup, source, pending, *args, **kwargs):
         assert pending == [], "an intact finished trial was trained again"
         return real_jobs(plan, setup, source, pending, *args, **kwargs)
 
-    monkeypatch.setattr(runner_mod, "_jobs", no_training)
-    with caplog.at_level(logging.INFO, logger="superbench.runner"):
+    monkeypatch.setattr(sweep_mod, "_jobs", no_training)
+    with caplog.at_level(logging.INFO, logger="superbench"):
         rec = _run(base, tmp_path)
     assert caplog.text.count("reusing it") == len(FAST["lr_grid"])
     _same_record(rec, whole, tmp_path / "results", base / "whole" / "results")

@@ -177,7 +177,7 @@ def test_recipes_ask_for_s3prl_ks_gain_and_balanced_dev_in_the_superb_profile_on
 
 
 def test_the_runner_runs_and_keys_the_features_of_the_gain_variant(tmp_path):
-    from superbench.runner import plan_task
+    from superbench.task_plan import plan_task
     from superbench.testing import scratch_run_options
 
     make_class_corpus(tmp_path, task="ks")

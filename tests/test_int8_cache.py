@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import superbench.preflight as preflight
 import superbench.runner as runner
 from superbench.audio import load_audio
 from superbench.cache import (
@@ -90,7 +91,7 @@ def test_a_full_disk_says_whether_int8_would_fit(tmp_path, monkeypatch):
     make_sequence_corpus(tmp_path, task="pr")
     need16 = sum(feature_bytes(ToneUpstream(), u.num_samples, "frame")
                  for u in load_task_manifest(tmp_path / "pr").utterances())
-    monkeypatch.setattr(runner, "free_bytes", lambda path: int(need16 * 0.7))
+    monkeypatch.setattr(preflight, "free_bytes", lambda path: int(need16 * 0.7))
     with pytest.raises(CacheError, match=r"With --cache-dtype int8 the frame caches take about .* in all \(fits\)"):
         run(ToneUpstream(), [get_task("pr")], tmp_path, scratch_run_options(tmp_path))
     assert not (tmp_path / "cache").exists()

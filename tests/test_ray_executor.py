@@ -148,33 +148,33 @@ def test_an_upstream_that_cannot_be_pickled_is_rebuilt_on_the_workers(cluster, t
 def test_an_interrupted_ray_driver_leaves_a_resumable_run(cluster, tmp_path, monkeypatch):
     """Ctrl-C in the driver after the first finished trial: the rest is cancelled, the finished trial is kept,
     and the rerun trains only what is missing, to the same record as an undisturbed run."""
-    import superbench.runner as runner
+    import superbench.sweep as sweep_module
 
     make_sequence_corpus(tmp_path, task="pr")
     over = {"steps": 20, "eval_interval": 10, "batch_size": 8, "lr_grid": [1e-3, 1e-2]}
     (whole,) = run(ToneUpstream(), [get_task("pr")], tmp_path,
                         scratch_run_options(tmp_path / "a", overrides=over, executor="ray"))
     opts = scratch_run_options(tmp_path / "b", overrides=over, executor="ray")
-    real_keep, kept = runner._keep_trial, []
+    real_keep, kept = sweep_module._keep_trial, []
 
     def keep_then_interrupt(*args, **kw):
         kept.append(real_keep(*args, **kw))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner, "_keep_trial", keep_then_interrupt)
+    monkeypatch.setattr(sweep_module, "_keep_trial", keep_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         run(ToneUpstream(), [get_task("pr")], tmp_path, opts)
     monkeypatch.undo()
     finished = list((tmp_path / "b" / "ckpt").rglob("lr*-default.json"))
     assert len(kept) == 1 and len(finished) == 1  # one trial on disk, the other cancelled
-    real_jobs, trained = runner._jobs, []
+    real_jobs, trained = sweep_module._jobs, []
 
     def counting_jobs(*args, **kw):
         jobs, parts = real_jobs(*args, **kw)
         trained.extend(t.desc for j in jobs for t in j.trials)
         return jobs, parts
 
-    monkeypatch.setattr(runner, "_jobs", counting_jobs)
+    monkeypatch.setattr(sweep_module, "_jobs", counting_jobs)
     (resumed,) = run(ToneUpstream(), [get_task("pr")], tmp_path, opts)
     assert len(trained) == 1  # only the cancelled trial was trained again
     _records_equal(whole, resumed)

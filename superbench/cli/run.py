@@ -313,7 +313,8 @@ def summary_table(rows: Any) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from leaderboard.store import StoreWriter, default_db_path
-    from superbench.runner import check_writable, run
+    from superbench.preflight import check_writable
+    from superbench.runner import run
     from superbench.summary import aggregate
 
     writer = StoreWriter(args.db) if args.store else None
