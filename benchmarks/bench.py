@@ -125,8 +125,8 @@ def bench_throughput(upstream, task_dir: Path, work: Path, repeats: int, compute
     import torch
 
     from superbench.audio import load_audio
-    from superbench.cache import DEFAULT_BATCH_SAMPLES, DEFAULT_CHUNK_BYTES, extract_features, plan_chunks
     from superbench.device import Compute, to_device
+    from superbench.features.extraction import DEFAULT_BATCH_SAMPLES, DEFAULT_CHUNK_BYTES, extract_features, plan_chunks
     from superbench.upstream import pad_batch
 
     compute = compute or Compute()
@@ -473,7 +473,8 @@ def cache_errors(upstream, manifest, cache, n: int = 40) -> tuple[float, float]:
 
 
 def section_8(ups: dict, data: Path, home: Path) -> None:
-    from superbench.cache import FeatureCache, audio_keys, cache_path
+    from superbench.features.keys import audio_keys
+    from superbench.features.store import FeatureCache, cache_path
 
     print("\n8. frame cache as int8 vs fp16 (fbank, fast recipe, demo PR and ASR)")
     up = ups["fbank"]
@@ -583,7 +584,7 @@ def time_keys(manifest, workers: int, repeats: int) -> dict:
     """Median seconds of the sampled and of the full-content key over the manifest's files (warm page cache)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from superbench.cache import audio_keys
+    from superbench.features.keys import audio_keys
 
     paths = sorted({u.audio for u in manifest.utterances()})
 
@@ -609,8 +610,9 @@ def time_keys(manifest, workers: int, repeats: int) -> dict:
 def section_10(args: argparse.Namespace, ups: dict, data: Path, home: Path) -> None:
     import torch
 
-    from superbench.cache import AUDIO_KEY_WORKERS, audio_keys, extract_features
     from superbench.device import torch_threads
+    from superbench.features.extraction import extract_features
+    from superbench.features.keys import AUDIO_KEY_WORKERS, audio_keys
 
     print("\n10. audio keys: sampled (path, size, first + last 64 KiB) vs full blake2b vs fbank extraction "
           "(utterance level, 1 torch thread, cold feature cache, warm page cache)")

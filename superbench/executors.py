@@ -23,8 +23,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from superbench.cache import FeatureCache
 from superbench.downstream import FeatureSource
+from superbench.features.store import FeatureCache
 from superbench.options import EXECUTORS, check_choice
 from superbench.tasks import TaskSetup
 from superbench.training import TrainResult, Trial, train
@@ -255,7 +255,7 @@ class _Extractor:
         return "" if os.path.isdir(path) else f"{path} does not exist on node {os.uname().nodename}"
 
     def extract(self, task: Any) -> int:
-        from superbench.cache import extract_chunk
+        from superbench.features.extraction import extract_chunk
 
         return extract_chunk(self.upstream, task)
 

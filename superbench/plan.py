@@ -4,7 +4,7 @@ Per task: utterances and hours of audio (and how much of it is distinct audio, w
 audio-keyed cache extracts), the cache bytes still to write (frame caches in float16 and, for
 comparison, in int8), the extraction time, the updates x trials of the grid, and the free disk.
 
-The extraction time comes from a probe that runs the real extraction (`superbench.cache.extract_chunk`:
+The extraction time comes from a probe that runs the real extraction (`superbench.features.extraction.extract_chunk`:
 audio read ahead, forward, checks, chunk written and hashed) on a sample of the run's own chunks, planned
 as the cache plans them, on the run's device, precision and extraction threads, into a scratch folder.
 Its first batch is a warm-up and not timed (allocators, kernels, thread pools: a short untimed probe
@@ -25,18 +25,17 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
-from superbench.cache import (
+from superbench.device import Compute, torch_threads
+from superbench.features.extraction import (
     DEFAULT_BATCH_SAMPLES,
     DEFAULT_CHUNK_BYTES,
     ChunkTask,
-    audio_keys,
-    cache_path,
-    cached_keys,
     extract_chunk,
     feature_bytes,
     plan_chunks,
 )
-from superbench.device import Compute, torch_threads
+from superbench.features.keys import audio_keys
+from superbench.features.store import cache_path, cached_keys
 from superbench.io import free_bytes, human_bytes
 from superbench.manifest import Utterance
 from superbench.upstream import Upstream

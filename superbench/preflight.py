@@ -8,9 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from superbench.cache import (
-    CacheError,
-)
+from superbench.features.store import CacheError
 from superbench.io import free_bytes, human_bytes
 from superbench.options import RunOptions
 from superbench.paths import cache_dir, checkpoints_dir

@@ -235,7 +235,7 @@ class ResultRecord:
     #: is read, validated, aggregated and gated without importing the task (`superbench.task_info`). A record
     #: built or read without one (schema 1) takes its registered task's, when there is one.
     task_info: TaskInfo | None = None
-    #: Digest of the (utterance, audio content key) pairs scored (superbench.cache.audio_fingerprint): a run
+    #: Digest of the (utterance, audio content key) pairs scored (superbench.features.keys.audio_fingerprint): a run
     #: over the same rows whose audio bytes changed is run again; "" in records written before it existed.
     audio_fingerprint: str = ""
 

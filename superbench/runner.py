@@ -36,14 +36,12 @@ from pathlib import Path
 from typing import Sequence
 
 from superbench.artifacts import write_artifacts
-from superbench.cache import (
-    OnlineFeatures,
-    audio_keys,
-    extract_features,
-)
 from superbench.device import torch_threads
 from superbench.downstream import FeatureSource
 from superbench.executors import LocalExecutor, RayExecutor, make_executor
+from superbench.features.extraction import extract_features
+from superbench.features.keys import audio_keys
+from superbench.features.online import OnlineFeatures
 from superbench.io import run_lock
 from superbench.manifest import load_task_manifest
 from superbench.options import RunOptions

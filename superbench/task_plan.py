@@ -11,11 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from superbench.cache import (
-    audio_fingerprint,
-    audio_keys,
-)
 from superbench.device import Compute, resolve_compute
+from superbench.features.keys import audio_fingerprint, audio_keys
 from superbench.manifest import TaskManifest, load_task_manifest
 from superbench.options import RunOptions
 from superbench.paths import checkpoints_dir
@@ -49,9 +46,9 @@ class TaskPlan:
     results: Path
     layer: int | str | None = None  # the probed layer of this plan's records: a LayerChoice.value, never "all"
     upstream_source: str = ""  # where the chosen upstream's weights came from, when known
-    #: utterance id -> audio key (superbench.cache.audio_keys), computed once per manifest by `run`
+    #: utterance id -> audio key (superbench.features.keys.audio_keys), computed once per manifest by `run`
     audio_keys: dict[str, str] | None = None
-    #: superbench.cache.audio_fingerprint of `audio_keys`: the audio bytes the records were scored on
+    #: superbench.features.keys.audio_fingerprint of `audio_keys`: the audio bytes the records were scored on
     audio_fingerprint: str = ""
     compute: Compute = field(default_factory=Compute)  # device and upstream precision
     load_spec: tuple | None = None  # how `load_upstream` built the chosen upstream (Ray workers rebuild it)

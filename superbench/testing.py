@@ -21,7 +21,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from superbench.cache import FeatureCache, extract_features
+from superbench.features.extraction import extract_features
+from superbench.features.store import FeatureCache
 from superbench.manifest import Fold, load_task_manifest, write_task_manifest
 from superbench.options import RunOptions
 from superbench.upstream import Upstream

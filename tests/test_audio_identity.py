@@ -69,7 +69,7 @@ def test_audio_edited_in_place_keeping_size_head_and_tail_is_extracted_again(tmp
     task_dir = _long_tone_corpus(tmp_path / "data")
     (before,) = run(ToneUpstream(), [get_task("ks")], tmp_path / "data", _opts(tmp_path))
     edited = _edit_middles(task_dir, "test")
-    with caplog.at_level(logging.INFO, logger="superbench.cache"):
+    with caplog.at_level(logging.INFO, logger="superbench.features"):
         (after,) = run(ToneUpstream(), [get_task("ks")], tmp_path / "data", _opts(tmp_path, overwrite=True))
     assert f"extracted {edited} utterance(s) of tone-test/ks" in caplog.text  # the edited files only
     (fresh,) = run(ToneUpstream(), [get_task("ks")], tmp_path / "data", _opts(tmp_path / "fresh"))

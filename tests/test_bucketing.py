@@ -9,7 +9,7 @@ import torch
 
 import superbench.executors as executors
 from downstreams import ClassificationObjective, UtteranceHead
-from superbench.cache import extract_features
+from superbench.features.extraction import extract_features
 from superbench.manifest import load_task_manifest
 from superbench.recipe import RecipeError, TrainConfig
 from superbench.runner import run

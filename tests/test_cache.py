@@ -17,17 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from superbench.cache import (
-    AUDIO_KEY_BLOCK,
-    CACHE_FORMAT_VERSION,
-    CacheError,
-    OnlineFeatures,
-    audio_fingerprint,
-    audio_key,
-    cache_path,
-    extract_features,
-    plan_chunks,
-)
+from superbench.features.extraction import extract_features, plan_chunks
+from superbench.features.keys import AUDIO_KEY_BLOCK, audio_fingerprint, audio_key
+from superbench.features.online import OnlineFeatures
+from superbench.features.store import CACHE_FORMAT_VERSION, CacheError, cache_path
 from superbench.manifest import load_task_manifest
 from superbench.testing import SR, ToneUpstream, make_class_corpus, make_sequence_corpus
 
@@ -175,7 +168,7 @@ def test_refuses_when_the_disk_is_too_small(tmp_path, monkeypatch):
     import shutil as _shutil
 
     manifest = load_task_manifest(make_sequence_corpus(tmp_path))
-    monkeypatch.setattr("superbench.cache.shutil.disk_usage",
+    monkeypatch.setattr("superbench.features.extraction.shutil.disk_usage",
                         lambda p: _shutil._ntuple_diskusage(10, 10, 100))  # type: ignore[attr-defined]
     with pytest.raises(CacheError, match="not enough disk.*--no-cache"):
         extract_features(ToneUpstream(), manifest, "frame", root=tmp_path / "c", progress=False)
@@ -185,7 +178,7 @@ _CHILD = """
 import sys
 sys.path.insert(0, {tests!r})
 from superbench.testing import ToneUpstream
-from superbench.cache import extract_features
+from superbench.features.extraction import extract_features
 from superbench.manifest import load_task_manifest
 m = load_task_manifest({task_dir!r})
 extract_features(ToneUpstream(sleep={sleep}, counter={counter!r}), m, "frame", root={root!r},

@@ -16,7 +16,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from superbench.cache import CacheError, FeatureCache, audio_keys, cache_path, extract_features
+from superbench.features.extraction import extract_features
+from superbench.features.keys import audio_keys
+from superbench.features.store import CacheError, FeatureCache, cache_path
 from superbench.manifest import TaskManifest, load_task_manifest, write_task_manifest
 from superbench.testing import SR, ToneUpstream, make_sequence_corpus
 
@@ -158,7 +160,7 @@ _CHILD = """
 import hashlib, logging, os, time
 logging.basicConfig(level=logging.INFO)
 from superbench.testing import ToneUpstream
-from superbench.cache import extract_features
+from superbench.features.extraction import extract_features
 from superbench.manifest import load_task_manifest
 
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from superbench.cache import FeatureCache, cache_path
 from superbench.cli import main
 from superbench.device import Compute, DeviceError, resolve_compute, resolve_device, to_device
 from superbench.exit_codes import ExitCode
+from superbench.features.store import FeatureCache, cache_path
 from superbench.runner import run
 from superbench.tasks import get_task
 from superbench.testing import ToneUpstream, make_class_corpus, scratch_run_options
@@ -86,7 +86,7 @@ def test_bf16_features_are_cached_and_recorded_apart_from_fp32(no_gpu, tmp_path)
     assert bf16.profile == fp32.profile + "+bf16" and bf16.run_key() != fp32.run_key()
     assert bf16.features_fingerprint == fp32.features_fingerprint + "-bf16"
     assert bf16.upstream_fingerprint == fp32.upstream_fingerprint  # the same model
-    from superbench.cache import audio_keys
+    from superbench.features.keys import audio_keys
     from superbench.manifest import load_task_manifest
 
     manifest = load_task_manifest(tmp_path / "ks")

@@ -8,9 +8,9 @@ import logging
 import pytest
 
 import superbench.preflight as preflight
-from superbench.cache import CacheError
 from superbench.cli import main
 from superbench.exit_codes import ExitCode
+from superbench.features.store import CacheError
 from superbench.manifest import write_task_manifest
 from superbench.preflight import cache_bytes_needed
 from superbench.registry import PluginAttributeError

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-import superbench.cache as cache_mod
+import superbench.features.store as cache_mod
 import superbench.io as io_mod
 from downstreams import ClassificationObjective, UtteranceHead
-from superbench.cache import CACHE_FORMAT_VERSION, CacheError, cache_path, extract_features
+from superbench.features.extraction import extract_features
+from superbench.features.store import CACHE_FORMAT_VERSION, CacheError, cache_path
 from superbench.io import atomic_open, atomic_write_text
 from superbench.manifest import _rows_fingerprint, load_task_manifest, write_task_manifest
 from superbench.recipe import TrainConfig
@@ -63,7 +64,7 @@ def _rerun(tmp_path, manifest, path: Path, victim: Path, ids, fresh, caplog, nam
     cache_mod._VERIFIED.clear()  # a new process has verified nothing yet
     counter = tmp_path / "forwards.txt"
     keys = json.loads(victim.read_text())["keys"] if victim.suffix == ".json" and _intact(victim) else None
-    with caplog.at_level(logging.WARNING, logger="superbench.cache"):
+    with caplog.at_level(logging.WARNING, logger="superbench.features"):
         cache = _extract(manifest, path.parent.parent, counter)
     assert cache.path == path
     assert str(names) in caplog.text  # the log names the damaged file
@@ -119,12 +120,13 @@ def test_damaged_sidecar_is_extracted_again_naming_it(tmp_path, frame_cache, cap
 
 def test_opening_a_damaged_cache_without_extraction_names_the_chunk(frame_cache, caplog):
     manifest, path, victim, ids, _ = frame_cache
-    from superbench.cache import FeatureCache, audio_keys
+    from superbench.features.keys import audio_keys
+    from superbench.features.store import FeatureCache
 
     cache_mod._VERIFIED.clear()
     npy = victim.with_suffix(".npy")
     npy.write_bytes(npy.read_bytes()[:-10])
-    with caplog.at_level(logging.WARNING, logger="superbench.cache"), pytest.raises(CacheError, match="re-run"):
+    with caplog.at_level(logging.WARNING, logger="superbench.features"), pytest.raises(CacheError, match="re-run"):
         FeatureCache.open(path, audio_keys(manifest))
     assert str(npy) in caplog.text
     assert npy.exists()  # no lock held: reported, not removed
@@ -150,7 +152,7 @@ def test_old_cache_format_is_extracted_again_saying_why(tmp_path, caplog):
     old = cache_path(up, "utterance", tmp_path / "c").parent / "utterance-v2"
     old.mkdir(parents=True)
     (old / "cache.json").write_text(json.dumps({"format_version": 2}))
-    with caplog.at_level(logging.INFO, logger="superbench.cache"):
+    with caplog.at_level(logging.INFO, logger="superbench.features"):
         extract_features(up, manifest, "utterance", root=tmp_path / "c", progress=False)
     assert f"format changed (utterance-v2 -> v{CACHE_FORMAT_VERSION}: audio keys now hash every byte" in caplog.text
 

@@ -9,14 +9,8 @@ import torch
 import superbench.preflight as preflight
 import superbench.runner as runner
 from superbench.audio import load_audio
-from superbench.cache import (
-    SCALE_ROWS,
-    CacheError,
-    dequantize_int8,
-    extract_features,
-    feature_bytes,
-    quantize_int8,
-)
+from superbench.features.extraction import extract_features, feature_bytes
+from superbench.features.store import SCALE_ROWS, CacheError, dequantize_int8, quantize_int8
 from superbench.manifest import load_task_manifest
 from superbench.runner import run
 from superbench.tasks import get_task

@@ -8,16 +8,16 @@ import pytest
 import soundfile as sf
 import torch
 
-from superbench.cache import (
+from superbench.cli import main
+from superbench.device import Compute
+from superbench.features.extraction import (
     DEFAULT_BATCH_SAMPLES,
     DEFAULT_CHUNK_BYTES,
-    audio_keys,
     extract_features,
     feature_bytes,
     plan_chunks,
 )
-from superbench.cli import main
-from superbench.device import Compute
+from superbench.features.keys import audio_keys
 from superbench.manifest import load_task_manifest, write_task_manifest
 from superbench.plan import estimate_run, format_plan, probe_extraction, spread_order
 from superbench.runner import plan_run

@@ -8,8 +8,10 @@ import time
 import pytest
 import torch
 
-from superbench.cache import audio_keys, cache_path, extract_features
 from superbench.executors import LocalExecutor, RayExecutor, TrainingJob, make_executor
+from superbench.features.extraction import extract_features
+from superbench.features.keys import audio_keys
+from superbench.features.store import cache_path
 from superbench.manifest import Fold, load_task_manifest
 from superbench.runner import run
 from superbench.tasks import get_task
