@@ -145,3 +145,36 @@ def test_a_full_disk_during_synthesis_is_the_disk_full_message(tmp_path):
     assert f"failed: [Errno 28] no space left on {out / 'audio'}/" in output
     assert not any(noise in output for noise in WORKER_NOISE + ("internal error", "cffi")), output
     assert _wavs(out) == 0 and not (out / demo.MARKER).exists()
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to the command", "Ctrl-C in its terminal"])
+def test_a_stop_during_synthesis_is_clean_and_stops_the_workers(tmp_path, how):
+    out = tmp_path / "demo"
+    proc = _start(out)
+    _wait_for_synthesis(proc, out)
+    if how == "SIGTERM to the command":
+        proc.send_signal(signal.SIGTERM)
+        code, message = 143, "terminated (SIGTERM); finished work is kept and a re-run resumes"
+    else:
+        os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group
+        code, message = 130, "interrupted; finished work is kept and a re-run resumes"
+    output = _finish(proc)
+    assert proc.returncode == code, output
+    assert message in output
+    assert not any(noise in output for noise in WORKER_NOISE), output
+    left = _wavs(out)
+    assert not (out / demo.MARKER).exists()
+    time.sleep(0.5)  # every process has exited (see _finish): nothing writes any more
+    assert _wavs(out) == left
+
+
+def test_workers_of_a_killed_command_stop_writing(tmp_path):
+    out = tmp_path / "demo"
+    proc = _start(out)
+    at_kill = _wait_for_synthesis(proc, out)
+    proc.kill()  # kill -9: the command cannot terminate its pool
+    output = _finish(proc)
+    # Without a check, each worker goes on through the rest of its chunk (CHUNK files) before it notices.
+    written_after = _wavs(out) - at_kill
+    assert written_after < demo.CHUNK * WORKERS // 2, (written_after, output)
+    assert not any(noise in output for noise in WORKER_NOISE), output
