@@ -35,6 +35,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -44,6 +45,7 @@ from typing import Any
 
 from leaderboard.published import PublishedResult
 from superbench import paths
+from superbench.io import disk_full_error, is_disk_full
 from superbench.provenance import now_iso
 from superbench.records import RecordError, ResultRecord
 from superbench.run_key import RunKey
@@ -53,6 +55,11 @@ log = logging.getLogger(__name__)
 STORE_SCHEMA_VERSION = 4
 APPLICATION_ID = 0x53425042  # "SBPB": marks the file as a superbench store
 BUSY_TIMEOUT_MS = 60_000
+#: SQLite's primary result codes for "disk full" and "I/O error" (an extended code's low byte).
+_SQLITE_FULL, _SQLITE_IOERR = 13, 10
+#: An I/O error with less free space than this under the store is a full disk: SQLite reports a WAL index
+#: (`-shm`) it cannot grow as SQLITE_IOERR_SHMSIZE, not as SQLITE_FULL.
+_NEARLY_FULL_BYTES = 1 << 20
 
 _VALUE_COLUMNS = ("metric", "higher_is_better", "test", "dev", "created_at", "stored_at", "record_json")
 _COLUMNS = RunKey.FIELDS + _VALUE_COLUMNS
@@ -162,24 +169,71 @@ class ResultStore:
     def _connect(self) -> sqlite3.Connection:
         if self._conn is not None and self._pid == os.getpid():
             return self._conn
-        if not self.path.exists():
+        created = not self.path.exists()
+        if created:
             if not self._create:
                 raise StoreError(f"{self.path}: results database does not exist "
                                  f"(run something first, import records, or pass --db)")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._create_file()
         elif self.path.is_dir():
             raise StoreError(f"{self.path}: is a directory, not a results database")
+        conn = None
         try:
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             self._init_schema(conn)
-        except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed", ...
-            raise StoreError(f"{self.path}: not a usable superbench results database ({exc}); "
-                             f"move it away or pass another --db") from exc
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed", a full disk, ...
+            error = self._failure(exc, f"{self.path}: not a usable superbench results database ({exc}); "
+                                       f"move it away or pass another --db")
+            if conn is not None:
+                conn.close()
+            if created:
+                self._remove_if_empty()
+            raise error from exc
         self._conn, self._pid = conn, os.getpid()
         return conn
+
+    def _create_file(self) -> None:
+        """Create the database file here rather than in SQLite, so a full disk (or a folder that cannot be
+        written) surfaces with its errno instead of SQLite's "unable to open database file"."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644))
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(self.path, exc) from exc
+            raise
+
+    def _remove_if_empty(self) -> None:
+        """A store that could not be set up leaves nothing behind that would look like a store: an empty file,
+        or SQLite's first page alone (no table fits in one page) with an empty write-ahead log."""
+        wal, shm = (self.path.with_name(self.path.name + suffix) for suffix in ("-wal", "-shm"))
+        try:
+            size = self.path.stat().st_size
+            if size:
+                with open(self.path, "rb") as fh:
+                    page = int.from_bytes(fh.read(100)[16:18], "big")
+                if size > (65536 if page == 1 else page) or (wal.exists() and wal.stat().st_size):
+                    return
+            for file in (self.path, wal, shm):
+                file.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+    def _failure(self, exc: sqlite3.Error, message: str) -> Exception:
+        """What to raise for `exc`: a full disk as the one disk-full message (a runtime failure, exit 3),
+        anything else as a StoreError with `message` (the file itself is the problem)."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = code & 0xFF if isinstance(code, int) else None
+        full = primary == _SQLITE_FULL or "database or disk is full" in str(exc)
+        if primary == _SQLITE_IOERR:
+            try:
+                full = shutil.disk_usage(self.path.parent).free < _NEARLY_FULL_BYTES
+            except OSError:
+                pass
+        return disk_full_error(self.path, exc) if full else StoreError(message)
 
     def _init_schema(self, conn: sqlite3.Connection) -> None:
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
@@ -195,17 +249,12 @@ class ResultStore:
         if tables:
             raise StoreError(f"{self.path}: an SQLite database but not a superbench results store "
                              f"(tables: {sorted(tables)})")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(conn):
             if conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:  # lost a race?
                 for stmt in _statements(_SCHEMA):
                     conn.execute(stmt)
                 conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 conn.execute(f"PRAGMA user_version = {STORE_SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Bring an older store to this schema in one write transaction.
@@ -213,8 +262,7 @@ class ResultStore:
         The version is read again under the write lock: a concurrent opener that got
         there first has already migrated, and the file must not be migrated twice.
         """
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(conn):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version not in (1, 2, 3, STORE_SCHEMA_VERSION):
                 raise StoreError(f"{self.path}: unknown store schema {version}; cannot migrate it")
@@ -224,10 +272,6 @@ class ResultStore:
                 self._migrate_v2(conn)  # creates `published` in this schema's shape: nothing left to do
             if version == 3:
                 self._migrate_v3(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         if version != STORE_SCHEMA_VERSION:
             log.info("%s: migrated results store from schema %d to %d", self.path, version, STORE_SCHEMA_VERSION)
 
@@ -321,15 +365,10 @@ class ResultStore:
     def _write(self, conn: sqlite3.Connection) -> Iterator[None]:
         """One write transaction: everything in the block lands, or (on any error) nothing."""
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(conn):
                 yield
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path}: write failed ({exc})") from exc
+            raise self._failure(exc, f"{self.path}: write failed ({exc})") from exc
 
     def add_published(self, rows: Iterable[PublishedResult], overwrite: bool = False) -> tuple[int, int, list[str]]:
         """Store published numbers in one transaction; returns (inserted, replaced, skipped descriptions).
@@ -360,7 +399,7 @@ class ResultStore:
                 "SELECT upstream, task, value, source, metric, higher_is_better, note FROM published "
                 "ORDER BY upstream, task, metric").fetchall()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path}: read failed ({exc})") from exc
+            raise self._failure(exc, f"{self.path}: read failed ({exc})") from exc
         return [PublishedResult(u, t, float(v), s, m, bool(h), n) for u, t, v, s, m, h, n in rows]
 
     # -- reading --------------------------------------------------------------------
@@ -371,7 +410,7 @@ class ResultStore:
         try:
             rows = conn.execute(sql, params).fetchall()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path}: read failed ({exc})") from exc
+            raise self._failure(exc, f"{self.path}: read failed ({exc})") from exc
         for row in rows:
             yield tuple(row[:-1]), row[-1]
 
@@ -411,7 +450,7 @@ class ResultStore:
         try:
             return int(self._connect().execute("SELECT COUNT(*) FROM results").fetchone()[0])
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path}: read failed ({exc})") from exc
+            raise self._failure(exc, f"{self.path}: read failed ({exc})") from exc
 
     def sync(self, results_dir: str | Path) -> SyncReport:
         """Add every record file under `results_dir` that the store lacks (rows are never deleted
@@ -438,6 +477,20 @@ class ResultStore:
 
 
 # -- reading record files for import --------------------------------------------------
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE .. COMMIT, rolled back on any error unless SQLite already did (it does on a full
+    disk): a ROLLBACK then would fail with "no transaction is active" and hide the error that happened."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def _records_from_json(data: Any, origin: str, errors: list[str]) -> list[ResultRecord]:
     """The valid records of one file (a record or an export list); each invalid row goes to `errors`."""
     items = data if isinstance(data, list) else [data]

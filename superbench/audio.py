@@ -8,6 +8,7 @@ field are refused with an error naming the file.
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 
@@ -50,8 +51,12 @@ def save_wav(path: str | Path, wav: np.ndarray, sample_rate: int = TARGET_SAMPLE
         if peak > 1.0:
             raise AudioError(f"{path}: peak {peak:.4f} is above full scale, {subtype} would clip it "
                              f"(write subtype='FLOAT', or scale the waveform)")
+    # Encoded in memory, then written as bytes: libsndfile writes a file object through callbacks that
+    # swallow Python exceptions, so a full disk surfaced as soundfile's AssertionError, not as ENOSPC.
+    encoded = io.BytesIO()
+    sf.write(encoded, wav, sample_rate, subtype=subtype, format="WAV")
     with atomic_open(path, "wb") as fh:
-        sf.write(fh, wav, sample_rate, subtype=subtype, format="WAV")
+        fh.write(encoded.getbuffer())
 
 
 def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:

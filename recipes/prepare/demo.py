@@ -45,6 +45,7 @@ import multiprocessing as mp
 import os
 import pkgutil
 import shutil
+import signal
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -457,7 +458,9 @@ def _synthesise(jobs: list[dict[str, Any]], out: Path, workers: int | None) -> l
     workers = workers or min(2, os.cpu_count() or 1)
     ctx = mp.get_context("forkserver")
     results: list[dict[str, Any]] = []
-    with ctx.Pool(processes=workers, maxtasksperchild=1) as pool, \
+    # Leaving the `with` for any reason (done, a worker's error, Ctrl-C, SIGTERM) terminates the pool,
+    # so no worker outlives the command.
+    with ctx.Pool(processes=workers, maxtasksperchild=1, initializer=_init_worker) as pool, \
             tqdm(total=len(jobs), desc="synthesising demo corpus", unit="utt", disable=None) as bar:
         for chunk_results in pool.imap(_run_chunk, chunks):
             results.extend(chunk_results)
@@ -465,10 +468,26 @@ def _synthesise(jobs: list[dict[str, Any]], out: Path, workers: int | None) -> l
     return results
 
 
+def _init_worker() -> None:
+    """Ctrl-C reaches the whole process group: the parent alone handles it (and terminates the pool), so
+    the workers print no KeyboardInterrupt tracebacks of their own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _run_chunk(arg: tuple[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Runs in a fresh process: the eSpeak engine starts from the same state for every chunk."""
+    """Runs in a fresh process: the eSpeak engine starts from the same state for every chunk.
+
+    Before each job it checks that the command is still there: a parent killed outright (kill -9) cannot
+    terminate its pool, and the worker would otherwise write the rest of its chunk into a corpus nobody
+    finishes (and then fail to send the results)."""
     out, jobs = arg
-    return [_render(Path(out), job) for job in jobs]
+    parent = mp.parent_process()
+    results: list[dict[str, Any]] = []
+    for job in jobs:
+        if parent is not None and not parent.is_alive():
+            raise SystemExit(1)  # quietly: nobody is left to report to
+        results.append(_render(Path(out), job))
+    return results
 
 
 def _coloured_noise(rng: np.random.Generator, n: int, alpha: float) -> np.ndarray:
