@@ -14,7 +14,7 @@ from leaderboard import store as store_module
 from leaderboard.store import ResultStore, StoreError
 from superbench.cli import main
 from superbench.exit_codes import ExitCode
-from superbench.results import ResultRecord, write_record
+from superbench.records import ResultRecord, write_record
 
 SQLITE_IOERR_SHMSIZE = 4874  # what SQLite reports when it cannot grow the WAL index on a full disk
 
