@@ -2,7 +2,7 @@
 
 Beside each record, with the same stem, the runner keeps the best head (`<stem>.head.pt`, or
 `<stem>.<fold>.head.pt` per fold) and its predictions (`<stem>.predictions.jsonl`), named in the
-record's `artifacts` (see `superbench.runner` for the formats). Where a record lives is its
+record's `artifacts` (see `superbench.artifacts` for the formats). Where a record lives is its
 `superbench.run_key.RunKey`'s business.
 
 Every metric is in percent (PER/WER/accuracy), the same unit as the SUPERB paper, so records
@@ -222,7 +222,7 @@ class ResultRecord:
     overrides: dict[str, Any] = field(default_factory=dict)
     #: Files kept beside the record, as paths relative to the record file's folder: "head" (or "head.<fold>"
     #: for several folds) the best head's state_dict, "predictions" its dev and test predictions (JSON lines);
-    #: see `superbench.runner` for their formats.
+    #: see `superbench.artifacts` for their formats.
     artifacts: dict[str, str] = field(default_factory=dict)
     #: Where extraction and training ran ("cpu", "cuda:0 (NVIDIA H100 ...)"); "" in records written before.
     device: str = ""
