@@ -22,6 +22,8 @@ class ExitCode(IntEnum):
     INTERNAL = 3
     #: Ctrl-C / SIGINT; finished work is kept and a re-run resumes.
     INTERRUPTED = 130
+    #: The output's reader went away (`superbench ... | head`): 128 + SIGPIPE, as a shell reports it, silently.
+    BROKEN_PIPE = 141
     #: SIGTERM (128 + 15, what a shell reports for it); handled exactly as SIGINT.
     TERMINATED = 143
 

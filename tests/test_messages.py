@@ -65,3 +65,14 @@ def test_sigterm_stops_a_command_like_ctrl_c_with_its_own_message(tmp_path, capl
     assert "terminated (SIGTERM); finished work is kept and a re-run resumes" in caplog.text
     assert "internal error" not in caplog.text and "failed to import" not in caplog.text
     assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is back
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly():
+    import subprocess
+    import sys
+
+    # `true` exits without reading, long before superbench has started, so every write meets a closed pipe
+    proc = subprocess.run(["bash", "-c", f"{sys.executable} -m superbench upstreams list | true; "
+                          "echo status=${PIPESTATUS[0]}"], capture_output=True, text=True, timeout=300)
+    assert proc.stdout.strip() == f"status={int(ExitCode.BROKEN_PIPE)}" == "status=141"
+    assert "Broken pipe" not in proc.stderr and "Traceback" not in proc.stderr and "Exception" not in proc.stderr

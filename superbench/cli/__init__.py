@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -27,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "leaderboard; pretrain small self-supervised models to compare families.",
         epilog="exit codes: 0 ok, 1 negative verdict (regression, failed validation), 2 usage error "
                "(bad input, found before any work), 3 runtime failure or internal error (e.g. NaN loss, full "
-               "disk, a bug), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM)",
+               "disk, a bug), 130 interrupted (Ctrl-C), 141 output closed by its reader (e.g. `| head`), "
+               "143 terminated (SIGTERM)",
     )
     parser.add_argument("--version", action="version", version=f"superbench {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -82,6 +84,9 @@ def _main(argv: list[str] | None) -> int:
     except Terminated:
         log.error("terminated (SIGTERM); finished work is kept and a re-run resumes")
         return ExitCode.TERMINATED
+    except BrokenPipeError:  # the reader went away (`... | head`): nothing left to say, and no one to say it to
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
+        return ExitCode.BROKEN_PIPE
     except KeyboardInterrupt:
         log.error("interrupted; finished work is kept and a re-run resumes")
         return ExitCode.INTERRUPTED
