@@ -10,20 +10,14 @@ preparers.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Any
+
+from superbench.registry import declared_in
 
 
 def _builtin_tasks() -> dict[str, Any]:
-    tasks = {}
-    for info in pkgutil.iter_modules(__path__):
-        if info.ispkg:
-            continue
-        task = getattr(importlib.import_module(f"{__name__}.{info.name}"), "TASK", None)
-        if task is not None:
-            tasks[task.name] = task
-    return tasks
+    # `recipes.prepare` is a package of preparers, not a task
+    return {task.name: task for _, task in declared_in(__name__, __path__, "TASK", subpackages=False)}
 
 
 def __getattr__(name: str) -> Any:

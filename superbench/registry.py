@@ -19,8 +19,9 @@ import hashlib
 import importlib
 import importlib.util
 import logging
+import pkgutil
 import types
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -182,6 +183,20 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def declared_in(package: str, path: Iterable[str], attribute: str, *,
+                subpackages: bool = True) -> Iterator[tuple[str, Any]]:
+    """(module name, value) of `attribute` in every module of a package that declares it, in name order:
+    how built-ins are found by convention (a task module's `TASK`, an upstream module's `FACTORIES`, a
+    preparer's `PREPARER`), so adding one is adding its module. Modules without it are helpers."""
+    for info in pkgutil.iter_modules(path):
+        if info.ispkg and not subpackages:
+            continue
+        module = importlib.import_module(f"{package}.{info.name}")
+        value = getattr(module, attribute, None)
+        if value is not None:
+            yield module.__name__, value
 
 
 def load_object_from_file(spec: str) -> Any:

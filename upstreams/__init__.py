@@ -12,21 +12,17 @@ published checkpoint files (`upstreams.ssl_checkpoint`); their names are s3prl's
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Any
+
+from superbench.registry import declared_in
 
 
 def _builtin_upstreams() -> dict[str, Any]:
     family: dict[str, Any] = {}
-    for info in pkgutil.iter_modules(__path__):  # sorted by name: a deterministic order
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        factories = getattr(module, "FACTORIES", None)  # modules without it are helpers (ssl_checkpoint)
-        if factories is None:
-            continue
+    for module, factories in declared_in(__name__, __path__, "FACTORIES"):  # ssl_checkpoint etc. are helpers
         clash = sorted(set(family) & set(factories))
         if clash:
-            raise RuntimeError(f"{module.__name__} registers names already taken: {', '.join(clash)}")
+            raise RuntimeError(f"{module} registers names already taken: {', '.join(clash)}")
         family.update(factories)
     return family
 

@@ -9,15 +9,14 @@ adding its module. The helpers below are what the preparers share.
 
 from __future__ import annotations
 
-import importlib
 import logging
-import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from superbench.manifest import Fold, load_task_manifest
 from superbench.preparers import Preparer, PrepareRequest
+from superbench.registry import declared_in
 from superbench.tasks import in_task_order
 
 log = logging.getLogger(__name__)
@@ -153,12 +152,7 @@ def simple_preparer(name: str, prepare: Callable[..., Path], writes: str) -> Pre
 
 
 def _builtin_preparers() -> dict[str, Preparer]:
-    preparers = {}
-    for info in pkgutil.iter_modules(__path__):
-        preparer = getattr(importlib.import_module(f"{__name__}.{info.name}"), "PREPARER", None)
-        if preparer is not None:
-            preparers[preparer.name] = preparer
-    return preparers
+    return {preparer.name: preparer for _, preparer in declared_in(__name__, __path__, "PREPARER")}
 
 
 def __getattr__(name: str) -> Any:
