@@ -43,6 +43,9 @@ class RecordError(ValueError):
 MAX_SEED = 2**32 - 1
 #: Identity fields that must be non-empty text (they name the run and its file).
 IDENTITY_FIELDS = ("upstream", "upstream_fingerprint", "task", "metric", "recipe_version", "profile")
+#: Fields that are text, possibly empty ("" in records written before the field existed).
+TEXT_FIELDS = ("manifest_fingerprint", "features_fingerprint", "upstream_source", "audio_fingerprint", "device",
+               "corpus", "git_hash", "created_at")
 
 
 def record_problems(record: "ResultRecord") -> list[str]:
@@ -65,11 +68,9 @@ def record_problems(record: "ResultRecord") -> list[str]:
     if not (layer is None or layer == "last" or (isinstance(layer, int) and not isinstance(layer, bool)
                                                   and 0 <= layer < 10_000)):
         problems.append(f"layer is {layer!r}, not null, 'last' or a layer index")
-    for name in ("manifest_fingerprint", "features_fingerprint", "upstream_source", "audio_fingerprint"):
+    for name in TEXT_FIELDS:
         if not isinstance(getattr(record, name), str):
             problems.append(f"{name} is {getattr(record, name)!r}, not a string")
-    if not isinstance(record.device, str):
-        problems.append(f"device is {record.device!r}, not a string")
     if record.precision not in ("fp32", "bf16", "fp16"):
         problems.append(f"precision is {record.precision!r}, not fp32, bf16 or fp16")
     if not isinstance(record.overrides, dict):
@@ -145,9 +146,6 @@ def _content_problems(record: "ResultRecord") -> list[str]:
     if not isinstance(versions, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                  for k, v in versions.items()):
         problems.append(f"versions is {str(versions)[:60]!r}, not a mapping of package -> version")
-    for name in ("corpus", "git_hash", "created_at"):
-        if not isinstance(getattr(record, name), str):
-            problems.append(f"{name} is {getattr(record, name)!r}, not a string")
     if isinstance(record.created_at, str) and record.created_at:
         try:
             datetime.fromisoformat(record.created_at)
