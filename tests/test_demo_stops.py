@@ -28,15 +28,14 @@ WORKER_NOISE = ("Traceback", "BrokenPipeError", "KeyboardInterrupt", "ForkServer
 
 #: Imported at start-up by every Python process of the command (parent, forkserver, pool workers), via
 #: PYTHONPATH: any write into a WAV's temp file fails as on a full disk.
-FULL_DISK_HOOK = textwrap.dedent('''
+FULL_DISK_FILE = textwrap.dedent('''
     import errno
     import os
-    import re
-
-    _fdopen = os.fdopen
 
 
     class _FullDisk:
+        """A file whose writes fail as on a full disk (everything else is the real file's)."""
+
         def __init__(self, fh):
             self._fh = fh
 
@@ -51,6 +50,11 @@ FULL_DISK_HOOK = textwrap.dedent('''
 
         def write(self, data):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+''')
+FULL_DISK_HOOK = FULL_DISK_FILE + textwrap.dedent('''
+    import re
+
+    _fdopen = os.fdopen
 
 
     def _full_fdopen(fd, *args, **kwargs):
@@ -64,23 +68,10 @@ FULL_DISK_HOOK = textwrap.dedent('''
 linux_only = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc (Linux)")
 
 
-class _FullDisk:
-    """A file whose writes fail as on a full disk (everything else is the real file's)."""
-
-    def __init__(self, fh):
-        self._fh = fh
-
-    def __getattr__(self, name):
-        return getattr(self._fh, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return self._fh.__exit__(*exc)
-
-    def write(self, data):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+#: The same full-disk file for the tests in this process: the class the start-up hook defines.
+_HOOK_NAMES: dict = {}
+exec(FULL_DISK_FILE, _HOOK_NAMES)
+_FullDisk = _HOOK_NAMES["_FullDisk"]
 
 
 @pytest.fixture()
