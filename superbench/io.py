@@ -111,14 +111,27 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 SEAL_MAGIC = b"superbench-checkpoint v1 blake2b="
 
 
-def _seal_digest(payload: bytes | memoryview) -> str:
+def seal_digest(payload: bytes | memoryview) -> str:
+    """The digest a sealed file carries of its payload (also a short identity of any bytes)."""
     return hashlib.blake2b(payload, digest_size=32).hexdigest()
+
+
+def file_blake2b(path: str | Path, *, digest_size: int = 64, with_size: bool = False, block: int = 1 << 20) -> str:
+    """blake2b of a file's bytes, read `block` at a time (memory stays flat for any size); `with_size`: its
+    byte count goes in first, as the feature cache's audio keys have it. OSError when it cannot be read."""
+    h = hashlib.blake2b(digest_size=digest_size)
+    with open(path, "rb") as fh:
+        if with_size:
+            h.update(f"{os.fstat(fh.fileno()).st_size}\0".encode())
+        for chunk in iter(lambda: fh.read(block), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def write_sealed(path: str | Path, payload: bytes | memoryview) -> None:
     """`payload` behind a line with its blake2b and size, in one atomic file, so a reader can tell the bytes
     it wrote from a flipped bit or a torn copy (sealed files are small: held in memory)."""
-    header = SEAL_MAGIC + f"{_seal_digest(payload)} bytes={len(payload)}\n".encode()
+    header = SEAL_MAGIC + f"{seal_digest(payload)} bytes={len(payload)}\n".encode()
     with atomic_open(path, "wb") as fh:
         fh.write(header)
         fh.write(payload)
@@ -138,7 +151,7 @@ def read_sealed(path: str | Path) -> bytes:
         raise ValueError(f"garbled checksum header {header[:120]!r}") from exc
     if len(payload) != nbytes:
         raise ValueError(f"{len(payload)} bytes after the header, the header says {nbytes} (truncated?)")
-    if _seal_digest(payload) != digest:
+    if seal_digest(payload) != digest:
         raise ValueError("checksum mismatch (the file changed after it was written)")
     return payload
 

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from superbench.io import atomic_write_text
+from superbench.io import atomic_write_text, file_blake2b
 
 log = logging.getLogger(__name__)
 
@@ -304,14 +304,6 @@ def _short(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _file_digest(path: str) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def find_identical_audio(manifest: TaskManifest) -> list[str]:
     """Rows of a fold's dev/test whose audio is byte-identical to a train row's (one line per pair).
 
@@ -329,7 +321,7 @@ def find_identical_audio(manifest: TaskManifest) -> list[str]:
 
     def digest(path: str) -> str:
         if path not in digests:
-            digests[path] = _file_digest(path)
+            digests[path] = file_blake2b(path, digest_size=16)
         return digests[path]
 
     pairs: dict[tuple[str, str, str, str], str] = {}

@@ -32,7 +32,6 @@ the dev evaluation that selected the head (kept in the resumable state too), not
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 import logging
 import math
@@ -46,7 +45,7 @@ from tqdm.auto import tqdm
 
 from superbench.device import to_device
 from superbench.downstream import FeatureSource, Head, Objective
-from superbench.io import read_sealed, write_sealed
+from superbench.io import read_sealed, seal_digest, write_sealed
 from superbench.recipe import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -436,7 +435,7 @@ class SingleHead:
 
     def identity(self) -> dict[str, Any]:
         # the buckets depend on the lengths: a state saved over other lengths is not replayed
-        return {"train_lengths": _digest(repr([int(n) for n in self.lengths or ()]).encode())} \
+        return {"train_lengths": seal_digest(repr([int(n) for n in self.lengths or ()]).encode())} \
             if self.cfg.bucketing else {}
 
     def update(self, first: int, last: int, on_step: Callable[[], Any]) -> float:
@@ -507,10 +506,6 @@ def train(make_head: Callable[[], Head], objective: Objective, source: FeatureSo
     (result,) = fit_trials([trial], objective, lambda: SingleHead(make_head, objective, source, trial, lengths, device),
                            progress=progress, desc=desc, checkpoint=checkpoint)
     return result
-
-
-def _digest(payload: bytes | memoryview) -> str:
-    return hashlib.blake2b(payload, digest_size=32).hexdigest()
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Mapping
 
 from superbench.features.store import CacheError
+from superbench.io import file_blake2b
 from superbench.manifest import TaskManifest
 
 log = logging.getLogger(__name__)
@@ -31,15 +31,10 @@ def audio_key(path: str | Path, block: int = AUDIO_KEY_BLOCK) -> str:
     Every byte, so an edit anywhere in the file (even one that keeps its size, head and tail) is a new
     key; no path, so identical bytes share their features wherever the file lies.
     """
-    h = hashlib.blake2b(digest_size=16)
     try:
-        with open(path, "rb") as fh:
-            h.update(f"{os.fstat(fh.fileno()).st_size}\0".encode())
-            for chunk in iter(lambda: fh.read(block), b""):
-                h.update(chunk)
+        return file_blake2b(path, digest_size=16, with_size=True, block=block)
     except OSError as exc:
         raise CacheError(f"{path}: cannot read audio to key the feature cache ({exc})") from exc
-    return h.hexdigest()
 
 
 def audio_fingerprint(keys: Mapping[str, str]) -> str:

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from superbench.io import atomic_open, atomic_write_text
+from superbench.io import atomic_open, atomic_write_text, file_blake2b
 from superbench.options import CACHE_DTYPES
 from superbench.paths import cache_dir
 from superbench.upstream import Upstream
@@ -146,13 +146,10 @@ def _verify_npy(npy: Path, info: Mapping) -> str | None:
             return None
         if key[1] != info["npy_bytes"]:
             return f"{key[1]} bytes, its .json says {info['npy_bytes']} (truncated or replaced)"
-        h = hashlib.blake2b()
-        with open(npy, "rb") as fh:
-            for block in iter(lambda: fh.read(_HASH_BLOCK), b""):
-                h.update(block)
+        digest = file_blake2b(npy, block=_HASH_BLOCK)
     except OSError as exc:
         return f"cannot read it ({exc})"
-    if h.hexdigest() != info["npy_blake2b"]:
+    if digest != info["npy_blake2b"]:
         return "checksum mismatch (its bytes changed after it was written)"
     _VERIFIED.add(key)
     return None
