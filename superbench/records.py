@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from superbench.io import atomic_write_text
+from superbench.options import PRECISIONS
 from superbench.run_key import RunKey
 from superbench.task_info import TaskInfo, is_real, learn
 from superbench.tasks import TASKS
@@ -71,7 +72,7 @@ def record_problems(record: "ResultRecord") -> list[str]:
     for name in TEXT_FIELDS:
         if not isinstance(getattr(record, name), str):
             problems.append(f"{name} is {getattr(record, name)!r}, not a string")
-    if record.precision not in ("fp32", "bf16", "fp16"):
+    if record.precision not in PRECISIONS:
         problems.append(f"precision is {record.precision!r}, not fp32, bf16 or fp16")
     if not isinstance(record.overrides, dict):
         problems.append(f"overrides is {record.overrides!r}, not a mapping")
