@@ -14,16 +14,18 @@ time masks, drawn from torch's global RNG) between the weighted sum and the head
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
+from rapidfuzz.distance import Levenshtein
 
 from superbench import metrics
 from superbench.downstream import Head, Objective
 from superbench.featurizer import WeightedSum
 from superbench.manifest import TaskManifest
 from superbench.tasks import Task, TaskKind, TaskSetup
+from superbench.uncertainty import UnitScores
 
 BLANK = "<blank>"
 WORD_SEP = "|"
@@ -230,6 +232,18 @@ class CTCObjective(Objective):
 
     def score(self, targets: list, predictions: list) -> float:
         return metrics.METRICS[self.metric](targets, predictions)
+
+    def unit_scores(self, ids: Sequence[str], targets: list, predictions: list) -> dict[str, UnitScores]:
+        """Per utterance its edit distance and reference length (summed, never averaged, by the ratio)."""
+        return {self.metric: edit_counts(ids, targets, predictions)}
+
+
+def edit_counts(ids: Sequence[str], references: Sequence[str], hypotheses: Sequence[str],
+                tokens: Callable[[str], Sequence[str]] = str.split) -> UnitScores:
+    """Per-utterance (errors, reference tokens) of a corpus error rate over `tokens` (words by default)."""
+    pairs = [(tokens(r), tokens(h)) for r, h in zip(references, hypotheses)]
+    return UnitScores.build("ratio", "utterance", ids, {"errors": [Levenshtein.distance(r, h) for r, h in pairs],
+                                                        "total": [len(r) for r, _ in pairs]})
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ from superbench.downstream import Head, Objective
 from superbench.featurizer import WeightedSum
 from superbench.manifest import ManifestError, TaskManifest, format_problems
 from superbench.tasks import Task, TaskKind, TaskSetup
+from superbench.uncertainty import UnitScores
 
 log = logging.getLogger(__name__)
 
@@ -348,6 +349,16 @@ class DiarizationObjective(Objective):
         references = [t["segments"] for t in targets]
         names = [setting_name(th, med) for th, med in self.settings]
         return {name: corpus_der(references, [p[name] for p in predictions]).der for name in names}
+
+    def unit_scores(self, ids: Sequence[str], targets: list, predictions: list) -> dict[str, UnitScores]:
+        """Per recording its reference speaker time and, per setting, its missed + false-alarm + confusion
+        time: every draw of recordings sums them and takes the lowest DER over the settings, as `score`."""
+        names = [setting_name(th, med) for th, med in self.settings]
+        counts = [[der_counts(t["segments"], p[name]) for name in names] for t, p in zip(targets, predictions)]
+        columns = {"total": [c[0].scored for c in counts]}
+        for k, name in enumerate(names):
+            columns[f"errors:{name}"] = [c[k].missed + c[k].false_alarm + c[k].confusion for c in counts]
+        return {self.metric: UnitScores.build("min_ratio", "recording", ids, columns)}
 
     def score(self, targets: list, predictions: list) -> float:
         """SUPERB's SD number: the lowest corpus DER over the settings (score.sh + "report the lowest")."""

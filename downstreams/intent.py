@@ -36,11 +36,12 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from downstreams.utterance import StackedUtteranceHeads, UtteranceHead, UtteranceHeadConfig
+from downstreams.utterance import StackedUtteranceHeads, UtteranceHead, UtteranceHeadConfig, correct_bits
 from superbench import metrics
 from superbench.downstream import Objective
 from superbench.manifest import ManifestError, TaskManifest, format_problems
 from superbench.tasks import Task, TaskKind, TaskSetup
+from superbench.uncertainty import UnitScores
 
 #: Fluent Speech Commands' slots, in s3prl's order.
 SLOTS = ("action", "object", "location")
@@ -123,6 +124,9 @@ class IntentObjective(Objective):
     def score(self, targets: list, predictions: list) -> float:
         """Percent of utterances with every slot right (a predicted intent equals the target intent)."""
         return metrics.accuracy(targets, predictions)
+
+    def unit_scores(self, ids: Sequence[str], targets: list, predictions: list) -> dict[str, UnitScores]:
+        return {self.metric: correct_bits(ids, targets, predictions)}
 
 
 def _check_rows(manifest: TaskManifest, field: str, slots: Sequence[str]) -> None:

@@ -66,6 +66,7 @@ from superbench.manifest import ManifestError, TaskManifest, Utterance
 from superbench.recipe import TrainConfig
 from superbench.tasks import Task, TaskKind, TaskSetup
 from superbench.training import TrainResult
+from superbench.uncertainty import UnitScores
 
 log = logging.getLogger(__name__)
 
@@ -346,6 +347,27 @@ class QbEObjective(Objective):
     def score(self, targets: list, predictions: list) -> float:
         truth = self.truth_for(targets)
         return mtwv(dict(zip(targets, predictions)), truth)
+
+    def unit_scores(self, ids: Sequence[str], targets: list, predictions: list) -> dict[str, UnitScores]:
+        """Per scored query term its detections (score, TWV weight); the MTWV is resampled over terms (the
+        truth's `unscored_terms` are terms without detections, drawn like the others)."""
+        return {self.metric: twv_units(dict(zip(targets, predictions)), self.truth_for(targets))}
+
+
+def twv_units(scores: Mapping[str, Mapping[str, float]], truth: GroundTruth, beta: float = BETA) -> UnitScores:
+    """`max_twv`'s detections grouped by term, as per-unit scores whose value is the MTWV in percent."""
+    terms = [t for t in scores if truth.true_count(t) > 0]
+    values, weights, owner = [], [], []
+    for k, term in enumerate(terms):
+        n_true = truth.true_count(term)
+        hit_w, fa_w = 1.0 / n_true, -beta / (truth.documents - n_true)
+        hits = truth.hits.get(term, set())
+        for doc, value in scores[term].items():
+            values.append(float(value))
+            weights.append(hit_w if doc in hits else fa_w)
+            owner.append(k)
+    ids = terms + [f"unscored term {i}" for i in range(truth.scored_terms - len(terms))]
+    return UnitScores.build("twv", "query", ids, {"score": values, "weight": weights}, owner=owner)
 
 
 class _NoHead(Head):

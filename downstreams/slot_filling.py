@@ -31,6 +31,7 @@ from superbench.downstream import Objective
 from superbench.manifest import ManifestError, TaskManifest, format_problems
 from superbench.metrics import edit_distance
 from superbench.tasks import Task, TaskKind, TaskSetup
+from superbench.uncertainty import UnitScores
 
 BEGIN, END = "B-", "E-"
 #: Characters a token may not contain: s3prl joins slots as "value:type;value:type" before splitting them
@@ -156,18 +157,20 @@ def slot_type_f1(targets: Sequence[str], predictions: Sequence[str]) -> float:
     the plain mean over utterances (every utterance weighs the same). An utterance with no slot on either
     side scores 1, one with slots on one side only scores 0."""
     _check_lists(targets, predictions)
-    f1s = []
-    for ref, hyp in zip(targets, predictions):
-        ref_types, hyp_types = set(_slot_dict(ref, False)), set(_slot_dict(hyp, True))
-        if not ref_types and not hyp_types:
-            f1s.append(1.0)
-        elif not ref_types or not hyp_types:
-            f1s.append(0.0)
-        else:
-            hits = len(ref_types & hyp_types)
-            recall, precision = hits / len(ref_types), hits / len(hyp_types)
-            f1s.append(2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0)
+    f1s = [utterance_slot_type_f1(ref, hyp) for ref, hyp in zip(targets, predictions)]
     return 100.0 * sum(f1s) / len(f1s)
+
+
+def utterance_slot_type_f1(ref: str, hyp: str) -> float:
+    """One utterance's slot-type F1 (a fraction), as `slot_type_f1` averages it."""
+    ref_types, hyp_types = set(_slot_dict(ref, False)), set(_slot_dict(hyp, True))
+    if not ref_types and not hyp_types:
+        return 1.0
+    if not ref_types or not hyp_types:
+        return 0.0
+    hits = len(ref_types & hyp_types)
+    recall, precision = hits / len(ref_types), hits / len(hyp_types)
+    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
 
 
 def slot_value_cer(targets: Sequence[str], predictions: Sequence[str]) -> float:
@@ -179,23 +182,30 @@ def slot_value_cer(targets: Sequence[str], predictions: Sequence[str]) -> float:
     reference lacks cost nothing here (slot-type F1 sees them). ValueError when the references hold no
     slot at all (the rate is undefined; s3prl divides by zero)."""
     _check_lists(targets, predictions)
-    errors = total = 0
-    for ref, hyp in zip(targets, predictions):
-        ref_slots, hyp_slots = _slot_dict(ref, False), _slot_dict(hyp, True)
-        for name, values in ref_slots.items():
-            for ref_value in values:
-                best = ""
-                if name in hyp_slots:
-                    least = 100.0
-                    for hyp_value in hyp_slots[name]:
-                        rate = edit_distance(ref_value, hyp_value) / len(ref_value)
-                        if least > rate:
-                            least, best = rate, hyp_value
-                errors += edit_distance(ref_value, best)
-                total += len(ref_value)
+    counts = [utterance_slot_value_errors(ref, hyp) for ref, hyp in zip(targets, predictions)]
+    errors, total = sum(e for e, _ in counts), sum(t for _, t in counts)
     if total == 0:
         raise ValueError("slot-value CER is undefined: the references hold no slot")
     return 100.0 * errors / total
+
+
+def utterance_slot_value_errors(ref: str, hyp: str) -> tuple[int, int]:
+    """One utterance's (character edits, reference characters) over its reference slot values, as
+    `slot_value_cer` sums them."""
+    errors = total = 0
+    ref_slots, hyp_slots = _slot_dict(ref, False), _slot_dict(hyp, True)
+    for name, values in ref_slots.items():
+        for ref_value in values:
+            best = ""
+            if name in hyp_slots:
+                least = 100.0
+                for hyp_value in hyp_slots[name]:
+                    rate = edit_distance(ref_value, hyp_value) / len(ref_value)
+                    if least > rate:
+                        least, best = rate, hyp_value
+            errors += edit_distance(ref_value, best)
+            total += len(ref_value)
+    return errors, total
 
 
 # --------------------------------------------------------------------------- vocabulary, objective, kind
@@ -235,6 +245,15 @@ class SlotFillingObjective(Objective):
 
     def secondary_scores(self, targets: list, predictions: list) -> dict[str, float]:
         return {"cer": slot_value_cer(targets, predictions)}
+
+    def unit_scores(self, ids: Sequence[str], targets: list, predictions: list) -> dict[str, UnitScores]:
+        """Per utterance: its slot-type F1 (averaged) and its slot-value character edits and length (summed)."""
+        pairs = list(zip(targets, predictions))
+        counts = [utterance_slot_value_errors(r, h) for r, h in pairs]
+        return {"f1": UnitScores.build("mean", "utterance", ids,
+                                       {"value": [100.0 * utterance_slot_type_f1(r, h) for r, h in pairs]}),
+                "cer": UnitScores.build("ratio", "utterance", ids,
+                                        {"errors": [e for e, _ in counts], "total": [t for _, t in counts]})}
 
 
 def canonical(markup: str) -> str:

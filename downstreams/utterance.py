@@ -12,7 +12,7 @@ an (L, D) mean per utterance for these tasks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,13 @@ from superbench.downstream import Head, Objective
 from superbench.featurizer import WeightedSum
 from superbench.manifest import TaskManifest
 from superbench.tasks import Task, TaskKind, TaskSetup
+from superbench.uncertainty import UnitScores
+
+
+def correct_bits(ids: Sequence[str], targets: Sequence, predictions: Sequence) -> UnitScores:
+    """Per-utterance scores of an accuracy: 1 where the prediction is the target."""
+    correct = [int(t == p) for t, p in zip(targets, predictions)]
+    return UnitScores.build("proportion", "utterance", ids, {"correct": correct})
 
 
 def masked_mean(frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -68,6 +75,10 @@ class ClassificationObjective(Objective):
 
     def score(self, targets: list, predictions: list) -> float:
         return metrics.accuracy(targets, predictions)
+
+    def unit_scores(self, ids: Sequence[str], targets: list, predictions: list) -> dict[str, UnitScores]:
+        """Accuracy per utterance: a correct bit each (a proportion)."""
+        return {self.metric: correct_bits(ids, targets, predictions)}
 
     def balanced_score(self, targets: list, predictions: list) -> float:
         """Class-balanced accuracy (mean per-class recall): KS dev, as s3prl's balanced dev resample expects."""

@@ -34,6 +34,7 @@ from superbench.downstream import Head, Objective
 from superbench.featurizer import WeightedSum
 from superbench.manifest import ManifestError, TaskManifest
 from superbench.tasks import Task, TaskKind, TaskSetup
+from superbench.uncertainty import UnitScores
 
 #: The trial lists an SV manifest folder holds: dev (selects checkpoint and lr) and test.
 TRIAL_FILES = {"dev": "trials_dev.txt", "test": "trials_test.txt"}
@@ -226,6 +227,14 @@ class VerificationObjective(Objective):
         embeddings = {t[0]: p for t, p in zip(targets, predictions)}
         _, trials = self.trials_for(set(embeddings))
         return metrics.equal_error_rate(*score_trials(trials, embeddings))
+
+    def unit_scores(self, ids: Sequence[str], targets: list, predictions: list) -> dict[str, UnitScores]:
+        """Per trial pair its label and cosine score: the EER is resampled over trials."""
+        embeddings = {t[0]: p for t, p in zip(targets, predictions)}
+        _, trials = self.trials_for(set(embeddings))
+        labels, scores = score_trials(trials, embeddings)
+        return {self.metric: UnitScores.build("eer", "trial pair", [f"{t.a} {t.b}" for t in trials],
+                                              {"label": labels, "score": scores})}
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ interrupted and resumed run keeps the same artefacts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from typing import Any, Sequence
@@ -54,6 +55,30 @@ def prediction_lines(plan: TaskPlan, setup: TaskSetup, fold: Fold, result: Train
                    "prediction": _shown(prediction, plan.manifest.labels), **_utterance_score(target, prediction)}
             lines.append(json.dumps(row, ensure_ascii=False, default=str))
     return "".join(line + "\n" for line in lines)
+
+
+def test_unit_scores(plan: TaskPlan, setup: TaskSetup, fold: Fold, result: TrainResult) -> dict[str, dict[str, Any]]:
+    """{metric: per-unit scores} of the finished trial's test predictions (`Objective.unit_scores`), as stored.
+
+    A metric the units do not reproduce (|value - score| > 1e-3) is a bug in the objective: it is logged and
+    left out, so a record never carries an interval around another number than its own."""
+    ids, targets = split_data(plan, setup, fold.test)
+    predicted = result.predictions.get("test", [])
+    try:
+        units = setup.objective.unit_scores(ids, list(targets), list(predicted))
+    except ValueError as exc:
+        log.warning("%s %s: no per-unit test scores, so no confidence interval (%s)", plan.task.name, fold.name, exc)
+        return {}
+    scores = {plan.task.metric: result.test, **result.secondary.get("test", {})}
+    out = {}
+    for metric, scored in units.items():
+        value = scored.value()
+        if metric not in scores or not abs(value - scores[metric]) <= 1e-3:
+            log.warning("%s %s: per-unit scores of %s give %s, not the metric's %s; left out (no interval)",
+                        plan.task.name, fold.name, metric, value, scores.get(metric))
+            continue
+        out[metric] = dataclasses.replace(scored, fold=fold.name).to_dict()
+    return out
 
 
 def _is_index(value: Any) -> bool:

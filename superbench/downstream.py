@@ -20,6 +20,7 @@ from typing import Callable, Protocol, Sequence
 import torch
 
 from superbench.featurizer import WeightedSum
+from superbench.uncertainty import UnitScores
 
 
 class FeatureSource(Protocol):
@@ -52,7 +53,8 @@ class Objective:
     Required: `metric`, `higher_is_better`, `loss`, `predict`, `score`. Optional members, with defaults:
     `secondary_scores(targets, predictions)` -> {metric: value} of metrics reported beside the main one
     (default: none); `balanced_score(targets, predictions)`, the class-balanced metric that selects
-    checkpoints under `TrainConfig.balanced_dev` (default None: not defined for this objective).
+    checkpoints under `TrainConfig.balanced_dev` (default None: not defined for this objective);
+    `unit_scores(ids, targets, predictions)`, the per-unit scores behind the test metrics (default: none).
     """
 
     metric: str
@@ -71,4 +73,10 @@ class Objective:
 
     def secondary_scores(self, targets: list, predictions: list) -> dict[str, float]:
         """Metrics reported beside the main one (e.g. SF's slot-value CER), in percent; none by default."""
+        return {}
+
+    def unit_scores(self, ids: Sequence[str], targets: list, predictions: list) -> dict[str, UnitScores]:
+        """{metric: per-unit scores} of one test split, main and secondary metrics, whose `value()` is the
+        metric `score` gives: what its confidence interval and paired tests resample
+        (`superbench.uncertainty`). None by default: such a task's records carry no interval."""
         return {}

@@ -13,6 +13,7 @@ reads without the task's code (`superbench.task_info`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -27,6 +28,7 @@ from superbench.options import PRECISIONS
 from superbench.run_key import RunKey
 from superbench.task_info import TaskInfo, is_real, learn
 from superbench.tasks import TASKS
+from superbench.uncertainty import LEVEL, RESAMPLES, SEED, UnitScores, confidence_interval, folds_from_json, value_of
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +97,7 @@ def record_problems(record: "ResultRecord") -> list[str]:
         problem = metric.value_problem(getattr(record, role), role)
         if problem:
             problems.append(problem)
-    return problems + _secondary_problems(record, info)
+    return problems + _secondary_problems(record, info) + _uncertainty_problems(record, info)
 
 
 def _finite(value: object) -> bool:
@@ -152,6 +154,50 @@ def _content_problems(record: "ResultRecord") -> list[str]:
             datetime.fromisoformat(record.created_at)
         except ValueError:
             problems.append(f"created_at is {record.created_at!r}, not an ISO-8601 date")
+    return problems
+
+
+def _interval_problem(value: object, role: str) -> str | None:
+    if not (isinstance(value, list) and len(value) == 2 and all(map(_finite, value)) and value[0] <= value[1]):
+        return f"{role} is {str(value)[:60]!r}, not [low, high] finite with low <= high"
+    return None
+
+
+def _uncertainty_problems(record: "ResultRecord", info: TaskInfo) -> list[str]:
+    """Intervals well formed and described; per-unit scores parse, belong to the task's metrics and give back
+    the record's own test values (so no interval is ever drawn around another number)."""
+    problems = []
+    if record.test_ci is not None:
+        problem = _interval_problem(record.test_ci, "test_ci")
+        if problem:
+            problems.append(problem)
+        how = record.uncertainty
+        if not isinstance(how, dict) or not {"method", "unit", "units", "resamples", "level", "seed"} <= set(how):
+            problems.append(f"uncertainty is {str(how)[:60]!r}, not how test_ci was made "
+                            f"(method, unit, units, resamples, level, seed)")
+        else:
+            for name, interval in dict(how.get("secondary") or {}).items():
+                problem = _interval_problem(interval, f"uncertainty.secondary[{name!r}]")
+                if problem:
+                    problems.append(problem)
+    elif record.uncertainty not in ({}, None):
+        problems.append("uncertainty describes an interval the record does not have (test_ci is null)")
+    units = record.units
+    if not isinstance(units, dict):
+        return problems + [f"units is {str(units)[:60]!r}, not a mapping of metric -> per-fold unit scores"]
+    for name, data in units.items():
+        metric = info.metric_named(name)
+        if metric is None:
+            problems.append(f"units of {name!r}, which is not a metric of task {record.task!r}")
+            continue
+        try:
+            value = value_of(folds_from_json(data))
+        except ValueError as exc:
+            problems.append(f"units of {name!r}: {exc}")
+            continue
+        stated = record.test if name == record.metric else (record.secondary.get(name) or {}).get("test")
+        if not (_finite(stated) and abs(value - stated) <= 1e-3):
+            problems.append(f"units of {name!r} give {value:.4f}, not the record's test {stated!r}")
     return problems
 
 
@@ -237,6 +283,15 @@ class ResultRecord:
     #: Digest of the (utterance, audio content key) pairs scored (superbench.features.keys.audio_fingerprint): a run
     #: over the same rows whose audio bytes changed is run again; "" in records written before it existed.
     audio_fingerprint: str = ""
+    #: Percentile-bootstrap interval of `test` over its resampling units, [low, high] (`uncertainty` says how it
+    #: was made); None for a record without per-unit scores (written before them, or a task without them).
+    test_ci: list[float] | None = None
+    #: How `test_ci` was made: {"method", "unit", "units", "resamples", "level", "seed"}, and the secondary
+    #: metrics' intervals as {"secondary": {"cer": [low, high]}}; {} without an interval.
+    uncertainty: dict[str, Any] = field(default_factory=dict)
+    #: The per-unit test scores behind the intervals and paired tests: {metric: [one fold's
+    #: `superbench.uncertainty.UnitScores.to_dict()`, ...]}, main and secondary metrics; stored compact.
+    units: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.task_info is None and isinstance(self.task, str) and self.task in TASKS:
@@ -262,7 +317,17 @@ class ResultRecord:
         return out
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False)  # strict JSON: no NaN token
+        """Indented JSON, strict (no NaN token); the per-unit scores on one line (a number per line would
+        make a record of 10,000 utterances 10,000 lines long)."""
+        data = self.to_dict()
+        units = json.dumps(data.pop("units"), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        text = json.dumps({**data, "units": _UNITS_PLACEHOLDER}, indent=2, sort_keys=True, allow_nan=False)
+        return text.replace(json.dumps(_UNITS_PLACEHOLDER), units, 1)
+
+    def unit_scores(self, metric: str | None = None) -> list[UnitScores] | None:
+        """The per-unit test scores of `metric` (the main one by default), per fold; None when not kept."""
+        data = self.units.get(metric or self.metric)
+        return None if data is None else folds_from_json(data)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ResultRecord":
@@ -284,6 +349,28 @@ class ResultRecord:
         except TypeError as exc:
             raise RecordError(f"not a result record ({exc})") from exc
         return rec.validate()
+
+
+_UNITS_PLACEHOLDER = "\0superbench-units\0"
+
+
+def with_intervals(record: ResultRecord, resamples: int = RESAMPLES, level: float = LEVEL,
+                   seed: int = SEED) -> ResultRecord:
+    """`record` with `test_ci` and `uncertainty` computed from its per-unit scores (unchanged without them):
+    deterministic, so the same predictions always give the same interval."""
+    main = record.unit_scores()
+    if main is None:
+        return record
+    interval = confidence_interval([main], resamples, level, seed)
+    described = interval.describe()
+    secondary = {}
+    for name in sorted(record.units):
+        if name != record.metric:
+            other = confidence_interval([record.unit_scores(name)], resamples, level, seed)
+            secondary[name] = [other.low, other.high]
+    if secondary:
+        described["secondary"] = secondary
+    return dataclasses.replace(record, test_ci=[interval.low, interval.high], uncertainty=described)
 
 
 def record_path(results_dir: str | Path, key: RunKey) -> Path:

@@ -33,7 +33,7 @@ import statistics
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from superbench.artifacts import write_artifacts
 from superbench.device import torch_threads
@@ -52,7 +52,7 @@ from superbench.preflight import (
     check_task_folders,
 )
 from superbench.provenance import environment_versions, git_hash, now_iso
-from superbench.records import ResultRecord, record_path, write_record
+from superbench.records import ResultRecord, record_path, with_intervals, write_record
 from superbench.sweep import select, sweep
 from superbench.task_plan import Selection, TaskPlan, plan_task, records_to_keep
 from superbench.tasks import Task
@@ -109,14 +109,30 @@ def record(plan: TaskPlan, seed: int, chosen: Selection, extraction_seconds: flo
         features_fingerprint=plan.upstream_fingerprint, upstream_source=plan.upstream_source,
         audio_fingerprint=plan.audio_fingerprint,
         overrides=json.loads(json.dumps(plan.recipe.overrides, default=str)), artifacts=artifacts,
-        device=plan.compute.describe(), precision=plan.compute.precision, secondary=_secondary_means(folds))
+        device=plan.compute.describe(), precision=plan.compute.precision, secondary=_secondary_means(folds),
+        units=_units_of(folds))
+    result = with_intervals(result)
     path = write_record(result, plan.results)
-    log.info("%s/%s seed %d: test %s %.2f (dev %.2f, lr %g) -> %s", key.upstream, task.name, seed,
-             task.metric, result.test, result.dev, chosen.lr, path)
+    log.info("%s/%s seed %d: test %s %.2f%s (dev %.2f, lr %g) -> %s", key.upstream, task.name, seed,
+             task.metric, result.test, _interval_text(result), result.dev, chosen.lr, path)
     shutil.rmtree(plan.checkpoint_dir(seed, opts), ignore_errors=True)  # the record is safe on disk
     if opts.hooks.on_record is not None:
         opts.hooks.on_record(result)
     return result
+
+
+def _units_of(folds: dict[str, TrainResult]) -> dict[str, list[dict[str, Any]]]:
+    """{metric: per-fold unit scores} for the metrics every fold of the chosen lr has them for."""
+    results = list(folds.values())
+    return {name: [r.units[name] for r in results] for name in results[0].units
+            if all(name in r.units for r in results)}
+
+
+def _interval_text(record: ResultRecord) -> str:
+    """' [low, high]' (the 95 % interval) when the record has one, else ''."""
+    if record.test_ci is None:
+        return ""
+    return f" [{record.test_ci[0]:.2f}, {record.test_ci[1]:.2f}]"
 
 
 def _secondary_means(folds: dict[str, TrainResult]) -> dict[str, dict[str, float]]:

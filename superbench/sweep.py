@@ -16,7 +16,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
-from superbench.artifacts import prediction_lines
+from superbench.artifacts import prediction_lines, test_unit_scores
 from superbench.device import torch_threads
 from superbench.downstream import FeatureSource
 from superbench.executors import LocalExecutor, RayExecutor, TrainingJob
@@ -167,6 +167,7 @@ def _can_group(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, opts: Ru
 
 def _keep_trial(plan: TaskPlan, setup: TaskSetup, entry: PendingTrial, result: TrainResult) -> TrainResult:
     """Write a finished trial's files (TrialFiles.save)."""
+    result = dataclasses.replace(result, units=test_unit_scores(plan, setup, entry.fold, result))
     entry.files.save(entry.trial.key, result, prediction_lines(plan, setup, entry.fold, result))
     return dataclasses.replace(result, head_state=None)  # on disk now; keep memory small
 

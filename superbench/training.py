@@ -97,6 +97,9 @@ class TrainResult:
     predictions: dict[str, list] = field(default_factory=dict, repr=False, compare=False)
     #: The objective's secondary metrics of that head, {"dev": {"cer": ...}, "test": {...}}; {} when it has none.
     secondary: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: Per-unit scores of that head's test predictions, {metric: UnitScores.to_dict()} (the objective's
+    #: `unit_scores`; what the record's confidence interval resamples); {} when the objective has none.
+    units: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     #: Fields kept in memory only: a finished trial's JSON holds the numbers, not weights or outputs.
     MEMORY_ONLY = ("head_state", "predictions")

@@ -34,7 +34,7 @@ def test_tiny_demo_scores_pass_the_committed_baseline_and_a_worse_score_fails(tm
     # One task gets 8 accuracy points worse (more than the tolerance; the tiny model's ks accuracy is
     # about 14.6, and a record below 0 would be refused as invalid): the gate must fail and name it.
     ks = read_record(written["ks"])
-    write_record(replace(ks, test=ks.test - 8.0), tmp_path / "worse")
+    write_record(replace(ks, test=ks.test - 8.0, units={}, test_ci=None, uncertainty={}), tmp_path / "worse")
     assert main(["leaderboard", "import", str(tmp_path / "worse"), "--db", str(db), "--overwrite"]) == 0
     capsys.readouterr()
     assert main(["check", "--baseline", str(BASELINE), "--db", str(db), "--tolerance", TOLERANCE]) == 1
