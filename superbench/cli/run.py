@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -301,13 +302,18 @@ def summary_table(rows: Any) -> str:
     """The end-of-run table of aggregated rows (`superbench.summary.aggregate`), one line per row; the task
     column is as wide as the longest task name, so the columns after it line up."""
     w = task_width(rows["task"])
-    lines = [f"{'upstream':<22} {'task':<{w}} {'layer':<5} {'metric':<6} {'test':>15} {'dev':>7} {'lr':>8} "
-             f"{'profile':<16} {'extract s':>9} {'train s':>8}"]
+    lines = [f"{'upstream':<22} {'task':<{w}} {'layer':<5} {'metric':<6} {'test':>15} {'95% CI':>16} {'dev':>7} "
+             f"{'lr':>8} {'profile':<16} {'extract s':>9} {'train s':>8}"]
     for r in rows.itertuples():
         score = f"{r.mean:.2f}" + (f" ± {r.std:.2f}" if r.n > 1 else "")
-        lines.append(f"{r.upstream:<22} {r.task:<{w}} {r.layer or 'mix':<5} {r.metric:<6} {score:>15} "
+        low, high = getattr(r, "ci_low", math.nan), getattr(r, "ci_high", math.nan)
+        ci = f"[{low:.2f}, {high:.2f}]" if math.isfinite(low) and math.isfinite(high) else "-"
+        lines.append(f"{r.upstream:<22} {r.task:<{w}} {r.layer or 'mix':<5} {r.metric:<6} {score:>15} {ci:>16} "
                      f"{r.dev_mean:>7.2f} {r.lr:>8.0e} {r.profile:<16} {_seconds(r, 'extraction_s'):>9} "
                      f"{_seconds(r, 'training_s'):>8}")
+    if any(line.split()[0] and "[" in line for line in lines[1:]):
+        lines.append("95% CI: percentile bootstrap of the test metric (the seeds' mean) over its units: utterances, "
+                     "trial pairs (EER), queries (MTWV) or recordings (DER); 1,000 resamples")
     return "\n".join(lines)
 
 
