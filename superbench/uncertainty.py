@@ -41,8 +41,10 @@ RESAMPLES = 1000
 LEVEL = 0.95
 SEED = 0
 METHOD = "percentile bootstrap"
-#: Draws evaluated at once (memory stays near CHUNK x units x 8 bytes per statistic).
+#: Draws evaluated at once, at most; fewer where a metric has many rows (MTWV's detections), so that a chunk
+#: holds about CHUNK_CELLS weights (160 MB of float64) whatever the test set's size.
 CHUNK = 100
+CHUNK_CELLS = 20_000_000
 #: Decimals kept of real-valued columns (scores): what is stored is what every later computation reads.
 DECIMALS = 6
 
@@ -280,6 +282,12 @@ def _counts(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     return np.bincount(drawn.ravel(), minlength=size * n).reshape(size, n).astype(np.float64)
 
 
+def _chunk(seeds: Seeds, sides: int = 1) -> int:
+    """Draws per chunk: CHUNK, or fewer so that one chunk's weights stay near CHUNK_CELLS."""
+    widest = max(max(f.rows, f.n) for folds in seeds for f in folds) * sides
+    return max(1, min(CHUNK, CHUNK_CELLS // max(widest, 1)))
+
+
 def _mean_over(seeds: Seeds, weights: Sequence[np.ndarray]) -> np.ndarray:
     """Mean over seeds of the mean over folds, fold f weighted by `weights[f]` (B, n_f)."""
     per_seed = [np.mean([fold.evaluate(w) for fold, w in zip(folds, weights)], axis=0) for folds in seeds]
@@ -301,9 +309,10 @@ def bootstrap(seeds: Seeds, resamples: int = RESAMPLES, seed: int | Sequence[int
     _check_seeds(seeds)
     rng = _rng(seed)
     sizes = [f.n for f in seeds[0]]
+    step = _chunk(seeds)
     out = []
-    for start in range(0, resamples, CHUNK):
-        b = min(CHUNK, resamples - start)
+    for start in range(0, resamples, step):
+        b = min(step, resamples - start)
         out.append(_mean_over(seeds, [_counts(rng, n, b) for n in sizes]))
     return np.concatenate(out) if out else np.zeros(0)
 
@@ -419,8 +428,9 @@ def paired_test(a: Seeds, b: Seeds, resamples: int = RESAMPLES, level: float = L
     observed = va - vb
     rng = _rng(seed)
     boot = []
-    for start in range(0, resamples, CHUNK):
-        counts = [_counts(rng, n, min(CHUNK, resamples - start)) for n in sizes]
+    step = _chunk(a, 2)
+    for start in range(0, resamples, step):
+        counts = [_counts(rng, n, min(step, resamples - start)) for n in sizes]
         boot.append(_delta(a, b, counts, counts))
     draws = np.concatenate(boot)
     low, high = percentile_interval(draws, level)
@@ -440,7 +450,7 @@ def _permutation_p(a: Seeds, b: Seeds, observed: float, sizes: list[int], resamp
     if exact:  # every assignment of the units to "swapped" or not
         masks = ((np.arange(2 ** total)[:, None] >> np.arange(total)) & 1).astype(np.float64)
     hits, count = 0, 0
-    step = CHUNK if not exact else 2 ** total
+    step = _chunk(a, 2) if not exact else 2 ** total
     for start in range(0, (2 ** total) if exact else resamples, step):
         size = min(step, (2 ** total if exact else resamples) - start)
         swap = masks[start:start + size] if exact else (rng.random((size, total)) < 0.5).astype(np.float64)
