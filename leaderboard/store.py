@@ -47,7 +47,7 @@ from leaderboard.published import PublishedResult
 from superbench import paths
 from superbench.io import disk_full_error, is_disk_full
 from superbench.provenance import now_iso
-from superbench.records import RecordError, ResultRecord
+from superbench.records import RecordError, ResultRecord, with_intervals
 from superbench.run_key import RunKey
 
 log = logging.getLogger(__name__)
@@ -492,7 +492,8 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 def _records_from_json(data: Any, origin: str, errors: list[str]) -> list[ResultRecord]:
-    """The valid records of one file (a record or an export list); each invalid row goes to `errors`."""
+    """The valid records of one file (a record or an export list); each invalid row goes to `errors`. A record
+    that keeps per-unit scores but no interval (written before intervals) gets its interval on import."""
     items = data if isinstance(data, list) else [data]
     out = []
     for i, item in enumerate(items):
@@ -501,7 +502,7 @@ def _records_from_json(data: Any, origin: str, errors: list[str]) -> list[Result
             errors.append(f"{where}: not a result record (expected a JSON object)")
             continue
         try:
-            out.append(ResultRecord.from_dict(item))
+            out.append(with_intervals(ResultRecord.from_dict(item), only_missing=True))
         except RecordError as exc:
             errors.append(f"{where}: {exc}")
         except (TypeError, ValueError) as exc:

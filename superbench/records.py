@@ -355,11 +355,12 @@ _UNITS_PLACEHOLDER = "\0superbench-units\0"
 
 
 def with_intervals(record: ResultRecord, resamples: int = RESAMPLES, level: float = LEVEL,
-                   seed: int = SEED) -> ResultRecord:
-    """`record` with `test_ci` and `uncertainty` computed from its per-unit scores (unchanged without them):
-    deterministic, so the same predictions always give the same interval."""
+                   seed: int = SEED, only_missing: bool = False) -> ResultRecord:
+    """`record` with `test_ci` and `uncertainty` computed from its per-unit scores (unchanged without them, or,
+    with `only_missing`, when it has an interval already): deterministic, so the same predictions always give
+    the same interval."""
     main = record.unit_scores()
-    if main is None:
+    if main is None or (only_missing and record.test_ci is not None):
         return record
     interval = confidence_interval([main], resamples, level, seed)
     described = interval.describe()

@@ -220,3 +220,41 @@ def test_stored_units_read_back_the_same_and_bad_ones_are_refused():
                               "columns": {"errors": [1]}})
     with pytest.raises(ValueError, match="not one of"):
         UnitScores.from_dict({"statistic": "median", "unit": "utterance", "n": 1, "ids": "x", "columns": {}})
+
+
+def test_a_record_with_per_unit_scores_but_no_interval_gets_it_on_import(tmp_path):
+    from leaderboard.store import load_record_files
+    from superbench.records import ResultRecord, with_intervals, write_record
+
+    correct = np.random.default_rng(1).integers(0, 2, 40)
+    units = bits(correct)
+    value = units.value()
+    record = ResultRecord("up", "fp-up", "ks", "acc", True, value, value, 0, "1.0", profile="superb",
+                          layer_weights=[0.5, 0.5], manifest_fingerprint="d", units={"acc": [units.to_dict()]})
+    assert record.test_ci is None
+    write_record(record, tmp_path)
+    (imported,), errors = load_record_files([tmp_path])
+    assert errors == []
+    interval = confidence_interval([[units]])
+    assert imported.test_ci == [interval.low, interval.high]
+    assert imported.uncertainty["unit"] == "utterance" and imported.uncertainty["units"] == 40
+    assert with_intervals(imported, seed=5, only_missing=True).test_ci == imported.test_ci  # kept as it is
+
+
+def test_a_record_whose_units_do_not_give_its_test_value_is_refused_and_units_are_stored_on_one_line(tmp_path):
+    from superbench.records import RecordError, ResultRecord, read_record, with_intervals, write_record
+
+    units = bits(np.array([1, 1, 0, 1]))  # 75 %
+    record = with_intervals(ResultRecord("up", "fp-up", "ks", "acc", True, 75.0, 70.0, 0, "1.0", profile="superb",
+                                         layer_weights=[1.0], manifest_fingerprint="d",
+                                         units={"acc": [units.to_dict()]}))
+    path = write_record(record, tmp_path)
+    lines = path.read_text().splitlines()
+    assert sum('"units": {"acc":[{' in line for line in lines) == 1 and len(lines) < 80
+    assert read_record(path).unit_scores()[0].value() == 75.0
+    with pytest.raises(RecordError, match="units of 'acc' give 75.0000, not the record's test 50.0"):
+        ResultRecord("up", "fp-up", "ks", "acc", True, 50.0, 70.0, 0, "1.0", profile="superb", layer_weights=[1.0],
+                     units={"acc": [units.to_dict()]}).validate()
+    with pytest.raises(RecordError, match="test_ci is .*not \\[low, high\\]"):
+        ResultRecord("up", "fp-up", "ks", "acc", True, 75.0, 70.0, 0, "1.0", profile="superb", layer_weights=[1.0],
+                     test_ci=[80.0, 60.0], uncertainty=record.uncertainty).validate()
