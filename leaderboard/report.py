@@ -317,7 +317,7 @@ def score_vs_layer_figure(records: Iterable[ResultRecord], labels: Mapping[tuple
         if task in chance:
             ax.axhline(chance[task], color=_CHANCE, ls="--", lw=1, label=f"chance {chance[task]:.1f}%")
         ax.set_xticks(sorted({layer for k in probes if k[-1] == task for layer in probes[k]}))
-        _axes_text(ax, "probed layer (0 = input to first block)", f"test {spec.name.upper()} %",
+        _axes_text(ax, "probed layer (0 = input to first block)", f"test {spec.label}",
                f"{task.upper()}: score vs layer ({spec.direction})", legend=7)
     fig.tight_layout()
     return fig
@@ -370,7 +370,7 @@ def dev_curve_figure(records: Iterable[ResultRecord], labels: Mapping[tuple, str
         spec = recs[0].task_info.metric
         ax.set_title(textwrap.fill(name, 46), fontsize=7)
         ax.set_xlabel("step", fontsize=7)
-        ax.set_ylabel(f"dev {spec.name.upper()} %", fontsize=7)
+        ax.set_ylabel(f"dev {spec.label}", fontsize=7)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6, frameon=False)
     fig.tight_layout()
@@ -409,7 +409,7 @@ def lr_sweep_figure(records: Iterable[ResultRecord], labels: Mapping[tuple, str]
             chosen = g[g["chosen"]]
             ax.plot(chosen["lr"], chosen["dev"], "*", ms=11, color=line.get_color())
         ax.set_xscale("log")
-        _axes_text(ax, "learning rate (★ chosen on dev)", f"dev {spec.name.upper()} %",
+        _axes_text(ax, "learning rate (★ chosen on dev)", f"dev {spec.label}",
                f"{task.upper()}: lr sweep ({spec.direction})", legend=6)
     fig.tight_layout()
     return fig

@@ -49,10 +49,13 @@ FORMATS = ("md", "csv", "json", "html")
 
 
 def _task_header(column: str) -> str:
-    """'KS ACC% ↑' for a task's main metric, 'SF CER% ↓' for its secondary metric 'sf/cer'."""
+    """'KS ACC% ↑' for a task's main metric, 'SF CER% ↓' for its secondary metric 'sf/cer' (the unit as the task
+    states it: 'SE PESQ ↑', 'SS SISDRI dB ↑')."""
     task, metric = split_metric_column(column)
-    name = metric or describe_task(task).metric.name
-    return f"{task.upper()} {name.upper()}% {'↑' if column_direction(column) else '↓'}"
+    info = describe_task(task)
+    spec = info.metric if not metric else info.metric_named(metric) if info else None
+    label = spec.label if spec is not None else f"{(metric or '').upper()}%"
+    return f"{task.upper()} {label} {'↑' if column_direction(column) else '↓'}"
 
 
 def _fixed(x: float, digits: int) -> str:

@@ -14,7 +14,11 @@ record file:
   `"correct": 0|1` where reference and prediction are classes (class names from the manifest's
   `labels`; the index where it has none), or `"errors"` (word/phone edit distance) and
   `"ref_tokens"` (reference length) where they are decoded strings (CTC), so that
-  sum(errors) / sum(ref_tokens) is the corpus PER/WER of the record's `test` (per fold).
+  sum(errors) / sum(ref_tokens) is the corpus PER/WER of the record's `test` (per fold). An objective whose
+  predictions are not plain JSON says what a line shows (`Objective.shown`; SE/SS: the audio files and the
+  utterance's PESQ/STOI/SI-SDRi).
+- `<stem>.audio/<id>.<name>.wav`: for kinds whose head gives back audio (SE, SS), the waveforms of the first
+  `--keep-audio` test utterances (the estimated sources and the mixture), listed as `artifacts["audio/<id>.<name>"]`.
 
 The record copies the files of the chosen lr's finished trials (`superbench.trial_files`), so an
 interrupted and resumed run keeps the same artefacts.
@@ -25,8 +29,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
+from pathlib import Path
 from typing import Any, Sequence
 
+from superbench.audio import TARGET_SAMPLE_RATE, save_wav
 from superbench.io import atomic_open, atomic_write_text
 from superbench.manifest import Fold
 from superbench.metrics import edit_distance
@@ -50,11 +57,36 @@ def prediction_lines(plan: TaskPlan, setup: TaskSetup, fold: Fold, result: Train
             raise RuntimeError(f"{plan.task.name} {fold.name}: {len(predicted)} {role} predictions for {len(ids)} "
                                f"utterances")
         for utt, target, prediction in zip(ids, targets, predicted):
-            row = {"split": role, "manifest_split": split, "fold": fold.name, "id": utt,
-                   "reference": _shown(target, plan.manifest.labels),
-                   "prediction": _shown(prediction, plan.manifest.labels), **_utterance_score(target, prediction)}
+            row = {"split": role, "manifest_split": split, "fold": fold.name, "id": utt}
+            custom = setup.objective.shown(target, prediction)
+            if custom is not None:  # predictions that are no JSON (SE/SS masks): the objective says what to show
+                row.update(custom)
+            else:
+                row.update(reference=_shown(target, plan.manifest.labels),
+                           prediction=_shown(prediction, plan.manifest.labels), **_utterance_score(target, prediction))
             lines.append(json.dumps(row, ensure_ascii=False, default=str))
     return "".join(line + "\n" for line in lines)
+
+
+def write_audio(plan: TaskPlan, setup: TaskSetup, fold: Fold, result: TrainResult, count: int, folder: Path) -> int:
+    """The waveforms (`Objective.waveforms`) of the first `count` test utterances of a finished trial, as 16 kHz
+    WAV files `<id>.<name>.wav` in `folder` (emptied first); returns how many utterances gave audio."""
+    if count <= 0:
+        return 0
+    ids, targets = split_data(plan, setup, fold.test)
+    predicted = result.predictions.get("test", [])
+    written = 0
+    for utt, target, prediction in list(zip(ids, targets, predicted))[:count]:
+        audio = setup.objective.waveforms(target, prediction)
+        if not audio:
+            return 0
+        if not written:
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+        for name, wav in audio.items():
+            save_wav(folder / f"{safe_component(utt)}.{safe_component(name)}.wav", wav, TARGET_SAMPLE_RATE, "FLOAT")
+        written += 1
+    return written
 
 
 def test_unit_scores(plan: TaskPlan, setup: TaskSetup, fold: Fold, result: TrainResult) -> dict[str, dict[str, Any]]:
@@ -102,6 +134,20 @@ def _utterance_score(target: Any, prediction: Any) -> dict[str, int]:
     return {}
 
 
+def _copy_audio(source: Path, parent: Path, folder: str) -> dict[str, str]:
+    """The trial's kept waveforms copied to `parent/folder`; {"audio/<file stem>": relative path}."""
+    wavs = sorted(source.glob("*.wav")) if source.is_dir() else []
+    if not wavs:
+        return {}
+    shutil.rmtree(parent / folder, ignore_errors=True)
+    (parent / folder).mkdir(parents=True)
+    out = {}
+    for wav in wavs:
+        shutil.copyfile(wav, parent / folder / wav.name)
+        out[f"audio/{wav.stem}"] = f"{folder}/{wav.name}"
+    return out
+
+
 def write_artifacts(plan: TaskPlan, seed: int, chosen: Selection, opts: RunOptions) -> dict[str, str]:
     """Copy the chosen lr's heads and predictions from its trial files to beside the record (atomically);
     returns the record's `artifacts` (file names, relative to the record). A missing trial file is logged
@@ -124,6 +170,7 @@ def write_artifacts(plan: TaskPlan, seed: int, chosen: Selection, opts: RunOptio
         with atomic_open(target.parent / out, "wb") as fh:
             fh.write(payload)
         artifacts[name] = out
+        artifacts.update(_copy_audio(files.audio, target.parent, out.removesuffix(".head.pt") + ".audio"))
     if lines:
         out = f"{stem}.predictions.jsonl"
         atomic_write_text(target.parent / out, "".join(lines))

@@ -15,7 +15,7 @@ An `Objective` turns the head's output into a loss, predictions and the task's m
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import torch
 
@@ -54,7 +54,10 @@ class Objective:
     `secondary_scores(targets, predictions)` -> {metric: value} of metrics reported beside the main one
     (default: none); `balanced_score(targets, predictions)`, the class-balanced metric that selects
     checkpoints under `TrainConfig.balanced_dev` (default None: not defined for this objective);
-    `unit_scores(ids, targets, predictions)`, the per-unit scores behind the test metrics (default: none).
+    `unit_scores(ids, targets, predictions)`, the per-unit scores behind the test metrics (default: none);
+    `shown(target, prediction)`, what the record's predictions file says of an utterance (default: the target
+    and the prediction as they are); `waveforms(target, prediction)`, the audio a prediction gives back, for
+    kinds whose output is audio (default: none).
     """
 
     metric: str
@@ -79,4 +82,15 @@ class Objective:
         """{metric: per-unit scores} of one test split, main and secondary metrics, whose `value()` is the
         metric `score` gives: what its confidence interval and paired tests resample
         (`superbench.uncertainty`). None by default: such a task's records carry no interval."""
+        return {}
+
+    def shown(self, target: Any, prediction: Any) -> dict[str, Any] | None:
+        """The fields of an utterance's line in the record's predictions file, {"reference", "prediction", any
+        per-utterance score}, for predictions that are not plain JSON (SE/SS masks); None: the target and the
+        prediction as they are (the default)."""
+        return None
+
+    def waveforms(self, target: Any, prediction: Any) -> Mapping[str, Any]:
+        """{name: 1-D float audio at 16 kHz} an utterance's prediction gives back (SE/SS: the estimated sources
+        and the mixture), written beside the record for `--keep-audio`; {} for kinds whose output is not audio."""
         return {}

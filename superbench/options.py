@@ -166,9 +166,14 @@ class ExecutionOptions:
     group_trials: bool = True
     #: Above this many bytes of pooled features, trials train one at a time instead of as a resident group.
     max_resident_bytes: int = 8 * 1024 ** 3
+    #: Tasks whose heads give back audio (SE, SS): the first N test utterances' waveforms are written beside the
+    #: record (WAV files listed in its artifacts), so one can listen; 0 keeps none.
+    keep_audio: int = 5
 
     def __post_init__(self) -> None:
         check_choice("--executor", self.executor, EXECUTORS)
+        if isinstance(self.keep_audio, bool) or not isinstance(self.keep_audio, int) or self.keep_audio < 0:
+            raise ValueError(f"--keep-audio must be a count of utterances, 0 or more, got {self.keep_audio!r}")
 
 
 @dataclass(frozen=True)

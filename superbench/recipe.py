@@ -63,6 +63,10 @@ class TrainConfig:
     #: With bucketing, a full bucket whose longest utterance exceeds this many samples is split into two
     #: halves (s3prl's HALF_BATCHSIZE_TIME rule: 2000 for ASR, 300000 for libriphone); 0 never splits.
     bucket_halve_above: int = 0
+    #: Decoupled weight decay: > 0 trains with AdamW (s3prl's `optimizer: AdamW` for SE/SS, torch's default decay
+    #: 0.01), 0 with Adam (every SUPERB task). Heads trained as a stacked group use Adam: such a recipe trains
+    #: its trials one at a time.
+    weight_decay: float = 0.0
     seed: int = field(default=0, metadata={"recipe": False})  # from --seeds, never from a recipe
 
     def __post_init__(self) -> None:
@@ -83,6 +87,8 @@ class TrainConfig:
         if self.bucketing and self.balanced_sampling:
             raise ValueError("bucketing and balanced_sampling exclude each other "
                              "(length buckets vs class-balanced draws)")
+        if not 0 <= self.weight_decay < 1:
+            raise ValueError(f"weight_decay must be in [0, 1), got {self.weight_decay!r}")
         halve = self.bucket_halve_above
         if isinstance(halve, bool) or not isinstance(halve, int) or halve < 0:
             raise ValueError(f"bucket_halve_above must be a non-negative integer, got {halve!r}")

@@ -16,7 +16,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
-from superbench.artifacts import prediction_lines, test_unit_scores
+from superbench.artifacts import prediction_lines, test_unit_scores, write_audio
 from superbench.device import torch_threads
 from superbench.downstream import FeatureSource
 from superbench.executors import LocalExecutor, RayExecutor, TrainingJob
@@ -106,7 +106,8 @@ def sweep(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, seeds: Sequen
 
     def keep(j: int, i: int, result: TrainResult) -> None:
         entry = parts[j][i]
-        grid.put(entry.seed, entry.lr, entry.fold.name, _keep_trial(plan, setup, entry, result))
+        grid.put(entry.seed, entry.lr, entry.fold.name,
+                 _keep_trial(plan, setup, entry, result, opts.execution.keep_audio))
         spent = jobs[j].spent_checkpoint(i)
         if spent is not None:
             spent.unlink(missing_ok=True)
@@ -152,6 +153,8 @@ def _can_group(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, opts: Ru
         return False
     if plan.recipe.train.bucketing:  # length buckets are drawn by training.train only
         return False
+    if plan.recipe.train.weight_decay:  # the stacked optimiser is Adam; AdamW trains one head at a time
+        return False
     try:
         rows_per_update(group)
     except ValueError as exc:
@@ -165,9 +168,11 @@ def _can_group(plan: TaskPlan, setup: TaskSetup, source: FeatureSource, opts: Ru
     return True
 
 
-def _keep_trial(plan: TaskPlan, setup: TaskSetup, entry: PendingTrial, result: TrainResult) -> TrainResult:
-    """Write a finished trial's files (TrialFiles.save)."""
+def _keep_trial(plan: TaskPlan, setup: TaskSetup, entry: PendingTrial, result: TrainResult,
+                keep_audio: int = 0) -> TrainResult:
+    """Write a finished trial's files (TrialFiles.save), after the waveforms it keeps (`--keep-audio`)."""
     result = dataclasses.replace(result, units=test_unit_scores(plan, setup, entry.fold, result))
+    write_audio(plan, setup, entry.fold, result, keep_audio, entry.files.audio)
     entry.files.save(entry.trial.key, result, prediction_lines(plan, setup, entry.fold, result))
     return dataclasses.replace(result, head_state=None)  # on disk now; keep memory small
 

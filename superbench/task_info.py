@@ -43,6 +43,15 @@ class MetricInfo:
     def direction(self) -> str:
         return "higher is better" if self.higher_is_better else "lower is better"
 
+    @property
+    def label(self) -> str:
+        """The metric with its unit, as table headers and axes show it: "ACC%", "SISDRI dB", "PESQ" (a metric
+        that is its own scale)."""
+        name = self.name.upper()
+        if self.unit == "%":
+            return f"{name}%"
+        return name if self.unit.upper() == name or not self.unit else f"{name} {self.unit}"
+
     def value_problem(self, value: object, role: str = "value") -> str | None:
         """Why `value` is not a plausible score of this metric (None when it is)."""
         if not is_real(value):

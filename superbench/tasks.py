@@ -100,10 +100,12 @@ class SecondaryMetric:
     paper_reference: PaperReference | None = None
     #: Plausible values (`superbench.task_info.PERCENT`, `ERROR_RATE`, ...), checked on every record.
     range: tuple[float, float] = UNBOUNDED
+    #: The metric's unit: "%" for the SUPERB metrics; "dB" (SI-SDR improvement), "PESQ" (a MOS-LQO scale), ...
+    unit: str = "%"
 
     @property
     def info(self) -> MetricInfo:
-        return MetricInfo(self.name, self.higher_is_better, *self.range)
+        return MetricInfo(self.name, self.higher_is_better, *self.range, unit=self.unit)
 
     @property
     def direction(self) -> str:
@@ -116,7 +118,7 @@ class Task:
 
     name: str
     description: str
-    metric: str  # reported in percent
+    metric: str  # reported in percent, unless `metric_unit` says otherwise
     higher_is_better: bool
     target: str  # manifest field holding the target (the manifest's `label_field`)
     kind: TaskKind
@@ -127,6 +129,8 @@ class Task:
     secondary_metrics: tuple[SecondaryMetric, ...] = ()
     #: Plausible values of `metric` (`superbench.task_info.PERCENT`, `ERROR_RATE`, ...), checked on every record.
     metric_range: tuple[float, float] = UNBOUNDED
+    #: Unit of `metric`: "%" (every SUPERB metric) or another one a record then states ("PESQ", "dB").
+    metric_unit: str = "%"
 
     def __post_init__(self) -> None:
         if self.kind.level not in LEVELS:
@@ -146,7 +150,8 @@ class Task:
     @property
     def info(self) -> TaskInfo:
         """What every record of this task carries about it, so readers need not import it."""
-        return TaskInfo(metric=MetricInfo(self.metric, self.higher_is_better, *self.metric_range),
+        return TaskInfo(metric=MetricInfo(self.metric, self.higher_is_better, *self.metric_range,
+                                          unit=self.metric_unit),
                         secondary=tuple(m.info for m in self.secondary_metrics), level=self.level,
                         order=self.order, description=self.description, kind=type(self.kind).__name__)
 

@@ -432,7 +432,9 @@ class SingleHead:
         self.head.train()
         gen = torch.Generator().manual_seed(cfg.seed)
         self.params = [p for p in self.head.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr)
+        # weight_decay > 0: AdamW's decoupled decay (s3prl's SE/SS optimiser); else Adam, as every SUPERB task
+        self.optimizer = (torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay) if cfg.weight_decay
+                          else torch.optim.Adam(self.params, lr=cfg.lr))
         self.scheduler = make_scheduler(self.optimizer, cfg)
         self.stream = batch_stream(list(trial.train[0]), list(trial.train[1]), cfg, gen, lengths)
 

@@ -48,6 +48,11 @@ class TrialFiles:
         return self._file(".predictions.jsonl")
 
     @property
+    def audio(self) -> Path:
+        """Folder of the waveforms the head gives back (kinds whose output is audio; `--keep-audio`)."""
+        return self._file(".audio")
+
+    @property
     def checkpoint(self) -> Path:
         """Its resumable state while it trains alone."""
         return self._file(".pt")

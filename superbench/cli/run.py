@@ -39,7 +39,8 @@ folder, --layer, the labels and the free disk are checked for all tasks. Interru
 kill)? Run the same command again: the extraction resumes by chunk, finished (lr, fold) trials are
 reused and the running one continues from its last dev evaluation ($SUPERBENCH_HOME/checkpoints),
 with the same result. Beside each record: the best head (<stem>.head.pt) and its dev/test
-predictions (<stem>.predictions.jsonl), listed in the record's "artifacts".
+predictions (<stem>.predictions.jsonl), listed in the record's "artifacts"; for tasks whose head gives
+back audio (SE, SS), the waveforms of the first --keep-audio test utterances (<stem>.audio/*.wav).
 """
 
 
@@ -191,6 +192,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _selection_args(p)
     p.add_argument("--overwrite", action="store_true", help="redo tasks whose records already exist")
+    p.add_argument("--keep-audio", type=_int_in(0, 1_000_000), default=ExecutionOptions.keep_audio, metavar="N",
+                   help="tasks whose head gives back audio (SE, SS): write the first N test utterances' "
+                        "waveforms beside the record, to listen to (default %(default)s; 0: none)")
     p.add_argument("--no-store", dest="store", action="store_false",
                    help="do not add records to the leaderboard database")
     p.add_argument("--db", type=Path, default=None, metavar="PATH",
@@ -329,7 +333,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                        "fix its permissions, choose another database with --db, or run with --no-store")
     execution = ExecutionOptions(use_cache=args.use_cache, overwrite=args.overwrite, executor=args.executor,
                                  address=args.address, gpus_per_trial=args.gpus_per_trial,
-                                 gpus_per_extractor=args.gpus_per_extractor, group_trials=args.group_trials)
+                                 gpus_per_extractor=args.gpus_per_extractor, group_trials=args.group_trials,
+                                 keep_audio=args.keep_audio)
     hooks = RunHooks(progress=args.progress, show_plan=True, on_record=writer)
     upstream, tasks, data_root, opts = _run_from_args(args, execution, hooks,
                                                       extract_threads=args.extract_threads or args.threads,

@@ -1,0 +1,17 @@
+"""SUPERB-SG SS: two-speaker separation on Libri2Mix, two STFT masks with PIT (BLSTM head, NPSM loss), SI-SDRi."""
+
+from pathlib import Path
+
+from downstreams.stft_mask import STFTMasking
+from superbench.audio_metrics import PESQ_WB_RANGE
+from superbench.tasks import SecondaryMetric, Task
+
+#: SI-SDR improvements beyond +-100 dB are a bug, not a measurement.
+SISDRI_RANGE = (-100.0, 100.0)
+
+TASK = Task(name="ss", description="Source separation: two masks over a two-speaker mixture's STFT",
+            metric="sisdri", higher_is_better=True, target="sources",
+            kind=STFTMasking(num_sources=2, metric="sisdri", secondary=("stoi", "pesq")),
+            recipe=Path(__file__).with_suffix(".yaml"), order=12, metric_range=SISDRI_RANGE, metric_unit="dB",
+            secondary_metrics=(SecondaryMetric("stoi", True, range=(-100.0, 100.0), unit="%"),
+                               SecondaryMetric("pesq", True, range=PESQ_WB_RANGE, unit="PESQ")))
