@@ -179,3 +179,69 @@ def test_a_short_run_beats_the_unprocessed_mixture(tmp_path, task_name):
     assert sr == SR and np.allclose(wav, mix, atol=1e-6)
     estimate, _ = sf.read(beside / audio[f"audio/test-0.{names[0]}"])
     assert estimate.shape == mix.shape and np.abs(estimate - mix).max() > 1e-3  # something was removed
+
+
+# --------------------------------------------------------------------------- declarations
+
+
+def test_superb_profiles_are_s3prls_configs_and_the_head_is_seprnn():
+    from downstreams.stft_mask import SepRNNHead
+
+    for task, eval_every in ((SE, 1250), (SS, 2000)):
+        recipe = task.load_recipe("superb")
+        head, train = recipe.head, recipe.train
+        assert (head.rnn_layers, head.hidden_size, head.dropout, head.n_fft, head.win_length) == (3, 896, 0.5, 512, 512)
+        assert (train.steps, train.batch_size, train.lr, train.weight_decay, train.grad_clip, train.eval_interval) == (
+            150000, 8, 1e-4, 0.01, 1.0, eval_every)
+    net = SepRNNHead(num_layers=13, input_dim=768, num_sources=2)
+    assert (net.rnn.num_layers, net.rnn.hidden_size, net.rnn.bidirectional, net.rnn.dropout) == (3, 896, True, 0.5)
+    assert [tuple(m.weight.shape) for m in net.masks] == [(257, 1792), (257, 1792)]
+    net.eval()
+    out = net(torch.randn(13, 2, 7, 768), torch.tensor([7, 4]))
+    assert out.shape == (2, 7, 2, 257) and (out >= 0).all()  # ReLU masks
+    # the packed LSTM never lets padding reach an utterance: its frames match a run of that utterance alone
+    x = torch.randn(13, 2, 7, 768)
+    together = net(x, torch.tensor([7, 4]))
+    alone = net(x[:, 1:, :4], torch.tensor([4]))
+    assert torch.allclose(together[1, :4], alone[0], atol=1e-5)
+
+
+def test_units_of_the_metrics_reach_the_records_and_table_headers():
+    from leaderboard.table import _task_header
+    from superbench.task_info import MetricInfo, forget_learned, learn
+
+    assert SE.info.metric == MetricInfo("pesq", True, 1.0, 4.65, unit="PESQ")
+    assert [(m.name, m.unit) for m in SE.info.secondary] == [("stoi", "%"), ("sisdri", "dB")]
+    assert (SS.info.metric.name, SS.info.metric.unit) == ("sisdri", "dB")
+    assert MetricInfo("acc", True).label == "ACC%" and MetricInfo("pesq", True, unit="PESQ").label == "PESQ"
+    assert MetricInfo("sisdri", True, unit="dB").label == "SISDRI dB"
+    assert "outside [1, 4.65] for metric 'pesq' (PESQ)" in SE.info.metric.value_problem(4.9)
+    learn("se", SE.info)  # what a reader learns from an SE record, without the task registered
+    try:
+        assert _task_header("se") == "SE PESQ ↑" and _task_header("se/sisdri") == "SE SISDRI dB ↑"
+        assert _task_header("se/stoi") == "SE STOI% ↑"
+    finally:
+        forget_learned()
+
+
+def test_keep_audio_is_a_count_and_adamw_follows_weight_decay():
+    from superbench.options import RunOptions
+    from superbench.recipe import TrainConfig
+
+    assert RunOptions().execution.keep_audio == 5 and RunOptions.of(keep_audio=0).execution.keep_audio == 0
+    for bad in (-1, True, 2.5):
+        with pytest.raises(ValueError, match="--keep-audio must be a count"):
+            RunOptions.of(keep_audio=bad)
+    with pytest.raises(ValueError, match=r"weight_decay must be in \[0, 1\)"):
+        TrainConfig(steps=1, batch_size=1, lr=1e-3, eval_interval=1, weight_decay=-0.1)
+    from downstreams.stft_mask import SepRNNHead
+    from superbench.training import SingleHead, Trial
+
+    def optimiser(weight_decay: float) -> torch.optim.Optimizer:
+        cfg = TrainConfig(steps=1, batch_size=1, lr=1e-3, eval_interval=1, weight_decay=weight_decay)
+        empty = ([], [])
+        return SingleHead(lambda: SepRNNHead(2, 4, 1, 5, 1, 3), None, None, Trial(cfg, empty, empty, empty)).optimizer
+
+    decayed, plain = optimiser(0.01), optimiser(0.0)
+    assert type(decayed) is torch.optim.AdamW and decayed.defaults["weight_decay"] == 0.01
+    assert type(plain) is torch.optim.Adam and plain.defaults["weight_decay"] == 0
