@@ -10,6 +10,7 @@ import soundfile as sf
 
 from recipes.prepare import demo
 from recipes.prepare.espeak import EXCLUDED_VARIANTS, Engine, list_variants, tokenize_ipa
+from recipes.superb_sg import STAGED_TASKS
 from superbench.manifest import load_task_manifest
 
 
@@ -43,7 +44,7 @@ def test_unknown_voice_is_a_clear_error():
 
 def test_manifests_load_and_follow_the_contract(tiny, builtin_task_names):
     out, dirs = tiny
-    assert set(dirs) == builtin_task_names
+    assert set(dirs) == builtin_task_names | set(STAGED_TASKS)  # and the declared, not yet built-in SUPERB-SG ones
     ks = load_task_manifest(out / "ks")
     assert ks.labels == list(demo.KS_LABELS)
     for split in ("train", "dev", "test"):
@@ -145,3 +146,33 @@ def test_demo_size_reads_the_data_syntax_every_command_shares():
     assert demo.demo_size("demo:") == ""  # left to ensure_demo / demo_dir to refuse or default
     for folder in ("data/demo", "/tmp/demo:tiny", "demos", "./demo"):
         assert demo.demo_size(folder) is None, folder
+
+
+def test_enhancement_and_separation_parts_mix_at_their_drawn_levels(tiny):
+    from recipes.superb_sg.se import TASK as SE
+    from recipes.superb_sg.ss import TASK as SS
+
+    out, dirs = tiny
+    se, ss = load_task_manifest(dirs["se"]), load_task_manifest(dirs["ss"])
+    SE.check_manifest(se)  # every noisy file has its clean partner, same length, 16 kHz
+    SS.check_manifest(ss)
+    for manifest in (se, ss):
+        spk = {s: {x for u in manifest.splits[s] for x in u.speaker.split("+")} for s in manifest.splits}
+        assert not spk["train"] & spk["test"] and not spk["dev"] & spk["test"] and not spk["train"] & spk["dev"]
+    for u in se.utterances():
+        noisy = sf.read(u.audio, dtype="float64")[0]
+        clean = sf.read(dirs["se"] / u.targets["sources"][0], dtype="float64")[0]
+        snr = 10 * np.log10(np.sum(clean ** 2) / np.sum((noisy - clean) ** 2))
+        assert u.targets["snr_db"] in (0.0, 5.0, 10.0, 15.0) and abs(snr - u.targets["snr_db"]) < 0.2, (u.id, snr)
+    for u in ss.utterances():
+        mix = sf.read(u.audio, dtype="float64")[0]
+        s1, s2 = (sf.read(dirs["ss"] / p, dtype="float64")[0] for p in u.targets["sources"])
+        assert np.abs(s1 + s2 - mix).max() < 1e-4  # mix_clean: the sum of the sources (16-bit files)
+        level = 10 * np.log10(np.sum(s1 ** 2) / np.sum(s2 ** 2))
+        assert 0.0 <= u.targets["level_db"] <= 5.0 and abs(level - u.targets["level_db"]) < 0.05
+    # the unprocessed input's scores, the chance level, are kept in meta.json
+    noisy_input = json.loads((dirs["se"] / "meta.json").read_text())["extra"]["noisy_input"]
+    assert set(noisy_input) == {"train", "dev", "test"}
+    assert all(1.0 <= v["pesq"] <= 4.65 and 0 < v["stoi"] <= 100 and v["undefined"] == 0 for v in noisy_input.values())
+    mixture_input = json.loads((dirs["ss"] / "meta.json").read_text())["extra"]["mixture_input"]
+    assert all(-5 < v["sisdr"] < 5 for v in mixture_input.values())  # sources 0-5 dB apart: about 0 dB on average
