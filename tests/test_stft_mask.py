@@ -224,8 +224,13 @@ def test_units_of_the_metrics_reach_the_records_and_table_headers():
         forget_learned()
 
 
-def test_keep_audio_is_a_count_and_adamw_follows_weight_decay():
+def test_keep_audio_is_a_count_and_adamw_follows_weight_decay(capsys):
+    from superbench.cli import main
     from superbench.options import RunOptions
+
+    with pytest.raises(SystemExit) as stop:  # the command line refuses it before any work
+        main(["run", "--upstream", "fbank", "--task", "ks", "--data", "nowhere", "--keep-audio", "-1"])
+    assert stop.value.code == 2 and "--keep-audio: must be an integer in 0..1000000, got -1" in capsys.readouterr().err
     from superbench.recipe import TrainConfig
 
     assert RunOptions().execution.keep_audio == 5 and RunOptions.of(keep_audio=0).execution.keep_audio == 0
