@@ -8,7 +8,7 @@
     superbench leaderboard sync [--results DIR] [--db PATH]
     superbench report -o report.html [--data DATA_ROOT|demo[:SIZE]] [--reference paper|local]
     superbench check --baseline FILE [--db PATH | --records DIR] [--fingerprint FP] [--tolerance ABS]
-                     [--std-tolerance K]
+                     [--std-tolerance K] [--alpha A]
     superbench check --write-baseline FILE --upstream NAME [--fingerprint FP] [--profile P] [--recipe-version V]
 """
 
@@ -199,11 +199,15 @@ def cmd_check(args: argparse.Namespace) -> int:
         write_baseline(base, args.write_baseline)
         print(f"wrote baseline for {base.upstream}@{base.upstream_fingerprint[:12]} ({', '.join(base.tasks)}) "
               f"to {args.write_baseline}")
+        without = base.without_units()
+        if without:
+            print(f"no per-unit test scores for {', '.join(without)} (their records kept none): these metrics will "
+                  f"be checked by the size rule only, without a significance test")
         return ExitCode.OK
     baseline = load_baseline(args.baseline)
     report = compare(baseline, _current_records(args, load_record_files), tolerance=args.tolerance,
                      std_tolerance=args.std_tolerance, allow_missing=args.allow_missing,
-                     fingerprint=args.fingerprint, source=source)
+                     fingerprint=args.fingerprint, source=source, alpha=args.alpha)
     sys.stdout.write(report.format())
     return report.exit_code
 
@@ -218,6 +222,7 @@ def _current_records(args: argparse.Namespace, load_record_files) -> list:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from leaderboard.check import ALPHA
     from leaderboard.score import REFERENCE_MODES
     from leaderboard.table import FORMATS
 
@@ -287,7 +292,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     rep.set_defaults(func=cmd_report)
 
     chk = sub.add_parser("check", help="fail (exit 1) when results regressed against a baseline",
-                         description="Direction-aware regression check. Exit 0: ok, 1: regression, "
+                         description="Direction-aware regression check: a metric regresses when it got worse by "
+                                     "more than max(tolerance, K*std) and, where the baseline and the current "
+                                     "records keep per-unit test scores, the paired test finds the drop "
+                                     "significant at --alpha. Exit 0: ok, 1: regression, "
                                      "2: usage/data error (also: implausible baseline std, nothing compared), "
                                      "3: internal error.")
     mode = chk.add_mutually_exclusive_group(required=True)
@@ -300,6 +308,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="allowed drop in metric points (percent) before it counts (default 0.5)")
     chk.add_argument("--std-tolerance", type=float, default=2.0, metavar="K",
                      help="also allow K x the seeds' std (default 2.0); allowed = max(tolerance, K*std)")
+    chk.add_argument("--alpha", type=float, default=ALPHA,
+                     help=f"significance level of the paired test (default {ALPHA:g}; two-sided approximate "
+                          "randomisation, Holm-corrected over the metrics tested): a drop beyond the tolerance "
+                          "that is not significant passes as test-set noise, and the report says so")
     chk.add_argument("--allow-missing", action="store_true", help="tasks missing from the current results "
                                                                    "are reported, not an error")
     chk.add_argument("--fingerprint", metavar="FP",
