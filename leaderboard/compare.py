@@ -18,10 +18,14 @@ Per task, for its main metric and each secondary metric (an extra row):
 - which side is better, in the metric's own direction, the unit and their number, and how seeds
   were paired (`leaderboard.pairing.pair_seeds`: seed by seed over the shared seeds).
 
-The SUPERB score difference: over the tasks compared (per pair of leaderboard rows), each task
-resampled independently with the same draw for A and B (`leaderboard.score.metric_draws`: the same
-stream for both, so the draws are paired), both scores recomputed per draw with the same reference
-points (the leaderboard's, held fixed), the difference's percentile interval and bootstrap p-value.
+The SUPERB score difference: over the tasks compared (per corpus and profile), each task resampled
+independently with the same draw for A and B (`leaderboard.score.metric_draws`: the same stream for
+both, so the draws are paired), both scores recomputed per draw with the same reference points, held
+fixed, then the difference's percentile interval and bootstrap p-value. The reference mode is the
+leaderboard's (`paper`, or `local` for stores on non-SUPERB corpora, `default_reference`); `local`
+points are measured on each compared test set itself, as the leaderboard means them: FBANK the
+newest `fbank` fingerprint's mean there, SOTA the best mean there over every stored model (layer
+probes included); a metric that no model beats FBANK on has no local point and does not count.
 
 JSON (`Comparison.to_json`): {"a": side, "b": side, "alpha", "resamples", "level", "seed",
 "correction": "holm", "decision": "p_permutation", "reference", "comparisons": [row...],
@@ -45,10 +49,19 @@ from typing import Any
 
 import numpy as np
 
-from leaderboard.check import choose_fingerprint
+from leaderboard.check import CheckError, choose_fingerprint
 from leaderboard.pairing import PairedResult, SeedPairing, paired_metric, units_by_seed
-from leaderboard.score import Reference, metric_draws, score_draws, superb_score
-from leaderboard.table import build_leaderboard
+from leaderboard.score import (
+    FBANK_UPSTREAM,
+    REFERENCE_MODES,
+    Reference,
+    default_reference,
+    local_references,
+    metric_draws,
+    paper_references,
+    score_draws,
+    superb_score,
+)
 from superbench.exit_codes import ExitCode
 from superbench.records import ResultRecord
 from superbench.summary import metric_column
@@ -92,7 +105,7 @@ class MetricComparison:
     better: str | None  # the better side's upstream name, None for a tie
     seeds_a: list[list[UnitScores]] = field(repr=False, default_factory=list)
     seeds_b: list[list[UnitScores]] = field(repr=False, default_factory=list)
-    rows: tuple[tuple, tuple] = ((), ())  # leaderboard row keys of A's and B's records
+    corpus: str = ""
     p_holm: float | None = None
     significant: bool | None = None
 
@@ -272,7 +285,11 @@ def _side(records: list[ResultRecord], spec: str) -> tuple[Side, list[ResultReco
         names = sorted({r.upstream for r in records})
         raise CompareError(f"no results of upstream {name!r} in the store (weighted-sum records); upstreams there: "
                            f"{', '.join(names) or 'none'}")
-    chosen = choice.describe().split(" (", 1)[1].rstrip(")")
+    n = len(choice.available)
+    chosen = {"only": "the only fingerprint in the store",
+              "newest": f"the newest of {n} fingerprints in the store; pick another with {name}@PREFIX",
+              "chosen": f"chosen as {name}@{prefix}" + (f", of {n} fingerprints in the store" if n > 1 else "")
+              }[choice.how]
     mine = [r for r in records if r.upstream == name and r.upstream_fingerprint == choice.fingerprint]
     return Side(name, choice.fingerprint, chosen), mine
 
@@ -326,8 +343,11 @@ def compare_models(records: Iterable[ResultRecord], a: str, b: str, tasks: Seque
     weighted = [r for r in everything if r.layer is None]
     side_a, recs_a = _side(weighted, a)
     side_b, recs_b = _side(weighted, b)
-    board = build_leaderboard(everything, reference=reference, ci=False)
-    out = Comparison(side_a, side_b, alpha, resamples, level, seed, board.reference)
+    if reference is None:
+        reference = default_reference(r.corpus for r in everything)[0]  # as the leaderboard picks it
+    if reference not in REFERENCE_MODES:
+        raise CompareError(f"unknown reference {reference!r}; choose from {', '.join(REFERENCE_MODES)}")
+    out = Comparison(side_a, side_b, alpha, resamples, level, seed, reference)
     wanted = list(tasks) if tasks else in_task_order({r.task for r in recs_a + recs_b})
     for task in dict.fromkeys(wanted):
         ga, gb = defaultdict(list), defaultdict(list)
@@ -343,21 +363,20 @@ def compare_models(records: Iterable[ResultRecord], a: str, b: str, tasks: Seque
             continue
         for setup in sorted(common):
             label = task if len(common) == 1 else f"{task} [{setup[2]} r{setup[1]} data {setup[0][:8]}]"
-            _compare_setup(out, task, label, setup, ga[setup], gb[setup], board)
+            _compare_setup(out, task, label, setup, ga[setup], gb[setup])
     keys = {r.label: r.test.p_permutation for r in out.main_rows}
     adjusted = holm(keys)
     for r in out.main_rows:
         r.p_holm = round(adjusted[r.label], 6)
         r.significant = adjusted[r.label] < alpha
-    out.scores = _score_comparisons(out, board)
+    out.scores = _score_comparisons(out, everything)
     return out
 
 
 def _compare_setup(out: Comparison, task: str, label: str, setup: tuple[str, str, str], ra: list[ResultRecord],
-                   rb: list[ResultRecord], board) -> None:
+                   rb: list[ResultRecord]) -> None:
     """Append the main metric's and each secondary metric's paired tests of one test set (or the refusals)."""
     info = ra[0].task_info
-    rows = (_board_row(board, ra[0]), _board_row(board, rb[0]))
     for metric, higher, column in ([(info.metric.name, info.metric.higher_is_better, task)]
                                    + [(n, h, metric_column(task, n)) for n, h in _metric_names(ra + rb)]):
         main = column == task
@@ -379,7 +398,7 @@ def _compare_setup(out: Comparison, task: str, label: str, setup: tuple[str, str
         out.rows.append(MetricComparison(
             name, task, column, metric, higher, setup[0], setup[1], setup[2], result.test, pairing,
             _better(result.test, higher, out.a, out.b), [ua[x] for x, _ in pairing.pairs],
-            [ub[y] for _, y in pairing.pairs], rows))
+            [ub[y] for _, y in pairing.pairs], ra[0].corpus))
 
 
 def _sides(message: str, out: Comparison) -> str:
@@ -391,43 +410,79 @@ def _left_out(records: list[ResultRecord], kept: dict, side: Side) -> list[str]:
     return [f"{side.upstream} seed {r.seed}" for r in sorted(records, key=lambda r: r.seed) if r.seed not in kept]
 
 
-def _board_row(board, record: ResultRecord) -> tuple:
-    """The leaderboard row (ROW_KEYS values) a record's mean is shown in."""
-    key = record.run_key().as_tuple()
-    return (record.upstream, record.upstream_fingerprint, board.row_of.get(key, record.manifest_fingerprint),
-            board.recipe_of.get(key, str(record.recipe_version)), record.profile, "")
-
-
-def _score_comparisons(out: Comparison, board) -> list[ScoreComparison]:
-    """One SUPERB score comparison per pair of leaderboard rows (A's, B's) the compared tasks fall in."""
-    groups: dict[tuple, list[MetricComparison]] = defaultdict(list)
+def _score_comparisons(out: Comparison, records: list[ResultRecord]) -> list[ScoreComparison]:
+    """One SUPERB score comparison per (corpus, profile) of the compared tasks; none where a task was compared
+    on several test sets there (no one score holds both)."""
+    groups: dict[tuple[str, str], list[MetricComparison]] = defaultdict(list)
     for r in out.rows:
-        groups[r.rows].append(r)
-    return [s for (row_a, row_b), rows in groups.items()
-            if (s := _score_comparison(out, rows, board.references.get(row_a, {}),
-                                       board.references.get(row_b, {}))) is not None]
+        groups[(r.corpus, r.profile)].append(r)
+    scores = []
+    for (corpus, profile), rows in groups.items():
+        sets: dict[str, set] = defaultdict(set)
+        for r in rows:
+            sets[r.task].add((r.data, r.recipe_version))
+        several = [t for t, v in sets.items() if len(v) > 1]
+        if several:
+            out.notes.append(f"no SUPERB score on {corpus or 'an unnamed corpus'} / profile {profile}: "
+                             f"{', '.join(several)} compared on several test sets there")
+            continue
+        score = _score_comparison(out, rows, records)
+        if score is not None:
+            scores.append(score)
+    return scores
 
 
-def _score_comparison(out: Comparison, rows: list[MetricComparison], refs_a: dict[str, Reference],
-                      refs_b: dict[str, Reference]) -> ScoreComparison | None:
+def _local_reference(records: list[ResultRecord], row: MetricComparison) -> tuple[Reference | None, str]:
+    """The `local` reference point of one compared metric, measured on its test set (see the module docstring),
+    or None and why not."""
+    setup = (row.data, row.recipe_version, row.profile)
+    metric = None if row.main else row.metric
+    values: dict[tuple, list[float]] = defaultdict(list)
+    fbank = []
+    for r in records:
+        value = r.test if metric is None else (r.secondary.get(metric) or {}).get("test")
+        if r.task != row.task or _setup(r) != setup or value is None:
+            continue
+        values[(r.upstream, r.upstream_fingerprint, r.layer)].append(float(value))
+        if r.upstream == FBANK_UPSTREAM and r.layer is None:
+            fbank.append(r)
+    try:
+        choice = choose_fingerprint(fbank, FBANK_UPSTREAM, source="its test set")  # the newest, as the leaderboard
+    except CheckError as exc:
+        return None, str(exc)
+    if choice is None:
+        return None, f"no '{FBANK_UPSTREAM}' result on its test set"
+    chosen = (FBANK_UPSTREAM, choice.fingerprint, None)
+    means = {(FBANK_UPSTREAM if k == chosen else f"{k[0]}@{k[1]}@{k[2]}"): {row.column: float(np.mean(v))}
+             for k, v in values.items()}
+    ref = local_references(means).get(row.column)
+    if ref is None or ref.sota == ref.fbank:
+        return None, f"no model beats '{FBANK_UPSTREAM}' on its test set (SOTA = FBANK)"
+    return ref, ""
+
+
+def _score_comparison(out: Comparison, rows: list[MetricComparison],
+                      records: list[ResultRecord]) -> ScoreComparison | None:
     notes: list[str] = []
     refs: dict[str, Reference] = {}
+    why_not: dict[str, str] = {}
+    paper = paper_references() if out.reference == "paper" else {}
     for r in rows:
-        ra, rb = refs_a.get(r.column), refs_b.get(r.column)
-        if ra is not None and rb is not None and ra != rb:
-            notes.append(f"{r.column}: the two rows' reference points differ (A's row: FBANK {ra.fbank:.2f}, SOTA "
-                         f"{ra.sota:.2f}; B's: FBANK {rb.fbank:.2f}, SOTA {rb.sota:.2f}); A's row's are used for both")
-        if ra is not None or rb is not None:
-            refs[r.column] = ra if ra is not None else rb
+        ref, why = (paper.get(r.column), "no paper reference point") if paper else _local_reference(records, r)
+        if ref is None:
+            why_not[r.column] = why
+        else:
+            refs[r.column] = ref
     units_a = {r.column: r.seeds_a for r in rows}
     units_b = {r.column: r.seeds_b for r in rows}
     means_a = {c: float(np.mean([value_of(f) for f in s])) for c, s in units_a.items()}
     means_b = {c: float(np.mean([value_of(f) for f in s])) for c, s in units_b.items()}
     counted_a = superb_score(means_a, refs, out.reference).per_metric
     columns = [c for c in superb_score(means_b, refs, out.reference).per_metric if c in counted_a]
+    left_out = "; ".join(f"{c}: {why}" for c, why in why_not.items())
     if not columns:
         out.notes.append(f"no SUPERB score compared over {', '.join(r.column for r in rows)}: no {out.reference} "
-                         f"reference point for any of them")
+                         f"reference point for any of them ({left_out})")
         return None
     point_a = superb_score({c: means_a[c] for c in columns}, refs, out.reference)
     point_b = superb_score({c: means_b[c] for c in columns}, refs, out.reference)
@@ -438,9 +493,8 @@ def _score_comparison(out: Comparison, rows: list[MetricComparison], refs_a: dic
     observed = point_a.score - point_b.score
     finite = diff[np.isfinite(diff)]
     p = float((1 + np.sum(np.abs(finite - observed) >= abs(observed) - 1e-12)) / (finite.size + 1))
-    uncounted = sorted({r.column for r in rows} - set(columns))
-    if uncounted:
-        notes.append(f"not counted (no {out.reference} reference point): {', '.join(uncounted)}")
+    if why_not:
+        notes.append(f"not counted, no {out.reference} reference point: {left_out}")
     notes.append("over the tasks compared here only, each resampled independently with the same draw for A and "
                  "B; reference points held fixed")
     return ScoreComparison(point_a.tasks, tuple(columns), out.reference, point_a.score, point_b.score, low, high, p,

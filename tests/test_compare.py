@@ -148,7 +148,10 @@ def test_unknown_models_and_fingerprints_are_usage_errors():
     older = rec("mine", "ks", proportion(KS_B), fp="fp-old", created_at="2025-01-01T00:00:00+00:00")
     result = compare_models(two_models() + [older], "mine@fp-old", "fbank", tasks=["ks"])
     assert result.a.fingerprint == "fp-old" and result.rows[0].test.delta == pytest.approx(0.0)
-    assert compare_models(two_models() + [older], "mine", "fbank").a.fingerprint == "fp-mine"  # newest
+    assert result.a.chosen == "chosen as mine@fp-old, of 2 fingerprints in the store"
+    newest = compare_models(two_models() + [older], "mine", "fbank")
+    assert newest.a.fingerprint == "fp-mine" and newest.b.chosen == "the only fingerprint in the store"
+    assert newest.a.chosen == "the newest of 2 fingerprints in the store; pick another with mine@PREFIX"
 
 
 def test_the_superb_score_difference_resamples_each_task_with_the_same_draw_for_both():
@@ -219,3 +222,46 @@ def test_help_says_what_the_tests_and_the_correction_are(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "paired bootstrap" in text and "approximate randomisation" in text
     assert "Holm's step-down method" in text and "permutation p-values" in text
+
+
+@pytest.mark.slow
+def test_compare_two_upstreams_on_the_tiny_demo(tmp_path, capsys):
+    db, results = tmp_path / "lb.db", tmp_path / "results"
+    for upstream in ("fbank", "hubert-tiny-random"):
+        assert main(["run", "--upstream", upstream, "--task", "ks", "--data", "demo:tiny", "--profile", "ci",
+                     "--results", str(results), "--db", str(db)]) == 0
+    records = {r.upstream: r for r in ResultStore(db).records()}
+    assert all(r.test_ci is not None and r.unit_scores() is not None for r in records.values())
+    capsys.readouterr()
+    assert main(["compare", "fbank", "hubert-tiny-random", "--db", str(db), "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    (row,) = data["comparisons"]
+    fbank, tiny = records["fbank"], records["hubert-tiny-random"]
+    assert row["task"] == "ks" and row["delta"] == pytest.approx(fbank.test - tiny.test, abs=1e-3)
+    direct = paired_test([fbank.unit_scores()], [tiny.unit_scores()])
+    assert (row["p_permutation"], row["ci"]) == (direct.p_permutation, [direct.low, direct.high])
+    assert row["p_holm"] == row["p_permutation"] and data["reference"] == "local"
+    if fbank.test >= tiny.test:  # FBANK is also the best: SOTA = FBANK, so the local score leaves ks out
+        assert data["superb_score"] == [] and data["notes"] == [
+            "no SUPERB score compared over ks: no local reference point for any of them (ks: no model beats 'fbank' "
+            "on its test set (SOTA = FBANK))"]
+    else:
+        assert data["superb_score"][0]["b"] == pytest.approx(1000.0)
+    assert main(["compare", "fbank", "hubert-tiny-random", "--db", str(db)]) == 0
+    assert next(line for line in capsys.readouterr().out.splitlines() if line.startswith("ks "))
+    assert main(["results", "ci", "--results", str(results)]) == 0  # every record already has its interval
+    assert "2 already had them, 0 left without" in capsys.readouterr().out
+
+
+def test_local_reference_points_are_measured_on_the_compared_test_set():
+    records = [rec("fbank", "ks", proportion(bits(N, 30, 5))), rec("a", "ks", proportion(KS_A)),
+               rec("b", "ks", proportion(bits(N, 36, 6))), rec("c", "ks", None, value=80.0),
+               rec("c", "ks", None, value=99.0, data="elsewhere")]  # another test set: not its SOTA
+    (score,) = compare_models(records, "a", "b", reference="local").scores
+    # FBANK = fbank's 50 %, SOTA = the best model on this test set (c, 80 %, without per-unit scores)
+    assert (score.a, score.b) == (pytest.approx(1000 * (75 - 50) / 30), pytest.approx(1000 * (60 - 50) / 30))
+    assert compare_models(records, "a", "b").reference == "local"  # the demo corpus: local by default
+    no_fbank = compare_models(records[1:], "a", "b", reference="local")
+    assert no_fbank.scores == [] and no_fbank.notes == [
+        "no SUPERB score compared over ks: no local reference point for any of them (ks: no 'fbank' result on its "
+        "test set)"]
