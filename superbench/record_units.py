@@ -108,7 +108,8 @@ def units_from_predictions(record: ResultRecord, predictions: Path) -> list[Unit
     if not abs(value - record.test) <= TOLERANCE:
         what = "an accuracy" if statistic == "proportion" else "an error rate"
         raise NoUnits(f"the per-utterance scores in {predictions.name} give {what} of {value:.4f}, not the "
-                      f"record's test {record.metric} {record.test}; left as it was")
+                      f"record's test {record.metric} {record.test}; left as it was (they measure another metric, "
+                      f"or are not this record's; re-run for per-unit scores)")
     return units
 
 

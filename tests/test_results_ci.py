@@ -105,7 +105,8 @@ def test_records_that_cannot_get_an_interval_are_left_as_they_were_with_the_reas
     out = capsys.readouterr().out
     assert wrong.read_text() == before
     assert (f"{wrong}: no interval: the per-utterance scores in {wrong.stem}.predictions.jsonl give an accuracy of "
-            f"80.0000, not the record's test acc 75.0; left as it was") in out
+            f"80.0000, not the record's test acc 75.0; left as it was (they measure another metric, or are not this "
+            f"record's; re-run for per-unit scores)") in out
     assert f"{sv}: no interval: no per-unit scores (task kind {rec('sv', 1.0).task_info.kind} keeps none in its " \
            f"predictions; re-run)" in out
     assert f"{bare}: no interval: no per-unit scores and no predictions file ({bare.stem}.predictions.jsonl) " \

@@ -31,7 +31,8 @@ uncorrected and are not part of the decision. Several seeds are paired seed by s
 else in seed order), and the output says so.
 
 The SUPERB score over the compared tasks: every task resampled independently, the same draw for A and B,
-both scores recomputed with the same (the leaderboard's) reference points, held fixed; the difference
+both scores recomputed with the same reference points, held fixed (paper, or local: FBANK and the best
+model measured on each compared test set; the default mode as the leaderboard picks it); the difference
 with its percentile interval and bootstrap p-value.
 
 A task is refused, with the reason, when the two models' test sets differ or a side keeps no per-unit
@@ -60,8 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resamples", type=int, default=RESAMPLES,
                    help=f"bootstrap draws and random permutations (default {RESAMPLES})")
     p.add_argument("--reference", choices=REFERENCE_MODES, default=None,
-                   help="SUPERB score reference points, as `superbench leaderboard` (default: as the leaderboard "
-                        "picks them)")
+                   help="SUPERB score reference points: published (paper) or measured on each compared test set "
+                        "(local); default: as `superbench leaderboard` picks them")
     p.add_argument("--format", choices=FORMATS, default="table",
                    help="table (default, aligned text) or json (fields: see leaderboard/compare.py)")
     p.add_argument("--db", type=Path, default=None,
