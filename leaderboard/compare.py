@@ -118,7 +118,8 @@ class MetricComparison:
         return {"label": self.label, "task": self.task, "column": self.column, "metric": self.metric,
                 "role": "main" if self.main else "secondary", "higher_is_better": self.higher_is_better,
                 "data": self.data, "recipe_version": self.recipe_version, "profile": self.profile,
-                "a": t.a, "b": t.b, "delta": t.delta, "ci": [t.low, t.high], "p_bootstrap": t.p_bootstrap,
+                "a": _round(t.a), "b": _round(t.b), "delta": _round(t.delta), "ci": [_round(t.low), _round(t.high)],
+                "p_bootstrap": t.p_bootstrap,
                 "p_permutation": t.p_permutation, "exact": t.exact, "p_holm": self.p_holm,
                 "significant": self.significant, "better": self.better, "unit": t.unit, "n": t.n,
                 "seeds": [list(p) for p in self.pairing.pairs], "seed_note": self.pairing.note}
@@ -163,6 +164,7 @@ class ScoreComparison:
 
 
 def _round(x: float) -> float | None:
+    """A number for JSON: 4 decimals, never "-0.0", None where undefined (no finite draw)."""
     return None if not math.isfinite(x) else round(float(x), 4) + 0.0
 
 
