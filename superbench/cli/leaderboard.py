@@ -1,7 +1,7 @@
 """`superbench leaderboard`, `superbench report` and `superbench check`.
 
     superbench leaderboard [--db PATH] [--reference paper|local] [--sort COL] [--no-published]
-                           [--format md|csv|json|html]
+                           [--format md|csv|json|html] [--no-ci]
     superbench leaderboard import PATHS... [--overwrite]
     superbench leaderboard import-published FILE.csv|superb-paper [--overwrite]
     superbench leaderboard export -o FILE
@@ -60,7 +60,7 @@ def cmd_table(args: argparse.Namespace) -> int:
         log.warning("%d stored row(s) skipped as invalid (see above); the table shows the other %d",
                     len(store.invalid_rows), len(records))
     board = build_leaderboard(records, reference=args.reference, sort=args.sort,
-                              published=_published(args, store))
+                              published=_published(args, store), ci=not args.no_ci)
     _emit(board.render(args.format), args.output)
     return ExitCode.OK
 
@@ -238,12 +238,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "metric's key such as sf/cer (best first)")
 
     lb = sub.add_parser("leaderboard", parents=[view], help="show the results table; import/export results",
-                        description="Upstreams x tasks (mean ± std over seeds) with the SUPERB score. "
+                        description="Upstreams x tasks (mean ± std over seeds, and the 95 % confidence interval over "
+                                    "the test units where records keep per-unit scores) with the SUPERB score. "
                                     "Subcommands: import, export.")
     _add_db(lb)
     lb.add_argument("--format", choices=FORMATS, default="md",
                     help="md (default, for terminals and READMEs), csv, json (with score task sets) or html")
     lb.add_argument("-o", "--output", type=Path, help="write to a file instead of stdout")
+    lb.add_argument("--no-ci", action="store_true",
+                    help="hide the confidence intervals: by default a cell whose records keep per-unit test scores "
+                         "shows '(CI ±h)', the half-width of the 95%% percentile-bootstrap interval of its mean over "
+                         "the test units, and the SUPERB score its [low, high] (tasks resampled independently, "
+                         "reference points held fixed)")
     lb.set_defaults(func=cmd_table)
     lbsub = lb.add_subparsers(dest="leaderboard_command", metavar="SUBCOMMAND")
 
