@@ -239,4 +239,4 @@ def test_holm_over_a_familys_tasks_decides_and_old_records_keep_the_spread_rule(
     assert evidence("er", cells["er"]) == ("ER by the seeds' spread rule (no per-unit test scores in every "
                                            "record): the means differ by more than the two stds added, clear "
                                            "of the seeds' spread")
-    assert "Holm-adjusted over 2 tasks" in evidence("ks", cells["ks"])
+    assert f"Holm-adjusted over 2 tasks (unadjusted p = {moderate['p']:.3f})" in evidence("ks", cells["ks"])

@@ -2,9 +2,9 @@
 tasks against its own random initialisation.
 
 It lives beside the pretraining it drives (families, loop, audio) rather than in `leaderboard`, which
-stays a reader of records with no model code; it uses the leaderboard only to store, pair (the paired test
-that says whether a family is clear of its random init's noise) and render. Scoring
-goes through `superbench.runner.run` directly, and `superbench families` only parses and prints.
+stays a reader of records with no model code; it uses the leaderboard only to store, to pair (the paired
+test that says whether a family is clear of its random init's noise) and to render. Scoring goes through
+`superbench.runner.run` directly, and `superbench families` only parses and prints.
 """
 
 from __future__ import annotations
@@ -242,7 +242,7 @@ def evidence(task: str, v: dict[str, Any]) -> str:
     interval and p, or the seeds' spread (and why there is no paired test)."""
     if v.get("rule") == "paired":
         tested = v.get("tasks_tested", 1)
-        holm_text = f" Holm-adjusted over {tested} tasks" if tested > 1 else ""
+        holm_text = (f" Holm-adjusted over {tested} tasks (unadjusted {_p_text(v['p'])})" if tested > 1 else "")
         return (f"{task.upper()} trained − random init {v['delta']:+.2f} points, {100 * v['level']:g} % CI "
                 f"[{v['low']:+.2f}, {v['high']:+.2f}], {_p_text(v['p_holm'])}{holm_text} (paired test over "
                 f"{v['units']} test {v['unit']}s; {v['pairing']}): "
