@@ -6,7 +6,7 @@
     superbench leaderboard import-published FILE.csv|superb-paper [--overwrite]
     superbench leaderboard export -o FILE
     superbench leaderboard sync [--results DIR] [--db PATH]
-    superbench report -o report.html [--data DATA_ROOT|demo[:SIZE]] [--reference paper|local]
+    superbench report -o report.html [--data DATA_ROOT|demo[:SIZE]] [--reference paper|local] [--alpha A]
     superbench check --baseline FILE [--db PATH | --records DIR] [--fingerprint FP] [--tolerance ABS]
                      [--std-tolerance K] [--alpha A]
     superbench check --write-baseline FILE --upstream NAME [--fingerprint FP] [--profile P] [--recipe-version V]
@@ -149,6 +149,17 @@ def _report_data_root(spec: str) -> Path:
     return root
 
 
+def _report_alpha(text: str) -> float:
+    """`report --alpha`: a level strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1 (e.g. 0.05)")
+    return value
+
+
 def _report_command(args: argparse.Namespace) -> str:
     """The report's own command line, rebuilt from its options (paths as given)."""
     import shlex
@@ -161,6 +172,8 @@ def _report_command(args: argparse.Namespace) -> str:
         parts += ["--sort", args.sort]
     if args.no_published:
         parts.append("--no-published")
+    if args.alpha is not None:
+        parts += ["--alpha", f"{args.alpha:g}"]
     return shlex.join(parts)
 
 
@@ -178,7 +191,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                         "chance levels in the report", args.data)
     text = build_report(records, reference=args.reference, sort=args.sort, title=args.title,
                         published=_published(args, store), chance=chance, corpora=corpora,
-                        command=_report_command(args))
+                        command=_report_command(args), **({} if args.alpha is None else {"alpha": args.alpha}))
     _emit(text, args.output)
     return ExitCode.OK
 
@@ -295,6 +308,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="read corpus sizes and class counts (chance lines) from these manifests; only "
                           "manifests the stored records were scored on are used")
     rep.add_argument("--title", default="superbench report", help="page title (default: superbench report)")
+    rep.add_argument("--alpha", type=_report_alpha, default=None, metavar="A",
+                     help="significance level of the pairwise significance matrices, after Holm's correction "
+                          "over each table's pairs (default: 0.05)")
     rep.set_defaults(func=cmd_report)
 
     chk = sub.add_parser("check", help="fail (exit 1) when results regressed against a baseline",
