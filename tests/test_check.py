@@ -474,8 +474,8 @@ def test_seeds_pair_seed_by_seed_and_holm_covers_the_metrics_tested():
     assert sorted(base.tasks["ks"].units) == [0, 1] and base.tasks["ks"].n == 2
     report = compare(base, [acc_record(flip(BITS, down=20), seed=0), acc_record(flip(BITS, down=21), seed=1)])
     (row,) = report.rows
-    assert row.paired.pairing == "2 seed(s) paired seed by seed (0, 1)" and row.status == "REGRESSED"
-    assert "seeds: 2 seed(s) paired seed by seed (0, 1) (ks/acc)" in report.format()
+    assert row.paired.pairing == "2 seeds paired seed by seed (0, 1)" and row.status == "REGRESSED"
+    assert "seeds: 2 seeds paired seed by seed (0, 1) (ks/acc)" in report.format()
     assert row.paired.delta == pytest.approx(-10.0)
 
 

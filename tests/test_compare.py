@@ -75,7 +75,7 @@ def test_the_difference_and_p_values_are_those_of_the_paired_test_on_the_units()
     assert (ks.test.p_bootstrap, ks.test.p_permutation) == (direct.p_bootstrap, direct.p_permutation)
     assert ks.test.low < 25.0 < ks.test.high and ks.test.unit == "utterance" and ks.test.n == N
     assert ks.better == "mine" and ks.metric == "acc" and ks.higher_is_better
-    assert ks.pairing.note == "one seed (0) each: the test units' noise only, not training noise"
+    assert ks.pairing.note == "one seed paired (0): the test units' noise only, not training noise"
 
 
 def test_holm_over_the_main_metrics_matches_a_hand_computation():
@@ -105,7 +105,7 @@ def test_several_seeds_pair_seed_by_seed_and_say_so():
     records += [rec("b", "ks", proportion(bits(N, 30 + s, 20 + s)), seed=s) for s in (1, 2)]
     row = compare_models(records, "a", "b").rows[0]
     assert row.pairing.pairs == ((1, 1), (2, 2))
-    assert row.pairing.note == "2 seed(s) paired seed by seed (1, 2)"
+    assert row.pairing.note == "2 seeds paired seed by seed (1, 2)"
     assert row.test.a == pytest.approx(100 * (41 + 42) / 2 / N, abs=1e-4)  # mean over the paired seeds only
 
 
@@ -190,7 +190,7 @@ def test_the_cli_prints_a_table_and_a_json_report(tmp_path, capsys):
     ks_line = next(line for line in out.splitlines() if line.startswith("ks "))
     assert "75.00" in ks_line and "50.00" in ks_line and "+25.00 [" in ks_line and "mine" in ks_line
     assert "Holm's step-down correction of p perm" in out and "SUPERB score over ks,ic (paper ref" in out
-    assert "seeds: one seed (0) each" in out
+    assert "seeds: one seed paired (0)" in out
 
     assert main(["compare", "mine", "fbank", "--db", str(db), "--format", "json", "--task", "ks"]) == 0
     data = json.loads(capsys.readouterr().out)
@@ -265,3 +265,12 @@ def test_local_reference_points_are_measured_on_the_compared_test_set():
     assert no_fbank.scores == [] and no_fbank.notes == [
         "no SUPERB score compared over ks: no local reference point for any of them (ks: no 'fbank' result on its "
         "test set)"]
+
+
+def test_the_seed_note_names_the_seeds_left_unpaired():
+    from leaderboard.pairing import pair_seeds
+
+    note = pair_seeds([0, 1], [0]).note
+    assert note == ("one seed paired (0): the test units' noise only, not training noise; unpaired seeds left out "
+                    "(first model's seeds 0, 1, second's seed 0)")
+    assert pair_seeds([3], [5]).pairs == ((3, 5),) and "no shared seed" in pair_seeds([3], [5]).note

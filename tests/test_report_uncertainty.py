@@ -217,7 +217,7 @@ def test_a_family_is_clear_of_noise_by_the_paired_test_and_says_the_difference_c
     md = families_markdown([family_row(cells)], ["ks"])
     assert f"{t.a:.2f} vs {t.b:.2f} ✓ (p < 0.001) |" in md
     assert (f"KS trained − random init {t.delta:+.2f} points, 95 % CI [{t.low:+.2f}, {t.high:+.2f}], p < 0.001 "
-            f"(paired test over {N} test utterances; one seed (0) each") in md and "clear of noise" in md
+            f"(paired test over {N} test utterances; one seed paired (0)") in md and "clear of noise" in md
     tied = families_markdown([family_row(holm_over_tasks({"ks": {**tie, "better": True}}))], ["ks"])
     assert "(in noise, p = 1.000)" in tied and "other tasks better: ks (in noise)" in tied
     assert "p = 1.000 (paired test over" in tied and "not clear of noise" in tied
