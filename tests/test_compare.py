@@ -105,7 +105,8 @@ def test_several_seeds_pair_seed_by_seed_and_say_so():
     records += [rec("b", "ks", proportion(bits(N, 30 + s, 20 + s)), seed=s) for s in (1, 2)]
     row = compare_models(records, "a", "b").rows[0]
     assert row.pairing.pairs == ((1, 1), (2, 2))
-    assert row.pairing.note == "2 seeds paired seed by seed (1, 2)"
+    assert row.pairing.note == ("2 seeds paired seed by seed (1, 2); unpaired seeds left out "
+                                 "(first model's seeds 0, 1, 2, second's seeds 1, 2)")
     assert row.test.a == pytest.approx(100 * (41 + 42) / 2 / N, abs=1e-4)  # mean over the paired seeds only
 
 
