@@ -48,9 +48,9 @@ from leaderboard.table import ROW_KEYS, Leaderboard, build_leaderboard
 from superbench import __version__
 from superbench.provenance import now_iso
 from superbench.records import ResultRecord
-from superbench.summary import metric_column, split_metric_column
+from superbench.summary import cell_interval, metric_column, split_metric_column
 from superbench.tasks import describe_task, in_task_order
-from superbench.uncertainty import LEVEL, RESAMPLES, confidence_interval
+from superbench.uncertainty import LEVEL, RESAMPLES
 
 log = logging.getLogger(__name__)
 
@@ -186,24 +186,23 @@ def row_records(board: Leaderboard, records: Iterable[ResultRecord],
     return dict(out)
 
 
-def bar_range(mean: float, std: float, records: Iterable[ResultRecord], column: str,
-              resamples: int = RESAMPLES, level: float = LEVEL) -> BarRange:
+def bar_range(mean: float, std: float, records: Iterable[ResultRecord], column: str) -> BarRange:
     """The error bar of one bar: the bootstrap interval of the mean over `records`' seeds of `column`'s metric
-    (`superbench.uncertainty.confidence_interval` over every seed's per-unit scores) when every seed kept
-    them on the same test units; otherwise mean ± std over seeds (± 0 with one seed)."""
+    (`superbench.summary.cell_interval`, the table's) when every seed kept per-unit scores on the same test
+    units; otherwise mean ± std over seeds (± 0 with one seed)."""
     records = list(records)
     std = 0.0 if std is None or not math.isfinite(std) else float(std)
     secondary = split_metric_column(column)[1]
-    units = [r.unit_scores(secondary or r.metric) for r in records]
-    if records and all(u is not None for u in units):
-        try:
-            ci = confidence_interval(units, resamples, level)
-        except ValueError as exc:  # seeds scored on different units: no one interval for their mean
-            log.warning("%s of %s: no interval for its bar (%s); ± std over seeds instead", column,
-                        records[0].upstream, exc)
-        else:
-            if math.isfinite(ci.low) and math.isfinite(ci.high):
-                return BarRange(mean, ci.low, ci.high, "ci", ci.unit, ci.n, len(records), level, resamples)
+    try:
+        interval = cell_interval(records, secondary)
+    except ValueError as exc:  # seeds scored on different units: no one interval for their mean
+        log.warning("%s of %s: no interval for its bar (%s); ± std over seeds instead", column,
+                    records[0].upstream, exc)
+        interval = None
+    if interval is not None and all(map(math.isfinite, interval)):
+        first = records[0].unit_scores(secondary)
+        return BarRange(mean, interval[0], interval[1], "ci", first[0].unit, sum(f.n for f in first), len(records),
+                        LEVEL, RESAMPLES)
     return BarRange(mean, mean - std, mean + std, "std", seeds=len(records))
 
 

@@ -53,9 +53,9 @@ from leaderboard.score import (
     superb_score,
 )
 from superbench.records import ResultRecord
-from superbench.summary import aggregate, metric_column, split_metric_column
+from superbench.summary import aggregate, cell_interval, metric_column, split_metric_column
 from superbench.tasks import describe_task, in_task_order
-from superbench.uncertainty import LEVEL, RESAMPLES, SEED, UnitScores, confidence_interval
+from superbench.uncertainty import LEVEL, RESAMPLES, UnitScores
 
 ROW_KEYS = ["upstream", "upstream_fingerprint", "data", "recipe_version", "profile", "layer"]
 FORMATS = ("md", "csv", "json", "html")
@@ -421,25 +421,6 @@ def _cell_units(records: list[ResultRecord], column: str) -> list[list[UnitScore
     return seeds or None
 
 
-def _stored_interval(records: list[ResultRecord], column: str) -> tuple[float, float] | None:
-    """A one-seed cell's interval as its record states it, when made as `confidence_interval` makes it by default
-    (the same numbers, without drawing them again); None otherwise."""
-    if len(records) != 1:
-        return None
-    r = records[0]
-    how = r.uncertainty or {}
-    if r.test_ci is None or (how.get("resamples"), how.get("level"), how.get("seed")) != (RESAMPLES, LEVEL, SEED):
-        return None
-    metric = split_metric_column(column)[1]
-    interval = r.test_ci if metric is None else (how.get("secondary") or {}).get(metric)
-    return None if interval is None else (float(interval[0]), float(interval[1]))
-
-
-def _interval(seeds: list[list[UnitScores]]) -> tuple[float, float]:
-    interval = confidence_interval(seeds)
-    return interval.low, interval.high
-
-
 def _add_intervals(wide: pd.DataFrame, columns: list[str], by_row: dict[tuple, dict[str, list[ResultRecord]]],
                    scores: list[SuperbScore], refs_by_row: dict[int, dict], keys: list[tuple], reference: str,
                    notes: list[str]) -> None:
@@ -457,9 +438,8 @@ def _add_intervals(wide: pd.DataFrame, columns: list[str], by_row: dict[tuple, d
             seeds = _cell_units(cell, c)
             if seeds is None:
                 continue
-            stored = _stored_interval(cell, c)
             try:
-                low, high = stored or _interval(seeds)
+                low, high = cell_interval(cell, split_metric_column(c)[1])  # type: ignore[misc]
             except ValueError as exc:  # seeds of one row scored on different units: no interval, said once
                 problems.append(f"{wide.at[i, 'label']} {c}: {exc}")
                 continue
