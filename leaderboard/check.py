@@ -99,6 +99,7 @@ from superbench.uncertainty import (
     folds_to_json,
     holm,
     pairing_problem,
+    units_word,
     value_of,
 )
 
@@ -622,12 +623,7 @@ class CheckRow:
             return size + ["–", "–", "–", tag, self.status]
         diff = "no unit differs" if t.identical else f"{t.delta:+.2f} [{t.low:+.2f}, {t.high:+.2f}]"
         resolution = "–" if t.identical else f"±{t.resolution:.2f}"
-        return size + [diff, f"{t.p:.4f} ({t.p_holm:.4f})", resolution, f"{t.n} {_plural(t.unit)}", self.status]
-
-
-def _plural(unit: str) -> str:
-    """'utterances', 'trial pairs', 'queries', 'recordings'."""
-    return unit[:-1] + "ies" if unit.endswith("y") and unit[-2:-1] not in "aeiou" else unit + "s"
+        return size + [diff, f"{t.p:.4f} ({t.p_holm:.4f})", resolution, f"{t.n} {units_word(t.unit)}", self.status]
 
 
 @dataclass
@@ -790,7 +786,7 @@ def _paired_tests(pending: list[tuple[CheckRow, Units, Units]], alpha: float) ->
             how = (f"the paired difference is no drop ({t.delta:+.2f})" if t.worse(row.higher_is_better) <= 0
                    else f"not significant (p {t.p:.4f}, Holm {t.p_holm:.4f} >= alpha {alpha:g})")
             notes.append(f"{row.key}: worse by {row.worse:.2f} points, more than the {row.allowed:.2f} allowed, but "
-                         f"{how}: with this test set ({t.n} {_plural(t.unit)}) a drop smaller than "
+                         f"{how}: with this test set ({t.n} {units_word(t.unit)}) a drop smaller than "
                          f"±{t.resolution:.2f} points cannot be told from test-set noise")
     one_seed = [row for row, base, _ in pending if row.paired is not None and len(base) == 1]
     if one_seed:

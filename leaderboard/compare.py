@@ -66,7 +66,17 @@ from superbench.exit_codes import ExitCode
 from superbench.records import ResultRecord
 from superbench.summary import metric_column
 from superbench.tasks import in_task_order
-from superbench.uncertainty import LEVEL, RESAMPLES, SEED, PairedTest, UnitScores, holm, percentile_interval, value_of
+from superbench.uncertainty import (
+    LEVEL,
+    RESAMPLES,
+    SEED,
+    PairedTest,
+    UnitScores,
+    holm,
+    percentile_interval,
+    units_word,
+    value_of,
+)
 
 ALPHA = 0.05
 FORMATS = ("table", "json")
@@ -220,7 +230,7 @@ class Comparison:
                              f"{t.delta:+.2f} [{t.low:+.2f}, {t.high:+.2f}]", _p(t.p_bootstrap),
                              _p(t.p_permutation) + ("*" if t.exact else ""),
                              "–" if r.p_holm is None else _p(r.p_holm), signif, r.better or "tie",
-                             f"{t.n} {t.unit}s", str(len(r.pairing.pairs))])
+                             f"{t.n} {units_word(t.unit)}", str(len(r.pairing.pairs))])
             lines += _aligned(head, body, numeric={2, 3, 4, 5, 6, 7, 11})
             notes = {r.label: r.pairing.note for r in self.main_rows}
             if len(set(notes.values())) == 1:

@@ -50,7 +50,7 @@ from superbench.provenance import now_iso
 from superbench.records import ResultRecord
 from superbench.summary import cell_interval, metric_column, split_metric_column
 from superbench.tasks import describe_task, in_task_order
-from superbench.uncertainty import LEVEL, RESAMPLES
+from superbench.uncertainty import LEVEL, RESAMPLES, units_word
 
 log = logging.getLogger(__name__)
 
@@ -160,15 +160,8 @@ class BarRange:
     def describe(self) -> str:
         """The legend's words for this kind of error bar."""
         if self.kind == "ci":
-            return f"{100 * self.level:g} % CI over test {plural(self.unit)}"
+            return f"{100 * self.level:g} % CI over test {units_word(self.unit)}"
         return "± std over seeds"
-
-
-def plural(unit: str) -> str:
-    """'utterance' -> 'utterances', 'query' -> 'queries', 'trial pair' -> 'trial pairs'."""
-    if not unit:
-        return "units"
-    return unit[:-1] + "ies" if unit.endswith("y") and unit[-2:-1] not in "aeiou" else unit + "s"
 
 
 def row_records(board: Leaderboard, records: Iterable[ResultRecord],

@@ -20,7 +20,7 @@ from leaderboard.pairing import PairedResult, paired_metric, units_by_seed
 from superbench.records import ResultRecord
 from superbench.summary import metric_column, split_metric_column
 from superbench.tasks import describe_task, in_task_order
-from superbench.uncertainty import LEVEL, RESAMPLES, holm
+from superbench.uncertainty import LEVEL, RESAMPLES, holm, units_word
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def matrix_html(matrix: SignificanceMatrix) -> str:
     if first is not None:
         t = first.test
         notes = sorted({r.pairing.note for r in matrix.tests.values()})
-        about = (f" Over {t.n} test {t.unit}s; {'; '.join(notes)}; {t.resamples:,} resamples, "
+        about = (f" Over {t.n} test {units_word(t.unit)}; {'; '.join(notes)}; {t.resamples:,} resamples, "
                  f"{100 * t.level:g} % intervals.")
     direction = "higher" if matrix.higher_is_better else "lower"
     note = (f"Cell = row model − column model ({direction} is better), the paired-bootstrap interval of the "

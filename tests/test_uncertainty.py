@@ -282,3 +282,10 @@ def test_a_cells_interval_is_that_of_the_seeds_mean_and_a_one_seed_record_keeps_
     stated = replace(both[0], test_ci=[1.0, 99.0])
     assert cell_interval([stated]) == (1.0, 99.0)  # made with the defaults: read, not drawn again
     assert cell_interval([replace(both[0], units={}, test_ci=None, uncertainty={})]) is None
+
+
+def test_unit_words():
+    from superbench.uncertainty import units_word
+
+    assert [units_word(u) for u in ("utterance", "trial pair", "query", "recording", "")] == [
+        "utterances", "trial pairs", "queries", "recordings", "units"]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from superbench.records import ResultRecord
+from superbench.uncertainty import units_word
 from upstreams.pretrain import family_names, get_family, load_pretrained
 from upstreams.pretrain.base import PretrainConfig
 from upstreams.pretrain.data import PretrainAudio, load_pretrain_audio
@@ -245,7 +246,7 @@ def evidence(task: str, v: dict[str, Any]) -> str:
         holm_text = (f" Holm-adjusted over {tested} tasks (unadjusted {_p_text(v['p'])})" if tested > 1 else "")
         return (f"{task.upper()} trained − random init {v['delta']:+.2f} points, {100 * v['level']:g} % CI "
                 f"[{v['low']:+.2f}, {v['high']:+.2f}], {_p_text(v['p_holm'])}{holm_text} (paired test over "
-                f"{v['units']} test {v['unit']}s; {v['pairing']}): "
+                f"{v['units']} test {units_word(v['unit'])}; {v['pairing']}): "
                 + ("clear of noise" if v["clear"] else "not clear of noise"))
     why = v.get("rule_note") or "no per-unit test scores"
     if v["seeds"] < 2:
