@@ -25,6 +25,7 @@ demo: setup
 	$(BIN)/superbench run --upstream fbank --task all --data demo
 	$(BIN)/superbench run --upstream hubert-tiny-random --task all --data demo
 	$(BIN)/superbench leaderboard
+	$(BIN)/superbench compare fbank hubert-tiny-random
 
 # The reference environment for the s3prl equivalence tests (tests/test_s3prl_equivalence_*.py): s3prl 0.4.18
 # needs torchaudio, whose newest PyPI build (2.9 here) loads only beside the CUDA build of the same torch;

@@ -44,14 +44,20 @@ def pair_seeds(a: Iterable[int], b: Iterable[int]) -> SeedPairing:
     if not sa or not sb:
         raise ValueError("no seeds to pair")
     common = [s for s in sa if s in set(sb)]
+    unpaired = "" if sa == sb else (f"; unpaired seeds left out (first model's {_seed_list(sa)}, second's "
+                                    f"{_seed_list(sb)})")
     if common:
         pairs = tuple((s, s) for s in common)
-        note = (f"{len(pairs)} seed(s) paired seed by seed ({', '.join(map(str, common))})" if len(pairs) > 1
-                else f"one seed ({common[0]}) each: the test units' noise only, not training noise")
+        note = (f"{len(pairs)} seeds paired seed by seed ({', '.join(map(str, common))})" if len(pairs) > 1
+                else f"one seed paired ({common[0]}): the test units' noise only, not training noise") + unpaired
     else:
         pairs = tuple(zip(sa, sb))
         note = ("no shared seed: paired in seed order (" + ", ".join(f"{x}~{y}" for x, y in pairs) + ")")
     return SeedPairing(pairs, note)
+
+
+def _seed_list(seeds: list[int]) -> str:
+    return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(map(str, seeds))
 
 
 @dataclass(frozen=True)

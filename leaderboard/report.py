@@ -5,10 +5,13 @@ needed), so it can be attached to a CI run, mailed, or opened offline.
 
 Figures, each drawn per leaderboard row (so a panel never mixes two fingerprints,
 corpora or profiles that the table keeps apart, and carries the table's row label):
-- per-task bars: mean ± std over seeds, every seed as a point, the value printed past
-  the error bar, and the chance level where it is known (`chance`, task -> percent;
-  the CLI reads it from the manifests with `--data`; PER/WER have none); a task's
-  secondary metric (SF's CER) gets its own panel next to the task's;
+- per-task bars: the mean over seeds with its 95 % bootstrap interval over the test units
+  where the records keep per-unit scores (else ± std over seeds; the legend says which),
+  every seed as a point, the value printed past the error bar, and the chance level where
+  it is known (`chance`, task -> percent; the CLI reads it from the manifests with `--data`;
+  PER/WER have none); a task's secondary metric (SF's CER) gets its own panel next to the task's;
+- pairwise significance per task and test set (`leaderboard.significance`): every pair of
+  models, paired test, Holm-corrected, as a table of differences;
 - layer weights: the classic SUPERB analysis, softmax-normalised weighted-sum weights
   per layer and task, with the weight printed in each cell;
 - score vs layer: when single-layer probes (`--layer K`) exist for every layer
@@ -30,6 +33,7 @@ import statistics
 import textwrap
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +42,15 @@ import pandas as pd
 
 from leaderboard.published import PublishedResult
 from leaderboard.score import column_direction
+from leaderboard.significance import ALPHA, significance_html, significance_matrices
+from leaderboard.significance import CSS as SIGNIFICANCE_CSS
 from leaderboard.table import ROW_KEYS, Leaderboard, build_leaderboard
 from superbench import __version__
 from superbench.provenance import now_iso
 from superbench.records import ResultRecord
-from superbench.summary import metric_column, split_metric_column
+from superbench.summary import cell_interval, metric_column, split_metric_column
 from superbench.tasks import describe_task, in_task_order
+from superbench.uncertainty import LEVEL, RESAMPLES, units_word
 
 log = logging.getLogger(__name__)
 
@@ -135,31 +142,117 @@ def _grid(plt, n: int, cols: int, width: float, height: float):
 
 
 # -- per-task bars ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BarRange:
+    """What one bar's error bar spans, and what it measures: the bootstrap interval of the row's mean over
+    its test units (`kind` "ci") where every seed kept per-unit scores, else ± std over seeds ("std")."""
+
+    mean: float
+    low: float
+    high: float
+    kind: str  # "ci" or "std"
+    unit: str = ""  # the resampled unit ("utterance", "trial pair", ...), for "ci"
+    units: int = 0  # units per seed (summed over folds), for "ci"
+    seeds: int = 0
+    level: float = LEVEL
+    resamples: int = RESAMPLES
+
+    def describe(self) -> str:
+        """The legend's words for this kind of error bar."""
+        if self.kind == "ci":
+            return f"{100 * self.level:g} % CI over test {units_word(self.unit)}"
+        return "± std over seeds"
+
+
+def row_records(board: Leaderboard, records: Iterable[ResultRecord],
+                labels: Mapping[tuple, str] | None = None) -> dict[tuple, list[ResultRecord]]:
+    """(row label, profile, row recipe, column) -> the records (seeds) behind that bar: each record under its
+    task's column and under each of its secondary metrics' columns ('sf/cer')."""
+    records = list(records)
+    labels = labels if labels is not None else record_labels(board, records)
+    out: dict[tuple, list[ResultRecord]] = defaultdict(list)
+    for r in records:
+        recipe = board.recipe_of.get(r.run_key().as_tuple(), r.recipe_version)  # the row's, as in the frame
+        out[(_label(r, labels), r.profile, recipe, r.task)].append(r)
+        for name in r.secondary:
+            out[(_label(r, labels), r.profile, recipe, metric_column(r.task, name))].append(r)
+    return dict(out)
+
+
+def bar_range(mean: float, std: float, records: Iterable[ResultRecord], column: str) -> BarRange:
+    """The error bar of one bar: the bootstrap interval of the mean over `records`' seeds of `column`'s metric
+    (`superbench.summary.cell_interval`, the table's) when every seed kept per-unit scores on the same test
+    units; otherwise mean ± std over seeds (± 0 with one seed)."""
+    records = list(records)
+    std = 0.0 if std is None or not math.isfinite(std) else float(std)
+    secondary = split_metric_column(column)[1]
+    try:
+        interval = cell_interval(records, secondary)
+    except ValueError as exc:  # seeds scored on different units: no one interval for their mean
+        log.warning("%s of %s: no interval for its bar (%s); ± std over seeds instead", column,
+                    records[0].upstream, exc)
+        interval = None
+    if interval is not None and all(map(math.isfinite, interval)):
+        first = records[0].unit_scores(secondary)
+        return BarRange(mean, interval[0], interval[1], "ci", first[0].unit, sum(f.n for f in first), len(records),
+                        LEVEL, RESAMPLES)
+    return BarRange(mean, mean - std, mean + std, "std", seeds=len(records))
+
+
+def _bar_rows(board: Leaderboard) -> dict[str, pd.DataFrame]:
+    """Per column with at least one value, the leaderboard rows that get a bar in its panel."""
+    f = board.frame
+    if f.empty:
+        return {}
+    if board.reference != "paper":  # published numbers come from other data: no bar beside local ones
+        f = f[f["kind"] == "measured"]
+    per_column = {c: f[f[c].notna()] for c in board.columns}
+    return {c: rows for c, rows in per_column.items() if not rows.empty}
+
+
+def bar_ranges(board: Leaderboard, records: Iterable[ResultRecord] = (),
+               labels: Mapping[tuple, str] | None = None) -> dict[str, list[tuple[tuple, BarRange]]]:
+    """Per column: ((row label, profile, recipe), `bar_range`) for each of its bars, in the table's order,
+    the numbers `task_bar_figure` draws (a published row's bar keeps its ± std: it has no records here)."""
+    records = list(records)
+    labels = labels if labels is not None else record_labels(board, records)
+    by_row = row_records(board, records, labels)
+    out = {}
+    for column, rows in _bar_rows(board).items():
+        bars = []
+        for _, r in rows.iterrows():
+            key = (r["label"], r["profile"], r["recipe_version"])
+            recs = by_row.get(key + (column,), []) if r["kind"] == "measured" else []
+            bars.append((key, bar_range(float(r[column]), float(r[f"{column}_std"]), recs, column)))
+        out[column] = bars
+    return out
+
+
+#: Error-bar colours (the bootstrap interval over test units, ± std over seeds) and the seeds' dots.
+_CI_COLOR, _STD_COLOR, _SEED_COLOR = "#111111", "#8c8c8c", "#dd8452"
+
+
 def task_bar_figure(board: Leaderboard, records: Iterable[ResultRecord] = (),
                     chance: Mapping[str, float] | None = None, labels: Mapping[tuple, str] | None = None):
     """One panel per task metric (the leaderboard's columns: a task's main metric, then its secondary
-    ones): a bar per leaderboard row (mean ± std), each seed as a point, the value printed beyond the
-    error bar, and a dashed chance line where `chance` knows it (main metrics only)."""
+    ones): a bar per leaderboard row with its error bar (`bar_range`: the 95 % CI over test units where
+    the records keep per-unit scores, else ± std over seeds, each kind in its own colour and named in the
+    legend), each seed as a point, the value printed beyond the error bar, and a dashed chance line where
+    `chance` knows it (main metrics only)."""
     if not board.tasks or board.frame.empty:
         return None
     chance = chance or {}
     records = list(records)
     labels = labels if labels is not None else record_labels(board, records)
-    seeds: dict[tuple, list[float]] = defaultdict(list)
-    for r in records:
-        recipe = board.recipe_of.get(r.run_key().as_tuple(), r.recipe_version)  # the row's, as in the frame
-        seeds[(_label(r, labels), r.profile, recipe, r.task)].append(float(r.test))
-        for name, values in r.secondary.items():
-            seeds[(_label(r, labels), r.profile, recipe, metric_column(r.task, name))].append(float(values["test"]))
-    plt = _pyplot()
-    f = board.frame
-    if board.reference != "paper":  # published numbers come from other data: no bar beside local ones
-        f = f[f["kind"] == "measured"]
-    per_task = {c: f[f[c].notna()] for c in board.columns}
-    per_task = {t: rows for t, rows in per_task.items() if not rows.empty}
+    per_task = _bar_rows(board)
     if not per_task:
         return None
-    height = max(2.0, 0.36 * max(len(rows) for rows in per_task.values()) + 1.1)
+    ranges = bar_ranges(board, records, labels)
+    by_row = row_records(board, records, labels)
+    plt = _pyplot()
+    from matplotlib import transforms
+
+    height = max(2.0, 0.36 * max(len(rows) for rows in per_task.values()) + 1.6)
     fig, axes = _grid(plt, len(per_task), 3, 5.2, height)
     for ax, (task, rows) in zip(axes, per_task.items()):
         owner, secondary = split_metric_column(task)
@@ -167,28 +260,40 @@ def task_bar_figure(board: Leaderboard, records: Iterable[ResultRecord] = (),
         metric = secondary or describe_task(owner).metric.name
         labels_ = [_panel_label(r.label, r.profile, r.recipe_version) if r.kind == "measured" else r.label
                    for r in rows.itertuples()]
-        keys = [(r.label, r.profile, r.recipe_version) for r in rows.itertuples()]
+        bars = [b for _, b in ranges[task]]
         y = np.arange(len(rows))
-        means = rows[task].to_numpy(dtype=float)
-        stds = np.nan_to_num(rows[f"{task}_std"].to_numpy(dtype=float))
+        means = np.array([b.mean for b in bars])
         colors = [_PUBLISHED if k == "published" else _MEASURED for k in rows["kind"]]
-        ax.barh(y, means, xerr=stds, color=colors, alpha=.85, capsize=3,
-                error_kw={"elinewidth": 1, "ecolor": "#333"})
-        right = list(means + stds)
-        for yi, key in zip(y, keys):
-            points = seeds.get(key + (task,), [])
+        ax.barh(y, means, color=colors, alpha=.85)
+        right = [b.high for b in bars] + list(means)
+        kinds = {}
+        for yi, b in zip(y, bars):  # drawn from its ends: a percentile interval need not be centred on the mean
+            color = _CI_COLOR if b.kind == "ci" else _STD_COLOR
+            ax.hlines(yi, b.low, b.high, color=color, lw=1.4, zorder=4)
+            ax.vlines([b.low, b.high], yi - 0.16, yi + 0.16, color=color, lw=1.4, zorder=4)
+            kinds.setdefault(b.describe(), color)
+        for (key, _), yi in zip(ranges[task], y):
+            recs = by_row.get(key + (task,), [])
+            points = [float(r.test) if secondary is None else float(r.secondary[secondary]["test"]) for r in recs]
             if len(points) > 1:
                 right += points
                 jitter = np.linspace(-0.18, 0.18, len(points))
-                ax.scatter(points, yi + jitter, s=12, color="#111", zorder=3)
+                ax.scatter(points, yi + jitter, s=12, color=_SEED_COLOR, zorder=5)
+        for words, color in kinds.items():
+            ax.plot([], [], color=color, lw=1.4, marker="|", ms=8, label=words)
+        if any(len(by_row.get(key + (task,), [])) > 1 for key, _ in ranges[task]):
+            ax.scatter([], [], s=12, color=_SEED_COLOR, label="one seed")
         if task in chance:
             ax.axvline(chance[task], color=_CHANCE, ls="--", lw=1.2, label=f"chance {chance[task]:.1f}%")
             right.append(chance[task])
-            ax.legend(loc="lower right", fontsize=7, frameon=False)
+        # below the tick labels, never over a bar: what each error bar measures is read beside its panel
+        below = transforms.offset_copy(ax.transAxes, fig=fig, y=-14, units="points")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), bbox_transform=below, ncol=2, fontsize=7,
+                  frameon=False, handlelength=1.6, columnspacing=1.2)
         ax.set_xlim(0, (max(right, default=1.0) or 1.0) * 1.22)
-        for yi, m, s in zip(y, means, stds):  # written past the error bar's end, never under it
-            ax.annotate(f"{m:.1f}", (m + s, yi), xytext=(4, 0), textcoords="offset points", va="center",
-                        fontsize=7)
+        for yi, b in zip(y, bars):  # written past the error bar's end, never under it
+            ax.annotate(f"{b.mean:.1f}", (max(b.high, b.mean), yi), xytext=(4, 0), textcoords="offset points",
+                        va="center", fontsize=7)
         ax.set_yticks(y, labels_, fontsize=8)
         ax.set_ylim(len(rows) - 0.5, -0.5)
         ax.set_title(f"{owner.upper()}: {metric.upper()} % ({'higher' if higher else 'lower'} is better)",
@@ -549,13 +654,14 @@ def _img(uri: str | None, alt: str, missing: str) -> str:
 def build_report(records: list[ResultRecord], reference: str | None = None, sort: str | None = None,
                  title: str = "superbench report", *, published: Iterable[PublishedResult] = (),
                  chance: Mapping[str, float] | None = None,
-                 corpora: Mapping[str, Mapping[str, Any]] | None = None, command: str | None = None) -> str:
+                 corpora: Mapping[str, Mapping[str, Any]] | None = None, command: str | None = None,
+                 alpha: float = ALPHA) -> str:
     """The whole report as one HTML string.
 
     `chance` (task -> percent) draws chance lines only where the class count is known (the CLI
     reads it from the manifests); `corpora` (manifest fingerprint -> corpus, classes, utterances
     and hours per split) adds corpus sizes, which records do not carry; `command` is shown as
-    the command that made the report.
+    the command that made the report; `alpha` is the level of the pairwise significance matrices.
     """
     records = list(records)
     published = list(published)
@@ -565,6 +671,8 @@ def build_report(records: list[ResultRecord], reference: str | None = None, sort
     esc = html.escape
 
     bars = task_bar_chart(board, records, chance, labels)
+    order = [str(x) for x in board.frame["label"]] if "label" in board.frame else []
+    matrices = significance_matrices(records, labels, order, alpha)
     weights_fig = layer_weight_figure(records, labels)
     weights = None if weights_fig is None else png_data_uri(weights_fig)
     layer_fig = score_vs_layer_figure(records, labels, chance)
@@ -579,14 +687,18 @@ def build_report(records: list[ResultRecord], reference: str | None = None, sort
                    + (", ".join(f"{t.upper()} {v:.1f} %" for t, v in chance.items()) if chance else "none drawn")
                    + (f"; no chance line for {', '.join(no_chance)} (error rates have none; for accuracy the "
                       f"class count is not in the records: pass --data to `superbench report`)" if no_chance else "")
-                   + ". Dots are single seeds; the number is the mean, written past the error bar (± std).")
+                   + ". The number is the mean over seeds, written past the error bar. Black error bars: the "
+                   f"{100 * LEVEL:g} % percentile-bootstrap interval of that mean over the test units "
+                   f"({RESAMPLES:,} resamples of the units, shared by the seeds; the legend names the unit), "
+                   "where every seed kept its per-unit scores; grey: ± std over seeds (records without per-unit "
+                   "scores; ± 0 with one seed). Dots are single seeds.")
     curves_note = ("Dev metric at each evaluation of every training (seed × lr × fold); solid = the lr chosen on "
                    "dev, dashed = the other lrs of the sweep, dot = the step whose checkpoint was scored on test.")
     if curves_left_out:
         curves_note += f" Left out ({len(curves_left_out)} more panels): {', '.join(curves_left_out)}."
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
+        f"<title>{esc(title)}</title><style>{_CSS}{SIGNIFICANCE_CSS}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
         (f"<p class='meta'>{len(records)} result record(s)"
          + (f" and {len(published)} published number(s)" if published else "")
@@ -595,6 +707,11 @@ def build_report(records: list[ResultRecord], reference: str | None = None, sort
         "<h2>Leaderboard</h2>", board.to_html(),
         "<h2>Per-task results</h2>", f"<p class='notes'>{esc(chance_note)}</p>",
         _img(bars, "per-task results", "No results."),
+        "<h2>Pairwise significance</h2>",
+        (f"<p class='notes'>Per task metric and test set (same data, recipe version and profile), every pair of "
+         f"models whose records keep per-unit test scores, compared on the same test units; Holm's correction "
+         f"over the pairs of each table, significance level α = {alpha:g} (<code>--alpha</code>).</p>"),
+        significance_html(matrices),
         "<h2>Layer weights</h2>",
         ("<p class='notes'>Normalised weighted-sum weights by layer (mean over seeds), one panel per leaderboard "
          "row. Content tasks (PR, ASR) typically favour upper-middle layers, speaker tasks (SID) lower "

@@ -33,6 +33,13 @@ Default (no `--reference`): `local` when every measured row is on a known corpus
 is not one of SUPERB's (`OFFICIAL_CORPORA`; the demo corpus is "superbench-demo"),
 `paper` otherwise; the leaderboard's notes say which and why.
 
+The score's uncertainty (`score_interval`): each task's metrics are bootstrapped over their test
+units (`superbench.uncertainty.bootstrap`), every task on its own random stream (`task_stream`), so
+tasks are resampled independently while a task's metrics (SF's F1 and CER) share one draw of its
+utterances; every draw is scored with the formula above and the percentile interval is taken. The
+reference points are held fixed: the interval is the test sets' sampling noise of this model's
+numbers, not the uncertainty of FBANK's or SOTA's.
+
 A score over five tasks is not comparable with the official ten-task score, nor
 with a score over a different subset; `SuperbScore.tasks` travels with the value, and
 `SuperbScore.official` / `.scope()` say in every output (label, table's 'score tasks',
@@ -43,11 +50,15 @@ official SUPERB score: `paper` points, exactly `SUPERB_TASKS`, every metric coun
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from superbench.summary import metric_column, split_metric_column
 from superbench.tasks import all_tasks, describe_task, in_task_order
+from superbench.uncertainty import LEVEL, RESAMPLES, SEED, Seeds, bootstrap, percentile_interval, value_of
 
 REFERENCE_MODES = ("paper", "local")
 #: The ten tasks of the SUPERB paper (Yang et al., Interspeech 2021): the official SUPERB score averages
@@ -286,3 +297,74 @@ def superb_score(metrics: Mapping[str, float], references: Mapping[str, Referenc
             partial[task] = tuple(left_out)
     score = sum(per_task.values()) / len(per_task) if per_task else math.nan
     return SuperbScore(score, tasks, {t: per_task[t] for t in tasks}, reference, missing, per_metric, partial)
+
+
+# ------------------------------------------------------------------ the score's interval
+
+def task_stream(task: str, seed: int = SEED) -> tuple[int, int]:
+    """The bootstrap stream of one task: independent of every other task's, and the same for each of the
+    task's metrics, so SF's F1 and CER are drawn on the same utterances (their units have the same size)."""
+    return (int(seed), zlib.crc32(task.encode("utf-8")))
+
+
+def metric_draws(units: Mapping[str, Seeds], resamples: int = RESAMPLES, seed: int = SEED) -> dict[str, np.ndarray]:
+    """{column key: (resamples,) bootstrap draws of the metric (mean over the seeds)}, each task on its own
+    stream (`task_stream`). Two models' units of the same test set get the same draws: paired."""
+    return {c: bootstrap(s, resamples, task_stream(split_metric_column(c)[0], seed)) for c, s in units.items()}
+
+
+def score_draws(draws: Mapping[str, np.ndarray], references: Mapping[str, Reference]) -> np.ndarray:
+    """The SUPERB score of each draw (the formula of `superb_score`, vectorised over draws).
+
+    Only the metrics with a usable reference count, as in `superb_score`; a draw in which one of them is
+    undefined (nan) has no score (nan), rather than a score over fewer tasks.
+    """
+    by_task: dict[str, list[np.ndarray]] = {}
+    for column in column_order(draws):
+        ref = references.get(column)
+        span = None if ref is None else ref.sota - ref.fbank
+        if span is None or span == 0 or not math.isfinite(span):
+            continue
+        scored = 1000.0 * (np.asarray(draws[column], dtype=np.float64) - ref.fbank) / span
+        by_task.setdefault(split_metric_column(column)[0], []).append(scored)
+    if not by_task:
+        size = len(next(iter(draws.values()))) if draws else 0
+        return np.full(size, np.nan)
+    return np.mean([np.mean(metrics, axis=0) for metrics in by_task.values()], axis=0)
+
+
+@dataclass(frozen=True)
+class ScoreInterval:
+    """A SUPERB score with its percentile bootstrap interval (the references held fixed)."""
+
+    score: SuperbScore
+    low: float
+    high: float
+    resamples: int = RESAMPLES
+    level: float = LEVEL
+    seed: int = SEED
+
+    @property
+    def value(self) -> float:
+        return self.score.score
+
+    def text(self, digits: int = 1) -> str:
+        """e.g. '412.3 [380.1, 441.0]'."""
+        return f"{self.value:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
+
+def score_interval(units: Mapping[str, Seeds], references: Mapping[str, Reference], reference: str = "paper",
+                   resamples: int = RESAMPLES, level: float = LEVEL, seed: int = SEED) -> ScoreInterval:
+    """The SUPERB score of a model's per-unit scores (`units`: column key -> per seed, per fold unit scores)
+    and its percentile interval: every task resampled independently (`metric_draws`), the score recomputed
+    per draw (`score_draws`). The references are held fixed: FBANK and SOTA are constants of the formula
+    here, so the interval is the sampling noise of this model's test sets only.
+
+    Every column the score should count must be in `units`: a metric without per-unit scores cannot be
+    resampled, and holding it at its mean would make the interval look narrower than it is.
+    """
+    point = superb_score({c: float(np.mean([value_of(folds) for folds in s])) for c, s in units.items()},
+                         references, reference)
+    counted = score_draws(metric_draws({c: units[c] for c in point.per_metric}, resamples, seed), references)
+    low, high = percentile_interval(counted, level)
+    return ScoreInterval(point, low, high, resamples, level, seed)

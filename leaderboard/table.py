@@ -14,6 +14,16 @@ slot-type F1) get their own column right after the task's, keyed 'task/metric' (
 `superbench.summary.metric_column`) in the frame, CSV and sort option, with its own
 header ('SF CER% ↓'), mean ± std and seed count; the SUPERB score counts the task once,
 as the mean of its metrics' scores.
+
+Beside each cell whose records keep per-unit test scores (`ResultRecord.units`), the table shows
+the 95 % percentile-bootstrap interval of the cell's mean over its test units, as `(CI ±h)` (its
+half-width; after the seed std where there is one): `superbench.uncertainty.confidence_interval`
+over every seed of the row, the seeds sharing each draw of the units. The SUPERB score of a row
+whose counted metrics all have them shows its interval, `score [low, high]`
+(`leaderboard.score.score_interval`: tasks resampled independently, references held fixed).
+Cells without per-unit scores (older records, tasks that keep none) show as before. The frame
+holds them as `<key>_ci_low`/`<key>_ci_high` and `score_ci_low`/`score_ci_high` (NaN where none);
+`build_leaderboard(ci=False)` (`--no-ci`) leaves them out of every format and skips the bootstrap.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from leaderboard.score import (
     FBANK_UPSTREAM,
     NOT_OFFICIAL,
     REFERENCE_MODES,
+    Reference,
     SuperbScore,
     column_direction,
     column_order,
@@ -38,11 +49,13 @@ from leaderboard.score import (
     local_references,
     metric_columns,
     paper_references,
+    score_interval,
     superb_score,
 )
 from superbench.records import ResultRecord
-from superbench.summary import aggregate, metric_column, split_metric_column
+from superbench.summary import aggregate, cell_interval, metric_column, split_metric_column
 from superbench.tasks import describe_task, in_task_order
+from superbench.uncertainty import LEVEL, RESAMPLES, UnitScores
 
 ROW_KEYS = ["upstream", "upstream_fingerprint", "data", "recipe_version", "profile", "layer"]
 FORMATS = ("md", "csv", "json", "html")
@@ -63,15 +76,28 @@ def _fixed(x: float, digits: int) -> str:
     return f"{round(float(x), digits) + 0.0:.{digits}f}"
 
 
-def _fmt(mean: float, std: float) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+def _missing(x: float | None) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def _fmt(mean: float, std: float, low: float | None = None, high: float | None = None) -> str:
+    """'mean ± std', then '(CI ±half-width)' where the cell has an interval."""
+    if _missing(mean):
         return "–"
-    return _fixed(mean, 2) if std is None or math.isnan(std) else f"{_fixed(mean, 2)} ± {_fixed(std, 2)}"
+    text = _fixed(mean, 2) if _missing(std) else f"{_fixed(mean, 2)} ± {_fixed(std, 2)}"
+    if not _missing(low) and not _missing(high):
+        text += f" (CI ±{_fixed((high - low) / 2.0, 2)})"
+    return text
 
 
-def format_score(score: float) -> str:
-    """A SUPERB score as shown in tables: one decimal, '–' when there is none, never '-0.0'."""
-    return "–" if score is None or math.isnan(score) else _fixed(score, 1)
+def format_score(score: float, low: float | None = None, high: float | None = None) -> str:
+    """A SUPERB score as shown in tables: one decimal, '–' when there is none, never '-0.0'; with its
+    interval as '412.3 [380.1, 441.0]' where it has one."""
+    if _missing(score):
+        return "–"
+    if _missing(low) or _missing(high):
+        return _fixed(score, 1)
+    return f"{_fixed(score, 1)} [{_fixed(low, 1)}, {_fixed(high, 1)}]"
 
 
 @dataclass
@@ -91,6 +117,10 @@ class Leaderboard:
     recipe_of: dict[tuple, str] = field(default_factory=dict)
     #: Column keys in table order: each task, then its secondary metrics ('sf', 'sf/cer'); [] = `tasks`.
     columns: list[str] = field(default_factory=list)
+    #: Whether the frame's intervals are shown (`<key>_ci_low/_high`, `score_ci_low/_high`); False: `--no-ci`.
+    ci: bool = False
+    #: The reference points each row's SUPERB score used, by the row's ROW_KEYS values (column key -> Reference).
+    references: dict[tuple, dict[str, Reference]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.columns:
@@ -104,14 +134,21 @@ class Leaderboard:
         out["recipe"] = [v or "–" for v in f["recipe_version"]]
         out["profile"] = f["profile"]
         for c in self.columns:
-            out[_task_header(c)] = [_fmt(m, s) for m, s in zip(f[c], f[f"{c}_std"])]
+            out[_task_header(c)] = [_fmt(m, s, *ci) for m, s, ci in zip(f[c], f[f"{c}_std"], self._ci(c))]
         out["seeds"] = [_seeds_label(row, self.columns) for _, row in f.iterrows()]
-        out[f"SUPERB ({self.reference} ref)"] = [format_score(s) for s in f["score"]]
+        out[f"SUPERB ({self.reference} ref)"] = [format_score(s, *ci) for s, ci in zip(f["score"], self._ci("score"))]
         partial = f["partial"] if "partial" in f else [""] * len(f)
         scope = f["short_scope"] if "short_scope" in f else [""] * len(f)
         out["score tasks"] = [(f"{n}: {t}" + (f" ({p})" if p else "") + (f"; {sc}" if sc else "")) if n else "–"
                               for n, t, p, sc in zip(f["n_tasks"], f["tasks"], partial, scope)]
         return out
+
+    def _ci(self, key: str) -> list[tuple[float | None, float | None]]:
+        """(low, high) of column `key` (or "score") per row; (None, None) where hidden or absent."""
+        f = self.frame
+        if not self.ci or f"{key}_ci_low" not in f:
+            return [(None, None)] * len(f)
+        return list(zip(f[f"{key}_ci_low"], f[f"{key}_ci_high"]))
 
     def to_markdown(self) -> str:
         d = self.display_frame()
@@ -127,6 +164,8 @@ class Leaderboard:
         cols = ["label"] + ROW_KEYS + [x for c in self.columns for x in (c, f"{c}_std", f"{c}_n")] + \
             ["score", "n_tasks", "tasks", "reference", "kind", "source"] + \
             (["metrics", "partial"] if self.columns != self.tasks else [])
+        if self.ci and "score_ci_low" in self.frame:
+            cols += [f"{c}_ci_{end}" for c in self.columns + ["score"] for end in ("low", "high")]
         frame = self.frame[cols].rename(columns={"label": "row"})
         numeric = frame.select_dtypes("number").columns
         frame[numeric] = frame[numeric].round(4) + 0  # rounding to zero leaves no "-0.0000"
@@ -140,7 +179,8 @@ class Leaderboard:
                 **({"source": r["source"]} if r["kind"] == "published" else {}),
                 "tasks": {t: self._task_json(r, t) for t in self.tasks
                           if any(not math.isnan(r[c]) for c in self._columns_of(t))},
-                "superb_score": {"value": _num(r["score"]), "tasks": r["tasks"].split(",") if r["tasks"] else [],
+                "superb_score": {"value": _num(r["score"]), **self._ci_json(r, "score"),
+                                 "tasks": r["tasks"].split(",") if r["tasks"] else [],
                                  "reference": self.reference, "official": bool(r.get("official", False)),
                                  "scope": r.get("scope", ""),
                                  **({"metrics": r["metrics"].split(",") if r["metrics"] else [],
@@ -155,13 +195,20 @@ class Leaderboard:
         """One task's cell in JSON: its main metric, and its secondary metrics under "secondary"."""
         spec = describe_task(task).metric
         out = {"metric": spec.name, "higher_is_better": spec.higher_is_better,
-               "mean": _num(r[task]), "std": _num(r[f"{task}_std"]), "n": int(r[f"{task}_n"])}
+               "mean": _num(r[task]), "std": _num(r[f"{task}_std"]), "n": int(r[f"{task}_n"]), **self._ci_json(r, task)}
         secondary = {split_metric_column(c)[1]: {"higher_is_better": column_direction(c), "mean": _num(r[c]),
-                                                 "std": _num(r[f"{c}_std"]), "n": int(r[f"{c}_n"])}
+                                                 "std": _num(r[f"{c}_std"]), "n": int(r[f"{c}_n"]),
+                                                 **self._ci_json(r, c)}
                      for c in self._columns_of(task) if c != task and not math.isnan(r[c])}
         if secondary:
             out["secondary"] = secondary
         return out
+
+    def _ci_json(self, r: pd.Series, key: str) -> dict:
+        """{"ci": [low, high]} of a cell (or of "score") that has an interval and shows it; {} otherwise."""
+        if not self.ci or _missing(r.get(f"{key}_ci_low")) or _missing(r.get(f"{key}_ci_high")):
+            return {}
+        return {"ci": [_num(r[f"{key}_ci_low"]), _num(r[f"{key}_ci_high"])]}
 
     def to_html(self) -> str:
         table = self.display_frame().to_html(index=False, escape=True, classes="leaderboard", border=0)
@@ -269,11 +316,12 @@ def _base(r: ResultRecord) -> tuple:
 
 
 def build_leaderboard(records: Iterable[ResultRecord], reference: str | None = None,
-                      sort: str | None = None, published: Iterable[PublishedResult] = ()) -> Leaderboard:
+                      sort: str | None = None, published: Iterable[PublishedResult] = (),
+                      ci: bool = True) -> Leaderboard:
     """Aggregate records (plus published numbers, as their own rows) into the leaderboard.
 
     `reference=None` picks the mode from the rows' corpora (see `leaderboard.score.default_reference`)
-    and says so in the notes.
+    and says so in the notes. `ci=False` computes and shows no intervals (see the module docstring).
     """
     records = list(records)
     notes: list[str] = []
@@ -331,15 +379,88 @@ def build_leaderboard(records: Iterable[ResultRecord], reference: str | None = N
     if len({s.metrics for s in scores if s.tasks}) > 1:
         notes.append("rows are scored over different task sets; compare SUPERB scores only between rows "
                      "with the same 'score tasks'")
+    keys = [tuple(r[k] for k in ROW_KEYS) for _, r in wide.iterrows()]
+    if ci:
+        _add_intervals(wide, columns, _records_by_row(rows), scores, refs_by_row, keys, reference, notes)
     unofficial = [label for label, s in zip(wide["label"], scores) if s.tasks and not s.official]
     if unofficial:
         notes.append(f"the official SUPERB score averages SUPERB's ten tasks with the paper's reference points; "
                      f"{len(unofficial)} of {len(scores)} row(s) are scored otherwise (see 'score tasks') and are "
                      f"{NOT_OFFICIAL}: compare them only with rows of the same task set and reference")
-    board = Leaderboard(wide, tasks, reference, scores, notes, columns=columns)
+    board = Leaderboard(wide, tasks, reference, scores, notes, columns=columns, ci=ci,
+                        references={k: refs_by_row[i] for k, i in zip(keys, wide.index)})
     board.row_of = data_of
     board.recipe_of = recipe_of
     return sort_leaderboard(board, sort or "score")
+
+
+def _row_key(r: ResultRecord) -> tuple:
+    """The ROW_KEYS values of a relabelled record's row (its `manifest_fingerprint` already the row's data)."""
+    return (r.upstream, r.upstream_fingerprint, r.manifest_fingerprint, r.recipe_version, r.profile,
+            "" if r.layer is None else str(r.layer))
+
+
+def _records_by_row(rows: Iterable[ResultRecord]) -> dict[tuple, dict[str, list[ResultRecord]]]:
+    """{row key: {column key: the records behind that cell's mean}}: a task's records for its main metric,
+    those that carry a secondary metric for its column ('sf/cer'), as `aggregate` averages them."""
+    out: dict[tuple, dict[str, list[ResultRecord]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        cells = out[_row_key(r)]
+        cells[r.task].append(r)
+        for name in r.secondary:
+            cells[metric_column(r.task, name)].append(r)
+    return out
+
+
+def _cell_units(records: list[ResultRecord], column: str) -> list[list[UnitScores]] | None:
+    """Per seed (in seed order) the per-unit scores of a cell's metric; None unless every seed has them."""
+    metric = split_metric_column(column)[1]
+    seeds = []
+    for r in sorted(records, key=lambda r: r.seed):
+        units = r.unit_scores(metric or r.metric)
+        if units is None:
+            return None
+        seeds.append(units)
+    return seeds or None
+
+
+def _add_intervals(wide: pd.DataFrame, columns: list[str], by_row: dict[tuple, dict[str, list[ResultRecord]]],
+                   scores: list[SuperbScore], refs_by_row: dict[int, dict], keys: list[tuple], reference: str,
+                   notes: list[str]) -> None:
+    """Fill `<key>_ci_low/_high` of every cell whose records all keep per-unit scores, and `score_ci_low/_high`
+    of every row whose counted metrics all do (NaN elsewhere); a note says what the intervals are."""
+    lows = {c: [math.nan] * len(wide) for c in columns + ["score"]}
+    highs = {c: [math.nan] * len(wide) for c in columns + ["score"]}
+    problems = []
+    for pos, (i, key, score) in enumerate(zip(wide.index, keys, scores)):
+        if wide.at[i, "kind"] != "measured":
+            continue
+        units = {}
+        for c in columns:
+            cell = by_row.get(key, {}).get(c, [])
+            seeds = _cell_units(cell, c)
+            if seeds is None:
+                continue
+            try:
+                low, high = cell_interval(cell, split_metric_column(c)[1])  # type: ignore[misc]
+            except ValueError as exc:  # seeds of one row scored on different units: no interval, said once
+                problems.append(f"{wide.at[i, 'label']} {c}: {exc}")
+                continue
+            units[c] = seeds
+            lows[c][pos], highs[c][pos] = low, high
+        if score.tasks and all(c in units for c in score.per_metric):
+            counted = score_interval({c: units[c] for c in score.per_metric}, refs_by_row[i], reference)
+            lows["score"][pos], highs["score"][pos] = round(counted.low, 4), round(counted.high, 4)
+    for c in columns + ["score"]:
+        wide[f"{c}_ci_low"], wide[f"{c}_ci_high"] = lows[c], highs[c]
+    if any(not math.isnan(x) for c in columns for x in lows[c]):
+        notes.append(f"(CI ±h): half-width of the {LEVEL:.0%} percentile-bootstrap interval of a cell's mean over "
+                     f"its test units ({RESAMPLES} resamples, the row's seeds sharing each draw), after the seed std "
+                     f"(±) where there are several seeds; the score's [low, high] resamples every task independently "
+                     f"with the reference points held fixed; cells without per-unit scores have none (--no-ci hides "
+                     f"them)")
+    for problem in problems:
+        notes.append(f"no interval for {problem}")
 
 
 def _measured_frame(long: pd.DataFrame, columns: list[str], records: list[ResultRecord],

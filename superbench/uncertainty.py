@@ -132,6 +132,13 @@ STATISTICS: dict[str, Statistic] = {s.name: s for s in (
 )}
 
 
+def units_word(unit: str) -> str:
+    """A unit's plural as outputs print it: 'utterances', 'trial pairs', 'queries', 'recordings'."""
+    if not unit:
+        return "units"
+    return unit[:-1] + "ies" if unit.endswith("y") and unit[-2:-1] not in "aeiou" else unit + "s"
+
+
 def ids_digest(ids: Sequence[str]) -> str:
     """A short digest of the unit ids in order: two unit lists pair only when theirs are equal."""
     h = hashlib.blake2b(digest_size=8)

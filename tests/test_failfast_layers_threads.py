@@ -44,7 +44,7 @@ def test_layer_all_on_the_command_line(tmp_path, capsys):
     assert main(["run", "--upstream", f"{tmp_path / 'tones.py'}:Tones", "--task", "ks", "--layer", "all",
                  "--data", str(tmp_path), "--results", str(tmp_path / "r"), "--no-store", "--no-progress",
                  "--profile", "ci", "--lr", "0.01"]) == 0
-    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:] if not line.startswith("95% CI:")]
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:] if not line.startswith("95% CI")]
     assert [(row[1], row[2]) for row in rows] == [("ks", "0"), ("ks", "1"), ("ks", "2")]  # not averaged together
     assert sorted(r.layer for r in read_records([tmp_path / "r"])) == [0, 1, 2]
     with pytest.raises(SystemExit):

@@ -258,3 +258,34 @@ def test_a_record_whose_units_do_not_give_its_test_value_is_refused_and_units_ar
     with pytest.raises(RecordError, match="test_ci is .*not \\[low, high\\]"):
         ResultRecord("up", "fp-up", "ks", "acc", True, 75.0, 70.0, 0, "1.0", profile="superb", layer_weights=[1.0],
                      test_ci=[80.0, 60.0], uncertainty=record.uncertainty).validate()
+
+
+def test_a_cells_interval_is_that_of_the_seeds_mean_and_a_one_seed_record_keeps_its_own():
+    from dataclasses import replace
+
+    from superbench.records import ResultRecord, with_intervals
+    from superbench.summary import aggregate, cell_interval
+
+    rng = np.random.default_rng(8)
+    seeds = [bits((rng.random(60) < p).astype(int)) for p in (0.5, 0.7)]
+
+    def record(seed: int, units: UnitScores) -> ResultRecord:
+        return with_intervals(ResultRecord("up", "fp", "ks", "acc", True, units.value(), 50.0, seed, "1",
+                                           profile="ci", layer_weights=[1.0], units={"acc": [units.to_dict()]}))
+
+    both = [record(0, seeds[0]), record(1, seeds[1])]
+    expected = confidence_interval([[seeds[0]], [seeds[1]]])
+    assert cell_interval(both) == (expected.low, expected.high)
+    row = aggregate(both, intervals=True).iloc[0]
+    assert (row.ci_low, row.ci_high) == (expected.low, expected.high)
+    assert math.isnan(aggregate(both).iloc[0].ci_low)  # not drawn unless asked
+    stated = replace(both[0], test_ci=[1.0, 99.0])
+    assert cell_interval([stated]) == (1.0, 99.0)  # made with the defaults: read, not drawn again
+    assert cell_interval([replace(both[0], units={}, test_ci=None, uncertainty={})]) is None
+
+
+def test_unit_words():
+    from superbench.uncertainty import units_word
+
+    assert [units_word(u) for u in ("utterance", "trial pair", "query", "recording", "")] == [
+        "utterances", "trial pairs", "queries", "recordings", "units"]

@@ -16,7 +16,7 @@ import threading
 from typing import Any, Iterator
 
 from superbench import __version__
-from superbench.cli import data, leaderboard, pretrain, results, run, upstreams
+from superbench.cli import compare, data, leaderboard, pretrain, results, run, upstreams
 from superbench.exit_codes import ExitCode, exit_code_for
 
 
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"superbench {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (upstreams, data, run, results, leaderboard, pretrain):
+    for module in (upstreams, data, run, results, leaderboard, compare, pretrain):
         module.register(sub)
     for command in subcommands(parser):
         # -v also after the subcommand (`superbench run ... -v`); SUPPRESS keeps a -v given before it.

@@ -1,14 +1,14 @@
 """`superbench leaderboard`, `superbench report` and `superbench check`.
 
     superbench leaderboard [--db PATH] [--reference paper|local] [--sort COL] [--no-published]
-                           [--format md|csv|json|html]
+                           [--format md|csv|json|html] [--no-ci]
     superbench leaderboard import PATHS... [--overwrite]
     superbench leaderboard import-published FILE.csv|superb-paper [--overwrite]
     superbench leaderboard export -o FILE
     superbench leaderboard sync [--results DIR] [--db PATH]
-    superbench report -o report.html [--data DATA_ROOT|demo[:SIZE]] [--reference paper|local]
+    superbench report -o report.html [--data DATA_ROOT|demo[:SIZE]] [--reference paper|local] [--alpha A]
     superbench check --baseline FILE [--db PATH | --records DIR] [--fingerprint FP] [--tolerance ABS]
-                     [--std-tolerance K]
+                     [--std-tolerance K] [--alpha A]
     superbench check --write-baseline FILE --upstream NAME [--fingerprint FP] [--profile P] [--recipe-version V]
 """
 
@@ -60,7 +60,7 @@ def cmd_table(args: argparse.Namespace) -> int:
         log.warning("%d stored row(s) skipped as invalid (see above); the table shows the other %d",
                     len(store.invalid_rows), len(records))
     board = build_leaderboard(records, reference=args.reference, sort=args.sort,
-                              published=_published(args, store))
+                              published=_published(args, store), ci=not args.no_ci)
     _emit(board.render(args.format), args.output)
     return ExitCode.OK
 
@@ -149,6 +149,17 @@ def _report_data_root(spec: str) -> Path:
     return root
 
 
+def _report_alpha(text: str) -> float:
+    """`report --alpha`: a level strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1 (e.g. 0.05)")
+    return value
+
+
 def _report_command(args: argparse.Namespace) -> str:
     """The report's own command line, rebuilt from its options (paths as given)."""
     import shlex
@@ -161,6 +172,8 @@ def _report_command(args: argparse.Namespace) -> str:
         parts += ["--sort", args.sort]
     if args.no_published:
         parts.append("--no-published")
+    if args.alpha is not None:
+        parts += ["--alpha", f"{args.alpha:g}"]
     return shlex.join(parts)
 
 
@@ -178,7 +191,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                         "chance levels in the report", args.data)
     text = build_report(records, reference=args.reference, sort=args.sort, title=args.title,
                         published=_published(args, store), chance=chance, corpora=corpora,
-                        command=_report_command(args))
+                        command=_report_command(args), **({} if args.alpha is None else {"alpha": args.alpha}))
     _emit(text, args.output)
     return ExitCode.OK
 
@@ -199,11 +212,15 @@ def cmd_check(args: argparse.Namespace) -> int:
         write_baseline(base, args.write_baseline)
         print(f"wrote baseline for {base.upstream}@{base.upstream_fingerprint[:12]} ({', '.join(base.tasks)}) "
               f"to {args.write_baseline}")
+        without = base.without_units()
+        if without:
+            print(f"no per-unit test scores for {', '.join(without)} (their records kept none): these metrics will "
+                  f"be checked by the size rule only, without a significance test")
         return ExitCode.OK
     baseline = load_baseline(args.baseline)
     report = compare(baseline, _current_records(args, load_record_files), tolerance=args.tolerance,
                      std_tolerance=args.std_tolerance, allow_missing=args.allow_missing,
-                     fingerprint=args.fingerprint, source=source)
+                     fingerprint=args.fingerprint, source=source, alpha=args.alpha)
     sys.stdout.write(report.format())
     return report.exit_code
 
@@ -218,6 +235,7 @@ def _current_records(args: argparse.Namespace, load_record_files) -> list:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from leaderboard.check import ALPHA
     from leaderboard.score import REFERENCE_MODES
     from leaderboard.table import FORMATS
 
@@ -233,12 +251,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "metric's key such as sf/cer (best first)")
 
     lb = sub.add_parser("leaderboard", parents=[view], help="show the results table; import/export results",
-                        description="Upstreams x tasks (mean ± std over seeds) with the SUPERB score. "
+                        description="Upstreams x tasks (mean ± std over seeds, and the 95 % confidence interval over "
+                                    "the test units where records keep per-unit scores) with the SUPERB score. "
                                     "Subcommands: import, export.")
     _add_db(lb)
     lb.add_argument("--format", choices=FORMATS, default="md",
                     help="md (default, for terminals and READMEs), csv, json (with score task sets) or html")
     lb.add_argument("-o", "--output", type=Path, help="write to a file instead of stdout")
+    lb.add_argument("--no-ci", action="store_true",
+                    help="hide the confidence intervals: by default a cell whose records keep per-unit test scores "
+                         "shows '(CI ±h)', the half-width of the 95%% percentile-bootstrap interval of its mean over "
+                         "the test units, and the SUPERB score its [low, high] (tasks resampled independently, "
+                         "reference points held fixed)")
     lb.set_defaults(func=cmd_table)
     lbsub = lb.add_subparsers(dest="leaderboard_command", metavar="SUBCOMMAND")
 
@@ -284,10 +308,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="read corpus sizes and class counts (chance lines) from these manifests; only "
                           "manifests the stored records were scored on are used")
     rep.add_argument("--title", default="superbench report", help="page title (default: superbench report)")
+    rep.add_argument("--alpha", type=_report_alpha, default=None, metavar="A",
+                     help="significance level of the pairwise significance matrices, after Holm's correction "
+                          "over each table's pairs (default: 0.05)")
     rep.set_defaults(func=cmd_report)
 
     chk = sub.add_parser("check", help="fail (exit 1) when results regressed against a baseline",
-                         description="Direction-aware regression check. Exit 0: ok, 1: regression, "
+                         description="Direction-aware regression check: a metric regresses when it got worse by "
+                                     "more than max(tolerance, K*std) and, where the baseline and the current "
+                                     "records keep per-unit test scores, the paired test finds the drop "
+                                     "significant at --alpha. Exit 0: ok, 1: regression, "
                                      "2: usage/data error (also: implausible baseline std, nothing compared), "
                                      "3: internal error.")
     mode = chk.add_mutually_exclusive_group(required=True)
@@ -300,6 +330,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="allowed drop in metric points (percent) before it counts (default 0.5)")
     chk.add_argument("--std-tolerance", type=float, default=2.0, metavar="K",
                      help="also allow K x the seeds' std (default 2.0); allowed = max(tolerance, K*std)")
+    chk.add_argument("--alpha", type=float, default=ALPHA,
+                     help=f"significance level of the paired test (default {ALPHA:g}; two-sided approximate "
+                          "randomisation, Holm-corrected over the metrics tested): a drop beyond the tolerance "
+                          "that is not significant passes as test-set noise, and the report says so")
     chk.add_argument("--allow-missing", action="store_true", help="tasks missing from the current results "
                                                                    "are reported, not an error")
     chk.add_argument("--fingerprint", metavar="FP",

@@ -341,7 +341,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                                       train_threads=args.train_threads or args.threads)
     if args.results is None:
         _warn_about_old_default()
-    rows = aggregate(run(upstream, tasks, data_root, opts), by=("upstream", "profile", "layer"))
+    rows = aggregate(run(upstream, tasks, data_root, opts), by=("upstream", "profile", "layer"), intervals=True)
     if len(rows):
         print(summary_table(rows))
     if writer is not None and writer.failed:

@@ -2,8 +2,9 @@
 tasks against its own random initialisation.
 
 It lives beside the pretraining it drives (families, loop, audio) rather than in `leaderboard`, which
-stays a reader of records with no model code; it uses the leaderboard only to store and render. Scoring
-goes through `superbench.runner.run` directly, and `superbench families` only parses and prints.
+stays a reader of records with no model code; it uses the leaderboard only to store, to pair (the paired
+test that says whether a family is clear of its random init's noise) and to render. Scoring goes through
+`superbench.runner.run` directly, and `superbench families` only parses and prints.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from superbench.records import ResultRecord
+from superbench.uncertainty import units_word
 from upstreams.pretrain import family_names, get_family, load_pretrained
 from upstreams.pretrain.base import PretrainConfig
 from upstreams.pretrain.data import PretrainAudio, load_pretrain_audio
@@ -30,9 +32,14 @@ DEFAULT_TASKS = ("pr", "ks", "sid", "er", "asr")
 #: The table always scores on a demo corpus, which `superbench run` scores with the demo-scale profile.
 SCORING_PROFILE = "fast"
 
+#: Below this (Holm-adjusted over a family's tasks) paired p-value, trained vs random init is clear of noise.
+NOISE_ALPHA = 0.05
+
 TABLE_NOTE = ("Cells: trained vs its own random initialisation (test score, mean ± std over seeds where a task was "
-              "scored with several); ✓ = the trained model is better; (in spread) = the means differ by no more "
-              "than the two stds added.")
+              "scored with several); ✓ = the trained model is better. Where both models' records keep per-unit "
+              "test scores, a paired test on the same test units decides (paired approximate randomisation, "
+              f"Holm-adjusted over the family's tasks): p is shown, (in noise) = p ≥ {NOISE_ALPHA:g}. Otherwise "
+              "the seeds' spread decides: (in spread) = the means differ by no more than the two stds added.")
 
 
 @dataclass(frozen=True)
@@ -162,17 +169,17 @@ def score_pretrained(comparison: FamilyComparison, folder: Path, tasks: list[str
     return records
 
 
-def _scores_of(records: list[ResultRecord], folder: Path, manifests: dict[str, str]) -> dict[str, list[float]]:
-    """Test scores per task of the model in a pretrain folder on the scoring corpus (`manifests`: task ->
+def _records_of(records: list[ResultRecord], folder: Path, manifests: dict[str, str]) -> dict[str, list[ResultRecord]]:
+    """Records per task of the model in a pretrain folder on the scoring corpus (`manifests`: task ->
     manifest fingerprint), by the weights' fingerprint: a re-trained folder's old records (same name,
     other weights) and records of another corpus never mix in."""
     upstream = load_pretrained(folder)
     fingerprint = upstream.fingerprint()
-    out: dict[str, list[float]] = {}
+    out: dict[str, list[ResultRecord]] = {}
     for r in records:
         if (r.layer is None and r.upstream == upstream.name and r.upstream_fingerprint == fingerprint
                 and r.manifest_fingerprint == manifests.get(r.task)):
-            out.setdefault(r.task, []).append(float(r.test))
+            out.setdefault(r.task, []).append(r)
     return out
 
 
@@ -187,7 +194,68 @@ def compare_scores(trained: list[float], random_init: list[float], higher_is_bet
     return {"trained": ma, "random_init": mb, "trained_std": sa, "random_init_std": sb, "seeds": seeds,
             "trained_seeds": len(trained), "random_init_seeds": len(random_init),
             "better": (ma > mb) if higher_is_better else (ma < mb),
-            "clear": seeds > 1 and abs(ma - mb) > sa + sb}
+            "clear": seeds > 1 and abs(ma - mb) > sa + sb, "rule": "spread"}
+
+
+def compare_records(trained: list[ResultRecord], random_init: list[ResultRecord],
+                    higher_is_better: bool) -> dict[str, Any]:
+    """One cell of the family table from the two models' records of a task: `compare_scores`' means and stds,
+    and, where every record keeps per-unit test scores on the same test units, the paired test of trained -
+    random init (`leaderboard.pairing.paired_metric`: the difference, its bootstrap interval, the paired
+    approximate-randomisation p) as the rule ("paired"; `holm_over_tasks` then decides "clear"). Records
+    without per-unit scores keep the seeds' spread rule ("spread"), with the reason in "rule_note"."""
+    from leaderboard.pairing import paired_metric, units_by_seed
+
+    cell = compare_scores([float(r.test) for r in trained], [float(r.test) for r in random_init], higher_is_better)
+    a, b = units_by_seed(trained), units_by_seed(random_init)
+    if len(a) < len(trained) or len(b) < len(random_init):
+        cell["rule_note"] = "no per-unit test scores in every record"
+        return cell
+    try:
+        result = paired_metric(a, b)
+    except ValueError as exc:
+        cell["rule_note"] = f"no paired test: {exc}"
+        return cell
+    t = result.test
+    cell.update(rule="paired", delta=t.delta, low=t.low, high=t.high, p=t.p_permutation, p_holm=t.p_permutation,
+                level=t.level, unit=t.unit, units=t.n, pairing=result.pairing.note,
+                clear=t.p_permutation < NOISE_ALPHA)
+    return cell
+
+
+def holm_over_tasks(cells: dict[str, dict[str, Any]], alpha: float = NOISE_ALPHA) -> dict[str, dict[str, Any]]:
+    """The cells of one family with the paired tests' p-values Holm-adjusted over its tasks ("p_holm",
+    "tasks_tested") and "clear" = adjusted p < `alpha`; seeds'-spread cells unchanged."""
+    from superbench.uncertainty import holm
+
+    paired = {t: v["p"] for t, v in cells.items() if v.get("rule") == "paired"}
+    adjusted = holm(paired)
+    return {t: ({**v, "p_holm": adjusted[t], "tasks_tested": len(paired), "clear": adjusted[t] < alpha}
+                if t in adjusted else v) for t, v in cells.items()}
+
+
+def _p_text(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def evidence(task: str, v: dict[str, Any]) -> str:
+    """Why a cell is or is not clear of noise, in words, naming the rule: the paired test's difference, its
+    interval and p, or the seeds' spread (and why there is no paired test)."""
+    if v.get("rule") == "paired":
+        tested = v.get("tasks_tested", 1)
+        holm_text = (f" Holm-adjusted over {tested} tasks (unadjusted {_p_text(v['p'])})" if tested > 1 else "")
+        return (f"{task.upper()} trained − random init {v['delta']:+.2f} points, {100 * v['level']:g} % CI "
+                f"[{v['low']:+.2f}, {v['high']:+.2f}], {_p_text(v['p_holm'])}{holm_text} (paired test over "
+                f"{v['units']} test {units_word(v['unit'])}; {v['pairing']}): "
+                + ("clear of noise" if v["clear"] else "not clear of noise"))
+    why = v.get("rule_note") or "no per-unit test scores"
+    if v["seeds"] < 2:
+        verdict = "one seed, so no spread to judge by"
+    elif v["clear"]:
+        verdict = "the means differ by more than the two stds added, clear of the seeds' spread"
+    else:
+        verdict = "the means differ by no more than the two stds added, within the seeds' spread"
+    return f"{task.upper()} by the seeds' spread rule ({why}): {verdict}"
 
 
 def family_rows(out: Path, families: list[str], tasks: list[str], scoring_root: Path) -> list[dict[str, Any]]:
@@ -202,14 +270,15 @@ def family_rows(out: Path, families: list[str], tasks: list[str], scoring_root: 
     rows = []
     for name in families:
         info = json.loads((out / name / "trained" / "pretrain.json").read_text())
-        trained = _scores_of(records, out / name / "trained", manifests)
-        init = _scores_of(records, out / name / "random-init", manifests)
+        trained = _records_of(records, out / name / "trained", manifests)
+        init = _records_of(records, out / name / "random-init", manifests)
         per_task = {}
         for task in tasks:
             a, b = trained.get(task, []), init.get(task, [])
             if not a or not b:
                 continue
-            per_task[task] = compare_scores(a, b, TASKS.get(task).higher_is_better)
+            per_task[task] = compare_records(a, b, TASKS.get(task).higher_is_better)
+        per_task = holm_over_tasks(per_task)
         others = [t for t, v in per_task.items() if t != "pr" and v["better"]]
         rows.append({"family": name, "kind": info["kind"], "loader": info["loader"],
                      "parameters": info["parameters"]["upstream"], "steps": info["steps"],
@@ -231,7 +300,7 @@ def family_table(rows: list[dict[str, Any]], tasks: list[str]) -> tuple[list[str
             return "–"
         sd = (f" ± {v['trained_std']:.2f}" if v.get("trained_seeds", v["seeds"]) > 1 else "")
         sd0 = (f" ± {v['random_init_std']:.2f}" if v.get("random_init_seeds", v["seeds"]) > 1 else "")
-        mark = (" ✓" if v["better"] else "") + (" (in spread)" if v["seeds"] > 1 and not v.get("clear") else "")
+        mark = (" ✓" if v["better"] else "") + _doubt(v, " (in spread)", " (in noise, {p})", " ({p})")
         return f"{v['trained']:.2f}{sd} vs {v['random_init']:.2f}{sd0}{mark}"
 
     heads = ["family", "kind", "params", "steps", "pretrain s", "loss first → last"] + [
@@ -243,15 +312,23 @@ def family_table(rows: list[dict[str, Any]], tasks: list[str]) -> tuple[list[str
         cells.append([r["family"], r["kind"], f"{r['parameters']:,}", str(r["steps"]), f"{r['wall_seconds']:.0f}",
                       loss] + [cell(r["tasks"].get(t)) for t in tasks])
         pr = r["beats_random_on_pr"]
-        spread = r["tasks"].get("pr", {})
         pr_text = "better" if pr else ("not better" if pr is not None else "not run")
-        if pr and spread.get("seeds", 1) > 1 and not spread.get("clear"):
-            pr_text += " (within the seeds' spread)"
-        others = [t + ("" if r["tasks"][t]["seeds"] == 1 or r["tasks"][t].get("clear") else " (in spread)")
-                  for t in r["other_tasks_beaten"]]
+        if pr:
+            pr_text += _doubt(r["tasks"]["pr"], " (within the seeds' spread)", " (not clear of noise)", "")
+        others = [t + _doubt(r["tasks"][t], " (in spread)", " (in noise)", "") for t in r["other_tasks_beaten"]]
+        why = "; ".join(evidence(t, v) for t, v in r["tasks"].items())
         verdicts.append(f"{r['family']}: PR {pr_text} than random init; other tasks better: "
-                        f"{', '.join(others) or 'none'}")
+                        f"{', '.join(others) or 'none'}" + (f". {why}" if why else ""))
     return heads, cells, verdicts
+
+
+def _doubt(v: dict[str, Any], spread: str, noise: str, clear: str) -> str:
+    """The mark of a cell's doubt by its rule: `spread` when the seeds' spread rule finds the means within it
+    (never claimed with one seed), `noise` when the paired test is not significant, `clear` when it is
+    (`{p}` in either becomes the Holm-adjusted p)."""
+    if v.get("rule") == "paired":
+        return (clear if v["clear"] else noise).format(p=_p_text(v["p_holm"]))
+    return spread if v["seeds"] > 1 and not v.get("clear") else ""
 
 
 def families_markdown(rows: list[dict[str, Any]], tasks: list[str]) -> str:
