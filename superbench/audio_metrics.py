@@ -33,9 +33,9 @@ PESQ_WB_RANGE = (1.0, 4.65)
 _TINY = 1e-20
 
 
-class MissingMetricPackage(ImportError, ValueError):
-    """An optional metric package is not installed; the message names the extra that installs it. Also a
-    ValueError: the command line reports it as a setup problem (exit 2, "error: ..."), not an internal error."""
+class MissingMetricPackage(ImportError):
+    """An optional metric package is not installed; the message names the extra that installs it (the command
+    line reports an ImportError as a setup problem: exit 2, "error: ...")."""
 
 
 def _import(module: str) -> Any:

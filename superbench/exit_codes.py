@@ -36,6 +36,6 @@ def exit_code_for(exc: BaseException) -> ExitCode:
     """The exit code a command returns when `exc` escapes it."""
     if isinstance(exc, KeyboardInterrupt):
         return ExitCode.INTERRUPTED
-    if isinstance(exc, _USAGE_OS_ERRORS) or isinstance(exc, (LookupError, ValueError)):
+    if isinstance(exc, _USAGE_OS_ERRORS) or isinstance(exc, (LookupError, ValueError, ImportError)):
         return ExitCode.USAGE
     return ExitCode.RUNTIME

@@ -141,6 +141,5 @@ def test_a_missing_metric_package_names_the_extra(monkeypatch):
 def test_a_missing_metric_package_is_a_setup_error_on_the_command_line():
     from superbench.exit_codes import ExitCode, exit_code_for
 
-    # a ValueError too: `superbench run` reports it as "error: ..." with exit 2, not as an internal error
-    assert isinstance(am.MissingMetricPackage("x"), ValueError)
+    # `superbench run` reports it as "error: ..." with exit 2 (a setup problem), not as an internal error
     assert exit_code_for(am.MissingMetricPackage("x")) == ExitCode.USAGE

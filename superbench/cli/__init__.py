@@ -90,7 +90,7 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted; finished work is kept and a re-run resumes")
         return ExitCode.INTERRUPTED
-    except (LookupError, ValueError, RuntimeError, OSError) as exc:
+    except (LookupError, ValueError, RuntimeError, OSError, ImportError) as exc:
         code = exit_code_for(exc)
         kind = "error" if code == ExitCode.USAGE else "failed"
         log.error("%s: %s", kind, exc, exc_info=bool(args.verbose))
