@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import warnings
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,9 +89,15 @@ class STFTConfig:
         return spec.transpose(-1, -2)
 
     def istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
-        """Audio of `length` samples from a complex STFT (..., frames, bins)."""
-        return torch.istft(spec.transpose(-1, -2), self.n_fft, hop_length=self.hop, win_length=self.win_length,
-                           window=self.window(spec), center=True, length=length)
+        """Audio of `length` samples from a complex STFT (..., frames, bins).
+
+        When the hop exceeds n_fft / 2 (a 20 ms upstream: hop 320, n_fft 512) the frames of a centred transform
+        reach only hop * (n // hop) + n_fft / 2 samples; torch pads the rest (fewer than hop - n_fft / 2
+        samples) with zeros, as intended here, and its warning about it is silenced."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The length of signal is shorter than the length parameter")
+            return torch.istft(spec.transpose(-1, -2), self.n_fft, hop_length=self.hop, win_length=self.win_length,
+                               window=self.window(spec), center=True, length=length)
 
 
 def npsm_target(mixture: torch.Tensor, source: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,8 @@ PACKAGES = {"pesq": "pesq", "pystoi": "pystoi"}
 PESQ_WB_MAX = 0.999 + 4.0 / (1.0 + float(np.exp(-1.3669 * 4.5 + 3.8224)))
 #: Plausible values of a wide-band PESQ score (the ITU code returns about 1.04 for noise against speech).
 PESQ_WB_RANGE = (1.0, 4.65)
+#: SI-SDR improvements beyond +-100 dB are a bug, not a measurement.
+SISDRI_RANGE = (-100.0, 100.0)
 #: Below this energy a reference is silence, whose SI-SDR is undefined.
 _TINY = 1e-20
 

@@ -24,7 +24,7 @@ def test_tiny_demo_scores_pass_the_committed_baseline_and_a_worse_score_fails(tm
     assert set(written) == builtin_task_names
     # recipe versions as in the baseline: bumped where the superb profile changed (asr twice, pr, ks, sid)
     versions = {"pr": "2", "asr": "3", "ks": "2", "sid": "2", "er": "1", "ic": "1", "sf": "1", "sv": "1", "qbe": "1",
-                "sd": "1"}
+                "sd": "1", "se": "1", "ss": "1"}
     assert {task: p.relative_to(results).parts[:3] for task, p in written.items()} == {
         task: ("hubert-tiny-random", read_record(written["ks"]).upstream_fingerprint, f"ci-r{v}")
         for task, v in versions.items()}

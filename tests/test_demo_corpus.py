@@ -10,7 +10,8 @@ import soundfile as sf
 
 from recipes.prepare import demo
 from recipes.prepare.espeak import EXCLUDED_VARIANTS, Engine, list_variants, tokenize_ipa
-from recipes.superb_sg import STAGED_TASKS
+from recipes.se import TASK as SE
+from recipes.ss import TASK as SS
 from superbench.manifest import load_task_manifest
 
 
@@ -44,7 +45,7 @@ def test_unknown_voice_is_a_clear_error():
 
 def test_manifests_load_and_follow_the_contract(tiny, builtin_task_names):
     out, dirs = tiny
-    assert set(dirs) == builtin_task_names | set(STAGED_TASKS)  # and the declared, not yet built-in SUPERB-SG ones
+    assert set(dirs) == builtin_task_names
     ks = load_task_manifest(out / "ks")
     assert ks.labels == list(demo.KS_LABELS)
     for split in ("train", "dev", "test"):
@@ -149,9 +150,6 @@ def test_demo_size_reads_the_data_syntax_every_command_shares():
 
 
 def test_enhancement_and_separation_parts_mix_at_their_drawn_levels(tiny):
-    from recipes.superb_sg.se import TASK as SE
-    from recipes.superb_sg.ss import TASK as SS
-
     out, dirs = tiny
     se, ss = load_task_manifest(dirs["se"]), load_task_manifest(dirs["ss"])
     SE.check_manifest(se)  # every noisy file has its clean partner, same length, 16 kHz

@@ -12,8 +12,8 @@ import soundfile as sf
 from recipes.prepare import PrepareError
 from recipes.prepare.libri2mix_sep import prepare_libri2mix, subsample
 from recipes.prepare.voicebank import DEV_SPEAKERS, prepare_voicebank
-from recipes.superb_sg.se import TASK as SE
-from recipes.superb_sg.ss import TASK as SS
+from recipes.se import TASK as SE
+from recipes.ss import TASK as SS
 from superbench.manifest import load_task_manifest
 
 SR = 16000

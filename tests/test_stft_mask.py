@@ -12,8 +12,8 @@ import soundfile as sf
 import torch
 
 from downstreams.stft_mask import STFTConfig, align_frames, npsm_pit_loss, npsm_target
-from recipes.superb_sg.se import TASK as SE
-from recipes.superb_sg.ss import TASK as SS
+from recipes.se import TASK as SE
+from recipes.ss import TASK as SS
 from superbench import audio_metrics as am
 from superbench.manifest import ManifestError, load_task_manifest, write_task_manifest
 
