@@ -68,7 +68,7 @@ def test_bad_csv_rows_name_line_and_field(tmp_path):
         read_published_csv(path)
     text = str(err.value)
     assert "pub.csv: 5 bad row(s); nothing was imported" in text
-    assert "line 3, field 'task': unknown task 'kss'; did you mean 'ks'" in text
+    assert "line 3, field 'task': unknown task 'kss'; did you mean 'ss', 'ks'?" in text
     assert "line 4, field 'value': 'abc' is not a number" in text
     assert "line 5, field 'source': empty (every published number needs its source)" in text
     assert "line 6, field 'value': 120 is not a percentage between 0 and 100" in text
