@@ -12,9 +12,10 @@ CSV format (one header line, then one row per number):
     upstream,task,value,source[,metric][,note]
     HuBERT Base,ks,96.30,"Yang et al., SUPERB, Interspeech 2021, Table 3"
 
-`value` is in percent, like every metric here, within the metric's range
-(the range its task declares, `Task.metric_range`: accuracy-like metrics 0..100, edit-distance error
-rates such as CER up to 1000). `metric`, when given, must be the task's metric (a PER typed
+`value` is in the metric's unit, percent for every SUPERB metric (PESQ on its MOS-LQO scale, SI-SDRi in
+dB: `Task.metric_unit`, `SecondaryMetric.unit`), within the metric's range (the range its task declares,
+`Task.metric_range` / `SecondaryMetric.range`: accuracy-like metrics 0..100, edit-distance error rates such
+as CER up to 1000, PESQ 1..4.65). `metric`, when given, must be the task's metric (a PER typed
 into an accuracy column is caught) or one of its secondary metrics (`Task.secondary_metrics`),
 which gives that metric's number: `HuBERT Base,sf,25.20,"...",cer` is SF's slot-value CER
 beside `HuBERT Base,sf,88.53,"...",f1`. Without `metric` the row is the task's main metric.
@@ -44,8 +45,8 @@ class PublishedError(ValueError):
 
 @dataclass(frozen=True)
 class PublishedResult:
-    """One published number: `value` of `task`'s metric `metric` (percent; the main one or a secondary
-    one) for `upstream`, from `source`."""
+    """One published number: `value` of `task`'s metric `metric` (in its unit, percent for SUPERB's; the main
+    one or a secondary one) for `upstream`, from `source`."""
 
     upstream: str
     task: str
@@ -62,7 +63,7 @@ class PublishedResult:
 
 
 def shipped_files() -> dict[str, Path]:
-    """Shipped CSVs by stem (e.g. 'superb-paper')."""
+    """Shipped CSVs by stem (e.g. 'superb-paper', 'superb-sg-paper')."""
     return {p.stem: p for p in sorted(SHIPPED_DIR.glob("*.csv"))}
 
 
@@ -155,7 +156,9 @@ def _row_problems(cells: dict[str, str]) -> list[tuple[str, str]]:
             declared = TASKS.get(task).info.metric_named(metric or known[0]) if known else None
             lo, hi = (declared.low, declared.high) if declared else UNBOUNDED
             if not math.isfinite(number) or not lo <= number <= hi:
-                where = "a percentage" if hi <= 100.0 else f"a {metric or known[0]} value (percent)"
+                unit = declared.unit if declared else "%"
+                where = ("a percentage" if hi <= 100.0 and unit == "%" else
+                         f"a {metric or known[0]} value ({'percent' if unit == '%' else unit})")
                 out.append(("value", f"{value} is not {where} between {lo:g} and {hi:g}"))
     return out
 

@@ -3,7 +3,7 @@
     superbench leaderboard [--db PATH] [--reference paper|local] [--sort COL] [--no-published]
                            [--format md|csv|json|html] [--no-ci]
     superbench leaderboard import PATHS... [--overwrite]
-    superbench leaderboard import-published FILE.csv|superb-paper [--overwrite]
+    superbench leaderboard import-published FILE.csv|superb-paper|superb-sg-paper [--overwrite]
     superbench leaderboard export -o FILE
     superbench leaderboard sync [--results DIR] [--db PATH]
     superbench report -o report.html [--data DATA_ROOT|demo[:SIZE]] [--reference paper|local] [--alpha A]
@@ -247,8 +247,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     view.add_argument("--no-published", action="store_true",
                       help="hide the '(published)' rows added with `leaderboard import-published`")
     view.add_argument("--sort", default="score", metavar="COLUMN",
-                      help="table order: score (default), upstream, recipe, profile, a task name, or a secondary "
-                           "metric's key such as sf/cer (best first)")
+                      help="table order: score (default; the SG score when no row has a SUPERB score), sg "
+                           "(superbench's own SUPERB-SG aggregate), upstream, recipe, profile, a task name, or a "
+                           "secondary metric's key such as sf/cer (best first)")
 
     lb = sub.add_parser("leaderboard", parents=[view], help="show the results table; import/export results",
                         description="Upstreams x tasks (mean ± std over seeds, and the 95 % confidence interval over "
@@ -278,7 +279,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                            description="Published numbers are stored apart from result records: shown as "
                                        "'<upstream> (published)', scored in paper mode, never used by `check` "
                                        "or local references. FILE is a CSV path or the name of a shipped "
-                                       "table (superb-paper).")
+                                       "table (superb-paper, superb-sg-paper).")
     pub.add_argument("file", metavar="FILE.csv", help="CSV with columns upstream,task,value,source[,metric][,note]")
     pub.add_argument("--overwrite", action="store_true", help="replace (upstream, task) numbers already stored")
     _add_db(pub, suppress=True)
