@@ -26,16 +26,20 @@ leaderboard's (`paper`, or `local` for stores on non-SUPERB corpora, `default_re
 points are measured on each compared test set itself, as the leaderboard means them: FBANK the
 newest `fbank` fingerprint's mean there, SOTA the best mean there over every stored model (layer
 probes included); a metric that no model beats FBANK on has no local point and does not count.
+The SUPERB score difference never counts the SUPERB-SG tasks (SE, SS); over those, the same test gives
+the difference of superbench's own SUPERB-SG aggregate (`leaderboard.score.SG_SCOPE`), the "SG score",
+on its own line (JSON `sg_score`).
 
 JSON (`Comparison.to_json`): {"a": side, "b": side, "alpha", "resamples", "level", "seed",
 "correction": "holm", "decision": "p_permutation", "reference", "comparisons": [row...],
-"refused": [{"label", "task", "reason"}...], "superb_score": [score...], "notes": [...]}, where
+"refused": [{"label", "task", "reason"}...], "superb_score": [score...], "sg_score": [score...],
+"notes": [...]}, where
 side = {"upstream", "fingerprint", "chosen"}; row = {"label", "task", "column", "metric", "role"
 ("main"|"secondary"), "higher_is_better", "data", "recipe_version", "profile", "a", "b", "delta",
 "ci": [low, high], "p_bootstrap", "p_permutation", "exact", "p_holm" (null for a secondary row),
 "significant" (null for a secondary row), "better" (an upstream name, or null for a tie), "unit", "n",
-"seeds": [[seed of A, seed of B]...], "seed_note"}; score = {"tasks", "columns", "reference", "a", "b",
-"delta", "ci": [low, high], "p_bootstrap", "partial", "notes"}.
+"seeds": [[seed of A, seed of B]...], "seed_note"}; score = {"suite" ("superb"|"sg"), "scope", "tasks",
+"columns", "reference", "a", "b", "delta", "ci": [low, high], "p_bootstrap", "partial", "notes"}.
 """
 
 from __future__ import annotations
@@ -54,12 +58,16 @@ from leaderboard.pairing import PairedResult, SeedPairing, paired_metric, units_
 from leaderboard.score import (
     FBANK_UPSTREAM,
     REFERENCE_MODES,
+    SG_SCOPE,
+    SUITES,
     Reference,
     default_reference,
+    in_suite,
     local_references,
     metric_draws,
     paper_references,
     score_draws,
+    suite_of,
     superb_score,
 )
 from superbench.exit_codes import ExitCode
@@ -149,7 +157,8 @@ class Refusal:
 
 @dataclass
 class ScoreComparison:
-    """The SUPERB score of A and B over the tasks compared, and their paired-bootstrap difference."""
+    """The SUPERB score (or, `suite` "sg", superbench's own SG score) of A and B over the tasks compared, and
+    their paired-bootstrap difference."""
 
     tasks: tuple[str, ...]
     columns: tuple[str, ...]
@@ -161,13 +170,21 @@ class ScoreComparison:
     p_bootstrap: float
     partial: str = ""
     notes: list[str] = field(default_factory=list)
+    suite: str = "superb"
+    scope: str = ""  # `SuperbScore.scope()`: official or not; the SG score's says it is superbench's own
 
     @property
     def delta(self) -> float:
         return self.a - self.b
 
+    @property
+    def name(self) -> str:
+        """'SUPERB score', or 'SG score' with what it is (`SG_SCOPE`)."""
+        return "SUPERB score" if self.suite == "superb" else f"SG score ({SG_SCOPE})"
+
     def to_dict(self) -> dict[str, Any]:
-        return {"tasks": list(self.tasks), "columns": list(self.columns), "reference": self.reference,
+        return {"suite": self.suite, "scope": self.scope, "tasks": list(self.tasks), "columns": list(self.columns),
+                "reference": self.reference,
                 "a": _round(self.a), "b": _round(self.b), "delta": _round(self.delta),
                 "ci": [_round(self.low), _round(self.high)], "p_bootstrap": round(self.p_bootstrap, 6),
                 "partial": self.partial, "notes": self.notes}
@@ -208,7 +225,8 @@ class Comparison:
                 "level": self.level, "seed": self.seed, "correction": "holm", "decision": "p_permutation",
                 "reference": self.reference, "comparisons": [r.to_dict() for r in self.rows],
                 "refused": [r.to_dict() for r in self.refused],
-                "superb_score": [s.to_dict() for s in self.scores], "notes": self.notes}
+                "superb_score": [s.to_dict() for s in self.scores if s.suite == "superb"],
+                "sg_score": [s.to_dict() for s in self.scores if s.suite == "sg"], "notes": self.notes}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
@@ -239,7 +257,7 @@ class Comparison:
                 lines += [f"seeds ({label}): {note}" for label, note in notes.items()]
         for s in self.scores:
             partial = f"; {s.partial}" if s.partial else ""
-            lines.append(f"SUPERB score over {','.join(s.tasks)} ({s.reference} ref{partial}): A {s.a:.1f}, "
+            lines.append(f"{s.name} over {','.join(s.tasks)} ({s.reference} ref{partial}): A {s.a:.1f}, "
                          f"B {s.b:.1f}, A-B {s.delta:+.1f} [{pct} CI {s.low:+.1f}, {s.high:+.1f}], "
                          f"p (bootstrap) {_p(s.p_bootstrap)}")
             lines += [f"  {n}" for n in s.notes]
@@ -423,8 +441,8 @@ def _left_out(records: list[ResultRecord], kept: dict, side: Side) -> list[str]:
 
 
 def _score_comparisons(out: Comparison, records: list[ResultRecord]) -> list[ScoreComparison]:
-    """One SUPERB score comparison per (corpus, profile) of the compared tasks; none where a task was compared
-    on several test sets there (no one score holds both)."""
+    """One SUPERB score comparison, and one SG score comparison, per (corpus, profile) of the compared tasks
+    of each; none where a task was compared on several test sets there (no one score holds both)."""
     groups: dict[tuple[str, str], list[MetricComparison]] = defaultdict(list)
     for r in out.rows:
         groups[(r.corpus, r.profile)].append(r)
@@ -433,14 +451,17 @@ def _score_comparisons(out: Comparison, records: list[ResultRecord]) -> list[Sco
         sets: dict[str, set] = defaultdict(set)
         for r in rows:
             sets[r.task].add((r.data, r.recipe_version))
-        several = [t for t, v in sets.items() if len(v) > 1]
-        if several:
-            out.notes.append(f"no SUPERB score on {corpus or 'an unnamed corpus'} / profile {profile}: "
-                             f"{', '.join(several)} compared on several test sets there")
-            continue
-        score = _score_comparison(out, rows, records)
-        if score is not None:
-            scores.append(score)
+        for suite in SUITES:
+            mine = [r for r in rows if suite_of(r.task) == suite]
+            several = [t for t, v in sets.items() if len(v) > 1 and suite_of(t) == suite]
+            if several:
+                out.notes.append(f"no {'SUPERB' if suite == 'superb' else 'SG'} score on "
+                                 f"{corpus or 'an unnamed corpus'} / profile {profile}: "
+                                 f"{', '.join(several)} compared on several test sets there")
+                continue
+            score = _score_comparison(out, mine, records, suite) if mine else None
+            if score is not None:
+                scores.append(score)
     return scores
 
 
@@ -473,12 +494,16 @@ def _local_reference(records: list[ResultRecord], row: MetricComparison) -> tupl
     return ref, ""
 
 
-def _score_comparison(out: Comparison, rows: list[MetricComparison],
-                      records: list[ResultRecord]) -> ScoreComparison | None:
+def _score_comparison(out: Comparison, rows: list[MetricComparison], records: list[ResultRecord],
+                      suite: str = "superb") -> ScoreComparison | None:
     notes: list[str] = []
     refs: dict[str, Reference] = {}
     why_not: dict[str, str] = {}
     paper = paper_references() if out.reference == "paper" else {}
+    rows = [r for r in rows if in_suite(r.column, suite, out.reference)]  # SG: the metrics SUPERB-SG reports
+    what = "SUPERB" if suite == "superb" else "SG"
+    if not rows:
+        return None
     for r in rows:
         ref, why = (paper.get(r.column), "no paper reference point") if paper else _local_reference(records, r)
         if ref is None:
@@ -489,15 +514,15 @@ def _score_comparison(out: Comparison, rows: list[MetricComparison],
     units_b = {r.column: r.seeds_b for r in rows}
     means_a = {c: float(np.mean([value_of(f) for f in s])) for c, s in units_a.items()}
     means_b = {c: float(np.mean([value_of(f) for f in s])) for c, s in units_b.items()}
-    counted_a = superb_score(means_a, refs, out.reference).per_metric
-    columns = [c for c in superb_score(means_b, refs, out.reference).per_metric if c in counted_a]
+    counted_a = superb_score(means_a, refs, out.reference, suite).per_metric
+    columns = [c for c in superb_score(means_b, refs, out.reference, suite).per_metric if c in counted_a]
     left_out = "; ".join(f"{c}: {why}" for c, why in why_not.items())
     if not columns:
-        out.notes.append(f"no SUPERB score compared over {', '.join(r.column for r in rows)}: no {out.reference} "
+        out.notes.append(f"no {what} score compared over {', '.join(r.column for r in rows)}: no {out.reference} "
                          f"reference point for any of them ({left_out})")
         return None
-    point_a = superb_score({c: means_a[c] for c in columns}, refs, out.reference)
-    point_b = superb_score({c: means_b[c] for c in columns}, refs, out.reference)
+    point_a = superb_score({c: means_a[c] for c in columns}, refs, out.reference, suite)
+    point_b = superb_score({c: means_b[c] for c in columns}, refs, out.reference, suite)
     draws_a = score_draws(metric_draws({c: units_a[c] for c in columns}, out.resamples, out.seed), refs)
     draws_b = score_draws(metric_draws({c: units_b[c] for c in columns}, out.resamples, out.seed), refs)
     diff = draws_a - draws_b
@@ -509,6 +534,8 @@ def _score_comparison(out: Comparison, rows: list[MetricComparison],
         notes.append(f"not counted, no {out.reference} reference point: {left_out}")
     notes.append("over the tasks compared here only, each resampled independently with the same draw for A and "
                  "B; reference points held fixed")
+    if suite == "sg":
+        notes.append("the SUPERB-SG tasks count here only, never in the SUPERB score")
     return ScoreComparison(point_a.tasks, tuple(columns), out.reference, point_a.score, point_b.score, low, high, p,
-                           point_a.partial_text(), notes)
+                           point_a.partial_text(), notes, suite, point_a.scope())
 

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from leaderboard.published import PublishedResult
-from leaderboard.score import column_direction
+from leaderboard.score import SG_SCOPE, column_direction
 from leaderboard.significance import ALPHA, significance_html, significance_matrices
 from leaderboard.significance import CSS as SIGNIFICANCE_CSS
 from leaderboard.table import ROW_KEYS, Leaderboard, build_leaderboard
@@ -702,7 +702,9 @@ def build_report(records: list[ResultRecord], reference: str | None = None, sort
         f"<h1>{esc(title)}</h1>",
         (f"<p class='meta'>{len(records)} result record(s)"
          + (f" and {len(published)} published number(s)" if published else "")
-         + f"; SUPERB score reference: <b>{esc(board.reference)}</b>; "
+         + f"; SUPERB score reference: <b>{esc(board.reference)}</b>"
+         + (f"; SG score: {esc(SG_SCOPE)}, never counted in the SUPERB score" if board.has_sg else "")
+         + "; "
          f"generated {esc(now_iso())} by superbench {esc(__version__)}</p>"),
         "<h2>Leaderboard</h2>", board.to_html(),
         "<h2>Per-task results</h2>", f"<p class='notes'>{esc(chance_note)}</p>",

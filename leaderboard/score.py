@@ -45,6 +45,15 @@ with a score over a different subset; `SuperbScore.tasks` travels with the value
 `SuperbScore.official` / `.scope()` say in every output (label, table's 'score tasks',
 JSON's `superb_score.official` and `.scope`, the HTML report) whether a number is the
 official SUPERB score: `paper` points, exactly `SUPERB_TASKS`, every metric counted.
+
+The SUPERB score never counts the SUPERB-SG tasks (`SUPERB_SG_TASKS`: SE, SS), in either mode: it
+averages SUPERB's tasks and plugin tasks. SUPERB-SG (Tsai et al., ACL 2022) defines no overall score, so
+superbench adds its own, the "SG score" (`suite="sg"` of `superb_score` / `score_interval`; `sg_score`):
+the same formula over the SUPERB-SG tasks present, counting the metrics SUPERB-SG's table reports (SE:
+PESQ and STOI; SS: SI-SDRi; the metrics that declare paper points) in both modes. Its `paper` points are
+superbench's choice (`superbench.tasks.SUPERB_SG_REFERENCE`: the SUPERB leaderboard's FBANK row and its
+best row, WavLM Large), its `local` points those of the SUPERB score. Every output names it
+`SG_SCOPE`, never "official" (`SuperbScore.scope()`).
 """
 
 from __future__ import annotations
@@ -64,12 +73,24 @@ REFERENCE_MODES = ("paper", "local")
 #: The ten tasks of the SUPERB paper (Yang et al., Interspeech 2021): the official SUPERB score averages
 #: exactly these, in `paper` mode. A score over any other set is partial and says so everywhere.
 SUPERB_TASKS = ("pr", "ks", "ic", "sid", "er", "asr", "qbe", "sf", "sv", "sd")
+#: The SUPERB-SG tasks built in so far (the later ones, ST, OOD-ASR and VC, join this tuple): never counted in
+#: the SUPERB score, only in superbench's own SG score.
+SUPERB_SG_TASKS = ("se", "ss")
+#: The score suites: "superb" (SUPERB's tasks and plugin tasks) and "sg" (`SUPERB_SG_TASKS`).
+SUITES = ("superb", "sg")
+#: What the SG score is, said in every output that shows it.
+SG_SCOPE = "superbench's own SUPERB-SG aggregate (SUPERB-SG defines no overall score)"
 NOT_OFFICIAL = "not the official SUPERB score"
 FBANK_UPSTREAM = "fbank"
-#: Corpus names (manifest `corpus`) of SUPERB's own data, as the `superbench data prepare` preparers
-#: write them; the paper reference points mean something only there.
+#: Corpus names (manifest `corpus`) of SUPERB's and SUPERB-SG's own data, as the `superbench data prepare`
+#: preparers write them; the paper reference points mean something only there.
 OFFICIAL_CORPORA = frozenset({"librispeech", "speech_commands", "voxceleb1", "iemocap", "fluent_speech_commands",
-                              "snips", "quesst14", "librimix"})
+                              "snips", "quesst14", "librimix", "voicebank-demand", "libri2mix"})
+
+
+def suite_of(task: str) -> str:
+    """'sg' for a SUPERB-SG task, 'superb' for every other one (SUPERB's tasks and plugin tasks)."""
+    return "sg" if task in SUPERB_SG_TASKS else "superb"
 
 
 def default_reference(corpora: Iterable[str]) -> tuple[str, str]:
@@ -121,6 +142,8 @@ class SuperbScore:
     missing: tuple[str, ...] = field(default=())  # tasks with a metric but no usable reference
     per_metric: dict[str, float] = field(default_factory=dict)
     partial: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: "superb": the SUPERB score; "sg": superbench's own SUPERB-SG aggregate (`SG_SCOPE`).
+    suite: str = "superb"
 
     @property
     def n_tasks(self) -> int:
@@ -142,13 +165,16 @@ class SuperbScore:
     @property
     def official(self) -> bool:
         """True only for the official SUPERB score's definition: `paper` reference points, exactly the ten
-        SUPERB tasks, every metric of each (SF: F1 and CER) counted."""
-        return self.reference == "paper" and set(self.tasks) == set(SUPERB_TASKS) and not self.partial
+        SUPERB tasks, every metric of each (SF: F1 and CER) counted. Never the SG score."""
+        return (self.suite == "superb" and self.reference == "paper" and set(self.tasks) == set(SUPERB_TASKS)
+                and not self.partial)
 
     def _scope_texts(self) -> tuple[str, str]:
         """(sentence, table cell): one decision of what the number is, in both lengths."""
         if not self.tasks:
             return "no score", ""
+        if self.suite == "sg":
+            return f"{SG_SCOPE}; {self.reference} reference points", "superbench's own SG aggregate"
         if self.official:
             return "official SUPERB score (10 tasks, paper reference points)", "official"
         if self.reference != "paper":
@@ -168,7 +194,7 @@ class SuperbScore:
 
     def label(self) -> str:
         """e.g. '912.1 (5 tasks: pr,ks,sid,er,asr; paper ref; partial (5 of SUPERB's 10 tasks): not the
-        official SUPERB score)'."""
+        official SUPERB score)'; the SG score's ends with `SG_SCOPE`."""
         if not self.tasks:
             return "n/a"
         partial = f"; {self.partial_text()}" if self.partial else ""
@@ -260,23 +286,37 @@ def local_references(task_means: Mapping[str, Mapping[str, float]],
 
 def _expected(task: str, reference: str) -> list[str]:
     """The column keys of `task` that count in a `reference`-mode score when present: every metric in
-    `local` mode; in `paper` mode the main one and the secondary ones that declare paper points."""
+    `local` mode; in `paper` mode the main one and the secondary ones that declare paper points. A
+    SUPERB-SG task counts those (the metrics SUPERB-SG's table reports) in both modes."""
     declared = {t.name: t for t in all_tasks()}
-    if reference != "paper" or task not in declared:
+    if (reference != "paper" and suite_of(task) != "sg") or task not in declared:
         return metric_columns(task)
     return [task] + [metric_column(task, m.name) for m in declared[task].secondary_metrics
                      if m.paper_reference is not None]
 
 
+def in_suite(column: str, suite: str, reference: str) -> bool:
+    """Whether a column key counts in `suite`'s score: its task is of that suite and, for a SUPERB-SG task,
+    the metric is one SUPERB-SG's table reports (`_expected`)."""
+    task = split_metric_column(column)[0]
+    if suite_of(task) != suite:
+        return False
+    return suite != "sg" or column in _expected(task, reference)
+
+
 def superb_score(metrics: Mapping[str, float], references: Mapping[str, Reference],
-                 reference: str = "paper") -> SuperbScore:
-    """Average per-task scores over the tasks that have a metric with a usable reference.
+                 reference: str = "paper", suite: str = "superb") -> SuperbScore:
+    """Average per-task scores over the tasks of `suite` that have a metric with a usable reference.
 
     `metrics` and `references` are keyed by column key ('ks', 'sf', 'sf/cer'). A task's score is the
     mean of the scores of its metrics (SUPERB-SG: SF counts once, as the mean of its F1 and CER scores);
     a task that should count with a metric it lacks here (no value or no reference) is scored on the
-    others and named in `partial`, never silently averaged with complete rows.
+    others and named in `partial`, never silently averaged with complete rows. `suite` "superb" (the
+    SUPERB score) leaves the SUPERB-SG tasks out; "sg" (superbench's own SG score) counts only them.
     """
+    if suite not in SUITES:
+        raise ValueError(f"unknown score suite {suite!r}; choose from {', '.join(SUITES)}")
+    metrics = {c: v for c, v in metrics.items() if in_suite(c, suite, reference)}
     per_metric: dict[str, float] = {}
     for column in column_order(metrics):
         value = metrics[column]
@@ -296,7 +336,24 @@ def superb_score(metrics: Mapping[str, float], references: Mapping[str, Referenc
         if left_out:
             partial[task] = tuple(left_out)
     score = sum(per_task.values()) / len(per_task) if per_task else math.nan
-    return SuperbScore(score, tasks, {t: per_task[t] for t in tasks}, reference, missing, per_metric, partial)
+    return SuperbScore(score, tasks, {t: per_task[t] for t in tasks}, reference, missing, per_metric, partial,
+                       suite)
+
+
+def sg_note(reference: str, tasks: Iterable[str] = SUPERB_SG_TASKS) -> str:
+    """One line on what the SG score is, for the notes of a table or a comparison that shows it."""
+    counted = ", ".join(f"{t}: {'+'.join(_metric_name(c) for c in _expected(t, reference))}"
+                        for t in _ordered(tasks))
+    points = ("paper reference points = superbench's choice, the SUPERB leaderboard's FBANK row and its best row "
+              "(WavLM Large)" if reference == "paper" else f"{reference} reference points, as the SUPERB score's")
+    return (f"SG score: {SG_SCOPE}, the SUPERB score's formula over the SUPERB-SG tasks present ({counted}), "
+            f"which the SUPERB score never counts; {points}")
+
+
+def sg_score(metrics: Mapping[str, float], references: Mapping[str, Reference],
+             reference: str = "paper") -> SuperbScore:
+    """superbench's own SUPERB-SG aggregate (`SG_SCOPE`): `superb_score` over the SUPERB-SG tasks only."""
+    return superb_score(metrics, references, reference, suite="sg")
 
 
 # ------------------------------------------------------------------ the score's interval
@@ -354,17 +411,19 @@ class ScoreInterval:
 
 
 def score_interval(units: Mapping[str, Seeds], references: Mapping[str, Reference], reference: str = "paper",
-                   resamples: int = RESAMPLES, level: float = LEVEL, seed: int = SEED) -> ScoreInterval:
+                   resamples: int = RESAMPLES, level: float = LEVEL, seed: int = SEED,
+                   suite: str = "superb") -> ScoreInterval:
     """The SUPERB score of a model's per-unit scores (`units`: column key -> per seed, per fold unit scores)
     and its percentile interval: every task resampled independently (`metric_draws`), the score recomputed
     per draw (`score_draws`). The references are held fixed: FBANK and SOTA are constants of the formula
     here, so the interval is the sampling noise of this model's test sets only.
 
     Every column the score should count must be in `units`: a metric without per-unit scores cannot be
-    resampled, and holding it at its mean would make the interval look narrower than it is.
+    resampled, and holding it at its mean would make the interval look narrower than it is. `suite` as in
+    `superb_score` ("sg": superbench's own SG score).
     """
     point = superb_score({c: float(np.mean([value_of(folds) for folds in s])) for c, s in units.items()},
-                         references, reference)
+                         references, reference, suite)
     counted = score_draws(metric_draws({c: units[c] for c in point.per_metric}, resamples, seed), references)
     low, high = percentile_interval(counted, level)
     return ScoreInterval(point, low, high, resamples, level, seed)

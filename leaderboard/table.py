@@ -24,6 +24,13 @@ whose counted metrics all have them shows its interval, `score [low, high]`
 Cells without per-unit scores (older records, tasks that keep none) show as before. The frame
 holds them as `<key>_ci_low`/`<key>_ci_high` and `score_ci_low`/`score_ci_high` (NaN where none);
 `build_leaderboard(ci=False)` (`--no-ci`) leaves them out of every format and skips the bootstrap.
+
+The SUPERB score never counts the SUPERB-SG tasks (SE, SS). When any row has one, the table adds
+superbench's own SUPERB-SG aggregate (`leaderboard.score.SG_SCOPE`, SUPERB-SG defines no overall score):
+the columns 'SG score' (with its interval, as the SUPERB score's) and 'SG tasks', the frame's `sg_score`,
+`sg_n_tasks`, `sg_tasks`, `sg_metrics`, `sg_partial`, `sg_scope` (and `sg_score_ci_low/_high`), the same
+in CSV, and each JSON row's `sg_score` {value, ci, tasks, metrics, partial, reference, scope}; a note
+says what it is. Sort by it with 'sg'.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from leaderboard.score import (
     FBANK_UPSTREAM,
     NOT_OFFICIAL,
     REFERENCE_MODES,
+    SG_SCOPE,
     Reference,
     SuperbScore,
     column_direction,
@@ -50,6 +58,8 @@ from leaderboard.score import (
     metric_columns,
     paper_references,
     score_interval,
+    sg_note,
+    suite_of,
     superb_score,
 )
 from superbench.records import ResultRecord
@@ -105,7 +115,8 @@ class Leaderboard:
     """Numeric wide frame plus what is needed to render it honestly."""
 
     #: One row per ROW_KEYS; per column key (task, or 'task/metric' for a secondary metric): <key>, <key>_std,
-    #: <key>_n; per task <task>_data; score, n_tasks, tasks, metrics (column keys scored), partial.
+    #: <key>_n; per task <task>_data; score, n_tasks, tasks, metrics (column keys scored), partial; the same
+    #: of the SG score as sg_score, sg_n_tasks, sg_tasks, sg_metrics, sg_partial (and sg_scope).
     frame: pd.DataFrame
     tasks: list[str]
     reference: str
@@ -121,10 +132,17 @@ class Leaderboard:
     ci: bool = False
     #: The reference points each row's SUPERB score used, by the row's ROW_KEYS values (column key -> Reference).
     references: dict[tuple, dict[str, Reference]] = field(default_factory=dict)
+    #: Each row's SG score (superbench's own SUPERB-SG aggregate, `SG_SCOPE`), in the order of `scores`.
+    sg_scores: list[SuperbScore] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.columns:
             self.columns = list(self.tasks)
+
+    @property
+    def has_sg(self) -> bool:
+        """Whether any row has an SG score (a SUPERB-SG task with a reference point): then it is shown."""
+        return "sg_n_tasks" in self.frame and bool((self.frame["sg_n_tasks"] > 0).any())
 
     # -- views ----------------------------------------------------------------------
     def display_frame(self) -> pd.DataFrame:
@@ -141,6 +159,11 @@ class Leaderboard:
         scope = f["short_scope"] if "short_scope" in f else [""] * len(f)
         out["score tasks"] = [(f"{n}: {t}" + (f" ({p})" if p else "") + (f"; {sc}" if sc else "")) if n else "–"
                               for n, t, p, sc in zip(f["n_tasks"], f["tasks"], partial, scope)]
+        if self.has_sg:
+            out[f"SG score ({self.reference} ref)"] = [format_score(s, *ci)
+                                                       for s, ci in zip(f["sg_score"], self._ci("sg_score"))]
+            out["SG tasks"] = [(f"{n}: {t}" + (f" ({p})" if p else "")) if n else "–"
+                               for n, t, p in zip(f["sg_n_tasks"], f["sg_tasks"], f["sg_partial"])]
         return out
 
     def _ci(self, key: str) -> list[tuple[float | None, float | None]]:
@@ -154,7 +177,7 @@ class Leaderboard:
         d = self.display_frame()
         cols = list(d.columns)
         lines = ["| " + " | ".join(cols) + " |",
-                 "|" + "|".join("---" if c in ("upstream", "recipe", "profile", "score tasks") else "---:"
+                 "|" + "|".join("---" if c in ("upstream", "recipe", "profile", "score tasks", "SG tasks") else "---:"
                                 for c in cols) + "|"]
         for _, row in d.iterrows():
             lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |")
@@ -164,8 +187,11 @@ class Leaderboard:
         cols = ["label"] + ROW_KEYS + [x for c in self.columns for x in (c, f"{c}_std", f"{c}_n")] + \
             ["score", "n_tasks", "tasks", "reference", "kind", "source"] + \
             (["metrics", "partial"] if self.columns != self.tasks else [])
+        sg = ["sg_score"] if self.has_sg else []
+        if sg:
+            cols += ["sg_score", "sg_n_tasks", "sg_tasks", "sg_metrics", "sg_partial"]
         if self.ci and "score_ci_low" in self.frame:
-            cols += [f"{c}_ci_{end}" for c in self.columns + ["score"] for end in ("low", "high")]
+            cols += [f"{c}_ci_{end}" for c in self.columns + ["score"] + sg for end in ("low", "high")]
         frame = self.frame[cols].rename(columns={"label": "row"})
         numeric = frame.select_dtypes("number").columns
         frame[numeric] = frame[numeric].round(4) + 0  # rounding to zero leaves no "-0.0000"
@@ -185,8 +211,16 @@ class Leaderboard:
                                  "scope": r.get("scope", ""),
                                  **({"metrics": r["metrics"].split(",") if r["metrics"] else [],
                                      "partial": r["partial"]} if self.columns != self.tasks else {})},
+                **({"sg_score": self._sg_json(r)} if self.has_sg else {}),
             })
         return json.dumps({"reference": self.reference, "notes": self.notes, "rows": rows}, indent=2) + "\n"
+
+    def _sg_json(self, r: pd.Series) -> dict:
+        """A row's SG score in JSON: superbench's own SUPERB-SG aggregate, said in `scope`."""
+        return {"value": _num(r["sg_score"]), **self._ci_json(r, "sg_score"),
+                "tasks": r["sg_tasks"].split(",") if r["sg_tasks"] else [],
+                "metrics": r["sg_metrics"].split(",") if r["sg_metrics"] else [], "partial": r["sg_partial"],
+                "reference": self.reference, "scope": r["sg_scope"] or SG_SCOPE}
 
     def _columns_of(self, task: str) -> list[str]:
         return [c for c in self.columns if split_metric_column(c)[0] == task]
@@ -356,10 +390,11 @@ def build_leaderboard(records: Iterable[ResultRecord], reference: str | None = N
         wide[f"{t}_data"] = wide[f"{t}_data"].fillna("")
 
     refs_by_row = _references(wide, columns, reference, notes)
-    scores = []
+    scores, sg_scores = [], []
     for i, r in wide.iterrows():
         metrics = {c: float(r[c]) for c in columns if not math.isnan(r[c])}
         scores.append(superb_score(metrics, refs_by_row[i], reference))
+        sg_scores.append(superb_score(metrics, refs_by_row[i], reference, suite="sg"))
     wide["score"] = [s.score for s in scores]
     wide["n_tasks"] = [s.n_tasks for s in scores]
     wide["tasks"] = [",".join(s.tasks) for s in scores]
@@ -369,8 +404,15 @@ def build_leaderboard(records: Iterable[ResultRecord], reference: str | None = N
     wide["official"] = [s.official for s in scores]
     wide["scope"] = [s.scope() for s in scores]
     wide["short_scope"] = [s.short_scope() for s in scores]
+    wide["sg_score"] = [s.score for s in sg_scores]
+    wide["sg_n_tasks"] = [s.n_tasks for s in sg_scores]
+    wide["sg_tasks"] = [",".join(s.tasks) for s in sg_scores]
+    wide["sg_metrics"] = [",".join(s.metrics) for s in sg_scores]
+    wide["sg_partial"] = [s.partial_text() for s in sg_scores]
+    wide["sg_scope"] = [s.scope() if s.tasks else "" for s in sg_scores]
 
     partial = [(label, s) for label, s in zip(wide["label"], scores) if s.partial]
+    partial += [(f"{label} SG score", s) for label, s in zip(wide["label"], sg_scores) if s.partial]
     if partial:
         rows_text = "; ".join(f"{label} ({s.partial_text()})" for label, s in partial)
         notes.append(f"scored without some of a task's metrics (no value, e.g. a record from before secondary "
@@ -380,18 +422,24 @@ def build_leaderboard(records: Iterable[ResultRecord], reference: str | None = N
         notes.append("rows are scored over different task sets; compare SUPERB scores only between rows "
                      "with the same 'score tasks'")
     keys = [tuple(r[k] for k in ROW_KEYS) for _, r in wide.iterrows()]
+    if any(s.tasks for s in sg_scores):
+        notes.append(sg_note(reference, sorted({t for s in sg_scores for t in s.tasks})))
     if ci:
-        _add_intervals(wide, columns, _records_by_row(rows), scores, refs_by_row, keys, reference, notes)
+        _add_intervals(wide, columns, _records_by_row(rows), scores, sg_scores, refs_by_row, keys, reference,
+                       notes)
     unofficial = [label for label, s in zip(wide["label"], scores) if s.tasks and not s.official]
     if unofficial:
         notes.append(f"the official SUPERB score averages SUPERB's ten tasks with the paper's reference points; "
                      f"{len(unofficial)} of {len(scores)} row(s) are scored otherwise (see 'score tasks') and are "
                      f"{NOT_OFFICIAL}: compare them only with rows of the same task set and reference")
     board = Leaderboard(wide, tasks, reference, scores, notes, columns=columns, ci=ci,
-                        references={k: refs_by_row[i] for k, i in zip(keys, wide.index)})
+                        references={k: refs_by_row[i] for k, i in zip(keys, wide.index)}, sg_scores=sg_scores)
     board.row_of = data_of
     board.recipe_of = recipe_of
-    return sort_leaderboard(board, sort or "score")
+    order = sort or "score"
+    if order.lower() in ("score", "superb") and not any(s.tasks for s in scores) and board.has_sg:
+        order = "sg"  # only SUPERB-SG tasks: no SUPERB score to order by
+    return sort_leaderboard(board, order)
 
 
 def _row_key(r: ResultRecord) -> tuple:
@@ -425,14 +473,16 @@ def _cell_units(records: list[ResultRecord], column: str) -> list[list[UnitScore
 
 
 def _add_intervals(wide: pd.DataFrame, columns: list[str], by_row: dict[tuple, dict[str, list[ResultRecord]]],
-                   scores: list[SuperbScore], refs_by_row: dict[int, dict], keys: list[tuple], reference: str,
-                   notes: list[str]) -> None:
+                   scores: list[SuperbScore], sg_scores: list[SuperbScore], refs_by_row: dict[int, dict],
+                   keys: list[tuple], reference: str, notes: list[str]) -> None:
     """Fill `<key>_ci_low/_high` of every cell whose records all keep per-unit scores, and `score_ci_low/_high`
-    of every row whose counted metrics all do (NaN elsewhere); a note says what the intervals are."""
-    lows = {c: [math.nan] * len(wide) for c in columns + ["score"]}
-    highs = {c: [math.nan] * len(wide) for c in columns + ["score"]}
+    (`sg_score_ci_low/_high`) of every row whose counted metrics of the SUPERB (SG) score all do (NaN
+    elsewhere); a note says what the intervals are."""
+    keys_out = columns + ["score", "sg_score"]
+    lows = {c: [math.nan] * len(wide) for c in keys_out}
+    highs = {c: [math.nan] * len(wide) for c in keys_out}
     problems = []
-    for pos, (i, key, score) in enumerate(zip(wide.index, keys, scores)):
+    for pos, (i, key, score, sg) in enumerate(zip(wide.index, keys, scores, sg_scores)):
         if wide.at[i, "kind"] != "measured":
             continue
         units = {}
@@ -448,10 +498,12 @@ def _add_intervals(wide: pd.DataFrame, columns: list[str], by_row: dict[tuple, d
                 continue
             units[c] = seeds
             lows[c][pos], highs[c][pos] = low, high
-        if score.tasks and all(c in units for c in score.per_metric):
-            counted = score_interval({c: units[c] for c in score.per_metric}, refs_by_row[i], reference)
-            lows["score"][pos], highs["score"][pos] = round(counted.low, 4), round(counted.high, 4)
-    for c in columns + ["score"]:
+        for name, s in (("score", score), ("sg_score", sg)):
+            if s.tasks and all(c in units for c in s.per_metric):
+                counted = score_interval({c: units[c] for c in s.per_metric}, refs_by_row[i], reference,
+                                         suite=s.suite)
+                lows[name][pos], highs[name][pos] = round(counted.low, 4), round(counted.high, 4)
+    for c in keys_out:
         wide[f"{c}_ci_low"], wide[f"{c}_ci_high"] = lows[c], highs[c]
     if any(not math.isnan(x) for c in columns for x in lows[c]):
         notes.append(f"(CI ±h): half-width of the {LEVEL:.0%} percentile-bootstrap interval of a cell's mean over "
@@ -569,10 +621,13 @@ def _references(wide: pd.DataFrame, columns: list[str], reference: str, notes: l
 
 
 def _per_metric(columns: list[str]) -> str:
-    """How a task with several metrics is scored, said only when the table has one ('sf: f1+cer')."""
+    """How a task with several metrics is scored, said only when the table has one ('sf: f1+cer'); the SUPERB-SG
+    tasks, which the SUPERB score never counts, are left to the SG score's note (`sg_note`)."""
     metrics: dict[str, list[str]] = {}
     for c in columns:
         task, metric = split_metric_column(c)
+        if suite_of(task) == "sg":
+            continue
         metrics.setdefault(task, []).append(metric or describe_task(task).metric.name)
     several = [f"{t}: {'+'.join(ms)}" for t, ms in metrics.items() if len(ms) > 1]
     if not several:
@@ -582,7 +637,7 @@ def _per_metric(columns: list[str]) -> str:
 
 
 def sort_leaderboard(board: Leaderboard, column: str) -> Leaderboard:
-    """Sort best-first by 'score', a task name or a secondary metric's key
+    """Sort best-first by 'score', 'sg' (the SG score), a task name or a secondary metric's key
     ('sf/cer'), direction-aware, or 'upstream'/'recipe'/'profile'/'data'."""
     col = column.lower()
     f = board.frame
@@ -590,12 +645,14 @@ def sort_leaderboard(board: Leaderboard, column: str) -> Leaderboard:
                "upstream": "label", "row": "label", "data": "data"}
     if col in ("score", "superb"):
         key, ascending = "score", False
+    elif col in ("sg", "sg_score") and "sg_score" in f:
+        key, ascending = "sg_score", False
     elif col in board.columns:
         key, ascending = col, not column_direction(col)
     elif col in aliases:
         key, ascending = aliases[col], True
     else:
-        choices = ["score", "upstream", "recipe", "profile", "data"] + board.columns
+        choices = ["score", "sg", "upstream", "recipe", "profile", "data"] + board.columns
         raise ValueError(f"cannot sort by {column!r}; choose from {', '.join(choices)}")
     if not f.empty:
         board.frame = f.sort_values([key, "label"], ascending=[ascending, True], na_position="last",

@@ -33,6 +33,12 @@ from superbench.task_info import LEVELS, UNBOUNDED, UNORDERED, MetricInfo, TaskI
 SUPERB_LEADERBOARD = ("https://superbbenchmark.org/leaderboard (reference points of its overall score: "
                       "superbbenchmark/website-react frontend/src/Data.js; FBANK re-run for KS/IC/SID/ER, "
                       "website-react commit 025458a)")
+#: Where the SUPERB-SG tasks' (SE, SS) reference points come from: superbench's choice, as SUPERB-SG defines
+#: no overall score (see leaderboard/score.py, the "SG score").
+SUPERB_SG_REFERENCE = ("superbench's choice of reference points, not an official definition (SUPERB-SG defines "
+                       "no overall score): FBANK = the SUPERB leaderboard's FBANK row, SOTA = its best row "
+                       "(WavLM Large), github.com/superbbenchmark/superbbenchmark.github.io src/data/public.json "
+                       "(commit 2935745)")
 
 
 @dataclass
@@ -75,7 +81,9 @@ class TaskKind:
 
 @dataclass(frozen=True)
 class PaperReference:
-    """A task's FBANK and SOTA points on the official SUPERB leaderboard (percent), for the `paper` score.
+    """A task's FBANK and SOTA points on the official SUPERB leaderboard (in the metric's unit: percent, PESQ
+    or dB), for the `paper` score; `source` says where they come from (the SUPERB-SG tasks' points are
+    superbench's own choice, `SUPERB_SG_REFERENCE`).
 
     The leaderboard's FBANK row is a re-run without CMVN for KS, SID and ER, so those values
     differ from the FBANK row of the SUPERB paper (Yang et al., Interspeech 2021, Table 3).
