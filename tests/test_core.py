@@ -100,7 +100,7 @@ def test_record_round_trip_and_refusals(tmp_path):
     path.write_text(json.dumps(old))
     assert read_record(path) == rec  # upgraded on read from the registered task
     path.write_text(json.dumps(old | {"task": "kss"}))
-    with pytest.raises(RecordError, match="unknown task 'kss'.*did you mean 'ks'.*before records described"):
+    with pytest.raises(RecordError, match="unknown task 'kss'.*did you mean 'ss', 'ks'.*before records described"):
         read_record(path)
 
 

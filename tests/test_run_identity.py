@@ -147,7 +147,7 @@ def test_exit_codes_tell_usage_errors_from_runtime_failures(tmp_path, caplog):
     assert main(["run", "--upstream", "fbank", "--task", "kss", *common]) == ExitCode.USAGE == 2
     assert main(["run", "--upstream", f"{tmp_path / 'nan_up.py'}:NanTones", "--task", "ks", *common]) \
         == ExitCode.RUNTIME == 3
-    assert "error: unknown task 'kss'; did you mean 'ks'?" in caplog.text
+    assert "error: unknown task 'kss'; did you mean 'ss', 'ks'?" in caplog.text
     assert "failed: tone-test: NaN/Inf features in layer(s) [1]" in caplog.text
 
 
