@@ -33,7 +33,8 @@ else in seed order), and the output says so.
 The SUPERB score over the compared tasks: every task resampled independently, the same draw for A and B,
 both scores recomputed with the same reference points, held fixed (paper, or local: FBANK and the best
 model measured on each compared test set; the default mode as the leaderboard picks it); the difference
-with its percentile interval and bootstrap p-value.
+with its percentile interval and bootstrap p-value. SE and SS never count in it: over them the same test
+gives the SG score, superbench's own SUPERB-SG aggregate (SUPERB-SG defines no overall score).
 
 A task is refused, with the reason, when the two models' test sets differ or a side keeps no per-unit
 scores (add them with `superbench results ci` where predictions were kept, or re-run). Everything is
