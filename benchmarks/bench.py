@@ -26,6 +26,9 @@ random init: same compute as HuBERT Base, no download) and `fbank`, and prints:
      over 10k utterances (goal < 1 s), WER over LibriSpeech test-clean's 2,620 utterances, EER over
      VoxCeleb1-O's 37,720 trials and DER over 1,000 recordings x 10 settings (goal < 10 s each), MTWV over
      555 queries, and one paired test (bootstrap + approximate randomisation) of two accuracies
+ 13. SUPERB-SG SE/SS (synthetic batches, superb head: 3-layer BLSTM of 896): time per update at batch 8 for
+     fbank and HuBERT Base-sized frames, the share of the on-the-fly STFTs in it, the bytes a cached STFT would
+     take beside the frame cache, and the projected wall time of the superb profile (150k updates)
 
 Everything goes to a temporary SUPERBENCH_HOME, so every number includes a cold
 extraction. Medians over repeats where a repeat is cheap (fbank). This is a
@@ -224,15 +227,20 @@ def main() -> int:
     ap.add_argument("--key-files", type=int, default=3000, help="files of section 10's synthetic corpus")
     ap.add_argument("--key-seconds", type=float, default=8.0, help="seconds per file of section 10's synthetic corpus")
     ap.add_argument("--plan-clips", type=int, default=6000, help="clips of the larger corpus of section 11")
-    ap.add_argument("--only", type=int, choices=range(1, 13), action="append", metavar="N",
-                    help="run only section N (repeatable); default: all twelve")
+    ap.add_argument("--sg-seconds", type=float, nargs=2, default=(3.0, 12.0), metavar=("SE", "SS"),
+                    help="utterance length of section 13's SE and SS batches (mean lengths to project from)")
+    ap.add_argument("--sg-updates", type=int, default=5, help="timed updates per case in section 13")
+    ap.add_argument("--only", type=int, choices=range(1, 14), action="append", metavar="N",
+                    help="run only section N (repeatable); default: all thirteen")
     args = ap.parse_args()
-    sections = set(args.only or range(1, 13))
+    sections = set(args.only or range(1, 14))
     logging.basicConfig(level=logging.WARNING)
     if 12 in sections:  # synthetic unit scores: no corpus, no upstream
         section_12(args)
-        if sections == {12}:
-            return 0
+    if 13 in sections:  # synthetic batches: no corpus, no upstream
+        section_13(args)
+    if sections <= {12, 13}:
+        return 0
     home = Path(tempfile.mkdtemp(prefix="superbench-bench-"))
     demo_home = os.environ.get("SUPERBENCH_HOME")
     from recipes.prepare.demo import ensure_demo  # the demo lives in the user's home: built once
@@ -723,6 +731,66 @@ def section_12(args: argparse.Namespace) -> None:
     test = paired_test([[cases["accuracy, 10,000 utterances"]]], [[other]])
     print(f"   {'paired test, two accuracies over 10,000':<40} {time.perf_counter() - start:6.2f} s   "
           f"difference {test.delta:+.2f} [{test.low:.2f}, {test.high:.2f}], p {test.p_permutation:.3f}")
+
+
+#: Updates of the superb profile of SE and SS (s3prl's total_steps) and the train-set sizes they project onto.
+SG_SUPERB_STEPS = 150_000
+
+
+def section_13(args: argparse.Namespace) -> None:
+    import numpy as np
+    import torch
+
+    from downstreams.stft_mask import MaskObjective, SepRNNHead, STFTConfig
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    rng = np.random.default_rng(0)
+    batch = 8
+    print(f"\n13. SUPERB-SG SE/SS, superb head (3-layer BLSTM 896, dropout 0.5), batch {batch}, "
+          f"{torch.get_num_threads()} thread(s); median of {args.sg_updates} updates")
+    print(f"   {'case':<38} {'s/update':>9} {'STFT share':>10} {'frames B/s':>11} {'STFT B/s':>10} "
+          f"{'150k updates':>13}")
+    upstreams = {"fbank (240-d, 10 ms)": (1, 240, 160), "HuBERT Base-sized (13 x 768, 20 ms)": (13, 768, 320)}
+    for task, sources, seconds in (("se", 1, args.sg_seconds[0]), ("ss", 2, args.sg_seconds[1])):
+        samples = int(seconds * 16000)
+        for name, (layers, dim, hop) in upstreams.items():
+            stft = STFTConfig(hop=hop)
+            objective = MaskObjective(stft, sources, "sisdri", ())
+            targets = []
+            for b in range(batch):  # the objective reads audio through its cache: fill it, no files
+                paths = [f"{task}{b}-{k}.wav" for k in range(sources + 1)]
+                for path in paths:
+                    objective.audio.items[path] = rng.standard_normal(samples).astype(np.float32) * 0.1
+                targets.append({"id": str(b), "mixture": paths[0], "sources": paths[1:]})
+            head = SepRNNHead(layers, dim, sources, stft.bins)
+            optim = torch.optim.AdamW(head.parameters(), lr=1e-4)
+            frames = samples // hop + 1
+            feats = torch.randn(layers, batch, frames, dim)
+            lengths = torch.full((batch,), frames)
+            times, stft_times = [], []
+            for step in range(args.sg_updates + 1):
+                start = time.perf_counter()
+                optim.zero_grad()
+                loss = objective.loss(head(feats, lengths), lengths, targets)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
+                optim.step()
+                took = time.perf_counter() - start
+                start = time.perf_counter()
+                for t in targets:
+                    objective._spectra(t, torch.device("cpu"))
+                if step:  # the first update warms up
+                    times.append(took)
+                    stft_times.append(time.perf_counter() - start)
+            per_update = statistics.median(times)
+            frames_per_s = 16000 / hop
+            cache_bytes = layers * dim * 2 * frames_per_s  # the float16 frame cache
+            stft_bytes = (1 + sources) * stft.bins * 8 * frames_per_s  # complex64 mixture + sources
+            print(f"   {task + ', ' + f'{seconds:g} s, ' + name:<38} {per_update:9.2f} "
+                  f"{statistics.median(stft_times) / per_update:9.1%} {cache_bytes:11,.0f} {stft_bytes:10,.0f} "
+                  f"{per_update * SG_SUPERB_STEPS / 3600:11.1f} h")
+    print("   STFTs are computed per update from audio held in memory: caching them would add the 'STFT B/s' column "
+          "to the frame cache's bytes to save the 'STFT share' of each update")
 
 
 if __name__ == "__main__":

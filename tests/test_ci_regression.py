@@ -32,11 +32,11 @@ def test_tiny_demo_scores_pass_the_committed_baseline_and_a_worse_score_fails(tm
     assert main(["check", "--baseline", str(BASELINE), "--db", str(db), "--tolerance", TOLERANCE]) == 0
     out = capsys.readouterr().out
     assert "no regression" in out and "size rule only" not in out  # every metric had its paired test
-    assert "over the 11 metric(s) tested" in out
+    assert "over the 17 metric(s) tested" in out
 
     # A real regression, not a faked number: ER (5 folds x 24 utterances) gets 12 utterances wrong that the
     # model got right, so its per-utterance scores, its accuracy (10 points lower) and its interval agree.
-    # The paired test against the baseline's units finds the drop significant even after Holm over 11 metrics.
+    # The paired test against the baseline's units finds the drop significant even after Holm over 17 metrics.
     er = read_record(written["er"])
     out = _check_with(flipped(er, down=12), tmp_path / "real", db, capsys, expect=1)
     er_line = next(line for line in out.splitlines() if line.startswith("er "))
