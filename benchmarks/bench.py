@@ -748,7 +748,7 @@ def section_13(args: argparse.Namespace) -> None:
     batch = 8
     print(f"\n13. SUPERB-SG SE/SS, superb head (3-layer BLSTM 896, dropout 0.5), batch {batch}, "
           f"{torch.get_num_threads()} thread(s); median of {args.sg_updates} updates")
-    print(f"   {'case':<38} {'s/update':>9} {'STFT share':>10} {'frames B/s':>11} {'STFT B/s':>10} "
+    print(f"   {'case':<46} {'s/update':>9} {'STFT share':>10} {'frames B/s':>11} {'STFT B/s':>10} "
           f"{'150k updates':>13}")
     upstreams = {"fbank (240-d, 10 ms)": (1, 240, 160), "HuBERT Base-sized (13 x 768, 20 ms)": (13, 768, 320)}
     for task, sources, seconds in (("se", 1, args.sg_seconds[0]), ("ss", 2, args.sg_seconds[1])):
@@ -786,7 +786,7 @@ def section_13(args: argparse.Namespace) -> None:
             frames_per_s = 16000 / hop
             cache_bytes = layers * dim * 2 * frames_per_s  # the float16 frame cache
             stft_bytes = (1 + sources) * stft.bins * 8 * frames_per_s  # complex64 mixture + sources
-            print(f"   {task + ', ' + f'{seconds:g} s, ' + name:<38} {per_update:9.2f} "
+            print(f"   {task + ', ' + f'{seconds:g} s, ' + name:<46} {per_update:9.2f} "
                   f"{statistics.median(stft_times) / per_update:9.1%} {cache_bytes:11,.0f} {stft_bytes:10,.0f} "
                   f"{per_update * SG_SUPERB_STEPS / 3600:11.1f} h")
     print("   STFTs are computed per update from audio held in memory: caching them would add the 'STFT B/s' column "

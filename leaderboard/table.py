@@ -73,7 +73,7 @@ FORMATS = ("md", "csv", "json", "html")
 
 def _task_header(column: str) -> str:
     """'KS ACC% ↑' for a task's main metric, 'SF CER% ↓' for its secondary metric 'sf/cer' (the unit as the task
-    states it: 'SE PESQ ↑', 'SS SISDRI dB ↑')."""
+    states it: 'SE PESQ ↑', 'SS SI-SDRi dB ↑')."""
     task, metric = split_metric_column(column)
     info = describe_task(task)
     spec = info.metric if not metric else info.metric_named(metric) if info else None

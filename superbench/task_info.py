@@ -27,6 +27,8 @@ UNBOUNDED = (-1e9, 1e9)
 #: Column position of tasks that do not say (plugins): after the SUPERB ones, alphabetically.
 UNORDERED = 1000
 LEVELS = ("utterance", "frame")
+#: How headers spell a metric whose name is not simply its upper case.
+METRIC_DISPLAY = {"sisdri": "SI-SDRi", "sisdr": "SI-SDR"}
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,9 @@ class MetricInfo:
 
     @property
     def label(self) -> str:
-        """The metric with its unit, as table headers and axes show it: "ACC%", "SISDRI dB", "PESQ" (a metric
+        """The metric with its unit, as table headers and axes show it: "ACC%", "SI-SDRi dB", "PESQ" (a metric
         that is its own scale)."""
-        name = self.name.upper()
+        name = METRIC_DISPLAY.get(self.name, self.name.upper())
         if self.unit == "%":
             return f"{name}%"
         return name if self.unit.upper() == name or not self.unit else f"{name} {self.unit}"

@@ -214,11 +214,11 @@ def test_units_of_the_metrics_reach_the_records_and_table_headers():
     assert [(m.name, m.unit) for m in SE.info.secondary] == [("stoi", "%"), ("sisdri", "dB")]
     assert (SS.info.metric.name, SS.info.metric.unit) == ("sisdri", "dB")
     assert MetricInfo("acc", True).label == "ACC%" and MetricInfo("pesq", True, unit="PESQ").label == "PESQ"
-    assert MetricInfo("sisdri", True, unit="dB").label == "SISDRI dB"
+    assert MetricInfo("sisdri", True, unit="dB").label == "SI-SDRi dB"
     assert "outside [1, 4.65] for metric 'pesq' (PESQ)" in SE.info.metric.value_problem(4.9)
     learn("se", SE.info)  # what a reader learns from an SE record, without the task registered
     try:
-        assert _task_header("se") == "SE PESQ ↑" and _task_header("se/sisdri") == "SE SISDRI dB ↑"
+        assert _task_header("se") == "SE PESQ ↑" and _task_header("se/sisdri") == "SE SI-SDRi dB ↑"
         assert _task_header("se/stoi") == "SE STOI% ↑"
     finally:
         forget_learned()
