@@ -26,7 +26,7 @@ SAMPLE_RATE = 16000
 #: Per size: (utterances per split, speakers per split), splits train/dev/test.
 SIZES: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
     "tiny": ((8, 3, 3), (3, 2, 2)),
-    "default": ((120, 20, 20), (16, 5, 5)),
+    "default": ((480, 20, 40), (40, 5, 8)),  # 120 train utterances: PESQ +0.07 [-0.05, 0.17] over the input
     "large": ((1000, 100, 100), (60, 12, 12)),
 }
 SNRS_DB = (0.0, 5.0, 10.0, 15.0)

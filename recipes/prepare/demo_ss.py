@@ -22,7 +22,7 @@ SAMPLE_RATE = 16000
 #: Per size: (mixtures per split, speakers per split), splits train/dev/test.
 SIZES: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
     "tiny": ((8, 3, 3), (4, 2, 2)),
-    "default": ((120, 20, 20), (16, 5, 5)),
+    "default": ((480, 20, 40), (40, 5, 8)),  # 120 train mixtures: SI-SDRi 0.5 [-0.5, 1.5] dB
     "large": ((1000, 100, 100), (60, 12, 12)),
 }
 LEVEL_DB = (0.0, 5.0)
