@@ -9,6 +9,10 @@ ASR's s3prl config also turns on SpecAugment on the representation (`specaug:` b
 s3prl's `downstream/runner.py` to the featurizer's output during training only, with
 `downstream/specaug.py`): `SpecAugment` below reproduces it (time warp, then frequency masks, then
 time masks, drawn from torch's global RNG) between the weighted sum and the head's first Linear.
+
+SUPERB-SG's out-of-domain ASR (s3prl `ctc/cv_config/*.yaml`, `ctc/sbcsae.yaml`) uses the same RNNs head
+with `proj: [True, True]` (a Linear + tanh after each BiLSTM layer: `rnn_proj`), CER for Mandarin
+(`metric="cer"`) and a character inventory of the training transcripts (`inventory="train"`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from rapidfuzz.distance import Levenshtein
 from superbench import metrics
 from superbench.downstream import Head, Objective
 from superbench.featurizer import WeightedSum
-from superbench.manifest import TaskManifest
+from superbench.manifest import ManifestError, TaskManifest, format_problems
 from superbench.tasks import Task, TaskKind, TaskSetup
 from superbench.uncertainty import UnitScores
 
@@ -167,7 +171,7 @@ class CTCHead(Head):
     def __init__(self, num_layers: int, input_dim: int, vocab_size: int, proj_dim: int = 256,
                  rnn_dims: Sequence[int] = (), dropout: float = 0.2, layer: int | str | None = None,
                  frame_stack: int = 1, specaugment: SpecAugment | None = None,
-                 feature_layer_norm: bool = False) -> None:
+                 feature_layer_norm: bool = False, rnn_proj: bool = False) -> None:
         super().__init__()
         if frame_stack < 1:
             raise ValueError(f"frame_stack must be >= 1, got {frame_stack}")
@@ -176,10 +180,14 @@ class CTCHead(Head):
         self.specaugment = specaugment
         self.projector = torch.nn.Linear(input_dim, proj_dim)
         self.rnns = torch.nn.ModuleList()
+        #: s3prl's RNNLayer `proj`: Linear(2h, 2h) + tanh after each BiLSTM layer (after its dropout).
+        self.rnn_projs = torch.nn.ModuleList() if rnn_proj else None
         dim = proj_dim * frame_stack
         for hidden in rnn_dims:
             self.rnns.append(torch.nn.LSTM(dim, hidden, batch_first=True, bidirectional=True))
             dim = 2 * hidden
+            if self.rnn_projs is not None:
+                self.rnn_projs.append(torch.nn.Linear(dim, dim))
         self.dropout = torch.nn.Dropout(dropout)
         self.output = torch.nn.Linear(dim, vocab_size)
 
@@ -197,12 +205,14 @@ class CTCHead(Head):
             x = x[:, :usable].reshape(x.shape[0], usable // k, x.shape[2] * k)
             lengths = self.output_lengths(lengths)
         total = x.shape[1]
-        for rnn in self.rnns:
+        for i, rnn in enumerate(self.rnns):
             packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True,
                                                              enforce_sorted=False)
             out, _ = rnn(packed)
             x, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=total)
             x = self.dropout(x)
+            if self.rnn_projs is not None:
+                x = torch.tanh(self.rnn_projs[i](x))
         return torch.log_softmax(self.output(x), dim=-1)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
@@ -211,13 +221,13 @@ class CTCHead(Head):
 
 
 class CTCObjective(Objective):
-    """CTC over a token vocabulary (blank = 0), greedy decoding, WER or PER in percent."""
+    """CTC over a token vocabulary (blank = 0), greedy decoding, WER, PER or CER in percent."""
 
     higher_is_better = False
 
     def __init__(self, vocab: CTCVocab, metric: str) -> None:
-        if metric not in ("wer", "per"):
-            raise ValueError(f"CTC metric must be 'wer' or 'per', got {metric!r}")
+        if metric not in ("wer", "per", "cer"):
+            raise ValueError(f"CTC metric must be 'wer', 'per' or 'cer', got {metric!r}")
         self.vocab, self.metric = vocab, metric
 
     def loss(self, output: torch.Tensor, lengths: torch.Tensor, targets: list) -> torch.Tensor:
@@ -235,6 +245,8 @@ class CTCObjective(Objective):
 
     def unit_scores(self, ids: Sequence[str], targets: list, predictions: list) -> dict[str, UnitScores]:
         """Per utterance its edit distance and reference length (summed, never averaged, by the ratio)."""
+        if self.metric == "cer":  # characters of the space-normalised transcript, as metrics.cer
+            return {"cer": edit_counts(ids, targets, predictions, tokens=lambda t: " ".join(t.split()))}
         return {self.metric: edit_counts(ids, targets, predictions)}
 
 
@@ -256,6 +268,8 @@ class CTCHeadConfig:
     frame_stack: int = 1
     #: Layer-normalise each upstream layer before the weighted sum (s3prl's upstream_feature_normalize).
     feature_layer_norm: bool = False
+    #: Linear + tanh after each BiLSTM layer (s3prl's RNNs `proj: [True, True]`, its ctc/cv_config heads).
+    rnn_proj: bool = False
     #: SpecAugment on the weighted sum while training (s3prl's asr `specaug:` block); the values
     #: below are that block's (time warp window 5, 4 freq masks of width [0, 50), 2 time masks [0, 40)).
     specaugment: bool = False
@@ -282,19 +296,38 @@ class CTCTranscription(TaskKind):
 
     `unit="phones"`: space-separated tokens from the manifest's inventory (PR);
     `unit="chars"`: characters of a transcript, `|` between words (ASR).
+    `inventory="all"` (default) builds the character vocabulary from every split's transcripts;
+    `inventory="train"` from the training splits' only, and `check` refuses (before any extraction) a
+    dev/test row with a character outside it, naming the file, the line and the characters.
     """
 
     level = "frame"
     head_config = CTCHeadConfig
 
-    def __init__(self, unit: str) -> None:
+    def __init__(self, unit: str, inventory: str = "all") -> None:
         if unit not in ("phones", "chars"):
             raise ValueError(f"CTC unit must be 'phones' or 'chars', got {unit!r}")
-        self.unit = unit
+        if inventory not in ("all", "train"):
+            raise ValueError(f"CTC inventory must be 'all' or 'train', got {inventory!r}")
+        if inventory == "train" and unit != "chars":
+            raise ValueError("inventory='train' is for unit='chars' (phones come from the manifest's labels)")
+        self.unit, self.inventory = unit, inventory
 
     def check(self, task: Task, manifest: TaskManifest) -> None:
         if self.unit == "phones":
             manifest.check_inventory(task.target, units=lambda value: str(value).split())
+        elif self.inventory == "train":
+            check_train_characters(manifest, task.target)
+
+    @staticmethod
+    def train_splits(manifest: TaskManifest) -> set[str]:
+        return {fold.train for fold in manifest.folds}
+
+    def texts(self, manifest: TaskManifest, field: str) -> list[str]:
+        """The transcripts the character vocabulary is built from (every split's, or the training splits')."""
+        if self.inventory == "train":
+            return [u.targets[field] for s in sorted(self.train_splits(manifest)) for u in manifest.splits[s]]
+        return [u.targets[field] for u in manifest.utterances()]
 
     def setup(self, task: Task, manifest: TaskManifest, head: CTCHeadConfig, num_layers: int,
               hidden_size: int, layer: int | str | None) -> TaskSetup:
@@ -305,7 +338,7 @@ class CTCTranscription(TaskKind):
             def target_of(u: Any) -> str:
                 return u.targets[field]
         else:
-            vocab = CTCVocab.for_texts(u.targets[field] for u in manifest.utterances())
+            vocab = CTCVocab.for_texts(self.texts(manifest, field))
 
             def target_of(u: Any) -> str:
                 return " ".join(u.targets[field].split())
@@ -314,4 +347,27 @@ class CTCTranscription(TaskKind):
                          lambda: CTCHead(num_layers, hidden_size, len(vocab), proj_dim=head.proj_dim,
                                          rnn_dims=head.rnn_dims, dropout=head.dropout, layer=layer,
                                          frame_stack=head.frame_stack, specaugment=head.make_specaugment(),
-                                         feature_layer_norm=head.feature_layer_norm))
+                                         feature_layer_norm=head.feature_layer_norm, rnn_proj=head.rnn_proj))
+
+
+def check_train_characters(manifest: TaskManifest, field: str) -> None:
+    """Refuse dev/test transcripts with a character that no training transcript of their fold has, naming
+    `<split>.jsonl:<line>`, the id and the characters (the file is read again for its line numbers)."""
+    import json
+
+    bad: list[str] = []
+    for fold in manifest.folds:
+        inventory = {c for u in manifest.splits[fold.train] for c in str(u.targets.get(field, "")) if not c.isspace()}
+        for split in (fold.dev, fold.test):
+            path = manifest.root / f"{split}.jsonl"
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                outside = sorted({c for c in str(row.get(field, "")) if not c.isspace()} - inventory)
+                if outside:
+                    bad.append(f"{path}:{n} id={row.get('id')!r}: {', '.join(repr(c) for c in outside)}")
+    if bad:
+        raise ManifestError(f"{manifest.root}: invalid manifest\n" + format_problems(
+            f"characters outside the training transcripts' inventory ({fold.train}.jsonl)"
+            if len(manifest.folds) == 1 else "characters outside their fold's training transcripts", bad))

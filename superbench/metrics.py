@@ -2,7 +2,9 @@
 
 WER and PER are corpus-level: total edits over total reference tokens (not a mean
 of per-utterance rates), as jiwer and s3prl compute them. PER is WER over
-space-separated phone tokens. EER (speaker verification) is the point of the ROC
+space-separated phone tokens. CER is the same ratio over characters (s3prl's `ctc/metric.py` `cer`:
+the edit distance between the transcripts as strings, a space counting as a character).
+EER (speaker verification) is the point of the ROC
 curve where the false-acceptance and false-rejection rates are equal, interpolated
 linearly between ROC points as s3prl's `sv_voxceleb1/utils.EER` does.
 """
@@ -58,6 +60,17 @@ def wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
 def per(references: Sequence[str], hypotheses: Sequence[str]) -> float:
     """Corpus phone error rate in percent: WER over space-separated phone tokens."""
     return wer(references, hypotheses)
+
+
+def cer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
+    """Corpus character error rate in percent: character edits over reference characters, whitespace
+    runs collapsed to one space (a character, as in s3prl's `cer`); empty hypotheses count as deletions."""
+    from rapidfuzz.distance import Levenshtein
+
+    _check_pairs(references, hypotheses)
+    refs = [" ".join(r.split()) for r in references]
+    errors = sum(Levenshtein.distance(r, " ".join(h.split())) for r, h in zip(refs, hypotheses))
+    return 100.0 * errors / sum(len(r) for r in refs)
 
 
 def edit_distance(ref: Sequence[str], hyp: Sequence[str]) -> int:
@@ -125,4 +138,4 @@ def minimum_dcf(labels: Sequence[int], scores: Sequence[float], p_target: float 
     return float(dcf.min() / min(c_miss * p_target, c_fa * (1.0 - p_target)))
 
 
-METRICS = {"acc": accuracy, "wer": wer, "per": per}
+METRICS = {"acc": accuracy, "wer": wer, "per": per, "cer": cer}

@@ -12,6 +12,7 @@ from recipes.prepare import demo
 from recipes.prepare.espeak import EXCLUDED_VARIANTS, Engine, list_variants, tokenize_ipa
 from recipes.se import TASK as SE
 from recipes.ss import TASK as SS
+from recipes.superb_sg import STAGED_TASKS
 from superbench.manifest import load_task_manifest
 
 
@@ -43,9 +44,19 @@ def test_unknown_voice_is_a_clear_error():
         Engine.get().synth("yes", "en-us+nosuchvariant")
 
 
-def test_manifests_load_and_follow_the_contract(tiny, builtin_task_names):
+#: The staged SUPERB-SG OOD-ASR tasks with a demo part (SBCSAE has none).
+OOD_DEMO_TASKS = tuple(t for t in STAGED_TASKS if t != "ood_sbcsae")
+
+
+@pytest.fixture
+def demo_task_names(builtin_task_names):
+    """The demo's task folders: every built-in task and the staged tasks that have a demo part."""
+    return builtin_task_names | set(OOD_DEMO_TASKS)
+
+
+def test_manifests_load_and_follow_the_contract(tiny, demo_task_names):
     out, dirs = tiny
-    assert set(dirs) == builtin_task_names
+    assert set(dirs) == demo_task_names
     ks = load_task_manifest(out / "ks")
     assert ks.labels == list(demo.KS_LABELS)
     for split in ("train", "dev", "test"):
@@ -82,13 +93,13 @@ def test_manifests_load_and_follow_the_contract(tiny, builtin_task_names):
     assert "ˈ" not in "".join(pr.labels)  # stress marks are not phones
 
 
-def test_same_seed_gives_identical_corpus(tiny, tmp_path, builtin_task_names):
+def test_same_seed_gives_identical_corpus(tiny, tmp_path, demo_task_names):
     out, _ = tiny
     Engine.get().synth("state left over from another call", "en+f3")  # must not leak into the corpus
     again = tmp_path / "again"
     demo.prepare_demo(again, size="tiny", seed=0, workers=1)
     assert (again / "checksums.json").read_text() == (out / "checksums.json").read_text()
-    for task in sorted(builtin_task_names):
+    for task in sorted(demo_task_names):
         for f in sorted((out / task).iterdir()):
             assert (again / task / f.name).read_bytes() == f.read_bytes(), f
     marker = json.loads((out / demo.MARKER).read_text())
@@ -174,3 +185,26 @@ def test_enhancement_and_separation_parts_mix_at_their_drawn_levels(tiny):
     assert all(1.0 <= v["pesq"] <= 4.65 and 0 < v["stoi"] <= 100 and v["undefined"] == 0 for v in noisy_input.values())
     mixture_input = json.loads((dirs["ss"] / "meta.json").read_text())["extra"]["mixture_input"]
     assert all(-5 < v["sisdr"] < 5 for v in mixture_input.values())  # sources 0-5 dB apart: about 0 dB on average
+
+
+def test_cross_lingual_parts_speak_their_language_to_unseen_voices(tiny):
+    from recipes.prepare import demo_ood_ar, demo_ood_es, demo_ood_zh
+
+    out, _ = tiny
+    scripts = {"ood_es": lambda c: c.isupper() and c.isascii() or c in "ÁÉÍÓÚÑÜ",
+               "ood_zh": lambda c: "\u4e00" <= c <= "\u9fff", "ood_ar": lambda c: "\u0600" <= c <= "\u06ff"}
+    for part in (demo_ood_es, demo_ood_zh, demo_ood_ar):
+        m = load_task_manifest(out / part.TASK)
+        (train, dev, test), (n_train, n_dev, n_test) = (m.splits[s] for s in ("train", "dev", "test")), \
+            part.SIZES["tiny"][0]
+        assert (len(train), len(dev), len(test)) == (n_train, n_dev, n_test)
+        texts = [u.text for u in m.utterances()]
+        assert len(set(texts)) == len(texts) and all(scripts[part.TASK](c) for t in texts for c in t if c != " ")
+        assert all(" " not in t for t in texts) if part.TASK == "ood_zh" else all(" " in t for t in texts)
+        assert m.labels == sorted({c for u in train for c in u.text if c != " "})  # the training inventory
+        assert {c for u in dev + test for c in u.text if c != " "} <= set(m.labels)
+        speakers = {s: {u.speaker for u in m.splits[s]} for s in m.splits}
+        assert not speakers["train"] & speakers["test"] and not speakers["dev"] & speakers["test"]
+        assert m.extra["voice"] == part.VOICE
+        (step,) = {p.ORDER for p in (part,)}
+        assert step > max(p.ORDER for p in demo.demo_parts() if not p.TASK.startswith("ood_"))

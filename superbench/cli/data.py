@@ -17,6 +17,7 @@ PREPARE_FLAGS = {
     "columns": 'hf: JSON column map, e.g. {"label": "intent"}',
     "splits": 'hf: JSON split map, e.g. {"dev": "validation"}',
     "config": "hf: dataset configuration name",
+    "language": "common-voice: the language's folder is ROOT (es, zh-CN or ar; default es)",
 }
 
 
