@@ -1,4 +1,4 @@
-"""The offline demo corpus: all ten SUPERB tasks synthesised with eSpeak NG, no download.
+"""The offline demo corpus: every task's part synthesised with eSpeak NG (SUPERB, SE, SS, staged OOD-ASR), no download.
 
 It exists so a user (and CI) can run the whole benchmark end to end on a laptop;
 it is *not* a substitute for the real corpora. Numbers on it say "the pipeline
@@ -564,4 +564,4 @@ def _ensure(size: str | None) -> Path:
 
 
 #: `--data demo` / `--data demo:SIZE` (made once, then reused); `superbench data demo` makes it on request.
-PREPARER = Preparer("demo", ensure=_ensure, writes="all ten tasks (synthesised)")
+PREPARER = Preparer("demo", ensure=_ensure, writes="every task's part (synthesised)")

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="prepare datasets (demo corpus, real corpora)")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION")
 
-    demo = dsub.add_parser("demo", help="synthesise the offline eSpeak NG demo corpus (all ten tasks)")
+    demo = dsub.add_parser("demo", help="synthesise the offline eSpeak NG demo corpus (every task)")
     demo.add_argument("--size", default="default", choices=("tiny", "default", "large"),
                       help="tiny (seconds, for tests), default (~40 min of speech) or large")
     demo.add_argument("--seed", type=int, default=0, help="random seed of the synthesis (default: 0)")
