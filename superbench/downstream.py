@@ -55,6 +55,7 @@ class Objective:
     (default: none); `balanced_score(targets, predictions)`, the class-balanced metric that selects
     checkpoints under `TrainConfig.balanced_dev` (default None: not defined for this objective);
     `unit_scores(ids, targets, predictions)`, the per-unit scores behind the test metrics (default: none);
+    `begin_predictions(role)`, told before dev or test predictions (default: nothing);
     `shown(target, prediction)`, what the record's predictions file says of an utterance (default: the target
     and the prediction as they are); `waveforms(target, prediction)`, the audio a prediction gives back, for
     kinds whose output is audio (default: none).
@@ -83,6 +84,10 @@ class Objective:
         metric `score` gives: what its confidence interval and paired tests resample
         (`superbench.uncertainty`). None by default: such a task's records carry no interval."""
         return {}
+
+    def begin_predictions(self, role: str) -> None:
+        """Called before a head's predictions on the "dev" or the "test" split, for objectives that decode
+        them differently (speech translation: greedy on dev, beam search on test); nothing by default."""
 
     def shown(self, target: Any, prediction: Any) -> dict[str, Any] | None:
         """The fields of an utterance's line in the record's predictions file, {"reference", "prediction", any

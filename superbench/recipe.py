@@ -35,7 +35,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import yaml
 
 #: Learning-rate schedules `TrainConfig.scheduler` may name (s3prl's `scheduler.name`, or none at all).
-SCHEDULERS = ("none", "linear_schedule_with_warmup")
+SCHEDULERS = ("none", "linear_schedule_with_warmup", "sqrt_decay_schedule_with_warmup")
 
 
 @dataclass(frozen=True)
@@ -53,9 +53,10 @@ class TrainConfig:
     #: Dev metric that selects checkpoints: class-balanced accuracy (the expectation of s3prl's KS dev
     #: score on its class-balanced WeightedRandomSampler resample); test stays plain accuracy.
     balanced_dev: bool = False
-    #: Learning-rate schedule per optimiser step: "none" or s3prl's "linear_schedule_with_warmup".
+    #: Learning-rate schedule per optimiser step: "none", s3prl's "linear_schedule_with_warmup" or its
+    #: "sqrt_decay_schedule_with_warmup" (speech translation).
     scheduler: str = "none"
-    warmup_steps: int = 0  # linear_schedule_with_warmup's num_warmup_steps
+    warmup_steps: int = 0  # the schedule's num_warmup_steps
     eval_batch_size: int = 32
     #: s3prl's length bucketing (PR/ASR): batches are runs of `batch_size` consecutive utterances in
     #: descending length order, the order of those buckets reshuffled every epoch. Needs `train(lengths=...)`.

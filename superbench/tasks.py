@@ -59,7 +59,7 @@ class TaskSetup:
 class TaskKind:
     """Behaviour shared by all tasks of one shape (utterance classification, CTC transcription, ...):
     subclass it. Required: `level`, `head_config`, `setup`. Optional, with defaults: `check` (no
-    checks beyond the task's own), `wants_frame_rate` (False)."""
+    checks beyond the task's own), `wants_frame_rate` (False), `checks_targets` (False)."""
 
     #: Cache level the head reads: "utterance" (per-layer means suffice) or "frame".
     level: str
@@ -68,6 +68,9 @@ class TaskKind:
     #: True: `setup` also receives the upstream's `downsample_rate` and `sample_rate` as keywords, for
     #: labels placed on the upstream's frames (SD).
     wants_frame_rate: bool = False
+    #: True: `check` runs before the task's own check for rows without a target, and names their file and
+    #: line itself (speech translation).
+    checks_targets: bool = False
 
     def check(self, task: Task, manifest: TaskManifest) -> None:
         """Raise ValueError (naming rows) when the manifest cannot train this kind of head."""
@@ -175,6 +178,8 @@ class Task:
         if manifest.label_field != self.target:
             raise ValueError(f"{where}: task {self.name} needs {self.target!r} labels, the manifest "
                              f"has {manifest.label_field!r}")
+        if self.kind.checks_targets:
+            self.kind.check(self, manifest)
         for fold in manifest.folds:
             for split in (fold.train, fold.dev, fold.test):
                 rows = manifest.splits[split]
@@ -184,7 +189,8 @@ class Task:
                 if lacking:
                     raise ValueError(f"{where}/{split}.jsonl: {len(lacking)} row(s) lack the "
                                      f"{self.target!r} label, e.g. {lacking[:3]}")
-        self.kind.check(self, manifest)
+        if not self.kind.checks_targets:
+            self.kind.check(self, manifest)
 
 
 TASKS: Registry[Task] = Registry("task", entry_point_group="superbench.tasks")

@@ -6,9 +6,9 @@ the head's initialisation, dropout and a private generator that draws the batche
 A non-finite loss stops the run and names the step, instead of training on garbage.
 
 s3prl options a recipe may turn on: a learning-rate schedule per optimiser step (`scheduler`,
-s3prl's `linear_schedule_with_warmup`; its state is in the checkpoint) and class-balanced dev
-accuracy (`balanced_dev`: the objective's `balanced_score` selects checkpoints; test stays plain), and
-s3prl's length bucketing of PR/ASR (`bucketing`: batches of neighbours in length order, less padding).
+s3prl's `linear_schedule_with_warmup` or `sqrt_decay_schedule_with_warmup`; its state is in the checkpoint) and
+class-balanced dev accuracy (`balanced_dev`: the objective's `balanced_score` selects checkpoints; test stays plain),
+and s3prl's length bucketing of PR/ASR (`bucketing`: batches of neighbours in length order, less padding).
 
 Resumable: with a checkpoint path, the state (head, optimiser, RNG, best-so-far) is
 saved atomically at every dev evaluation; a rerun after an interruption continues from
@@ -67,6 +67,10 @@ def lr_factor(cfg: TrainConfig, step: int) -> float:
     current = step - 1
     if current < cfg.warmup_steps:
         return float(current) / float(max(1, cfg.warmup_steps))
+    if cfg.scheduler == "sqrt_decay_schedule_with_warmup":
+        # s3prl's schedulers.get_sqrt_decay_schedule_with_warmup as written there: 1 / sqrt(step) after the
+        # warm-up, not normalised by the warm-up's length (the factor drops from ~1 to 1/sqrt(warmup_steps))
+        return 1.0 / math.sqrt(max(current, cfg.warmup_steps, 1))
     return max(0.0, float(cfg.steps - current) / float(max(1, cfg.steps - cfg.warmup_steps)))
 
 
@@ -463,6 +467,9 @@ class SingleHead:
 
     def predict(self, role: str) -> list[list]:
         ids = self.trial.dev[0] if role == "dev" else self.trial.test[0]
+        begin = getattr(self.objective, "begin_predictions", None)
+        if begin is not None:  # duck-typed objectives may lack the hook
+            begin(role)
         return [predict(self.head, self.objective, self.source, list(ids), self.cfg.eval_batch_size)]
 
     def snapshot(self, k: int) -> dict[str, torch.Tensor]:

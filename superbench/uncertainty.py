@@ -13,6 +13,9 @@ every task of a kind, plugins included, gets intervals without code of its own:
 - `min_ratio`: column `total` and one `errors:<setting>` column per decoding setting; the lowest
   ratio over the settings (SUPERB's DER: the best threshold/median setting, recomputed per draw);
 - `eer`: columns `label` (1 target, 0 non-target), `score`; the equal error rate of the drawn trials;
+- `bleu`: columns `hyp_len`, `ref_len`, `correct1`..`correct4`, `total1`..`total4` (a sentence's matched and
+  total n-grams, sacreBLEU's sufficient statistics); corpus BLEU of the summed counts, as `sacrebleu.corpus_bleu`
+  (exponential smoothing of zero counts, brevity penalty, 0 without any match), recomputed per draw;
 - `twv`: rows are detections (`score`, `weight`: +1/N_true of a hit, -beta/(N_docs - N_true) of a
   false alarm) owned by query units (`owner`); 100 x the maximum over thresholds of the summed
   weights of the drawn units' detections above it, over the number of drawn units (MTWV).
@@ -109,6 +112,32 @@ def _twv(cols: Mapping[str, np.ndarray], w: np.ndarray, units: np.ndarray) -> np
         return 100.0 * np.maximum(best, 0.0) / units.sum(axis=1)
 
 
+BLEU_ORDER = 4
+BLEU_COLUMNS = ("hyp_len", "ref_len", *(f"correct{n}" for n in range(1, BLEU_ORDER + 1)),
+                *(f"total{n}" for n in range(1, BLEU_ORDER + 1)))
+
+
+def _bleu(cols: Mapping[str, np.ndarray], w: np.ndarray, units: np.ndarray) -> np.ndarray:
+    """Corpus BLEU (0-100) per row of `w`, as sacreBLEU's `BLEU.compute_bleu` with its default "exp" smoothing: a
+    zero match count at order n gives 100 / (2^k total_n), k the zero counts so far; an order with no n-gram
+    at all gives 0; brevity penalty exp(1 - ref/hyp) when the hypotheses are shorter."""
+    hyp, ref = _weighted_sum(cols["hyp_len"], w), _weighted_sum(cols["ref_len"], w)
+    log_sum = np.zeros(w.shape[0])
+    zeros = np.zeros(w.shape[0])
+    defined = hyp > 0
+    matched = np.zeros(w.shape[0], dtype=bool)  # no match at any order: 0, as sacreBLEU's early stop
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for n in range(1, BLEU_ORDER + 1):
+            correct, total = _weighted_sum(cols[f"correct{n}"], w), _weighted_sum(cols[f"total{n}"], w)
+            defined &= total > 0
+            matched |= correct > 0
+            zeros = zeros + ((correct == 0) & (total > 0))
+            precision = np.where(correct > 0, 100.0 * correct / total, 100.0 / (2.0 ** zeros * total))
+            log_sum = log_sum + np.log(np.where(total > 0, precision, 1.0))
+        bp = np.where(hyp < ref, np.exp(1.0 - ref / hyp), 1.0)
+        return np.where(defined & matched, bp * np.exp(log_sum / BLEU_ORDER), 0.0)
+
+
 @dataclass(frozen=True)
 class Statistic:
     """How a metric follows from weighted units (see the module docstring)."""
@@ -129,6 +158,7 @@ STATISTICS: dict[str, Statistic] = {s.name: s for s in (
     Statistic("min_ratio", ("total",), _min_ratio),
     Statistic("eer", ("label", "score"), _eer, integer=("label",)),
     Statistic("twv", ("score", "weight"), _twv, grouped=True),
+    Statistic("bleu", BLEU_COLUMNS, _bleu, integer=BLEU_COLUMNS),
 )}
 
 

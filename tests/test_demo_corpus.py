@@ -12,7 +12,7 @@ from recipes.prepare import demo
 from recipes.prepare.espeak import EXCLUDED_VARIANTS, Engine, list_variants, tokenize_ipa
 from recipes.se import TASK as SE
 from recipes.ss import TASK as SS
-from recipes.superb_sg import STAGED_TASKS
+from recipes.superb_sg import OOD_TASKS
 from superbench.manifest import load_task_manifest
 
 
@@ -45,7 +45,7 @@ def test_unknown_voice_is_a_clear_error():
 
 
 #: The staged SUPERB-SG OOD-ASR tasks with a demo part (SBCSAE has none).
-OOD_DEMO_TASKS = tuple(t for t in STAGED_TASKS if t != "ood_sbcsae")
+OOD_DEMO_TASKS = tuple(t for t in OOD_TASKS if t != "ood_sbcsae")
 
 
 @pytest.fixture

@@ -25,8 +25,19 @@ def test_linear_schedule_with_warmup_by_hand():
     assert [lr_factor(no_warmup, k) for k in range(1, 5)] == [1.0, 0.75, 0.5, 0.25]
 
 
+def test_sqrt_decay_schedule_with_warmup_by_hand():
+    # s3prl: lambda(c) = c / warmup for c < warmup, else 1 / sqrt(max(c, warmup)) (not normalised by the warm-up)
+    cfg = TrainConfig(steps=10, batch_size=1, lr=1.0, eval_interval=1, scheduler="sqrt_decay_schedule_with_warmup",
+                      warmup_steps=4)
+    assert [lr_factor(cfg, k) for k in range(1, 9)] == pytest.approx(
+        [0.0, 0.25, 0.5, 0.75, 1 / 2, 1 / 5 ** 0.5, 1 / 6 ** 0.5, 1 / 7 ** 0.5])
+    no_warmup = TrainConfig(steps=4, batch_size=1, lr=1.0, eval_interval=1, scheduler="sqrt_decay_schedule_with_warmup")
+    assert [lr_factor(no_warmup, k) for k in range(1, 5)] == pytest.approx([1.0, 1.0, 1 / 2 ** 0.5, 1 / 3 ** 0.5])
+
+
 def test_bad_scheduler_settings_are_refused_with_the_reason():
-    with pytest.raises(ValueError, match="scheduler must be one of none, linear_schedule_with_warmup, got 'cosine'"):
+    with pytest.raises(ValueError, match="scheduler must be one of none, linear_schedule_with_warmup, "
+                       "sqrt_decay_schedule_with_warmup, got 'cosine'"):
         TrainConfig(steps=1, batch_size=1, lr=1.0, eval_interval=1, scheduler="cosine")
     with pytest.raises(ValueError, match="warmup_steps=5 needs a scheduler"):
         TrainConfig(steps=1, batch_size=1, lr=1.0, eval_interval=1, warmup_steps=5)
