@@ -29,6 +29,9 @@ random init: same compute as HuBERT Base, no download) and `fbank`, and prints:
  13. SUPERB-SG SE/SS (synthetic batches, superb head: 3-layer BLSTM of 896): time per update at batch 8 for
      fbank and HuBERT Base-sized frames, the share of the on-the-fly STFTs in it, the bytes a cached STFT would
      take beside the frame cache, and the projected wall time of the superb profile (150k updates)
+ 14. SUPERB-SG ST (synthetic batches, superb s2t_transformer): time per batch of 16 utterances (forward, label-
+     smoothed loss, backward) for HuBERT Base-sized frames, and the projected wall time of the superb profile
+     (32k updates x gradient accumulation 8)
 
 Everything goes to a temporary SUPERBENCH_HOME, so every number includes a cold
 extraction. Medians over repeats where a repeat is cheap (fbank). This is a
@@ -229,17 +232,21 @@ def main() -> int:
     ap.add_argument("--plan-clips", type=int, default=6000, help="clips of the larger corpus of section 11")
     ap.add_argument("--sg-seconds", type=float, nargs=2, default=(3.0, 12.0), metavar=("SE", "SS"),
                     help="utterance length of section 13's SE and SS batches (mean lengths to project from)")
-    ap.add_argument("--sg-updates", type=int, default=5, help="timed updates per case in section 13")
-    ap.add_argument("--only", type=int, choices=range(1, 14), action="append", metavar="N",
-                    help="run only section N (repeatable); default: all thirteen")
+    ap.add_argument("--sg-updates", type=int, default=5, help="timed updates per case in sections 13 and 14")
+    ap.add_argument("--st-seconds", type=float, default=5.0,
+                    help="utterance length of section 14's ST batches (CoVoST 2 clips are a few seconds)")
+    ap.add_argument("--only", type=int, choices=range(1, 15), action="append", metavar="N",
+                    help="run only section N (repeatable); default: all fourteen")
     args = ap.parse_args()
-    sections = set(args.only or range(1, 14))
+    sections = set(args.only or range(1, 15))
     logging.basicConfig(level=logging.WARNING)
     if 12 in sections:  # synthetic unit scores: no corpus, no upstream
         section_12(args)
     if 13 in sections:  # synthetic batches: no corpus, no upstream
         section_13(args)
-    if sections <= {12, 13}:
+    if 14 in sections:
+        section_14(args)
+    if sections <= {12, 13, 14}:
         return 0
     home = Path(tempfile.mkdtemp(prefix="superbench-bench-"))
     demo_home = os.environ.get("SUPERBENCH_HOME")
@@ -791,6 +798,45 @@ def section_13(args: argparse.Namespace) -> None:
                   f"{per_update * SG_SUPERB_STEPS / 3600:11.1f} h")
     print("   STFTs are computed per update from audio held in memory: caching them would add the 'STFT B/s' column "
           "to the frame cache's bytes to save the 'STFT share' of each update")
+
+
+#: s3prl's speech_translation superb schedule: updates and batches per update (gradient accumulation).
+ST_SUPERB_STEPS, ST_GRAD_ACCUM = 32_000, 8
+
+
+def section_14(args: argparse.Namespace) -> None:
+    import torch
+
+    from downstreams.seq2seq import EOS, Seq2SeqHead, Seq2SeqHeadConfig, label_smoothed_nll
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.manual_seed(0)
+    batch, layers, dim, vocab, chars = 16, 13, 768, 100, int(args.st_seconds * 16)  # ~16 characters per second
+    frames = int(args.st_seconds * 50)  # a 20 ms upstream
+    head = Seq2SeqHead(layers, dim, vocab, Seq2SeqHeadConfig())
+    optim = torch.optim.Adam(head.parameters(), lr=1e-3)
+    feats = torch.randn(layers, batch, frames, dim)
+    lengths = torch.full((batch,), frames)
+    target = torch.randint(4, vocab, (batch, chars))
+    target[:, -1] = EOS
+    prev = torch.cat([torch.full((batch, 1), EOS), target[:, :-1]], dim=1)
+    times = []
+    for step in range(args.sg_updates + 1):
+        start = time.perf_counter()
+        optim.zero_grad()
+        loss = label_smoothed_nll(head(feats, lengths).logits(prev), target, 0.1)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(head.parameters(), 10.0)
+        optim.step()
+        if step:
+            times.append(time.perf_counter() - start)
+    per_batch = statistics.median(times)
+    params = sum(p.numel() for p in head.parameters())
+    print(f"\n14. SUPERB-SG ST, superb s2t_transformer ({params / 1e6:.1f} M parameters), batch {batch} x "
+          f"{args.st_seconds:g} s (HuBERT Base-sized frames, {chars} target characters), "
+          f"{torch.get_num_threads()} thread(s); median of {args.sg_updates}")
+    print(f"   {per_batch:.2f} s per batch; {ST_SUPERB_STEPS:,} updates x {ST_GRAD_ACCUM} batches: "
+          f"{per_batch * ST_SUPERB_STEPS * ST_GRAD_ACCUM / 3600:.0f} h of training (dev/test decoding not included)")
 
 
 if __name__ == "__main__":
