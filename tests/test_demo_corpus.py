@@ -12,7 +12,7 @@ from recipes.prepare import demo
 from recipes.prepare.espeak import EXCLUDED_VARIANTS, Engine, list_variants, tokenize_ipa
 from recipes.se import TASK as SE
 from recipes.ss import TASK as SS
-from recipes.superb_sg import OOD_TASKS
+from recipes.superb_sg import OOD_TASKS, STAGED_TASKS
 from superbench.manifest import load_task_manifest
 
 
@@ -46,12 +46,14 @@ def test_unknown_voice_is_a_clear_error():
 
 #: The staged SUPERB-SG OOD-ASR tasks with a demo part (SBCSAE has none).
 OOD_DEMO_TASKS = tuple(t for t in OOD_TASKS if t != "ood_sbcsae")
+#: The staged SUPERB-SG tasks with a demo part: those OOD-ASR tasks and speech translation.
+STAGED_DEMO_TASKS = tuple(t for t in STAGED_TASKS if t != "ood_sbcsae")
 
 
 @pytest.fixture
 def demo_task_names(builtin_task_names):
     """The demo's task folders: every built-in task and the staged tasks that have a demo part."""
-    return builtin_task_names | set(OOD_DEMO_TASKS)
+    return builtin_task_names | set(STAGED_DEMO_TASKS)
 
 
 def test_manifests_load_and_follow_the_contract(tiny, demo_task_names):
@@ -207,4 +209,58 @@ def test_cross_lingual_parts_speak_their_language_to_unseen_voices(tiny):
         assert not speakers["train"] & speakers["test"] and not speakers["dev"] & speakers["test"]
         assert m.extra["voice"] == part.VOICE
         (step,) = {p.ORDER for p in (part,)}
-        assert step > max(p.ORDER for p in demo.demo_parts() if not p.TASK.startswith("ood_"))
+        assert step > max(p.ORDER for p in demo.demo_parts() if p.TASK not in STAGED_TASKS)
+
+
+def test_translation_part_pairs_english_speech_with_its_german_translation(tiny):
+    from recipes.prepare import demo_st
+
+    out, _ = tiny
+    m = load_task_manifest(out / "st")
+    assert m.label_field == "translation"
+    assert demo_st.ORDER > max(p.ORDER for p in demo.demo_parts() if p is not demo_st)  # drawn last
+    assert tuple(len(m.splits[s]) for s in ("train", "dev", "test")) == demo_st.SIZES["tiny"][0]
+    rows = m.utterances()
+    english = [u.targets["transcript"] for u in rows]
+    assert len(set(english)) == len(english)
+    for u in rows:
+        german = u.targets["translation"]
+        assert isinstance(german, str) and german.strip() and german[0].isupper() and german.endswith(".")
+        parsed = demo_st.parse(u.targets["transcript"])  # the English side, read back into template and lexicon
+        assert parsed is not None, u.targets["transcript"]
+        assert demo_st.render(*parsed) == (u.targets["transcript"], german)  # the same template pair
+    train_words = {w for u in m.splits["train"] for w in u.targets["translation"].rstrip(".").split()}
+    assert all(set(u.targets["translation"].rstrip(".").split()) <= train_words
+               for u in m.splits["dev"] + m.splits["test"])
+    speakers = {s: {u.speaker for u in m.splits[s]} for s in m.splits}
+    assert not speakers["train"] & speakers["test"] and not speakers["dev"] & speakers["test"]
+    assert not speakers["train"] & speakers["dev"]
+
+
+def test_translation_grammar_pairs_each_template_with_a_correct_german_sentence():
+    from recipes.prepare import demo_st
+
+    counts = demo_st.count_pairs()
+    assert sum(counts.values()) == 796284 and len(counts) == len(demo_st.TEMPLATES)
+    nouns = {n[0]: i for i, n in enumerate(demo_st.NOUNS)}
+    adjectives = {a[0]: i for i, a in enumerate(demo_st.ADJECTIVES)}
+    verbs = {v[0]: i for i, v in enumerate(demo_st.VERBS)}
+    cases = {  # gender, case and number: article, adjective ending, verb second after an adverb
+        ("the old dog sees the cat", 0): "Der alte Hund sieht die Katze.",
+        ("the small cat likes the man", 0): "Die kleine Katze mag den Mann.",
+        ("the new car finds the house", 0): "Das neue Auto findet das Haus.",
+        ("the tree is green", 2): "Der Baum ist grün.",
+    }
+    for (english, t), german in cases.items():
+        words = english.split()
+        slots = ({"noun": nouns[words[1]], "adj": adjectives[words[3]]} if t == 2 else
+                 {"adj": adjectives[words[1]], "noun": nouns[words[2]], "verb": verbs[words[3]],
+                  "noun2": nouns[words[5]]})
+        assert demo_st.render(t, slots) == (english[0].upper() + english[1:] + ".", german)
+    assert demo_st.render(1, {"num": 1, "adj": 0, "noun": 0, "verb": 0, "noun2": 0}) == \
+        ("Three old dogs see the dog.", "Drei alte Hunde sehen den Hund.")
+    assert demo_st.render(3, {"noun": 4, "verb": 12, "num": 0, "noun2": 14}) == \
+        ("The woman likes two apples.", "Die Frau mag zwei Äpfel.")
+    assert demo_st.render(4, {"adv": 0, "adj": 0, "noun": 0, "verb": 0, "noun2": 3}) == \
+        ("Today the old dog sees the man.", "Heute sieht der alte Hund den Mann.")
+    assert demo_st.parse("The dog sees the dog.") is None  # not a template: no adjective
