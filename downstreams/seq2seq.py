@@ -31,7 +31,6 @@ extraction, naming its file and line. Needs the optional packages `sentencepiece
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import math
@@ -42,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from superbench.downstream import Head, Objective
+from superbench.extras import MissingExtraPackage, import_from_extra, require_extra
 from superbench.featurizer import WeightedSum
 from superbench.manifest import ManifestError, TaskManifest, format_problems
 from superbench.tasks import Task, TaskKind, TaskSetup
@@ -52,24 +52,17 @@ EXTRA = "translation"
 PACKAGES = {"sentencepiece": "sentencepiece", "sacrebleu": "sacrebleu"}
 
 
-class MissingTranslationPackage(ImportError):
+class MissingTranslationPackage(MissingExtraPackage):
     """An optional package of the translation tasks is not installed; the message names the extra."""
 
 
 def _import(module: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise MissingTranslationPackage(
-            f"speech translation needs the Python package {PACKAGES[module]!r}, which is not installed ({exc}); "
-            f"install the extra: pip install 'superbench[{EXTRA}]' (or pip install {' '.join(PACKAGES.values())})"
-        ) from exc
+    return import_from_extra(module, PACKAGES, EXTRA, "speech translation needs", MissingTranslationPackage)
 
 
 def require_translation_packages() -> None:
     """Import sentencepiece and sacrebleu now: MissingTranslationPackage naming the extra when one is missing."""
-    for module in PACKAGES:
-        _import(module)
+    require_extra(PACKAGES, EXTRA, "speech translation needs", MissingTranslationPackage)
 
 
 # --------------------------------------------------------------------------- vocabulary

@@ -15,10 +15,11 @@ in one clear sentence at task load, rather than a traceback in the middle of a r
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable
 
 import numpy as np
+
+from superbench.extras import MissingExtraPackage, import_from_extra, require_extra
 
 #: The extra that installs the audio-quality metric packages.
 EXTRA = "enhancement"
@@ -35,25 +36,18 @@ SISDRI_RANGE = (-100.0, 100.0)
 _TINY = 1e-20
 
 
-class MissingMetricPackage(ImportError):
+class MissingMetricPackage(MissingExtraPackage):
     """An optional metric package is not installed; the message names the extra that installs it (the command
     line reports an ImportError as a setup problem: exit 2, "error: ...")."""
 
 
 def _import(module: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise MissingMetricPackage(
-            f"the audio metrics need the Python package {PACKAGES[module]!r}, which is not installed ({exc}); "
-            f"install the extra: pip install 'superbench[{EXTRA}]' (or pip install {' '.join(PACKAGES.values())})"
-        ) from exc
+    return import_from_extra(module, PACKAGES, EXTRA, "the audio metrics need", MissingMetricPackage)
 
 
 def require_enhancement_metrics() -> None:
     """Import every optional metric package now: MissingMetricPackage naming the extra when one is missing."""
-    for module in PACKAGES:
-        _import(module)
+    require_extra(PACKAGES, EXTRA, "the audio metrics need", MissingMetricPackage)
 
 
 def _pair(reference: np.ndarray, estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

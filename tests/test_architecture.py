@@ -210,7 +210,7 @@ def test_no_import_circles_among_the_project_modules():
 #: keys, registries, io, paths, device, audio, metrics); 1 the engine (feature cache and extraction, the one
 #: training loop, the run protocol and its estimates, executors, test dummies); 2 the satellites (built-in
 #: upstreams, downstream kinds, task declarations and preparers, the leaderboard); 3 the command line.
-CONTRACTS = {"audio", "audio_metrics", "device", "downstream", "exit_codes", "featurizer", "io", "manifest",
+CONTRACTS = {"audio", "audio_metrics", "device", "downstream", "exit_codes", "extras", "featurizer", "io", "manifest",
              "metrics", "options", "paths", "preparers", "provenance", "recipe", "record_units", "records", "registry",
              "run_key", "summary", "task_info", "tasks", "torchaudio_compat", "uncertainty", "upstream", "validate", ""}
 ENGINE = {"artifacts", "executors", "features", "plan", "preflight", "runner", "sweep", "task_plan", "testing",

@@ -183,16 +183,18 @@ def test_a_row_without_translation_is_refused_naming_file_and_line(tmp_path):
 
 
 def test_missing_packages_name_the_extra(monkeypatch):
+    import importlib
+
     import downstreams.seq2seq as seq2seq
 
-    real = seq2seq.importlib.import_module
+    real = importlib.import_module
 
     def fake(name, *args):
         if name == "sacrebleu":
             raise ImportError("No module named 'sacrebleu'")
         return real(name, *args)
 
-    monkeypatch.setattr(seq2seq.importlib, "import_module", fake)
+    monkeypatch.setattr(importlib, "import_module", fake)
     with pytest.raises(seq2seq.MissingTranslationPackage, match=r"superbench\[translation\]"):
         Seq2SeqTranslation().check(st_task(), None)
     with pytest.raises(ImportError, match=r"pip install 'superbench\[translation\]'"):
