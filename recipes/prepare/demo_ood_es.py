@@ -21,7 +21,7 @@ TASK = "ood_es"
 ORDER = 8  # draw order among the demo's parts (see recipes.prepare.demo)
 VOICE = "es"  # eSpeak NG's language
 
-#: Per size: (sentences per split, speakers per split), splits train/dev/test.
+#: Per size: (sentences per split, speakers per split), splits train/dev/test; the zh and ar parts use it too.
 SIZES: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
     "tiny": ((24, 6, 6), (4, 2, 2)),
     "default": ((240, 30, 30), (16, 4, 4)),

@@ -8,17 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from recipes.prepare.demo_ood_es import plan_language, write_language
+from recipes.prepare.demo_ood_es import SIZES, plan_language, write_language
 
 TASK = "ood_zh"
 ORDER = 9  # draw order among the demo's parts (see recipes.prepare.demo)
 VOICE = "cmn"
-
-SIZES: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
-    "tiny": ((24, 6, 6), (4, 2, 2)),
-    "default": ((240, 30, 30), (16, 4, 4)),
-    "large": ((2000, 200, 200), (40, 8, 8)),
-}
 
 #: "SUBJECT TIME VERB NUMBER MEASURE+ADJ的NOUN": the measure word goes with its noun.
 GRAMMAR: dict[str, tuple[str, ...]] = {
