@@ -142,6 +142,9 @@ class Task:
     metric_range: tuple[float, float] = UNBOUNDED
     #: Unit of `metric`: "%" (every SUPERB metric) or another one a record then states ("PESQ", "dB").
     metric_unit: str = "%"
+    #: A name several tasks share, which `--task` expands to all of them (SUPERB-SG's "ood_asr": the four
+    #: out-of-domain ASR tasks); None: the task belongs to no group. A group may not be named as a task.
+    group: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind.level not in LEVELS:
@@ -225,13 +228,32 @@ def in_task_order(names: Iterable[str]) -> list[str]:
     return sorted(set(names), key=position)
 
 
+def task_groups() -> dict[str, list[str]]:
+    """{group name: its registered tasks in column order} (`Task.group`). A group named as a task would make
+    `--task NAME` ambiguous, so it is refused here, naming both."""
+    groups: dict[str, list[str]] = {}
+    for task in all_tasks():
+        if task.group is not None:
+            groups.setdefault(task.group, []).append(task.name)
+    for group, members in groups.items():
+        if group in TASKS:
+            raise ValueError(f"task group {group!r} (tasks {', '.join(members)}) has the name of the task "
+                             f"{group!r} ({TASKS.source(group)}); rename one of them")
+    return groups
+
+
 def resolve_tasks(spec: str) -> list[Task]:
-    """`all`, a name, a comma-separated list, or `file.py:NAME` (a task declared in a plugin file,
-    registered on the way); every name is checked before anything runs."""
+    """`all`, a name, a group name (`Task.group`: every task of the group), a comma-separated list, or
+    `file.py:NAME` (a task declared in a plugin file, registered on the way); every name is checked before
+    anything runs, and a task named twice runs once."""
     if spec.strip() == "all":
         return all_tasks()
-    out = []
+    out: list[Task] = []
+    groups = task_groups()
     for part in filter(None, (p.strip() for p in spec.split(","))):
+        if part.lower() in groups:
+            out += [get_task(n) for n in groups[part.lower()] if get_task(n) not in out]
+            continue
         if ".py:" in part:
             task = load_object_from_file(part)
             if not isinstance(task, Task):
@@ -242,6 +264,6 @@ def resolve_tasks(spec: str) -> list[Task]:
                 raise ValueError(f"{part} declares task {task.name!r}, which is already registered by "
                                  f"{TASKS.source(task.name)}")
             out.append(task)
-        else:
+        elif get_task(part) not in out:
             out.append(get_task(part))
     return out

@@ -12,7 +12,8 @@ from recipes.prepare import demo
 from recipes.prepare.espeak import EXCLUDED_VARIANTS, Engine, list_variants, tokenize_ipa
 from recipes.se import TASK as SE
 from recipes.ss import TASK as SS
-from recipes.superb_sg import OOD_TASKS, STAGED_TASKS
+from recipes.prepare.no_demo_part import NO_DEMO_PART
+from recipes.superb_sg import OOD_TASKS, SG_PART2_TASKS
 from superbench.manifest import load_task_manifest
 
 
@@ -44,16 +45,15 @@ def test_unknown_voice_is_a_clear_error():
         Engine.get().synth("yes", "en-us+nosuchvariant")
 
 
-#: The staged SUPERB-SG OOD-ASR tasks with a demo part (SBCSAE has none).
-OOD_DEMO_TASKS = tuple(t for t in OOD_TASKS if t != "ood_sbcsae")
-#: The staged SUPERB-SG tasks with a demo part: those OOD-ASR tasks and speech translation.
-STAGED_DEMO_TASKS = tuple(t for t in STAGED_TASKS if t != "ood_sbcsae")
+#: The SUPERB-SG OOD-ASR tasks with a demo part (SBCSAE has none).
+OOD_DEMO_TASKS = tuple(t for t in OOD_TASKS if t not in NO_DEMO_PART)
 
 
 @pytest.fixture
 def demo_task_names(builtin_task_names):
-    """The demo's task folders: every built-in task and the staged tasks that have a demo part."""
-    return builtin_task_names | set(STAGED_DEMO_TASKS)
+    """The demo's task folders: every built-in task but those it says it has no part for."""
+    assert set(NO_DEMO_PART) <= builtin_task_names
+    return builtin_task_names - set(NO_DEMO_PART)
 
 
 def test_manifests_load_and_follow_the_contract(tiny, demo_task_names):
@@ -209,7 +209,7 @@ def test_cross_lingual_parts_speak_their_language_to_unseen_voices(tiny):
         assert not speakers["train"] & speakers["test"] and not speakers["dev"] & speakers["test"]
         assert m.extra["voice"] == part.VOICE
         (step,) = {p.ORDER for p in (part,)}
-        assert step > max(p.ORDER for p in demo.demo_parts() if p.TASK not in STAGED_TASKS)
+        assert step > max(p.ORDER for p in demo.demo_parts() if p.TASK not in SG_PART2_TASKS)
 
 
 def test_translation_part_pairs_english_speech_with_its_german_translation(tiny):

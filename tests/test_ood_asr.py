@@ -1,4 +1,4 @@
-"""SUPERB-SG out-of-domain ASR (staged in recipes/superb_sg): the task declarations, their recipes, CER,
+"""SUPERB-SG out-of-domain ASR (built-ins `recipes/ood_*.py`, group `ood_asr`): the task declarations, their recipes, CER,
 the training-transcript character inventory and s3prl's RNN projection on the CTC head."""
 
 from __future__ import annotations
@@ -14,29 +14,57 @@ import torch
 
 import recipes
 from downstreams.ctc import CTCHead, CTCObjective, CTCTranscription, CTCVocab
-from recipes.superb_sg import OOD_TASKS, STAGED_TASKS
+from recipes.prepare.no_demo_part import tasks_with_demo_parts
+from recipes.superb_sg import OOD_ASR_GROUP, OOD_TASKS, SG_PART2_TASKS
 from superbench import metrics
 from superbench.manifest import ManifestError, load_task_manifest, write_task_manifest
-from superbench.registry import load_object_from_file
+from superbench.tasks import TASKS, Task, all_tasks, get_task, resolve_tasks, task_groups
 
 SR = 16000
 
 
 def staged(name: str):
-    return importlib.import_module(f"recipes.superb_sg.{name}").TASK
+    return importlib.import_module(f"recipes.{name}").TASK
 
 
-def test_staged_tasks_are_declared_runnable_by_file_and_not_builtins() -> None:
-    assert OOD_TASKS == ("ood_es", "ood_zh", "ood_ar", "ood_sbcsae") and STAGED_TASKS == (*OOD_TASKS, "st")
-    assert not set(STAGED_TASKS) & set(recipes.BUILTIN_TASKS)  # not part of --task all
+def test_tasks_are_builtins_of_one_group_after_se_and_ss() -> None:
+    assert OOD_TASKS == ("ood_es", "ood_zh", "ood_ar", "ood_sbcsae") and SG_PART2_TASKS == (*OOD_TASKS, "st")
+    assert set(SG_PART2_TASKS) <= set(recipes.BUILTIN_TASKS)  # part of --task all
+    assert [t.name for t in all_tasks()][-5:] == ["st", *OOD_TASKS]  # columns after SE and SS
+    assert task_groups() == {OOD_ASR_GROUP: list(OOD_TASKS)}
     for name in OOD_TASKS:
-        task = load_object_from_file(f"{Path(recipes.__file__).parent / 'superb_sg' / name}.py:TASK")
-        assert task is staged(name)  # one object, however the file is loaded
+        task = staged(name)
+        assert task is get_task(name) and task.group == OOD_ASR_GROUP
         assert task.name == name and task.target == "text" and not task.higher_is_better
         assert isinstance(task.kind, CTCTranscription) and task.kind.inventory == "train"
         assert task.metric == ("cer" if name == "ood_zh" else "wer")
         for profile in ("superb", "fast", "ci"):
             assert task.load_recipe(profile).task == name
+
+
+def test_group_name_expands_to_its_tasks_once_each_in_column_order() -> None:
+    assert [t.name for t in resolve_tasks("st,ood_asr")] == ["st", *OOD_TASKS]
+    assert [t.name for t in resolve_tasks("ood_zh,OOD_ASR,ks")] == ["ood_zh", "ood_es", "ood_ar", "ood_sbcsae", "ks"]
+
+
+def test_a_group_named_as_a_task_is_refused() -> None:
+    clash = Task(name=OOD_ASR_GROUP, description="a task named as the group", metric="wer", higher_is_better=False,
+                 target="text", kind=CTCTranscription(unit="chars"), recipe=Path(recipes.__file__).with_name("asr.yaml"))
+    with TASKS.scoped():
+        TASKS.register(OOD_ASR_GROUP, clash, source="a test")
+        with pytest.raises(ValueError, match=r"task group 'ood_asr' \(tasks ood_es, ood_zh, ood_ar, ood_sbcsae\) "
+                                             r"has the name of the task 'ood_asr' \(a test\)"):
+            resolve_tasks("ks")
+
+
+def test_demo_skips_sbcsae_only_when_it_came_through_all_or_the_group() -> None:
+    ood = resolve_tasks("ood_asr")
+    kept, notes = tasks_with_demo_parts(ood, ["ood_asr"])
+    assert [t.name for t in kept] == ["ood_es", "ood_zh", "ood_ar"]
+    assert notes == ["ood_sbcsae: skipped, the demo corpus has no part for it (SBCSAE is spontaneous conversation "
+                     "(fillers, repairs, overlapping talk), which eSpeak's read speech cannot stand in for)"]
+    kept, notes = tasks_with_demo_parts(ood, ["ood_asr", " OOD_SBCSAE"])  # named on its own: kept (and fails on
+    assert [t.name for t in kept] == list(OOD_TASKS) and notes == []    # its missing folder, as any task would)
 
 
 @pytest.mark.parametrize("name", OOD_TASKS)

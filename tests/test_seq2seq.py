@@ -42,7 +42,7 @@ REFS = ["Das Haus ist sehr klein.", "Der Hund rennt schnell nach Hause!", "Ja", 
 def st_task():
     import importlib
 
-    return importlib.import_module("recipes.superb_sg.st").TASK
+    return importlib.import_module("recipes.st").TASK
 
 
 def objective(texts=REFS) -> TranslationObjective:

@@ -142,8 +142,9 @@ def _selection_args(p: argparse.ArgumentParser) -> None:
                    help="registered name (see `superbench upstreams list`), NAME=DIR, file.py:Class or s3prl:HUB")
     p.add_argument("--upstream-path", metavar="DIR", help="local weights directory for the upstream")
     p.add_argument("--task", required=True, metavar="TASK",
-                   help="pr, asr, ks, sid, er (see `superbench tasks list`), a comma-separated list, 'all', "
-                        "or file.py:NAME for a task declared in a plugin file")
+                   help="pr, asr, ks, sid, er, st, ... (see `superbench tasks list`), a task group (ood_asr: "
+                        "ood_es, ood_zh, ood_ar, ood_sbcsae), a comma-separated list, 'all', or file.py:NAME for a "
+                        "task declared in a plugin file")
     p.add_argument("--data", default="demo", metavar="demo|DATA_ROOT",
                    help="'demo' (synthetic offline corpus, built on first use; 'demo:tiny' for the small one) "
                         "or a prepared data root with <task>/meta.json folders (default: demo)")
@@ -266,7 +267,14 @@ def _run_from_args(args: argparse.Namespace, execution: ExecutionOptions | None 
     tasks = resolve_tasks(args.task)  # fail on a typo before loading a model or building data
     resolve_compute(args.device, args.precision)  # no GPU where one is asked for: a usage error, before any work
     from recipes.prepare.demo import demo_size
+    from recipes.prepare.no_demo_part import tasks_with_demo_parts
 
+    if demo_size(args.data) is not None:  # `all` or a group on the demo: leave out the tasks it has no part for
+        tasks, skipped = tasks_with_demo_parts(tasks, args.task.split(","))
+        for note in skipped:
+            log.warning(note)
+        if not tasks:
+            raise ValueError(f"--task {args.task}: the demo corpus has a part for none of these tasks")
     profile = args.profile or ("fast" if demo_size(args.data) is not None else "superb")
     overrides = overrides_from_args(getattr(args, "sets", None))
     check_overrides(tasks, profile, overrides)  # a bad --set is a usage error before any work
@@ -378,7 +386,7 @@ def _warn_about_old_default() -> None:
 
 def cmd_tasks_list(args: argparse.Namespace) -> int:
     from superbench.recipe import read_recipe_file
-    from superbench.tasks import TASKS, all_tasks
+    from superbench.tasks import TASKS, all_tasks, task_groups
 
     tasks = all_tasks()
     w = task_width(t.name for t in tasks)
@@ -387,5 +395,7 @@ def cmd_tasks_list(args: argparse.Namespace) -> int:
         version = str(read_recipe_file(task.recipe)["version"])
         print(f"{task.name:<{w}} {task.metric:<6} {task.direction:<17} {task.level:<10} {'v' + version:<7} "
               f"{TASKS.source(task.name):<12} {task.description}")
+    for group, members in task_groups().items():
+        print(f"group {group}: {', '.join(members)} (--task {group} runs them all)")
     return 0
 
