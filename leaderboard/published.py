@@ -19,6 +19,10 @@ as CER up to 1000, PESQ 1..4.65). `metric`, when given, must be the task's metri
 into an accuracy column is caught) or one of its secondary metrics (`Task.secondary_metrics`),
 which gives that metric's number: `HuBERT Base,sf,25.20,"...",cer` is SF's slot-value CER
 beside `HuBERT Base,sf,88.53,"...",f1`. Without `metric` the row is the task's main metric.
+
+One name that is not a task is accepted in `task`: `ood_asr`, SUPERB-SG's OOD-ASR aggregate (the mean WER/CER of
+its four out-of-domain ASR tasks, `leaderboard.score.OOD_ASR_SCOPE`), which papers quote without the four
+numbers behind it; its `metric` is empty or `mean`, its value an error rate (0..1000).
 """
 
 from __future__ import annotations
@@ -29,11 +33,14 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from superbench.task_info import UNBOUNDED
+from leaderboard.score import OOD_ASR_KEY
+from superbench.task_info import ERROR_RATE, UNBOUNDED
 from superbench.tasks import TASKS
 
 REQUIRED_COLUMNS = ("upstream", "task", "value", "source")
 OPTIONAL_COLUMNS = ("metric", "note")
+#: The metric name of a published OOD-ASR aggregate (`task` `ood_asr`).
+AGGREGATE_METRIC = "mean"
 #: The CSVs shipped with superbench (`import-published superb-paper` finds them by name).
 SHIPPED_DIR = Path(__file__).with_name("published")
 PUBLISHED_SUFFIX = " (published)"
@@ -114,6 +121,15 @@ def read_published_csv(path: str | Path) -> list[PublishedResult]:
         if bad:
             problems += [f"line {line}, field {f!r}: {msg}" for f, msg in bad]
             continue
+        if cells["task"].lower() == OOD_ASR_KEY:  # the aggregate: no task spec behind it
+            key = (cells["upstream"], OOD_ASR_KEY, AGGREGATE_METRIC)
+            if key in seen:
+                problems.append(f"line {line}: {cells['upstream']} / {OOD_ASR_KEY} already given on line {seen[key]}")
+                continue
+            seen[key] = line
+            rows.append(PublishedResult(cells["upstream"], OOD_ASR_KEY, float(cells["value"]), cells["source"],
+                                        AGGREGATE_METRIC, False, cells.get("note", "")))
+            continue
         spec = TASKS.get(cells["task"].lower())
         metric = (cells.get("metric") or spec.metric).lower()
         key = (cells["upstream"], spec.name, metric)
@@ -139,6 +155,8 @@ def _row_problems(cells: dict[str, str]) -> list[tuple[str, str]]:
             why = " (every published number needs its source)" if c == "source" else ""
             out.append((c, f"empty{why}"))
     task = cells.get("task", "").lower()
+    if task == OOD_ASR_KEY:
+        return out + _aggregate_problems(cells)
     if task and task not in TASKS:
         out.append(("task", TASKS.unknown_message(task)))
     metric = cells.get("metric", "").lower()
@@ -160,6 +178,25 @@ def _row_problems(cells: dict[str, str]) -> list[tuple[str, str]]:
                 where = ("a percentage" if hi <= 100.0 and unit == "%" else
                          f"a {metric or known[0]} value ({'percent' if unit == '%' else unit})")
                 out.append(("value", f"{value} is not {where} between {lo:g} and {hi:g}"))
+    return out
+
+
+def _aggregate_problems(cells: dict[str, str]) -> list[tuple[str, str]]:
+    """What is wrong with a published OOD-ASR aggregate row's metric and value (an error rate, percent)."""
+    out = []
+    metric = cells.get("metric", "").lower()
+    if metric and metric != AGGREGATE_METRIC:
+        out.append(("metric", f"{cells['metric']!r}: {OOD_ASR_KEY} is an aggregate, its metric is empty or "
+                              f"{AGGREGATE_METRIC!r}"))
+    value = cells.get("value", "")
+    if value:
+        try:
+            number = float(value)
+        except ValueError:
+            return out + [("value", f"{value!r} is not a number")]
+        lo, hi = ERROR_RATE
+        if not math.isfinite(number) or not lo <= number <= hi:
+            out.append(("value", f"{value} is not an error rate (percent) between {lo:g} and {hi:g}"))
     return out
 
 

@@ -73,13 +73,24 @@ REFERENCE_MODES = ("paper", "local")
 #: The ten tasks of the SUPERB paper (Yang et al., Interspeech 2021): the official SUPERB score averages
 #: exactly these, in `paper` mode. A score over any other set is partial and says so everywhere.
 SUPERB_TASKS = ("pr", "ks", "ic", "sid", "er", "asr", "qbe", "sf", "sv", "sd")
-#: The SUPERB-SG tasks built in so far (the later ones, ST, OOD-ASR and VC, join this tuple): never counted in
-#: the SUPERB score, only in superbench's own SG score.
-SUPERB_SG_TASKS = ("se", "ss")
+#: The out-of-domain ASR tasks of SUPERB-SG, whose mean test WER/CER is its OOD-ASR aggregate (`ood_asr_mean`).
+OOD_ASR_TASKS = ("ood_es", "ood_zh", "ood_ar", "ood_sbcsae")
+#: The SUPERB-SG tasks built in so far (VC, when it comes, joins this tuple): never counted in the SUPERB score,
+#: only in superbench's own SG score.
+SUPERB_SG_TASKS = ("se", "ss", "st", *OOD_ASR_TASKS)
 #: The score suites: "superb" (SUPERB's tasks and plugin tasks) and "sg" (`SUPERB_SG_TASKS`).
 SUITES = ("superb", "sg")
 #: What the SG score is, said in every output that shows it.
 SG_SCOPE = "superbench's own SUPERB-SG aggregate (SUPERB-SG defines no overall score)"
+#: The OOD-ASR aggregate's key: its column in tables (CSV, JSON, sort) and its task name in published CSVs.
+OOD_ASR_KEY = "ood_asr"
+#: The OOD-ASR aggregate's header.
+OOD_ASR_HEADER = "OOD-ASR mean WER/CER ↓"
+#: What the OOD-ASR aggregate is, said in every output that shows it.
+OOD_ASR_SCOPE = ("SUPERB-SG's OOD-ASR aggregate: the mean of the test error rates of its four out-of-domain ASR "
+                 "tasks (WER for ood_es, ood_ar and ood_sbcsae, CER for ood_zh), shown only for a row that has all "
+                 "four (never a mean over fewer, which would not compare with SUPERB-SG's); not a score: lower is "
+                 "better, and it does not enter the SUPERB or SG score")
 NOT_OFFICIAL = "not the official SUPERB score"
 FBANK_UPSTREAM = "fbank"
 #: Corpus names (manifest `corpus`) of SUPERB's and SUPERB-SG's own data, as the `superbench data prepare`
@@ -354,6 +365,26 @@ def sg_score(metrics: Mapping[str, float], references: Mapping[str, Reference],
              reference: str = "paper") -> SuperbScore:
     """superbench's own SUPERB-SG aggregate (`SG_SCOPE`): `superb_score` over the SUPERB-SG tasks only."""
     return superb_score(metrics, references, reference, suite="sg")
+
+
+def ood_asr_mean(metrics: Mapping[str, float]) -> float:
+    """SUPERB-SG's OOD-ASR aggregate (`OOD_ASR_SCOPE`) of one row's metrics by column key: the plain mean of the
+    four tasks' main metrics (WER, or CER for Mandarin, in percent), NaN unless all four have a finite value."""
+    values = [metrics.get(task, math.nan) for task in OOD_ASR_TASKS]
+    if not all(math.isfinite(v) for v in values):
+        return math.nan
+    return sum(values) / len(values)
+
+
+def ood_asr_interval(units: Mapping[str, Seeds], resamples: int = RESAMPLES, level: float = LEVEL,
+                     seed: int = SEED) -> tuple[float, float]:
+    """The percentile bootstrap interval of `ood_asr_mean` from the four tasks' per-unit scores (column key ->
+    per seed, per fold unit scores): every task resampled on its own stream (`metric_draws`), as the four test
+    sets are independent, and the mean taken per draw. (NaN, NaN) unless all four have units."""
+    if not all(task in units for task in OOD_ASR_TASKS):
+        return math.nan, math.nan
+    draws = metric_draws({task: units[task] for task in OOD_ASR_TASKS}, resamples, seed)
+    return percentile_interval(np.mean([draws[task] for task in OOD_ASR_TASKS], axis=0), level)
 
 
 # ------------------------------------------------------------------ the score's interval

@@ -31,6 +31,12 @@ the columns 'SG score' (with its interval, as the SUPERB score's) and 'SG tasks'
 `sg_n_tasks`, `sg_tasks`, `sg_metrics`, `sg_partial`, `sg_scope` (and `sg_score_ci_low/_high`), the same
 in CSV, and each JSON row's `sg_score` {value, ci, tasks, metrics, partial, reference, scope}; a note
 says what it is. Sort by it with 'sg'.
+
+SUPERB-SG's OOD-ASR aggregate (`leaderboard.score.OOD_ASR_SCOPE`: the mean test WER/CER of ood_es, ood_zh,
+ood_ar and ood_sbcsae) gets its own column, 'OOD-ASR mean WER/CER ↓' (frame, CSV and sort key `ood_asr`, with
+`ood_asr_ci_low/_high`; JSON `ood_asr` {value, ci, tasks, scope}), shown when a row has all four tasks or a
+published aggregate (`FBANK,ood_asr,63.58,...`); a row with only some of the four shows none, and a note names
+what it lacks. It is not a score: it enters neither the SUPERB nor the SG score.
 """
 
 from __future__ import annotations
@@ -47,6 +53,10 @@ from leaderboard.published import PublishedResult
 from leaderboard.score import (
     FBANK_UPSTREAM,
     NOT_OFFICIAL,
+    OOD_ASR_HEADER,
+    OOD_ASR_KEY,
+    OOD_ASR_SCOPE,
+    OOD_ASR_TASKS,
     REFERENCE_MODES,
     SG_SCOPE,
     Reference,
@@ -57,6 +67,8 @@ from leaderboard.score import (
     local_references,
     metric_columns,
     paper_references,
+    ood_asr_interval,
+    ood_asr_mean,
     score_interval,
     sg_note,
     suite_of,
@@ -144,6 +156,11 @@ class Leaderboard:
         """Whether any row has an SG score (a SUPERB-SG task with a reference point): then it is shown."""
         return "sg_n_tasks" in self.frame and bool((self.frame["sg_n_tasks"] > 0).any())
 
+    @property
+    def has_ood_asr(self) -> bool:
+        """Whether any row has the OOD-ASR aggregate (all four tasks, or a published value): then it is shown."""
+        return OOD_ASR_KEY in self.frame and bool(self.frame[OOD_ASR_KEY].notna().any())
+
     # -- views ----------------------------------------------------------------------
     def display_frame(self) -> pd.DataFrame:
         """Human-readable frame: formatted cells and self-describing headers."""
@@ -153,6 +170,8 @@ class Leaderboard:
         out["profile"] = f["profile"]
         for c in self.columns:
             out[_task_header(c)] = [_fmt(m, s, *ci) for m, s, ci in zip(f[c], f[f"{c}_std"], self._ci(c))]
+        if self.has_ood_asr:
+            out[OOD_ASR_HEADER] = [_fmt(m, math.nan, *ci) for m, ci in zip(f[OOD_ASR_KEY], self._ci(OOD_ASR_KEY))]
         out["seeds"] = [_seeds_label(row, self.columns) for _, row in f.iterrows()]
         out[f"SUPERB ({self.reference} ref)"] = [format_score(s, *ci) for s, ci in zip(f["score"], self._ci("score"))]
         partial = f["partial"] if "partial" in f else [""] * len(f)
@@ -190,8 +209,10 @@ class Leaderboard:
         sg = ["sg_score"] if self.has_sg else []
         if sg:
             cols += ["sg_score", "sg_n_tasks", "sg_tasks", "sg_metrics", "sg_partial"]
+        ood = [OOD_ASR_KEY] if self.has_ood_asr else []
+        cols += ood
         if self.ci and "score_ci_low" in self.frame:
-            cols += [f"{c}_ci_{end}" for c in self.columns + ["score"] + sg for end in ("low", "high")]
+            cols += [f"{c}_ci_{end}" for c in self.columns + ["score"] + sg + ood for end in ("low", "high")]
         frame = self.frame[cols].rename(columns={"label": "row"})
         numeric = frame.select_dtypes("number").columns
         frame[numeric] = frame[numeric].round(4) + 0  # rounding to zero leaves no "-0.0000"
@@ -212,6 +233,8 @@ class Leaderboard:
                                  **({"metrics": r["metrics"].split(",") if r["metrics"] else [],
                                      "partial": r["partial"]} if self.columns != self.tasks else {})},
                 **({"sg_score": self._sg_json(r)} if self.has_sg else {}),
+                **({OOD_ASR_KEY: {"value": _num(r[OOD_ASR_KEY]), **self._ci_json(r, OOD_ASR_KEY),
+                                  "tasks": list(OOD_ASR_TASKS), "scope": OOD_ASR_SCOPE}} if self.has_ood_asr else {}),
             })
         return json.dumps({"reference": self.reference, "notes": self.notes, "rows": rows}, indent=2) + "\n"
 
@@ -372,16 +395,18 @@ def build_leaderboard(records: Iterable[ResultRecord], reference: str | None = N
     data_of = {r.run_key().as_tuple(): data_by_row[n.run_key().as_tuple()] for r, n in zip(records, relabelled)}
     rows = [replace(n, manifest_fingerprint=data_by_row[n.run_key().as_tuple()]) for n in relabelled]
     long = aggregate(rows, by=ROW_KEYS)
+    aggregates = {p.upstream: p for p in published if p.task == OOD_ASR_KEY}
+    published = [p for p in published if p.task != OOD_ASR_KEY]  # an aggregate, not a task's column
     tasks = in_task_order(list(long["task"]) + [p.task for p in published])
-    if long.empty and not published:
+    if long.empty and not published and not aggregates:
         frame = pd.DataFrame(columns=ROW_KEYS + ["label", "kind", "score", "n_tasks", "tasks", "reference"])
         return Leaderboard(frame, [], reference, notes=notes + ["no results stored yet"])
     # every declared metric of a task shown gets its column ('–' where a row lacks it), plus any stored one
     columns = column_order([c for t in tasks for c in metric_columns(t)] + list(long["column"])
                            + [metric_column(p.task, p.metric) for p in published])
     wide = _measured_frame(long, columns, relabelled, data_by_row) if not long.empty else pd.DataFrame()
-    if published:
-        wide = pd.concat([wide, _published_frame(published, columns)], ignore_index=True)
+    if published or aggregates:
+        wide = pd.concat([wide, _published_frame(published, columns, aggregates)], ignore_index=True)
     for c in columns:
         wide[f"{c}_n"] = wide[f"{c}_n"].fillna(0).astype(int)
     for t in tasks:
@@ -410,6 +435,8 @@ def build_leaderboard(records: Iterable[ResultRecord], reference: str | None = N
     wide["sg_metrics"] = [",".join(s.metrics) for s in sg_scores]
     wide["sg_partial"] = [s.partial_text() for s in sg_scores]
     wide["sg_scope"] = [s.scope() if s.tasks else "" for s in sg_scores]
+    wide[OOD_ASR_KEY] = [_ood_asr_value(r, aggregates) for _, r in wide.iterrows()]
+    _note_ood_asr(wide, notes)
 
     partial = [(label, s) for label, s in zip(wide["label"], scores) if s.partial]
     partial += [(f"{label} SG score", s) for label, s in zip(wide["label"], sg_scores) if s.partial]
@@ -440,6 +467,27 @@ def build_leaderboard(records: Iterable[ResultRecord], reference: str | None = N
     if order.lower() in ("score", "superb") and not any(s.tasks for s in scores) and board.has_sg:
         order = "sg"  # only SUPERB-SG tasks: no SUPERB score to order by
     return sort_leaderboard(board, order)
+
+
+def _ood_asr_value(row: pd.Series, aggregates: dict[str, PublishedResult]) -> float:
+    """A row's OOD-ASR aggregate: the mean of its four OOD-ASR tasks, or a published row's quoted value."""
+    if row["kind"] == "published" and row["upstream"] in aggregates:
+        return aggregates[row["upstream"]].value
+    return ood_asr_mean({t: float(row[t]) for t in OOD_ASR_TASKS if t in row.index})
+
+
+def _note_ood_asr(wide: pd.DataFrame, notes: list[str]) -> None:
+    """Say what the OOD-ASR column is where it is shown, and which rows have only some of its four tasks."""
+    present = [t for t in OOD_ASR_TASKS if t in wide]
+    lacking = []
+    for _, r in wide.iterrows():
+        have = [t for t in present if not _missing(r[t])]
+        if have and math.isnan(r[OOD_ASR_KEY]):
+            lacking.append(f"{r['label']} (no {', '.join(t for t in OOD_ASR_TASKS if t not in have)})")
+    if wide[OOD_ASR_KEY].notna().any():
+        notes.append(f"{OOD_ASR_HEADER}: {OOD_ASR_SCOPE}")
+    if lacking:
+        notes.append(f"no OOD-ASR aggregate for rows with only some of its four tasks: {'; '.join(lacking)}")
 
 
 def _row_key(r: ResultRecord) -> tuple:
@@ -478,7 +526,7 @@ def _add_intervals(wide: pd.DataFrame, columns: list[str], by_row: dict[tuple, d
     """Fill `<key>_ci_low/_high` of every cell whose records all keep per-unit scores, and `score_ci_low/_high`
     (`sg_score_ci_low/_high`) of every row whose counted metrics of the SUPERB (SG) score all do (NaN
     elsewhere); a note says what the intervals are."""
-    keys_out = columns + ["score", "sg_score"]
+    keys_out = columns + ["score", "sg_score", OOD_ASR_KEY]
     lows = {c: [math.nan] * len(wide) for c in keys_out}
     highs = {c: [math.nan] * len(wide) for c in keys_out}
     problems = []
@@ -503,6 +551,9 @@ def _add_intervals(wide: pd.DataFrame, columns: list[str], by_row: dict[tuple, d
                 counted = score_interval({c: units[c] for c in s.per_metric}, refs_by_row[i], reference,
                                          suite=s.suite)
                 lows[name][pos], highs[name][pos] = round(counted.low, 4), round(counted.high, 4)
+        if all(t in units for t in OOD_ASR_TASKS):
+            low, high = ood_asr_interval({t: units[t] for t in OOD_ASR_TASKS})
+            lows[OOD_ASR_KEY][pos], highs[OOD_ASR_KEY][pos] = round(low, 4), round(high, 4)
     for c in keys_out:
         wide[f"{c}_ci_low"], wide[f"{c}_ci_high"] = lows[c], highs[c]
     if any(not math.isnan(x) for c in columns for x in lows[c]):
@@ -541,15 +592,24 @@ def _measured_frame(long: pd.DataFrame, columns: list[str], records: list[Result
     return wide
 
 
-def _published_frame(published: list[PublishedResult], columns: list[str]) -> pd.DataFrame:
+def _published_frame(published: list[PublishedResult], columns: list[str],
+                     aggregates: dict[str, PublishedResult] | None = None) -> pd.DataFrame:
     """One row per published upstream; no std, seeds or fingerprint (a paper gives none).
-    A number of a task's secondary metric fills that metric's column ('sf/cer')."""
+    A number of a task's secondary metric fills that metric's column ('sf/cer'); an upstream that has only a
+    published OOD-ASR aggregate (`aggregates`, by upstream) still gets its row, with that number's source."""
     rows: dict[str, dict] = {}
-    for p in published:
-        row = rows.setdefault(p.upstream, {
-            "upstream": p.upstream, "upstream_fingerprint": "", "data": "", "recipe_version": "",
+
+    def row_of(upstream: str, label: str) -> dict:
+        return rows.setdefault(upstream, {
+            "upstream": upstream, "upstream_fingerprint": "", "data": "", "recipe_version": "",
             "profile": "published", "layer": "", "created_at": "", "corpus": "", "kind": "published",
-            "label": p.label, "sources": []})
+            "label": label, "sources": []})
+
+    for p in [*published, *(aggregates or {}).values()]:
+        row = row_of(p.upstream, p.label)
+        if p.task == OOD_ASR_KEY:  # its value is the row's OOD-ASR aggregate (`_ood_asr_value`), not a column
+            row["sources"] += [p.source] if p.source not in row["sources"] else []
+            continue
         column = metric_column(p.task, p.metric)
         row[column] = p.value
         row[f"{column}_n"] = 0
@@ -647,12 +707,14 @@ def sort_leaderboard(board: Leaderboard, column: str) -> Leaderboard:
         key, ascending = "score", False
     elif col in ("sg", "sg_score") and "sg_score" in f:
         key, ascending = "sg_score", False
+    elif col == OOD_ASR_KEY and OOD_ASR_KEY in f:
+        key, ascending = OOD_ASR_KEY, True  # an error rate: lowest first
     elif col in board.columns:
         key, ascending = col, not column_direction(col)
     elif col in aliases:
         key, ascending = aliases[col], True
     else:
-        choices = ["score", "sg", "upstream", "recipe", "profile", "data"] + board.columns
+        choices = ["score", "sg", OOD_ASR_KEY, "upstream", "recipe", "profile", "data"] + board.columns
         raise ValueError(f"cannot sort by {column!r}; choose from {', '.join(choices)}")
     if not f.empty:
         board.frame = f.sort_values([key, "label"], ascending=[ascending, True], na_position="last",

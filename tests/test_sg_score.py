@@ -14,21 +14,27 @@ from leaderboard.compare import compare_models
 from leaderboard.published import PublishedError, read_published_csv, shipped_files
 from leaderboard.report import build_report
 from leaderboard.score import (
+    OOD_ASR_HEADER,
+    OOD_ASR_SCOPE,
+    OOD_ASR_TASKS,
     SG_SCOPE,
     SUPERB_SG_TASKS,
     default_reference,
     local_references,
+    ood_asr_interval,
+    ood_asr_mean,
     paper_references,
     score_interval,
     sg_score,
     superb_score,
+    task_stream,
 )
 from leaderboard.store import ResultStore
 from leaderboard.table import build_leaderboard
 from superbench.cli import main
 from superbench.records import ResultRecord
-from superbench.tasks import TASKS
-from superbench.uncertainty import UnitScores
+from superbench.tasks import TASKS, task_groups
+from superbench.uncertainty import RESAMPLES, UnitScores, bootstrap
 
 # the paper points of the SG score, as the SUPERB leaderboard's public.json gives its FBANK and WavLM Large rows
 PESQ = (2.55, 2.70043)
@@ -66,14 +72,20 @@ def rec(upstream: str, task: str, value: float, secondary: dict[str, float] | No
 
 
 def test_the_sg_tasks_and_their_paper_points_are_declared():
-    assert SUPERB_SG_TASKS == ("se", "ss")
+    assert SUPERB_SG_TASKS == ("se", "ss", "st", "ood_es", "ood_zh", "ood_ar", "ood_sbcsae")
+    assert OOD_ASR_TASKS == tuple(task_groups()["ood_asr"])  # the aggregate's tasks are the --task group
     refs = paper_references()
+    # ST's points are the shipped published table's FBANK row and its best row (public.json's ST_bleu_public)
+    st = {r.upstream: r.value for r in read_published_csv(shipped_files()["superb-sg-paper"]) if r.task == "st"}
+    assert (refs["st"].fbank, refs["st"].sota) == (st["FBANK"], max(st.values())) == (2.32, 26.5748)
+    assert max(st, key=st.get) == "WavLM Large"
+    assert not set(OOD_ASR_TASKS) & set(refs)  # SUPERB-SG gives no per-task OOD-ASR leaderboard points
     assert (refs["se"].fbank, refs["se"].sota) == PESQ
     assert (refs["se/stoi"].fbank, refs["se/stoi"].sota) == STOI
     assert (refs["ss"].fbank, refs["ss"].sota) == SISDRI
     # SUPERB-SG's table reports SE as PESQ + STOI and SS as SI-SDRi: the other metrics have no point
     assert not {"se/sisdri", "ss/stoi", "ss/pesq"} & set(refs)
-    for column in ("se", "se/stoi", "ss"):
+    for column in ("se", "se/stoi", "ss", "st"):
         assert "superbench's choice" in refs[column].source and "not an official definition" in refs[column].source
         assert "public.json (commit 2935745)" in refs[column].source
 
@@ -203,35 +215,48 @@ def folds_of(records: list[ResultRecord], upstream: str, task: str, metric: str)
 
 def test_import_published_superb_sg_paper(tmp_path, capsys):
     rows = read_published_csv(shipped_files()["superb-sg-paper"])
-    assert len(rows) == 18 * 3 and all("public.json (commit 2935745)" in r.source for r in rows)
-    assert {(r.task, r.metric) for r in rows} == {("se", "pesq"), ("se", "stoi"), ("ss", "sisdri")}
+    # 18 leaderboard rows x (PESQ, STOI, SI-SDRi, BLEU), and the one OOD-ASR aggregate SUPERB-SG quotes
+    assert len(rows) == 18 * 4 + 1
+    assert all("public.json (commit 2935745)" in r.source for r in rows if r.task != "ood_asr")
+    assert {(r.task, r.metric) for r in rows} == {("se", "pesq"), ("se", "stoi"), ("ss", "sisdri"), ("st", "bleu"),
+                                                  ("ood_asr", "mean")}
     by = {(r.upstream, r.task, r.metric): r.value for r in rows}
+    assert (by[("FBANK", "st", "bleu")], by[("wav2vec 2.0 Base", "st", "bleu")], by[("HuBERT Base", "st", "bleu")]) \
+        == (2.32, 14.81, 15.53)
+    (ood,) = [r for r in rows if r.task == "ood_asr"]
+    assert (ood.upstream, ood.value, ood.higher_is_better) == ("FBANK", 63.58, False)
+    assert "Tsai et al." in ood.source and "arXiv:2203.06849, Table 2" in ood.source
     assert by[("FBANK", "se", "pesq")] == 2.55 and by[("HuBERT Base", "se", "stoi")] == 93.9
     assert by[("WavLM Large", "ss", "sisdri")] == 11.1938 and by[("wav2vec 2.0 Base", "ss", "sisdri")] == 9.77
     assert all("arXiv:2203.06849" in r.source for r in rows if r.upstream == "HuBERT Large")
 
     db = tmp_path / "lb.db"
     assert main(["leaderboard", "import-published", "superb-sg-paper", "--db", str(db)]) == 0
-    assert "54 inserted, 0 replaced, 0 skipped" in capsys.readouterr().out
-    assert len(ResultStore(db).published()) == 54
+    assert "73 inserted, 0 replaced, 0 skipped" in capsys.readouterr().out
+    assert len(ResultStore(db).published()) == 73
     assert main(["leaderboard", "--db", str(db), "--format", "json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["reference"] == "paper"
     table = {r["row"]: r for r in shown["rows"]}
     assert table["WavLM Large (published)"]["sg_score"]["value"] == pytest.approx(1000.0)
     assert table["FBANK (published)"]["sg_score"]["value"] == pytest.approx(0.0)
+    assert table["FBANK (published)"]["ood_asr"]["value"] == 63.58 and "Tsai et al." in table["FBANK (published)"]["source"]
+    assert table["HuBERT Base (published)"]["ood_asr"]["value"] is None
     assert table["WavLM Large (published)"]["superb_score"]["value"] is None  # SG tasks only: no SUPERB score
     hubert = table["HuBERT Base (published)"]
     assert hubert["tasks"]["se"]["mean"] == 2.58 and hubert["tasks"]["se"]["secondary"]["stoi"]["mean"] == 93.9
     assert hubert["tasks"]["ss"]["mean"] == 9.36
+    assert hubert["tasks"]["st"]["mean"] == 15.53
     assert hubert["sg_score"]["value"] == pytest.approx(
-        ((points(2.58, PESQ) + points(93.9, STOI)) / 2 + points(9.36, SISDRI)) / 2, abs=1e-5)
+        ((points(2.58, PESQ) + points(93.9, STOI)) / 2 + points(9.36, SISDRI) + points(15.53, (2.32, 26.5748))) / 3,
+        abs=1e-5)
     assert hubert["sg_score"]["scope"] == f"{SG_SCOPE}; paper reference points"
     assert [r["row"] for r in shown["rows"]][:2] == ["WavLM Large (published)", "WavLM Base+ (published)"]
     assert main(["leaderboard", "--db", str(db)]) == 0
     md = capsys.readouterr().out
     assert "| WavLM Large (published) | – | published | 2.70 | 94.49 | – | 11.19 |" in md
-    assert "| 1000.0 | 2: se,ss |" in md and "| 0.0 | 2: se,ss |" in md
+    assert "| 1000.0 | 3: se,ss,st |" in md and "| 0.0 | 3: se,ss,st |" in md
+    assert "| FBANK (published) | – | published | 2.55 | 93.60 | – | 9.23 | – | – | 2.32 | 63.58 |" in md
 
 
 def test_published_pesq_is_checked_on_its_own_scale(tmp_path):
@@ -274,3 +299,64 @@ def test_compare_keeps_the_sg_score_apart():
     assert sg["ci"][0] <= sg["delta"] <= sg["ci"][1]
     text = result.format()
     assert f"SG score ({SG_SCOPE}) over se (paper ref)" in text and "SUPERB score over ks (paper ref)" in text
+
+
+# ---------------------------------------------------------------------- SUPERB-SG's OOD-ASR aggregate
+
+OOD = {"ood_es": 40.0, "ood_zh": 30.0, "ood_ar": 50.0, "ood_sbcsae": 70.0}
+
+
+def test_ood_asr_aggregate_is_the_plain_mean_of_all_four_and_nothing_less():
+    assert ood_asr_mean(OOD) == pytest.approx((40 + 30 + 50 + 70) / 4)
+    assert math.isnan(ood_asr_mean({t: v for t, v in OOD.items() if t != "ood_sbcsae"}))
+    assert math.isnan(ood_asr_mean({**OOD, "ood_ar": math.nan}))
+
+
+def test_ood_asr_interval_resamples_each_task_and_averages_per_draw():
+    rng = np.random.default_rng(3)
+    values = {t: list(rng.uniform(0, 2 * v, 20)) for t, v in OOD.items()}
+    seeds = {t: [[UnitScores.from_dict(units(v))]] for t, v in values.items()}  # one seed, one fold
+    low, high = ood_asr_interval(seeds)
+    point = np.mean([np.mean(v) for v in values.values()])
+    assert low < point < high
+    # the mean of the four tasks' own bootstrap draws, each task on its own stream
+    draws = np.mean([bootstrap(seeds[t], RESAMPLES, task_stream(t)) for t in OOD], axis=0)
+    assert (low, high) == pytest.approx(tuple(np.percentile(draws, [2.5, 97.5])))
+    # a task with no spread adds none: the interval narrows
+    flat = {**seeds, "ood_sbcsae": [[UnitScores.from_dict(units([70.0] * 20))]]}
+    low3, high3 = ood_asr_interval(flat)
+    assert high3 - low3 < high - low
+    assert all(math.isnan(x) for x in ood_asr_interval({t: s for t, s in seeds.items() if t != "ood_zh"}))
+
+
+def test_leaderboard_shows_the_ood_asr_aggregate_only_for_rows_with_all_four(capsys):
+    records = [rec(up, t, v + shift) for up, shift in (("fbank", 0.0), ("a", -10.0)) for t, v in OOD.items()]
+    records += [rec("b", t, v) for t, v in OOD.items() if t != "ood_sbcsae"]
+    board = build_leaderboard(records, ci=False)
+    by = {r["label"]: r for _, r in board.frame.iterrows()}
+    assert by["fbank"]["ood_asr"] == pytest.approx(47.5) and by["a"]["ood_asr"] == pytest.approx(37.5)
+    assert math.isnan(by["b"]["ood_asr"])
+    shown = board.display_frame()
+    assert dict(zip(board.frame["label"], shown[OOD_ASR_HEADER])) == {"a": "37.50", "fbank": "47.50", "b": "–"}
+    assert f"{OOD_ASR_HEADER}: {OOD_ASR_SCOPE}" in board.notes
+    assert "no OOD-ASR aggregate for rows with only some of its four tasks: b (no ood_sbcsae)" in board.notes
+    rows = {r["row"]: r for r in json.loads(board.to_json())["rows"]}
+    assert rows["a"]["ood_asr"]["value"] == pytest.approx(37.5) and rows["b"]["ood_asr"]["value"] is None
+    assert rows["a"]["ood_asr"]["tasks"] == list(OOD_ASR_TASKS)
+    assert "ood_asr" in board.to_csv().splitlines()[0].split(",")
+    # it is no score: the SUPERB score counts none of the four, and sorting by it puts the lowest first
+    assert all(not set(s.tasks) & set(OOD_ASR_TASKS) for s in board.scores)
+    from leaderboard.table import sort_leaderboard
+    assert list(sort_leaderboard(board, "ood_asr").frame["label"]) == ["a", "fbank", "b"]
+    # a model with no OOD-ASR task shows no such column at all
+    assert OOD_ASR_HEADER not in build_leaderboard([rec("fbank", "ks", 50.0)], ci=False).display_frame()
+
+
+def test_published_ood_asr_aggregate_rejects_another_metric_or_a_non_rate(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("upstream,task,value,source,metric\nX,ood_asr,63.58,a paper,wer\nY,ood_asr,-3,a paper,\n")
+    with pytest.raises(PublishedError) as err:
+        read_published_csv(bad)
+    text = str(err.value)
+    assert "line 2, field 'metric': 'wer': ood_asr is an aggregate, its metric is empty or 'mean'" in text
+    assert "line 3, field 'value': -3 is not an error rate (percent) between 0 and 1000" in text

@@ -389,13 +389,14 @@ def cmd_tasks_list(args: argparse.Namespace) -> int:
     from superbench.tasks import TASKS, all_tasks, task_groups
 
     tasks = all_tasks()
+    task_groups()  # a group named as a task is refused here too
     w = task_width(t.name for t in tasks)
-    print(f"{'task':<{w}} {'metric':<6} {'direction':<17} {'level':<10} {'recipe':<7} {'source':<12} description")
+    g = max([5, *(len(t.group) for t in tasks if t.group)])
+    print(f"{'task':<{w}} {'metric':<6} {'direction':<17} {'level':<10} {'recipe':<7} {'source':<12} {'group':<{g}} "
+          f"description")
     for task in tasks:
         version = str(read_recipe_file(task.recipe)["version"])
         print(f"{task.name:<{w}} {task.metric:<6} {task.direction:<17} {task.level:<10} {'v' + version:<7} "
-              f"{TASKS.source(task.name):<12} {task.description}")
-    for group, members in task_groups().items():
-        print(f"group {group}: {', '.join(members)} (--task {group} runs them all)")
+              f"{TASKS.source(task.name):<12} {task.group or '-':<{g}} {task.description}")
     return 0
 
