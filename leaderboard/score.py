@@ -96,7 +96,8 @@ FBANK_UPSTREAM = "fbank"
 #: Corpus names (manifest `corpus`) of SUPERB's and SUPERB-SG's own data, as the `superbench data prepare`
 #: preparers write them; the paper reference points mean something only there.
 OFFICIAL_CORPORA = frozenset({"librispeech", "speech_commands", "voxceleb1", "iemocap", "fluent_speech_commands",
-                              "snips", "quesst14", "librimix", "voicebank-demand", "libri2mix"})
+                              "snips", "quesst14", "librimix", "voicebank-demand", "libri2mix", "covost2",
+                              "common-voice", "sbcsae"})
 
 
 def suite_of(task: str) -> str:

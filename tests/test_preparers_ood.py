@@ -1,6 +1,7 @@
-"""The SUPERB-SG OOD-ASR preparers on fake trees: Common Voice (mp3 clips and tsv files) and SBCSAE (mp3
-recordings and .trn transcripts). soundfile writes MP3 here (libsndfile >= 1.1), so both happy paths decode
-real mp3s; a corrupt .mp3 tests the decode error."""
+"""The SUPERB-SG part-2 preparers on fake trees: Common Voice (mp3 clips and tsv files) and SBCSAE (mp3
+recordings and .trn transcripts) for OOD-ASR, CoVoST 2 (Common Voice 4 English clips and the en-de table) for ST.
+soundfile writes MP3 here (libsndfile >= 1.1), so every happy path decodes real mp3s; a corrupt .mp3 tests the
+decode error."""
 
 from __future__ import annotations
 
@@ -133,3 +134,78 @@ def test_sbcsae_drops_overlapping_segments() -> None:
         assert segments(path, Dropped("t")) == [(3.5, 4.0, "FIVE SIX")]
     finally:
         path.unlink()
+
+
+# ---------------------------------------------------------------------- CoVoST 2 (speech translation)
+
+COVOST_HEADER = "path\tsentence\ttranslation\tclient_id\tsplit\n"
+
+
+def _covost_tree(root: Path, rows: list[tuple[str, str, str, str]], clips: bool = True) -> Path:
+    """rows: (sentence, translation, client_id, split); one 1 s mp3 per row, named by its position."""
+    lines = []
+    for k, (sentence, translation, client, split) in enumerate(rows):
+        name = f"common_voice_en_{k:05d}.mp3"
+        if clips:
+            _mp3(root / "clips" / name, 1.0, seed=k % 5)
+        lines.append(f"{name}\t{sentence}\t{translation}\t{client}\t{split}\n")
+    (root / "covost_v2.en_de.tsv").write_text(COVOST_HEADER + "".join(lines), encoding="utf-8")
+    return root
+
+
+COVOST_ROWS = [("Hello there.", "Hallo zusammen.", "a", "train"), ("Good morning", "Guten Morgen", "b", "train"),
+               ("How are you?", "Wie geht es dir?", "c", "dev"), ("Thank you", "Danke", "", "test")]
+
+
+def test_covost2_writes_the_st_manifest_with_speakers_from_common_voice(tmp_path: Path) -> None:
+    root = _covost_tree(tmp_path / "cv4", COVOST_ROWS)
+    # the last row's speaker is only in Common Voice's validated.tsv
+    (root / "validated.tsv").write_text("client_id\tpath\tsentence\nd\tcommon_voice_en_00003.mp3\tThank you\n",
+                                        encoding="utf-8")
+    out = PREPARERS.get("covost2").prepare(PrepareRequest(str(root), tmp_path / "out"))
+    assert out == tmp_path / "out"
+    m = load_task_manifest(out / "st")
+    assert (m.task, m.label_field, m.corpus) == ("st", "translation", "covost2")
+    assert {s: [u.targets["translation"] for u in m.splits[s]] for s in m.splits} == {
+        "train": ["Hallo zusammen.", "Guten Morgen"], "dev": ["Wie geht es dir?"], "test": ["Danke"]}
+    (test,) = m.splits["test"]
+    assert (test.id, test.speaker, test.targets["text"]) == ("common_voice_en_00003", "d", "Thank you")
+    assert (test.sample_rate, test.num_samples) == (48000, 48000) and test.audio.endswith(".mp3")
+
+
+def test_covost2_names_file_and_line_of_every_bad_row_before_writing(tmp_path: Path) -> None:
+    from recipes.prepare.covost2 import prepare_covost2
+
+    rows = [*COVOST_ROWS[:3], ("Thank you", "", "d", "test"), ("Bye", "Tschüss", "e", "valid"),
+            ("Later", "Später", "f", "test"), ("Broken", "Kaputt", "g", "test")]
+    root = _covost_tree(tmp_path / "cv4", rows)
+    (root / "clips" / "common_voice_en_00005.mp3").unlink()
+    (root / "clips" / "common_voice_en_00006.mp3").write_bytes(b"ID3\x03\x00\x00\x00\x00\x00\x00" + b"\x17" * 400)
+    with pytest.raises(PrepareError) as err:
+        prepare_covost2(root, tmp_path / "out")
+    text, table = str(err.value), root / "covost_v2.en_de.tsv"
+    assert "covost2: 4 problem(s)" in text
+    assert f"{table}:5: clip common_voice_en_00003.mp3 has no translation (the German target is empty)" in text
+    assert f"{table}:6: split 'valid' is not one of train, dev, test" in text
+    assert f"{table}:7: clip {root / 'clips' / 'common_voice_en_00005.mp3'} is missing" in text
+    assert f"{table}:8: {root / 'clips' / 'common_voice_en_00006.mp3'}: " in text  # does not decode
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_covost2_without_its_table_or_a_column_says_the_layout(tmp_path: Path) -> None:
+    from recipes.prepare.covost2 import prepare_covost2
+
+    with pytest.raises(FileNotFoundError, match=r"covost_v2.en_de.tsv not found \(CoVoST 2's layout: ROOT/clips"):
+        prepare_covost2(tmp_path, tmp_path / "out")
+    (tmp_path / "covost_v2.en_de.tsv").write_text("path\tsentence\tsplit\nx.mp3\tHi\ttrain\n", encoding="utf-8")
+    with pytest.raises(PrepareError, match="covost_v2.en_de.tsv: no column translation"):
+        prepare_covost2(tmp_path, tmp_path / "out")
+
+
+def test_covost2_says_which_libsndfile_cannot_decode_mp3(tmp_path: Path, monkeypatch) -> None:
+    from recipes.prepare import covost2
+
+    monkeypatch.setattr(sf, "available_formats", lambda: {"WAV": "Microsoft WAV"})
+    with pytest.raises(PrepareError, match=rf"uses libsndfile {sf.__libsndfile_version__}, which cannot decode mp3 "
+                                           r"\(libsndfile >= 1.1 can"):
+        covost2.prepare_covost2(_covost_tree(tmp_path, COVOST_ROWS, clips=False), tmp_path / "out")
