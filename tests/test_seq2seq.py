@@ -23,7 +23,9 @@ from downstreams.seq2seq import (  # noqa: E402
     Seq2SeqHeadConfig,
     Seq2SeqTranslation,
     TranslationObjective,
+    Seq2SeqHead,
     beam_search,
+    beam_search_batch,
     greedy_batch,
 )
 from superbench.features.extraction import extract_features  # noqa: E402
@@ -164,6 +166,44 @@ def test_the_kind_learns_a_tiny_translation_corpus(tmp_path):
         out = head(x, frames)
         limits = setup.objective.max_lens(head.output_lengths(frames))
         assert greedy_batch(out, limits) == [beam_search(out.step_fn(i), 1, limits[i]) for i in range(len(ids))]
+
+
+def _random_head(seed: int, vocab: int = 23) -> Seq2SeqHead:
+    torch.manual_seed(seed)
+    cfg = Seq2SeqHeadConfig(conv_kernel_sizes=(3,), conv_channels=16, encoder_embed_dim=16, encoder_ffn_embed_dim=32,
+                            encoder_layers=1, encoder_attention_heads=2, decoder_embed_dim=24,
+                            decoder_ffn_embed_dim=32, decoder_layers=2, decoder_attention_heads=2, dropout=0.1)
+    head = Seq2SeqHead(num_layers=3, input_dim=8, vocab_size=vocab, cfg=cfg)
+    with torch.no_grad():  # a sharper output layer than the init's, so hypotheses differ and end at different steps
+        head.output.weight.mul_(12.0)
+    return head.eval()
+
+
+def test_incremental_decoder_step_gives_the_full_decoders_logits():
+    head = _random_head(0)
+    with torch.no_grad():
+        out = head(torch.randn(3, 3, 30, 8), torch.tensor([30, 22, 9]))  # (layers, batch, frames, dim)
+        prefix = torch.randint(3, 23, (2, 6))
+        prefix[:, 0] = 2  # </s> starts every decoder input
+        rows = torch.tensor([2, 0])
+        full = out.logits(prefix, rows)
+        state = None
+        for t in range(prefix.shape[1]):
+            step, state = head.decode_step(out.memory[rows], out.padding[rows], prefix[:, t], t, state)
+            assert torch.allclose(step, full[:, t], atol=1e-4), t
+
+
+@pytest.mark.parametrize("seed,beam", [(1, 2), (2, 4), (3, 5)])
+def test_batched_beam_search_equals_the_one_utterance_search_on_a_random_model(seed, beam):
+    head = _random_head(seed)
+    lengths = torch.tensor([40, 31, 17, 8, 25])
+    with torch.no_grad():
+        out = head(torch.randn(3, 5, 40, 8), lengths)
+        limits = [12, 5, 9, 1, 20]  # each utterance its own length limit, one of a single (forced </s>) token
+        one_by_one = [beam_search(out.step_fn(i), beam, limits[i]) for i in range(5)]
+        batched = beam_search_batch(out, beam, limits)
+    assert batched == one_by_one
+    assert len({tuple(x) for x in batched}) > 2 and batched[3] == []  # real, distinct searches
 
 
 def test_a_row_without_translation_is_refused_naming_file_and_line(tmp_path):
