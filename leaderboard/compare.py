@@ -28,17 +28,20 @@ newest `fbank` fingerprint's mean there, SOTA the best mean there over every sto
 probes included); a metric that no model beats FBANK on has no local point and does not count.
 The SUPERB score difference never counts the SUPERB-SG tasks (SE, SS); over those, the same test gives
 the difference of superbench's own SUPERB-SG aggregate (`leaderboard.score.SG_SCOPE`), the "SG score",
-on its own line (JSON `sg_score`).
+on its own line (JSON `sg_score`). Where all four OOD-ASR tasks were compared on one corpus and profile, the
+difference of SUPERB-SG's OOD-ASR aggregate (`leaderboard.score.OOD_ASR_SCOPE`: their mean WER/CER, lower is
+better) follows the same way, each task resampled on its own stream with the same draw for A and B (JSON
+`ood_asr`).
 
 JSON (`Comparison.to_json`): {"a": side, "b": side, "alpha", "resamples", "level", "seed",
 "correction": "holm", "decision": "p_permutation", "reference", "comparisons": [row...],
-"refused": [{"label", "task", "reason"}...], "superb_score": [score...], "sg_score": [score...],
+"refused": [{"label", "task", "reason"}...], "superb_score": [score...], "sg_score": [score...], "ood_asr": [score...],
 "notes": [...]}, where
 side = {"upstream", "fingerprint", "chosen"}; row = {"label", "task", "column", "metric", "role"
 ("main"|"secondary"), "higher_is_better", "data", "recipe_version", "profile", "a", "b", "delta",
 "ci": [low, high], "p_bootstrap", "p_permutation", "exact", "p_holm" (null for a secondary row),
 "significant" (null for a secondary row), "better" (an upstream name, or null for a tie), "unit", "n",
-"seeds": [[seed of A, seed of B]...], "seed_note"}; score = {"suite" ("superb"|"sg"), "scope", "tasks",
+"seeds": [[seed of A, seed of B]...], "seed_note"}; score = {"suite" ("superb"|"sg"|"ood_asr"), "scope", "tasks",
 "columns", "reference", "a", "b", "delta", "ci": [low, high], "p_bootstrap", "partial", "notes"}.
 """
 
@@ -57,6 +60,9 @@ from leaderboard.check import CheckError, choose_fingerprint
 from leaderboard.pairing import PairedResult, SeedPairing, paired_metric, units_by_seed
 from leaderboard.score import (
     FBANK_UPSTREAM,
+    OOD_ASR_KEY,
+    OOD_ASR_SCOPE,
+    OOD_ASR_TASKS,
     REFERENCE_MODES,
     SG_SCOPE,
     SUITES,
@@ -179,7 +185,9 @@ class ScoreComparison:
 
     @property
     def name(self) -> str:
-        """'SUPERB score', or 'SG score' with what it is (`SG_SCOPE`)."""
+        """'SUPERB score', 'SG score' with what it is (`SG_SCOPE`), or the OOD-ASR aggregate's name."""
+        if self.suite == OOD_ASR_KEY:
+            return "OOD-ASR mean WER/CER (SUPERB-SG's aggregate, lower is better)"
         return "SUPERB score" if self.suite == "superb" else f"SG score ({SG_SCOPE})"
 
     def to_dict(self) -> dict[str, Any]:
@@ -226,7 +234,8 @@ class Comparison:
                 "reference": self.reference, "comparisons": [r.to_dict() for r in self.rows],
                 "refused": [r.to_dict() for r in self.refused],
                 "superb_score": [s.to_dict() for s in self.scores if s.suite == "superb"],
-                "sg_score": [s.to_dict() for s in self.scores if s.suite == "sg"], "notes": self.notes}
+                "sg_score": [s.to_dict() for s in self.scores if s.suite == "sg"],
+                OOD_ASR_KEY: [s.to_dict() for s in self.scores if s.suite == OOD_ASR_KEY], "notes": self.notes}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
@@ -257,7 +266,8 @@ class Comparison:
                 lines += [f"seeds ({label}): {note}" for label, note in notes.items()]
         for s in self.scores:
             partial = f"; {s.partial}" if s.partial else ""
-            lines.append(f"{s.name} over {','.join(s.tasks)} ({s.reference} ref{partial}): A {s.a:.1f}, "
+            how = "no reference points" if s.suite == OOD_ASR_KEY else f"{s.reference} ref{partial}"
+            lines.append(f"{s.name} over {','.join(s.tasks)} ({how}): A {s.a:.1f}, "
                          f"B {s.b:.1f}, A-B {s.delta:+.1f} [{pct} CI {s.low:+.1f}, {s.high:+.1f}], "
                          f"p (bootstrap) {_p(s.p_bootstrap)}")
             lines += [f"  {n}" for n in s.notes]
@@ -462,7 +472,29 @@ def _score_comparisons(out: Comparison, records: list[ResultRecord]) -> list[Sco
             score = _score_comparison(out, mine, records, suite) if mine else None
             if score is not None:
                 scores.append(score)
+        ood = {r.task: r for r in rows if r.main and r.task in OOD_ASR_TASKS}
+        if len(ood) == len(OOD_ASR_TASKS) and not any(len(sets[t]) > 1 for t in ood):
+            scores.append(_ood_asr_comparison(out, [ood[t] for t in OOD_ASR_TASKS]))
     return scores
+
+
+def _ood_asr_comparison(out: Comparison, rows: list[MetricComparison]) -> ScoreComparison:
+    """A - B of SUPERB-SG's OOD-ASR aggregate (the four tasks' mean error rate) with its paired bootstrap: every
+    task drawn on its own stream, the same draw for both models, the mean taken per draw."""
+    columns = tuple(r.column for r in rows)
+    a = float(np.mean([np.mean([value_of(f) for f in r.seeds_a]) for r in rows]))
+    b = float(np.mean([np.mean([value_of(f) for f in r.seeds_b]) for r in rows]))
+    draws_a = metric_draws({r.column: r.seeds_a for r in rows}, out.resamples, out.seed)
+    draws_b = metric_draws({r.column: r.seeds_b for r in rows}, out.resamples, out.seed)
+    diff = np.mean([draws_a[c] for c in columns], axis=0) - np.mean([draws_b[c] for c in columns], axis=0)
+    low, high = percentile_interval(diff, out.level)
+    observed = a - b
+    finite = diff[np.isfinite(diff)]
+    p = float((1 + np.sum(np.abs(finite - observed) >= abs(observed) - 1e-12)) / (finite.size + 1))
+    return ScoreComparison(columns, columns, out.reference, a, b, low, high, p,
+                           notes=["each task resampled independently with the same draw for A and B; not a score, "
+                                  "lower is better, and in neither the SUPERB nor the SG score"],
+                           suite=OOD_ASR_KEY, scope=OOD_ASR_SCOPE)
 
 
 def _local_reference(records: list[ResultRecord], row: MetricComparison) -> tuple[Reference | None, str]:

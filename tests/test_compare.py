@@ -196,7 +196,7 @@ def test_the_cli_prints_a_table_and_a_json_report(tmp_path, capsys):
     assert main(["compare", "mine", "fbank", "--db", str(db), "--format", "json", "--task", "ks"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert set(data) == {"a", "b", "alpha", "resamples", "level", "seed", "correction", "decision", "reference",
-                         "comparisons", "refused", "superb_score", "sg_score", "notes"}
+                         "comparisons", "refused", "superb_score", "sg_score", "ood_asr", "notes"}
     assert data["correction"] == "holm" and data["decision"] == "p_permutation"
     assert data["a"]["upstream"] == "mine" and data["a"]["fingerprint"] == "fp-mine"
     (row,) = data["comparisons"]

@@ -360,3 +360,25 @@ def test_published_ood_asr_aggregate_rejects_another_metric_or_a_non_rate(tmp_pa
     text = str(err.value)
     assert "line 2, field 'metric': 'wer': ood_asr is an aggregate, its metric is empty or 'mean'" in text
     assert "line 3, field 'value': -3 is not an error rate (percent) between 0 and 1000" in text
+
+
+def test_compare_and_report_give_the_ood_asr_aggregate_only_with_all_four_tasks():
+    rng = np.random.default_rng(5)
+    values = {up: {t: list(v + shift + 10 * rng.random(30)) for t, v in OOD.items()}
+              for up, shift in (("mine", -8.0), ("fbank", 0.0))}
+    records = [rec(up, t, 0.0, per_unit={TASKS.get(t).metric: vals}) for up, per in values.items()
+               for t, vals in per.items()]
+    result = compare_models(records, "mine", "fbank", reference="local")
+    (ood,) = json.loads(result.to_json())["ood_asr"]
+    mean = {up: float(np.mean([np.mean(v) for v in per.values()])) for up, per in values.items()}
+    assert (ood["a"], ood["b"]) == pytest.approx((mean["mine"], mean["fbank"]), abs=1e-3)
+    assert ood["suite"] == "ood_asr" and ood["scope"] == OOD_ASR_SCOPE and ood["tasks"] == list(OOD_ASR_TASKS)
+    assert ood["ci"][0] <= ood["delta"] <= ood["ci"][1] < 0  # mine is lower (better) by about 8 points
+    assert "OOD-ASR mean WER/CER (SUPERB-SG's aggregate, lower is better) over ood_es,ood_zh,ood_ar,ood_sbcsae " \
+           "(no reference points): A " in result.format()
+    html = build_report(records)
+    assert OOD_ASR_HEADER in html and f"{mean['mine']:.2f} (CI ±" in html
+    # three of the four: no aggregate anywhere
+    three = [r for r in records if r.task != "ood_ar"]
+    assert json.loads(compare_models(three, "mine", "fbank", reference="local").to_json())["ood_asr"] == []
+    assert OOD_ASR_HEADER not in build_report(three).split("<ul class='notes'>")[0]
