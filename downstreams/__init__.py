@@ -15,6 +15,6 @@ __all__ = ["CTCHead", "CTCHeadConfig", "CTCObjective", "CTCTranscription", "CTCV
 from downstreams.diarization import DiarizationHead, DiarizationObjective, SpeakerDiarization  # noqa: E402,F401  (SD)
 from downstreams.intent import IntentClassification, IntentObjective  # noqa: E402,F401  (IC; after the heads it reuses)
 from downstreams.qbe import QbEDetection, QbEObjective  # noqa: E402,F401  (QbE; DTW, nothing trained)
-from downstreams.seq2seq import Seq2SeqTranslation, TranslationObjective  # noqa: E402,F401  (ST; staged)
+from downstreams.seq2seq import Seq2SeqTranslation, TranslationObjective  # noqa: E402,F401  (ST)
 from downstreams.slot_filling import SlotFilling, SlotFillingObjective  # noqa: E402,F401  (SF; reuses the CTC head)
 from downstreams.verification import SpeakerVerification, VerificationObjective, XVectorHead  # noqa: E402,F401  (SV)

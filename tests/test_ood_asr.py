@@ -23,7 +23,7 @@ from superbench.tasks import TASKS, Task, all_tasks, get_task, resolve_tasks, ta
 SR = 16000
 
 
-def staged(name: str):
+def declared(name: str):
     return importlib.import_module(f"recipes.{name}").TASK
 
 
@@ -33,7 +33,7 @@ def test_tasks_are_builtins_of_one_group_after_se_and_ss() -> None:
     assert [t.name for t in all_tasks()][-5:] == ["st", *OOD_TASKS]  # columns after SE and SS
     assert task_groups() == {OOD_ASR_GROUP: list(OOD_TASKS)}
     for name in OOD_TASKS:
-        task = staged(name)
+        task = declared(name)
         assert task is get_task(name) and task.group == OOD_ASR_GROUP
         assert task.name == name and task.target == "text" and not task.higher_is_better
         assert isinstance(task.kind, CTCTranscription) and task.kind.inventory == "train"
@@ -69,7 +69,7 @@ def test_demo_skips_sbcsae_only_when_it_came_through_all_or_the_group() -> None:
 
 @pytest.mark.parametrize("name", OOD_TASKS)
 def test_superb_profile_is_s3prls_config(name: str) -> None:
-    recipe = staged(name).load_recipe("superb")
+    recipe = declared(name).load_recipe("superb")
     head, train = recipe.head, recipe.train
     assert (head.proj_dim, head.rnn_dims, head.dropout, head.rnn_proj, head.frame_stack) == (1024, (1024, 1024),
                                                                                              0.2, True, 1)
@@ -115,7 +115,7 @@ def _corpus(root: Path, texts: dict[str, list[str]]) -> Path:
 
 def test_vocabulary_is_built_from_the_training_transcripts(tmp_path: Path) -> None:
     folder = _corpus(tmp_path, {"train": ["HOLA AMIGO", "BUENOS DIAS"], "dev": ["HOLA"], "test": ["DIAS"]})
-    task = staged("ood_es")
+    task = declared("ood_es")
     manifest = load_task_manifest(folder)
     task.check_manifest(manifest)
     setup = task.kind.setup(task, manifest, task.load_recipe("ci").head, 2, 8, None)
@@ -125,7 +125,7 @@ def test_vocabulary_is_built_from_the_training_transcripts(tmp_path: Path) -> No
 def test_a_test_character_outside_the_training_inventory_names_file_and_line(tmp_path: Path) -> None:
     folder = _corpus(tmp_path, {"train": ["HOLA AMIGO", "BUENOS DIAS"], "dev": ["HOLA"],
                                 "test": ["DIAS", "AÑO NIÑO", "HOLA"]})
-    task = staged("ood_es")
+    task = declared("ood_es")
     with pytest.raises(ManifestError) as err:
         task.check_manifest(load_task_manifest(folder))
     message = str(err.value)
