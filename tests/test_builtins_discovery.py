@@ -238,4 +238,7 @@ def test_summary_says_pr_reuses_asr_audio_only_when_both_are_there():
     row = {"utterances": 2, "speakers": 1, "minutes": 1.5, "classes": 3, "splits": {}}
     assert format_summary({"asr": row, "pr": row}).splitlines()[-1] == "total audio: 1.5 min (PR reuses the ASR audio)"
     assert format_summary({"sid": row, "sv": row}).splitlines()[-1] == "total audio: 3.0 min"
+    # a task name longer than the column's five characters widens it, so every column still lines up
+    head, asr, ood = format_summary({"asr": row, "ood_sbcsae": row}).splitlines()[:3]
+    assert head.index("minutes") + len("minutes") == asr.index("1.5") + 3 == ood.index("1.5") + 3  # right-aligned
     assert format_summary({"pr": row}).splitlines()[-1] == "total audio: 1.5 min"

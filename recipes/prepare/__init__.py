@@ -183,9 +183,10 @@ def summarize_corpus(root: str | Path) -> dict[str, dict[str, Any]]:
 
 def format_summary(summary: dict[str, dict[str, Any]]) -> str:
     """The summary as the table `superbench data` prints; PR's audio is counted once when ASR has it too."""
-    lines = [f"{'task':<5} {'utterances':>10} {'speakers':>8} {'minutes':>8} {'classes':>7}"]
+    w = max([5, *map(len, summary)])  # as wide as the longest task name ('ood_sbcsae'), so the columns line up
+    lines = [f"{'task':<{w}} {'utterances':>10} {'speakers':>8} {'minutes':>8} {'classes':>7}"]
     for task, s in summary.items():
-        lines.append(f"{task:<5} {s['utterances']:>10} {s['speakers']:>8} {s['minutes']:>8.1f} {s['classes']:>7}")
+        lines.append(f"{task:<{w}} {s['utterances']:>10} {s['speakers']:>8} {s['minutes']:>8.1f} {s['classes']:>7}")
     shared = "pr" in summary and "asr" in summary  # the demo and LibriSpeech: PR's rows are ASR's audio
     distinct_minutes = sum(s["minutes"] for t, s in summary.items() if not (shared and t == "pr"))
     lines.append(f"total audio: {distinct_minutes:.1f} min" + (" (PR reuses the ASR audio)" if shared else ""))
