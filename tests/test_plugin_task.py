@@ -98,7 +98,7 @@ def test_task_named_by_file_on_the_command_line(tmp_path, plugin):
 
 
 @pytest.mark.slow
-def test_task_from_an_installed_package_entry_point(tmp_path, plugin, monkeypatch):
+def test_task_from_an_installed_package_entry_point(tmp_path, plugin, monkeypatch, builtin_task_names):
     pkg, _ = plugin
     info = pkg / "pitch_task-0.1.dist-info"
     info.mkdir()
@@ -110,7 +110,7 @@ def test_task_from_an_installed_package_entry_point(tmp_path, plugin, monkeypatc
         assert get_task("pitch").recipe == pkg / "pitch.yaml"
         assert get_task("pitch").load_recipe("fast").train.steps == 60
         assert TASKS.source("ks") == "built-in" and [n for n in TASKS.names() if n != "pitch"] == \
-            ["asr", "er", "ic", "ks", "pr", "qbe", "sd", "se", "sf", "sid", "ss", "sv"]
+            sorted(builtin_task_names)
     assert "pitch" not in TASKS
     sys.modules.pop("pitch_task", None)
 
