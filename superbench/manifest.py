@@ -39,13 +39,12 @@ import json
 import logging
 import os
 from collections import Counter, defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from superbench.audio import HEADER_BYTES, header_info
-from superbench.io import atomic_write_text, file_blake2b
+from superbench.io import atomic_write_text, file_blake2b, map_in_threads
 
 log = logging.getLogger(__name__)
 
@@ -307,19 +306,6 @@ def _probe_file(u: Utterance) -> tuple[FileProbe | None, list[str]]:
     return probe, bad
 
 
-def _probe_files(rows: Sequence[tuple[str, Utterance]], workers: int = PROBE_WORKERS
-                 ) -> list[tuple[FileProbe | None, list[str]]]:
-    """`_probe_file` of every (split, utterance), in order, `workers` slices at a time: opening a file
-    releases the GIL, so the waits on the disk overlap."""
-    if workers <= 1 or len(rows) < 2 * workers:
-        return [_probe_file(u) for _, u in rows]
-    step = -(-len(rows) // workers)
-    slices = [rows[k:k + step] for k in range(0, len(rows), step)]
-    with ThreadPoolExecutor(max_workers=len(slices)) as pool:
-        parts = pool.map(lambda part: [_probe_file(u) for _, u in part], slices)
-        return [result for part in parts for result in part]
-
-
 def _audio_path(audio: str, task_dir: Path) -> str:
     """The row's audio as an absolute path (relative ones resolved against the task folder); a clean absolute
     path is taken as it is (what `str(Path(audio))` would give, without building a Path for each of 100k rows)."""
@@ -469,9 +455,10 @@ def load_task_manifest(task_dir: str | Path, check_files: bool = True,
                 empty.append(f"{split}.jsonl id={row.get('id')!r}")
             out.append(u)
         splits[split] = out
-    if check_files:
+    if check_files:  # opening 100k files is most of a large manifest's load: the waits on the disk overlap
         listed = [(split, u) for split, us in splits.items() for u in us]
-        for (split, u), (probe, bad) in zip(listed, _probe_files(listed)):
+        for (split, u), (probe, bad) in zip(listed, map_in_threads(_probe_file, [u for _, u in listed],
+                                                                   PROBE_WORKERS)):
             where = f"{split}.jsonl id={u.id!r}"
             if probe is None:
                 missing.append(f"{where}: {u.audio}")
