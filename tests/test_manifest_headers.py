@@ -79,3 +79,11 @@ def test_a_missing_file_and_a_lying_header_are_still_reported_with_their_rows(tm
     text = str(err.value)
     assert f"test.jsonl id='u2': {tmp_path / 'gone.wav'}" in text
     assert "dev.jsonl id='u1': 'num_samples' is 1599, the file has 1600" in text
+
+
+def test_map_in_threads_keeps_the_order_of_its_items():
+    from superbench.io import map_in_threads
+
+    items = list(range(103))
+    assert map_in_threads(lambda x: x * x, items, 8) == [x * x for x in items]
+    assert map_in_threads(str, items[:3], 8) == ["0", "1", "2"]  # too few to cut: in this thread
