@@ -26,6 +26,7 @@ the same seed writes the same bytes in any order.
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,11 +216,16 @@ def word_pattern(word: str) -> np.ndarray:
 # --------------------------------------------------------------------------- writing
 
 def _write(path: Path, audio: np.ndarray, fmt: str) -> int:
+    """Encode in memory, then write the bytes: closing a file that libsndfile opened syncs it to the disk,
+    which took three quarters of the time of writing 100k short files."""
     import soundfile as sf
 
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, SAMPLE_RATE, subtype="PCM_16", format=fmt)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), audio, SAMPLE_RATE, subtype="PCM_16", format=fmt)
-    return path.stat().st_size
+    data = buffer.getvalue()
+    path.write_bytes(data)
+    return len(data)
 
 
 def _bar(total: int, desc: str, progress: bool):
