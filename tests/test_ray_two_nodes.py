@@ -17,12 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from superbench.manifest import Fold
-from superbench.runner import run
-from superbench.tasks import get_task
-from superbench.testing import ToneUpstream, make_class_corpus, scratch_run_options
-
-ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'superbench[ray]')")
+pytest.importorskip("ray", reason="Ray is not installed (pip install 'superbench[ray]')")
 
 
 #: No usage report, and no token authentication (Ray 2.5x's default, whose token the driver would need to find):
@@ -66,17 +61,12 @@ def _stop(node: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def two_nodes():
     """The address of a head node (resource node_a) joined by a second node (node_b), one CPU each."""
-    saved = {k: os.environ.get(k) for k in RAY_ENV}
-    os.environ.update(RAY_ENV)  # the driver's side of the same settings
-    if ray.is_initialized():
-        ray.shutdown()
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths live under it
     port = _free_port()
-    address = f"127.0.0.1:{port}"
     nodes = [_start(["--head", f"--port={port}", "--include-dashboard=false",
                      "--resources=" + json.dumps({"node_a": 1})], temp)]
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while True:  # the head answers before the second node may join
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -85,53 +75,69 @@ def two_nodes():
                 if time.monotonic() > deadline or nodes[0].poll() is not None:
                     pytest.fail("the Ray head node did not start")
                 time.sleep(0.5)
-        nodes.append(_start([f"--address={address}",
-                             "--resources=" + json.dumps({"node_b": 1})], temp))
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        while len([n for n in ray.nodes() if n["Alive"]]) < 2:
-            if time.monotonic() > deadline:
-                pytest.fail("the second Ray node did not join")
-            time.sleep(0.5)
-        yield address
+        nodes.append(_start([f"--address=127.0.0.1:{port}", "--resources=" + json.dumps({"node_b": 1})], temp))
+        yield f"127.0.0.1:{port}"
     finally:
-        if ray.is_initialized():
-            ray.shutdown()
         for node in reversed(nodes):
             _stop(node)
         shutil.rmtree(temp, ignore_errors=True)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
-def test_extraction_and_trial_groups_spread_over_two_nodes_with_the_local_records(two_nodes, tmp_path,
-                                                                                 monkeypatch):
-    import superbench.runner as runner
+#: The driver, in an interpreter of its own: a process that already ran (and shut down) another Ray
+#: instance keeps state that a new connection trips over, as a user's fresh `superbench run` never does.
+DRIVER = r"""
+import json, sys, time
+from pathlib import Path
+import ray
+import superbench.runner as runner
+from superbench.manifest import Fold
+from superbench.tasks import get_task
+from superbench.testing import ToneUpstream, make_class_corpus, scratch_run_options
 
-    names = {n["NodeID"]: "node_a" if "node_a" in n["Resources"] else "node_b" for n in ray.nodes() if n["Alive"]}
-    assert sorted(names.values()) == ["node_a", "node_b"]
-    folds = [Fold("fold1", "train", "dev", "test"), Fold("fold2", "train", "test", "dev")]
-    make_class_corpus(tmp_path, task="er", folds=folds, per_class=(48, 8, 8))  # 192 clips: several chunks
-    over = {"steps": 40, "eval_interval": 20, "batch_size": 8, "lr_grid": [1e-4, 1e-3]}
-    made = []
-    real = runner.make_executor
-    monkeypatch.setattr(runner, "make_executor", lambda *a, **kw: made.append(real(*a, **kw)) or made[-1])
-    recs = {}
-    for executor in ("local", "ray"):
-        opts = scratch_run_options(tmp_path / executor, overrides=over, seeds=2, executor=executor,
-                                   address=two_nodes if executor == "ray" else None)
-        recs[executor] = run(ToneUpstream(), [get_task("er")], tmp_path, opts)
-    cluster = made[-1]
-    assert cluster.workers == 2
-    chunks = [p for pool in cluster.pools for p in pool.placements]
-    jobs = cluster.placements
-    assert len(chunks) >= 2 and {names[p.node] for p in chunks} == {"node_a", "node_b"}
-    assert len(jobs) == 2 and {names[p.node] for p in jobs} == {"node_a", "node_b"}  # one trial group per node
-    assert all(p.submitted <= p.started <= p.opened <= p.finished for p in chunks + jobs)
-    for a, b in zip(recs["local"], recs["ray"], strict=True):
-        assert (a.test, a.dev, a.lr, a.folds) == (b.test, b.dev, b.lr, b.folds)
-        assert [(t["lr"], t["fold"], t["dev"], t["test"], t["best_step"], t["history"]) for t in a.trials] == \
-            [(t["lr"], t["fold"], t["dev"], t["test"], t["best_step"], t["history"]) for t in b.trials]
-        assert a.layer_weights == pytest.approx(b.layer_weights, abs=1e-5)
+address, root = sys.argv[1], Path(sys.argv[2])
+ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+deadline = time.monotonic() + 90
+while len([n for n in ray.nodes() if n["Alive"]]) < 2 and time.monotonic() < deadline:
+    time.sleep(0.5)
+names = {n["NodeID"]: "node_a" if "node_a" in n["Resources"] else "node_b" for n in ray.nodes() if n["Alive"]}
+folds = [Fold("fold1", "train", "dev", "test"), Fold("fold2", "train", "test", "dev")]
+make_class_corpus(root, task="er", folds=folds, per_class=(48, 8, 8))  # 192 clips: several chunks
+over = {"steps": 40, "eval_interval": 20, "batch_size": 8, "lr_grid": [1e-4, 1e-3]}
+made, real = [], runner.make_executor
+runner.make_executor = lambda *a, **kw: made.append(real(*a, **kw)) or made[-1]
+recs = {}
+for executor in ("local", "ray"):
+    opts = scratch_run_options(root / executor, overrides=over, seeds=2, executor=executor,
+                               address=address if executor == "ray" else None)
+    recs[executor] = runner.run(ToneUpstream(), [get_task("er")], root, opts)
+cluster = made[-1]
+chunks = [p for pool in cluster.pools for p in pool.placements]
+
+def record(r):
+    return {"test": r.test, "dev": r.dev, "lr": r.lr, "folds": r.folds, "layer_weights": r.layer_weights,
+            "trials": [[t["lr"], t["fold"], t["dev"], t["test"], t["best_step"], t["history"]] for t in r.trials]}
+
+print(json.dumps({
+    "nodes": sorted(names.values()), "workers": cluster.workers,
+    "chunks": [names[p.node] for p in chunks], "jobs": [names[p.node] for p in cluster.placements],
+    "ordered": all(p.submitted <= p.started <= p.opened <= p.finished for p in chunks + cluster.placements),
+    "records": {e: [record(r) for r in rs] for e, rs in recs.items()}}))
+ray.shutdown()
+"""
+
+
+def test_extraction_and_trial_groups_spread_over_two_nodes_with_the_local_records(two_nodes, tmp_path):
+    done = subprocess.run([sys.executable, "-c", DRIVER, two_nodes, str(tmp_path)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, **RAY_ENV})
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["nodes"] == ["node_a", "node_b"] and got["workers"] == 2
+    assert len(got["chunks"]) >= 2 and set(got["chunks"]) == {"node_a", "node_b"}
+    assert len(got["jobs"]) == 2 and set(got["jobs"]) == {"node_a", "node_b"}  # one trial group per node
+    assert got["ordered"]
+    local, remote = got["records"]["local"], got["records"]["ray"]
+    assert len(local) == len(remote) == 2
+    for a, b in zip(local, remote, strict=True):
+        weights_a, weights_b = a.pop("layer_weights"), b.pop("layer_weights")
+        assert a == b  # test, dev, lr, folds and every trial's history
+        assert weights_a == pytest.approx(weights_b, abs=1e-5)
