@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo bench lint report clean reference-env test-reference families
+.PHONY: setup test demo bench bench-scale gpu-check lint report clean reference-env test-reference families
 
 setup: $(STAMP)
 
@@ -47,6 +47,18 @@ test-reference: reference-env
 
 bench: setup
 	$(BIN)/python benchmarks/bench.py
+
+# Every stage of a run at 1x, 4x and 16x corpus sizes (SID, PR, KS on synthetic corpora in the real layouts):
+# wall time, peak RSS, growth exponents. Long; not part of `make test`. BENCH_SCALE_ARGS scales it down
+# (e.g. --max-scale 4, --base sid=2000); the defaults make 16x the real corpus sizes.
+BENCH_SCALE_ARGS ?=
+bench-scale: setup
+	$(BIN)/python benchmarks/bench_scale.py $(BENCH_SCALE_ARGS)
+
+# The GPU path (demo on CUDA in fp32 and bf16, extraction vs bare forward, heads GPU vs CPU, pinned copies);
+# on a machine without CUDA it says so and exits 0.
+gpu-check: setup
+	PYTHON=$(BIN)/python benchmarks/gpu_check.sh
 
 # Every self-supervised family pretrained small on the demo corpus, scored against its own random init
 # (families/families.md and .html, leaderboard.md, report.html; 40 min on two cores, resumable).

@@ -88,14 +88,30 @@ class Compute:
             return f"{self.device} ({torch.cuda.get_device_name(self.device)})"
         return str(self.device)
 
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The dtype autocast computes the upstream's forward in: None for fp32 (no autocast), else bf16 or
+        fp16 on any device (fp16 on the CPU is refused at construction: CPU autocast computes in bf16)."""
+        return autocast_dtype(self.precision)
+
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
         """The upstream's forward at `precision` (a no-op for fp32)."""
-        if self.precision == "fp32":
+        dtype = self.autocast_dtype
+        if dtype is None:
             yield
             return
-        with torch.autocast(device_type=self.device.type, dtype=_DTYPES[self.precision]):
+        with torch.autocast(device_type=self.device.type, dtype=dtype):
             yield
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """None for fp32, torch.bfloat16 for bf16, torch.float16 for fp16; another name is a DeviceError."""
+    if precision == "fp32":
+        return None
+    if precision not in _DTYPES:
+        raise DeviceError(f"--precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    return _DTYPES[precision]
 
 
 def resolve_compute(device: str | torch.device | None = "auto", precision: str | None = None) -> Compute:
@@ -103,12 +119,20 @@ def resolve_compute(device: str | torch.device | None = "auto", precision: str |
     return Compute(resolve_device(device), (precision or "fp32").lower())
 
 
+def pins(source: torch.device, target: torch.device) -> bool:
+    """Whether a copy from `source` to `target` goes through pinned host memory: only host -> CUDA, where
+    page-locked memory lets the copy run asynchronously (MPS and CPU targets gain nothing from it)."""
+    return source.type == "cpu" and target.type == "cuda"
+
+
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """`tensor` on `device`; host batches bound for CUDA go through pinned memory (an asynchronous copy)."""
+    """`tensor` on `device`; host batches bound for CUDA go through pinned memory (an asynchronous copy;
+    a tensor already pinned is not copied again to pin it)."""
     if tensor.device == device:
         return tensor
-    if device.type == "cuda" and tensor.device.type == "cpu":
-        return tensor.pin_memory().to(device, non_blocking=True)
+    if pins(tensor.device, device):
+        pinned = tensor if tensor.is_pinned() else tensor.pin_memory()
+        return pinned.to(device, non_blocking=True)
     return tensor.to(device)
 
 

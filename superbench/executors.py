@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -104,11 +105,50 @@ class LocalExecutor:
             run_job(job, source, lambda i, result, j=j: on_result(j, i, result))
 
 
-def _remote_job(job: TrainingJob, cache: str, keys: Mapping[str, str], home: str) -> list[TrainResult]:
-    """Body of a Ray task: open the shared feature cache, train the job, return its results."""
+@dataclass(frozen=True)
+class Placement:
+    """Where and when one piece of remote work ran: a training job or an extraction chunk.
+
+    Kept by the Ray executor and its extractor pool (`placements`), so a multi-node run can be checked
+    to have used every node, and its wall time split into start-up (`submitted` to `started`: scheduling,
+    a worker's start, the job's arguments), opening the features (`opened`) and the work itself.
+    Times are `time.time()` of the driver (`submitted`) and of the worker (the rest): one machine's clock,
+    or clocks that agree to well under the seconds these spans take.
+    """
+
+    kind: str  # "job" or "chunk"
+    node: str  # Ray node id
+    pid: int
+    submitted: float
+    started: float
+    opened: float  # the feature cache open (jobs); == started for chunks
+    finished: float
+
+    @property
+    def startup(self) -> float:
+        return self.started - self.submitted
+
+    @property
+    def work(self) -> float:
+        return self.finished - self.opened
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def _remote_job(job: TrainingJob, cache: str, keys: Mapping[str, str], home: str,
+                submitted: float = 0.0) -> tuple[list[TrainResult], Placement]:
+    """Body of a Ray task: open the shared feature cache, train the job, return its results and where
+    and when it ran."""
+    started = time.time()
     os.environ.setdefault("SUPERBENCH_HOME", home)
     source = FeatureCache.open(cache, keys)
-    return run_job(job, source)
+    opened = time.time()
+    results = run_job(job, source)
+    return results, Placement("job", _node_id(), os.getpid(), submitted, started, opened, time.time())
 
 
 class RayExecutor:
@@ -140,6 +180,10 @@ class RayExecutor:
         self.gpus_per_extractor = float(gpus_per_extractor)
         self.extract_actors = extract_actors
         self.max_retries = max_retries
+        #: where each training job ran, in the order they finished (see `Placement`)
+        self.placements: list[Placement] = []
+        #: the extractor pools handed out, whose `placements` say where each chunk was extracted
+        self.pools: list[RayExtractorPool] = []
         resources = ray.cluster_resources()
         self.workers = max(1, int(resources.get("CPU", 1)))
         for option, value in (("--gpus-per-trial", gpus_per_trial), ("--gpus-per-extractor", gpus_per_extractor)):
@@ -148,7 +192,9 @@ class RayExecutor:
 
     def extractor_pool(self) -> RayExtractorPool:
         """Actors that extract chunks (one per worker CPU unless `extract_actors` says otherwise)."""
-        return RayExtractorPool(self.extract_actors or self.workers, self.gpus_per_extractor, threads=1)
+        pool = RayExtractorPool(self.extract_actors or self.workers, self.gpus_per_extractor, threads=1)
+        self.pools.append(pool)
+        return pool
 
     def run(self, jobs: Sequence[TrainingJob], source: FeatureSource,
             on_result: Callable[[int, int, TrainResult], None]) -> None:
@@ -160,14 +206,17 @@ class RayExecutor:
                           retry_exceptions=False)(_remote_job)
         home = os.environ.get("SUPERBENCH_HOME", "")
         pending: dict[Any, int] = {}
+        keys_ref = ray.put(dict(keys))  # once in the object store, not once per job
         for j, job in enumerate(jobs):
-            ref = task.remote(job, str(path), dict(keys), home)
+            ref = task.remote(job, str(path), keys_ref, home, time.time())
             pending[ref] = j
         try:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 j = pending.pop(done[0])
-                for i, result in enumerate(ray.get(done[0])):
+                results, placement = ray.get(done[0])
+                self.placements.append(placement)
+                for i, result in enumerate(results):
                     on_result(j, i, result)
         except BaseException:
             for ref in pending:  # Ctrl-C or a failed job: stop the rest, their checkpoints stay for the rerun
@@ -203,6 +252,8 @@ class RayExtractorPool:
         #: (spec, path, kwargs) of `load_upstream`, the variant options and the expected fingerprint: how
         #: workers rebuild an upstream that cannot be pickled (set by the runner)
         self.rebuild: tuple[tuple, dict, str] | None = None
+        #: where each chunk was extracted, in the order they finished (see `Placement`)
+        self.placements: list[Placement] = []
 
     def _shipped(self, upstream: Any) -> Any:
         """What the actors receive: the upstream itself when it pickles, else the recipe to rebuild it."""
@@ -230,7 +281,9 @@ class RayExtractorPool:
         if missing:
             raise ValueError(f"Ray workers cannot see the cache folder {probe} ({missing[0]}): SUPERBENCH_HOME "
                              f"(or --cache) must be on a filesystem every node mounts at the same path")
-        for n in ActorPool(actors).map_unordered(lambda actor, task: actor.extract.remote(task), list(tasks)):
+        for n, placement in ActorPool(actors).map_unordered(
+                lambda actor, task: actor.extract.remote(task, time.time()), list(tasks)):
+            self.placements.append(placement)
             progress(n)
 
 
@@ -254,10 +307,13 @@ class _Extractor:
         """'' when this worker sees the cache folder, else why not."""
         return "" if os.path.isdir(path) else f"{path} does not exist on node {os.uname().nodename}"
 
-    def extract(self, task: Any) -> int:
+    def extract(self, task: Any, submitted: float = 0.0) -> tuple[int, Placement]:
+        """Extract one chunk; the utterances it held, and where and when it ran."""
         from superbench.features.extraction import extract_chunk
 
-        return extract_chunk(self.upstream, task)
+        started = time.time()
+        n = extract_chunk(self.upstream, task)
+        return n, Placement("chunk", _node_id(), os.getpid(), submitted, started, started, time.time())
 
 
 def make_executor(name: str, address: str | None = None, num_cpus: int | None = None,

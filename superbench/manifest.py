@@ -13,8 +13,9 @@ phones from the inventory). Any other field is kept in `Utterance.targets`, so a
 task needs no change here. `folds` says which splits train, select and test; ER has
 five leave-one-group-out folds, the other tasks one.
 Everything is validated on load, and writes are atomic (temp file + rename). With
-`check_files` (the default) every audio file must exist and its header (`soundfile.info`) must
-agree with the row's `sample_rate` and `num_samples`.
+`check_files` (the default) every audio file must exist and its header must agree with the row's
+`sample_rate` and `num_samples` (WAV and FLAC headers are parsed from the file's first bytes,
+`superbench.audio.header_info`; other formats are asked of `soundfile.info`): one open per file.
 
 Unseen labels. A target is *class-like* when meta.json has a `labels` inventory and every row's
 `label_field` value is one of its members (KS/SID/ER labels; not phone strings or transcripts,
@@ -26,7 +27,8 @@ meta.json (`write_task_manifest(..., allow_unseen_labels=True)`).
 
 Leaked audio. At load, audio files of a fold's dev/test rows that are byte-identical to one of its
 train rows (the same file, or a copy under another name) are logged as a warning naming the pairs.
-Only files of equal size are hashed; `check_duplicates=False` or SUPERBENCH_DUPLICATE_CHECK=0
+Only files of equal size and equal first 4 KiB are hashed whole; `check_duplicates=False` or
+SUPERBENCH_DUPLICATE_CHECK=0
 skips the check for huge corpora.
 """
 
@@ -39,9 +41,10 @@ import os
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from superbench.io import atomic_write_text, file_blake2b
+from superbench.audio import HEADER_BYTES, header_info
+from superbench.io import atomic_write_text, file_blake2b, map_in_threads
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,8 @@ ROW_FIELDS = ("id", "audio", "sample_rate", "num_samples")
 META_FIELDS = ("task", "corpus", "version", "label_field", "labels", "folds", "splits", "fingerprint")
 #: Set to 0 to skip the byte-identical-audio check at load (huge corpora).
 DUPLICATE_CHECK_ENV = "SUPERBENCH_DUPLICATE_CHECK"
+#: Threads that open audio files for the checks at load (the waits on the disk overlap).
+PROBE_WORKERS = 8
 
 
 class ManifestError(ValueError):
@@ -261,20 +266,53 @@ def _read_meta(meta_path: Path) -> dict[str, Any]:
     return meta
 
 
-def _check_header(u: Utterance, where: str, bad: list[str]) -> None:
-    """Declared sample rate and length against the file header (cheap: soundfile reads the header only).
+@dataclass(frozen=True)
+class FileProbe:
+    """What one open of an audio file tells the manifest checks: its size and a digest of its first bytes
+    (how `find_identical_audio` tells most equal-sized files apart without reading them whole)."""
 
-    A file soundfile cannot open is left to extraction, whose error names it."""
-    import soundfile as sf
+    size: int
+    head: str
 
+
+def _probe_file(u: Utterance) -> tuple[FileProbe | None, list[str]]:
+    """Open the file once: size, head digest, and the declared sample rate and length against its header
+    (parsed from the first bytes for WAV and FLAC, else `soundfile.info`); the probe (None when the file
+    is missing) and the header's disagreements with the row.
+
+    A file that exists but cannot be read or parsed is left to extraction, whose error names it."""
     try:
-        info = sf.info(u.audio)
-    except Exception:  # soundfile raises several types for unreadable files
-        return
-    if int(info.samplerate) != u.sample_rate:
-        bad.append(f"{where}: 'sample_rate' is {u.sample_rate}, the file says {info.samplerate} ({u.audio})")
-    if int(info.frames) != u.num_samples:
-        bad.append(f"{where}: 'num_samples' is {u.num_samples}, the file has {info.frames} ({u.audio})")
+        with open(u.audio, "rb", buffering=0) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            head = fh.read(HEADER_BYTES)
+    except OSError:
+        return (FileProbe(-1, "") if os.path.isfile(u.audio) else None), []
+    probe = FileProbe(size, hashlib.blake2b(head, digest_size=16).hexdigest())
+    info = header_info(head, size)
+    if info is None:
+        import soundfile as sf
+
+        try:
+            found = sf.info(u.audio)
+        except Exception:  # soundfile raises several types for unreadable files
+            return probe, []
+        info = (int(found.samplerate), int(found.frames))
+    rate, frames = info
+    bad = []
+    if rate != u.sample_rate:
+        bad.append(f"'sample_rate' is {u.sample_rate}, the file says {rate} ({u.audio})")
+    if frames != u.num_samples:
+        bad.append(f"'num_samples' is {u.num_samples}, the file has {frames} ({u.audio})")
+    return probe, bad
+
+
+def _audio_path(audio: str, task_dir: Path) -> str:
+    """The row's audio as an absolute path (relative ones resolved against the task folder); a clean absolute
+    path is taken as it is (what `str(Path(audio))` would give, without building a Path for each of 100k rows)."""
+    if isinstance(audio, str) and os.path.isabs(audio) and os.path.normpath(audio) == audio:
+        return audio
+    path = Path(audio)
+    return str(path if path.is_absolute() else (task_dir / path).resolve())
 
 
 def repeated_rows(splits: dict[str, list[dict[str, Any]]], label_field: str) -> list[str]:
@@ -304,20 +342,24 @@ def _short(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def find_identical_audio(manifest: TaskManifest) -> list[str]:
+def find_identical_audio(manifest: TaskManifest, probes: Mapping[str, FileProbe] | None = None) -> list[str]:
     """Rows of a fold's dev/test whose audio is byte-identical to a train row's (one line per pair).
 
-    Files are grouped by size first, so only equal-sized files are read and hashed."""
-    sizes: dict[str, int] = {}
+    Files are grouped by size, then by a digest of their first HEADER_BYTES (`probes`, by path, as
+    `load_task_manifest` read them; else read here), and only files equal in both are hashed whole: on a
+    large corpus many files share a size, few share their first bytes."""
+    probes = dict(probes or {})
     digests: dict[str, str] = {}
 
-    def size(path: str) -> int:
-        if path not in sizes:
+    def probe(path: str) -> FileProbe:
+        if path not in probes:
             try:
-                sizes[path] = os.stat(path).st_size
+                with open(path, "rb") as fh:
+                    probes[path] = FileProbe(os.fstat(fh.fileno()).st_size,
+                                             hashlib.blake2b(fh.read(HEADER_BYTES), digest_size=16).hexdigest())
             except OSError:
-                sizes[path] = -1
-        return sizes[path]
+                probes[path] = FileProbe(-1, "")
+        return probes[path]
 
     def digest(path: str) -> str:
         if path not in digests:
@@ -328,16 +370,19 @@ def find_identical_audio(manifest: TaskManifest) -> list[str]:
     for fold in manifest.folds:
         held = [(split, u) for split in dict.fromkeys((fold.dev, fold.test)) if split != fold.train
                 for u in manifest.splits[split]]
-        held_sizes = {size(u.audio) for _, u in held} - {-1}
-        train_sizes = {size(t.audio) for t in manifest.splits[fold.train]}
-        train: dict[str, list[Utterance]] = defaultdict(list)
+        held_sizes = {probe(u.audio).size for _, u in held} - {-1}
+        candidates: dict[tuple[int, str], list[Utterance]] = defaultdict(list)
         for t in manifest.splits[fold.train]:
-            if size(t.audio) in held_sizes:
-                train[digest(t.audio)].append(t)
+            if probe(t.audio).size in held_sizes:
+                candidates[probe(t.audio).size, probe(t.audio).head].append(t)
         for split, u in held:
-            if size(u.audio) < 0 or size(u.audio) not in train_sizes:
+            p = probe(u.audio)
+            if p.size < 0:
                 continue
-            for t in train.get(digest(u.audio), ()):
+            same_head = candidates.get((p.size, p.head), ())
+            for t in same_head:
+                if digest(t.audio) != digest(u.audio):
+                    continue
                 same = " (the same file)" if u.audio == t.audio else f" ({u.audio} == {t.audio})"
                 pairs.setdefault((split, u.id, fold.train, t.id),
                                  f"{split}.jsonl id={u.id!r} is byte-identical to {fold.train}.jsonl id={t.id!r}{same}")
@@ -391,32 +436,35 @@ def load_task_manifest(task_dir: str | Path, check_files: bool = True,
                             + (f"; ... and {len(errors) - 10} more" if len(errors) > 10 else ""))
 
     missing, dupes, empty, header = [], [], [], []
+    probes: dict[str, FileProbe] = {}
     seen: dict[str, str] = {}
     splits: dict[str, list[Utterance]] = {}
     for split, rows in raw.items():
         out = []
         for row in rows:
-            where = f"{split}.jsonl id={row.get('id')!r}"
-            audio = Path(row["audio"])
-            if not audio.is_absolute():
-                audio = (task_dir / audio).resolve()
-            u = Utterance(id=row["id"], audio=str(audio), sample_rate=int(row["sample_rate"]),
+            audio = _audio_path(row["audio"], task_dir)
+            u = Utterance(id=row["id"], audio=audio, sample_rate=int(row["sample_rate"]),
                           num_samples=int(row["num_samples"]), speaker=str(row.get("speaker", "")),
                           targets={k: v for k, v in row.items() if k not in BASE_FIELDS})
-            if check_files:
-                if not audio.is_file():
-                    missing.append(f"{where}: {audio}")
-                else:
-                    _check_header(u, where, header)
             prev = seen.get(row["id"])
-            if prev is not None and prev != str(audio):
-                dupes.append(f"{where} (also in another row with {prev})")
-            seen[row["id"]] = str(audio)
+            if prev is not None and prev != audio:
+                dupes.append(f"{split}.jsonl id={row.get('id')!r} (also in another row with {prev})")
+            seen[row["id"]] = audio
             value = row.get(label_field)
             if value is None or (isinstance(value, str) and not value.strip()):
-                empty.append(where)
+                empty.append(f"{split}.jsonl id={row.get('id')!r}")
             out.append(u)
         splits[split] = out
+    if check_files:  # opening 100k files is most of a large manifest's load: the waits on the disk overlap
+        listed = [(split, u) for split, us in splits.items() for u in us]
+        for (split, u), (probe, bad) in zip(listed, map_in_threads(_probe_file, [u for _, u in listed],
+                                                                   PROBE_WORKERS)):
+            where = f"{split}.jsonl id={u.id!r}"
+            if probe is None:
+                missing.append(f"{where}: {u.audio}")
+                continue
+            probes[u.audio] = probe
+            header.extend(f"{where}: {problem}" for problem in bad)
     problems = []
     if missing:
         problems.append(format_problems("missing audio files", missing))
@@ -455,7 +503,7 @@ def load_task_manifest(task_dir: str | Path, check_files: bool = True,
     if check_duplicates is None:
         check_duplicates = check_files and os.environ.get(DUPLICATE_CHECK_ENV, "1") != "0"
     if check_duplicates:
-        leaks = find_identical_audio(manifest)
+        leaks = find_identical_audio(manifest, probes)
         if leaks:
             log.warning("%s: audio shared by training and held-out rows (a leak that inflates the score):\n%s",
                         task_dir, format_problems("byte-identical audio", leaks))

@@ -97,3 +97,69 @@ def test_bf16_features_are_cached_and_recorded_apart_from_fp32(no_gpu, tmp_path)
     a, b = caches["fp32"].get(uid), caches["bf16"].get(uid)
     assert not np.array_equal(a, b)  # autocast really ran the forward in bf16...
     np.testing.assert_allclose(a, b, rtol=0.05, atol=0.05)  # ...and it is the same function
+
+
+# --------------------------------------------------------------------------- CUDA branches reachable on a CPU
+
+def test_autocast_dtype_per_precision():
+    from superbench.device import autocast_dtype
+
+    assert autocast_dtype("fp32") is None
+    assert autocast_dtype("bf16") is torch.bfloat16 and autocast_dtype("fp16") is torch.float16
+    with pytest.raises(DeviceError, match=r"--precision 'fp8': use one of fp32, bf16, fp16"):
+        autocast_dtype("fp8")
+    assert Compute(torch.device("cuda", 0), "fp16").autocast_dtype is torch.float16  # fp16 is fine on a GPU
+    assert Compute(torch.device("cpu"), "bf16").autocast_dtype is torch.bfloat16
+    assert Compute().autocast_dtype is None
+
+
+def test_fp32_autocast_is_a_no_op_and_bf16_computes_in_bf16_on_the_cpu():
+    x = torch.ones(2, 3)
+    with Compute(torch.device("cpu"), "fp32").autocast():
+        assert (x @ x.T).dtype is torch.float32
+    with Compute(torch.device("cpu"), "bf16").autocast():
+        assert (x @ x.T).dtype is torch.bfloat16
+
+
+def test_only_host_to_cuda_copies_are_pinned():
+    from superbench.device import pins
+
+    cpu, cuda, mps = torch.device("cpu"), torch.device("cuda", 0), torch.device("mps")
+    assert pins(cpu, cuda)
+    assert not pins(cpu, cpu) and not pins(cpu, mps) and not pins(cuda, cpu) and not pins(cuda, torch.device("cuda", 1))
+
+
+class _FakeTensor:
+    """Stands in for a host tensor: records how `to_device` moves it (no CUDA needed)."""
+
+    def __init__(self, pinned: bool = False):
+        self.device, self.pinned, self.calls = torch.device("cpu"), pinned, []
+
+    def is_pinned(self) -> bool:
+        return self.pinned
+
+    def pin_memory(self) -> "_FakeTensor":
+        self.calls.append("pin_memory")
+        return _FakeTensor(pinned=True)
+
+    def to(self, device, non_blocking: bool = False):
+        self.calls.append(("to", str(device), non_blocking))
+        return self
+
+
+def test_to_device_pins_a_host_batch_bound_for_cuda_and_copies_asynchronously():
+    host = _FakeTensor()
+    moved = to_device(host, torch.device("cuda", 0))
+    assert host.calls == ["pin_memory"] and moved.pinned and moved.calls == [("to", "cuda:0", True)]
+    already = _FakeTensor(pinned=True)
+    to_device(already, torch.device("cuda", 0))
+    assert already.calls == [("to", "cuda:0", True)]  # pinned once, not again
+    other = _FakeTensor()
+    to_device(other, torch.device("mps"))
+    assert other.calls == [("to", "mps", False)]
+
+
+def test_describe_names_the_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    assert Compute(torch.device("cuda", 0)).describe() == "cuda:0 (NVIDIA H100 80GB HBM3)"
+    assert Compute(torch.device("cpu")).describe() == "cpu"

@@ -48,6 +48,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     prep.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                       help="an option of the corpus's preparer that has no flag (repeatable)")
     prep.set_defaults(func=_prepare)
+    synth = dsub.add_parser("synth", help="write a synthetic corpus in a real corpus' layout, at its size "
+                                          "(a scale test instrument, not speech)",
+                            description="Files in the folder layout of VoxCeleb1, LibriSpeech or Speech Commands "
+                                        "v0.01, with labels learnable from the signal; index them with "
+                                        "`superbench data prepare LAYOUT --root OUT`.")
+    synth.add_argument("--layout", required=True, choices=("voxceleb1", "librispeech", "speech_commands"),
+                       help="which real corpus' layout to write")
+    synth.add_argument("--utterances", type=int, required=True,
+                       help="audio files to write (real sizes: voxceleb1 148642, librispeech train-clean-100 "
+                            "28539, speech_commands 51088)")
+    synth.add_argument("--hours", type=float, default=None,
+                       help="total audio (default: the real corpus' mean utterance length; speech_commands "
+                            "clips are always 1 s)")
+    synth.add_argument("--speakers", type=int, default=None,
+                       help="speakers (default: the real corpus' utterances per speaker)")
+    synth.add_argument("--out", type=Path, required=True, help="output folder (the corpus root)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    synth.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    synth.set_defaults(func=_synth)
     listing = dsub.add_parser("list", help="the corpora `data prepare` and `--data` know (built-ins and plugins)")
     listing.set_defaults(func=_list)
     data.set_defaults(func=lambda args: data.print_help() or ExitCode.USAGE)
@@ -63,6 +82,18 @@ def _demo(args: argparse.Namespace) -> int:
         demo.prepare_demo(out, size=args.size, seed=args.seed)
     print(f"demo corpus ({args.size}, seed {args.seed}): {out}")
     print(demo.format_summary(demo.summarize_corpus(out)))
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from recipes.prepare.synth import SynthSpec, synthesize
+    from superbench.io import human_bytes
+
+    spec = SynthSpec(args.layout, args.utterances, hours=args.hours, seed=args.seed, speakers=args.speakers)
+    done = synthesize(spec, args.out, progress=args.progress)
+    print(f"{done.layout} layout (seed {spec.seed}): {done.files} files, {done.seconds / 3600:.2f} h, "
+          f"{human_bytes(done.bytes)}, {done.speakers} speakers in {done.root}")
+    print(f"index it with: superbench data prepare {done.layout} --root {done.root}")
     return 0
 
 

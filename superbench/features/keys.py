@@ -6,12 +6,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Mapping
 
 from superbench.features.store import CacheError
-from superbench.io import file_blake2b
+from superbench.io import file_blake2b, map_in_threads
 from superbench.manifest import TaskManifest
 
 log = logging.getLogger(__name__)
@@ -51,10 +50,6 @@ def audio_keys(manifest: TaskManifest, workers: int = AUDIO_KEY_WORKERS) -> dict
     utts = manifest.utterances()
     paths = sorted({u.audio for u in utts})
     start = time.perf_counter()
-    if workers > 1 and len(paths) > 1:
-        with ThreadPoolExecutor(max_workers=min(workers, len(paths))) as pool:
-            keys = dict(zip(paths, pool.map(audio_key, paths)))
-    else:
-        keys = {p: audio_key(p) for p in paths}
+    keys = dict(zip(paths, map_in_threads(audio_key, paths, workers)))
     log.debug("keyed %d audio file(s) in %.3f s", len(paths), time.perf_counter() - start)
     return {u.id: keys[u.audio] for u in utts}
