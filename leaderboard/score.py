@@ -46,7 +46,7 @@ with a score over a different subset; `SuperbScore.tasks` travels with the value
 JSON's `superb_score.official` and `.scope`, the HTML report) whether a number is the
 official SUPERB score: `paper` points, exactly `SUPERB_TASKS`, every metric counted.
 
-The SUPERB score never counts the SUPERB-SG tasks (`SUPERB_SG_TASKS`: SE, SS), in either mode: it
+The SUPERB score never counts the SUPERB-SG tasks (`SUPERB_SG_TASKS`: SE, SS, VC), in either mode: it
 averages SUPERB's tasks and plugin tasks. SUPERB-SG (Tsai et al., ACL 2022) defines no overall score, so
 superbench adds its own, the "SG score" (`suite="sg"` of `superb_score` / `score_interval`; `sg_score`):
 the same formula over the SUPERB-SG tasks present, counting the metrics SUPERB-SG's table reports (SE:
@@ -73,9 +73,10 @@ REFERENCE_MODES = ("paper", "local")
 #: The ten tasks of the SUPERB paper (Yang et al., Interspeech 2021): the official SUPERB score averages
 #: exactly these, in `paper` mode. A score over any other set is partial and says so everywhere.
 SUPERB_TASKS = ("pr", "ks", "ic", "sid", "er", "asr", "qbe", "sf", "sv", "sd")
-#: The SUPERB-SG tasks built in so far (the later ones, ST, OOD-ASR and VC, join this tuple): never counted in
-#: the SUPERB score, only in superbench's own SG score.
-SUPERB_SG_TASKS = ("se", "ss")
+#: The SUPERB-SG tasks built in so far (the later ones, ST and OOD-ASR, join this tuple): never counted in the
+#: SUPERB score, only in superbench's own SG score. VC declares no paper points (the paper's numbers come from
+#: another vocoder and recogniser), so it counts there in `local` mode only, by its main metric, MCD.
+SUPERB_SG_TASKS = ("se", "ss", "vc")
 #: The score suites: "superb" (SUPERB's tasks and plugin tasks) and "sg" (`SUPERB_SG_TASKS`).
 SUITES = ("superb", "sg")
 #: What the SG score is, said in every output that shows it.

@@ -66,7 +66,7 @@ def rec(upstream: str, task: str, value: float, secondary: dict[str, float] | No
 
 
 def test_the_sg_tasks_and_their_paper_points_are_declared():
-    assert SUPERB_SG_TASKS == ("se", "ss")
+    assert SUPERB_SG_TASKS == ("se", "ss", "vc")
     refs = paper_references()
     assert (refs["se"].fbank, refs["se"].sota) == PESQ
     assert (refs["se/stoi"].fbank, refs["se/stoi"].sota) == STOI

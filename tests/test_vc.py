@@ -203,3 +203,23 @@ def test_vcc2020_preparer_names_every_bad_input(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no speaker folder SEF1, SEF2"):
         prepare_vcc2020(tmp_path / "empty", tmp_path / "out3")
+
+
+def test_published_vc_row_and_scores(tmp_path, capsys):
+    from leaderboard.published import read_published_csv, shipped_files
+    from leaderboard.score import suite_of
+    from superbench.cli import main
+
+    rows = read_published_csv(shipped_files()["superb-sg-vc-paper"])
+    assert {(r.upstream, r.metric): r.value for r in rows} == {("FBANK", "mcd"): 8.47, ("FBANK", "wer"): 38.3,
+                                                               ("FBANK", "asv"): 77.25}
+    assert all("arXiv:2203.06849" in r.source and "Table 2" in r.source and "Parallel WaveGAN" in r.note
+               for r in rows)
+    assert suite_of("vc") == "sg"  # never in the SUPERB score
+    db = tmp_path / "lb.db"
+    assert main(["leaderboard", "import-published", "superb-sg-vc-paper", "--db", str(db)]) == 0
+    capsys.readouterr()
+    assert main(["leaderboard", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "VC MCD dB ↓" in out and "VC WER% ↓" in out and "VC ASV% ↑" in out
+    assert "| FBANK (published) |" in out and "| 8.47 | 38.30 | 77.25 |" in out
