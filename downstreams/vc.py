@@ -254,6 +254,7 @@ class ConversionObjective(Objective):
         self._stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._scored: dict[int, tuple[weakref.ref, dict[str, Any]]] = {}
         self._embeddings: dict[str, np.ndarray] = {}
+        self._world: dict[tuple[str, tuple[float, float]], vc_metrics.WorldFeatures] = {}
         self._asr: Any = None
         self._encoder: Any = None
         self._threshold: tuple[float, float] | None = None
@@ -315,6 +316,17 @@ class ConversionObjective(Objective):
     def _reference(self, target: dict[str, Any]) -> np.ndarray:
         return load_audio(target["reference"], self.vocoder.sample_rate).astype(np.float64)
 
+    def _scores(self, target: dict[str, Any], wav: np.ndarray) -> dict[str, Any]:
+        """MCD, F0RMSE, F0CORR and DDUR of a converted waveform; the reference's WORLD analysis is done once."""
+        key = (target["reference"], self._f0_range(target))
+        ref = self._reference(target)
+        if key not in self._world:
+            self._world[key] = vc_metrics.world_features(ref, self.vocoder.sample_rate, key[1])
+        try:
+            return vc_metrics.conversion_scores(wav, ref, self.vocoder.sample_rate, key[1], self._world[key])
+        except ValueError as exc:
+            raise ValueError(f"utterance {target['id']}: {exc}") from exc
+
     def _f0_range(self, target: dict[str, Any]) -> tuple[float, float]:
         return tuple(target.get("f0_range") or vc_metrics.DEFAULT_F0_RANGE)  # type: ignore[return-value]
 
@@ -332,11 +344,7 @@ class ConversionObjective(Objective):
         hit = self._cached(prediction)
         if hit is not None:
             return hit["mcd"]
-        try:
-            return vc_metrics.conversion_scores(self.converted(prediction), self._reference(target),
-                                                self.vocoder.sample_rate, self._f0_range(target))["mcd"]
-        except ValueError as exc:
-            raise ValueError(f"utterance {target['id']}: {exc}") from exc
+        return self._scores(target, self.converted(prediction))["mcd"]
 
     def speaker_encoder(self) -> vc_metrics.SpeakerEncoder:
         if self._encoder is None:
@@ -370,11 +378,7 @@ class ConversionObjective(Objective):
         if hit is not None and "asv" in hit:
             return hit
         wav = self.converted(prediction)
-        try:
-            scores: dict[str, Any] = vc_metrics.conversion_scores(wav, self._reference(target),
-                                                                   self.vocoder.sample_rate, self._f0_range(target))
-        except ValueError as exc:
-            raise ValueError(f"utterance {target['id']}: {exc}") from exc
+        scores = self._scores(target, wav)
         wav16k = self._to16k(wav)
         similarity = vc_metrics.cosine(self.speaker_encoder().embed(wav16k, TARGET_SAMPLE_RATE),
                                        self.embedding(target["reference"]))

@@ -163,10 +163,13 @@ def trimmed_length(wav: np.ndarray, top_db: float = 60.0, frame_length: int = 20
 
 
 def conversion_scores(converted: np.ndarray, reference: np.ndarray, fs: int,
-                      f0_range: tuple[float, float] = DEFAULT_F0_RANGE) -> dict[str, float]:
+                      f0_range: tuple[float, float] = DEFAULT_F0_RANGE,
+                      reference_features: WorldFeatures | None = None) -> dict[str, float]:
     """{"mcd", "f0rmse", "f0corr", "ddur"} of a converted waveform against the real one (see the module doc);
-    F0RMSE/F0CORR are NaN where either side has no voiced frame (s3prl does the same)."""
-    cvt, ref = world_features(converted, fs, f0_range), world_features(reference, fs, f0_range)
+    F0RMSE/F0CORR are NaN where either side has no voiced frame (s3prl does the same). `reference_features`:
+    the reference's `world_features` at `fs` and `f0_range`, computed once by a caller that scores it often."""
+    cvt = world_features(converted, fs, f0_range)
+    ref = reference_features if reference_features is not None else world_features(reference, fs, f0_range)
     cvt_frames = cvt.mcep[cvt.power_db > POWER_THRESHOLD_DB]
     ref_frames = ref.mcep[ref.power_db > POWER_THRESHOLD_DB]
     if not len(cvt_frames) or not len(ref_frames):

@@ -232,3 +232,10 @@ def test_fold_weight_norm_equals_torch_weight_norm():
     x = torch.randn(2, 4, 9)
     torch.testing.assert_close(plain(x), conv(x))
     assert set(folded) == {"bias", "weight"}
+
+
+def test_precomputed_reference_features_give_the_same_scores():
+    pytest.importorskip("pyworld")
+    ref, cvt = _speechlike(), _speechlike(f0=180.0)
+    features = vm.world_features(ref, 16000)
+    assert vm.conversion_scores(cvt, ref, 16000, reference_features=features) == vm.conversion_scores(cvt, ref, 16000)
