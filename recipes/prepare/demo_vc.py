@@ -4,8 +4,8 @@ As VCC2020 task 1, each target speaker has training utterances of its own senten
 dev, and the test sentences, unseen in any training or dev utterance, are read by every source voice and by
 every target voice (parallel: the target's reading is the reference for MCD and ASV, its text for WER). Sources
 never appear in training (any-to-one conversion). Every utterance is an ordinary demo job (eSpeak NG,
-per-speaker voice and prosody jitter) rendered near-clean (its own noise 80 dB below the speech). Sentences come
-from the demo's pool of distinct sentences, so no test sentence is ever said in training. Every draw is from
+per-speaker voice and prosody jitter) rendered near-clean (its own noise 80 dB below the speech). Sentences are
+distinct within the part (`distinct_sentences`), so no test sentence is ever said in training. Every draw is from
 `p.rng` in `plan`, after the other parts' draws.
 
 One fold per target speaker (train_<t>, dev_<t>, test_<t>): the task trains one model per target. meta.json's
@@ -31,21 +31,38 @@ SIZES: dict[str, tuple[int, tuple[int, int], int, int]] = {
 }
 
 
+def distinct_sentences(p: Any, n: int, used: set[str]) -> list[str]:
+    """`n` sentences never said in this part (`used`, updated): from the demo's pool of distinct sentences while
+    it lasts (tiny and default sizes), then drawn from the grammar, skipping those already said here (the large
+    size, whose other tasks take the whole pool)."""
+    from recipes.prepare.demo_sd import _sentence
+
+    out = p._take_sentences(min(n, len(p._sentences)))
+    used.update(out)
+    while len(out) < n:
+        sentence = _sentence(p)
+        if sentence not in used:
+            used.add(sentence)
+            out.append(sentence)
+    return out
+
+
 def plan(p: Any) -> None:
     """Targets and their training/dev sentences, then sources, then the test sentences each voice reads."""
     n_targets, (n_train, n_dev), n_sources, n_test = SIZES[p.size]
     targets = p._speakers(n_targets, "vc-tgt-")
     items: dict[str, Any] = {"targets": [], "sources": []}
+    used: set[str] = set()
     for t in targets:
         entry: dict[str, Any] = {"speaker": t.id, "train": [], "dev": []}
         for split, n in (("train", n_train), ("dev", n_dev)):
-            for k, text in enumerate(p._take_sentences(n)):
+            for k, text in enumerate(distinct_sentences(p, n, used)):
                 job = p._job(f"{t.id}-{split}-{k:03d}", "vc", text, t)
                 job["snr_db"] = CLEAN_SNR_DB
                 entry[split].append(job)
         items["targets"].append(entry)
     sources = p._speakers(n_sources, "vc-src-")
-    sentences = p._take_sentences(n_test)
+    sentences = distinct_sentences(p, n_test, used)
     readings: dict[str, list[dict[str, Any]]] = {}
     for spk in [*targets, *sources]:
         readings[spk.id] = []
