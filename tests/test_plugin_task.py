@@ -110,7 +110,7 @@ def test_task_from_an_installed_package_entry_point(tmp_path, plugin, monkeypatc
         assert get_task("pitch").recipe == pkg / "pitch.yaml"
         assert get_task("pitch").load_recipe("fast").train.steps == 60
         assert TASKS.source("ks") == "built-in" and [n for n in TASKS.names() if n != "pitch"] == \
-            ["asr", "er", "ic", "ks", "pr", "qbe", "sd", "se", "sf", "sid", "ss", "sv"]
+            ["asr", "er", "ic", "ks", "pr", "qbe", "sd", "se", "sf", "sid", "ss", "sv", "vc"]
     assert "pitch" not in TASKS
     sys.modules.pop("pitch_task", None)
 
