@@ -33,6 +33,9 @@ random init: same compute as HuBERT Base, no download) and `fbank`, and prints:
  14. SUPERB-SG ST (synthetic batches, superb s2t_transformer): time per batch of 16 utterances (forward, label-
      smoothed loss, backward) for HuBERT Base-sized frames, and the projected wall time of the superb profile
      (32k updates x gradient accumulation 8)
+ 15. SUPERB-SG VC (synthetic batches, superb Taco2-AR decoder at 24 kHz mel): time per update at batch 6 for
+     fbank and HuBERT Base-sized frames (teacher-forced L1 loss and backward), the autoregressive decoding time
+     of one utterance, and the projected wall time of the superb profile (10k updates per target speaker)
 
 Everything goes to a temporary SUPERBENCH_HOME, so every number includes a cold
 extraction. Medians over repeats where a repeat is cheap (fbank). This is a
@@ -236,10 +239,12 @@ def main() -> int:
     ap.add_argument("--sg-updates", type=int, default=5, help="timed updates per case in sections 13 and 14")
     ap.add_argument("--st-seconds", type=float, default=5.0,
                     help="utterance length of section 14's ST batches (CoVoST 2 clips are a few seconds)")
-    ap.add_argument("--only", type=int, choices=range(1, 15), action="append", metavar="N",
-                    help="run only section N (repeatable); default: all fourteen")
+    ap.add_argument("--vc-seconds", type=float, default=3.0,
+                    help="utterance length of section 15's VC batches (VCC2020 utterances are a few seconds)")
+    ap.add_argument("--only", type=int, choices=range(1, 16), action="append", metavar="N",
+                    help="run only section N (repeatable); default: all fifteen")
     args = ap.parse_args()
-    sections = set(args.only or range(1, 15))
+    sections = set(args.only or range(1, 16))
     logging.basicConfig(level=logging.WARNING)
     if 12 in sections:  # synthetic unit scores: no corpus, no upstream
         section_12(args)
@@ -247,7 +252,9 @@ def main() -> int:
         section_13(args)
     if 14 in sections:
         section_14(args)
-    if sections <= {12, 13, 14}:
+    if 15 in sections:
+        section_15(args)
+    if sections <= {12, 13, 14, 15}:
         return 0
     home = Path(tempfile.mkdtemp(prefix="superbench-bench-"))
     demo_home = os.environ.get("SUPERBENCH_HOME")
@@ -823,6 +830,54 @@ def section_14(args: argparse.Namespace) -> None:
           f"{torch.get_num_threads()} thread(s); median of {args.sg_updates}")
     print(f"   {per_batch:.2f} s per batch; {ST_SUPERB_STEPS:,} updates x {ST_GRAD_ACCUM} batches: "
           f"{per_batch * ST_SUPERB_STEPS * ST_GRAD_ACCUM / 3600:.0f} h of training (dev/test decoding not included)")
+
+
+VC_SUPERB_STEPS, VC_TARGETS = 10_000, 4
+
+
+def section_15(args: argparse.Namespace) -> None:
+    import torch
+
+    from downstreams.vc import Taco2ARHead
+    from superbench.tasks import get_task
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.manual_seed(0)
+    cfg = get_task("vc").load_recipe("superb").head
+    batch = 6
+    mel_frames = int(args.vc_seconds * cfg.sample_rate / cfg.hop)
+    print(f"\n15. SUPERB-SG VC, superb Taco2-AR (hidden {cfg.hidden_dim}, {cfg.sample_rate} Hz mel, hop {cfg.hop}), "
+          f"batch {batch} x {args.vc_seconds:g} s ({mel_frames} mel frames), {torch.get_num_threads()} thread(s); "
+          f"median of {args.sg_updates}")
+    cases = (("fbank (240-d, 10 ms)", 1, 240, 160), ("HuBERT Base-sized (13x768, 20 ms)", 13, 768, 320))
+    for name, layers, dim, rate in cases:
+        head = Taco2ARHead(layers, dim, cfg, cfg.sample_rate / cfg.hop * rate / 16000)
+        optim = torch.optim.AdamW(head.parameters(), lr=1e-4)
+        frames = int(args.vc_seconds * 16000 / rate)
+        feats = torch.randn(layers, batch, frames, dim)
+        lengths = torch.full((batch,), frames)
+        target = torch.randn(batch, int(head.output_lengths(lengths)[0]), cfg.n_mels)
+        times = []
+        for step in range(args.sg_updates + 1):
+            start = time.perf_counter()
+            optim.zero_grad()
+            out = head(feats, lengths)
+            loss = (out.decode(target[:, :out.states.shape[1]]) - target[:, :out.states.shape[1]]).abs().mean()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
+            optim.step()
+            if step:
+                times.append(time.perf_counter() - start)
+        per_update = statistics.median(times)
+        head.eval()
+        with torch.no_grad():
+            start = time.perf_counter()
+            head(feats[:, :1], lengths[:1]).decode(None)
+            decode = time.perf_counter() - start
+        params = sum(p.numel() for p in head.parameters())
+        print(f"   {name}: {params / 1e6:.1f} M parameters, {per_update:.2f} s per update; {VC_SUPERB_STEPS:,} "
+              f"updates x {VC_TARGETS} targets: {per_update * VC_SUPERB_STEPS * VC_TARGETS / 3600:.1f} h of training; "
+              f"autoregressive decoding of one utterance {decode:.2f} s (vocoding and metrics not included)")
 
 
 if __name__ == "__main__":

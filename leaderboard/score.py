@@ -46,7 +46,7 @@ with a score over a different subset; `SuperbScore.tasks` travels with the value
 JSON's `superb_score.official` and `.scope`, the HTML report) whether a number is the
 official SUPERB score: `paper` points, exactly `SUPERB_TASKS`, every metric counted.
 
-The SUPERB score never counts the SUPERB-SG tasks (`SUPERB_SG_TASKS`: SE, SS), in either mode: it
+The SUPERB score never counts the SUPERB-SG tasks (`SUPERB_SG_TASKS`: SE, SS, VC), in either mode: it
 averages SUPERB's tasks and plugin tasks. SUPERB-SG (Tsai et al., ACL 2022) defines no overall score, so
 superbench adds its own, the "SG score" (`suite="sg"` of `superb_score` / `score_interval`; `sg_score`):
 the same formula over the SUPERB-SG tasks present, counting the metrics SUPERB-SG's table reports (SE:
@@ -75,9 +75,10 @@ REFERENCE_MODES = ("paper", "local")
 SUPERB_TASKS = ("pr", "ks", "ic", "sid", "er", "asr", "qbe", "sf", "sv", "sd")
 #: The out-of-domain ASR tasks of SUPERB-SG, whose mean test WER/CER is its OOD-ASR aggregate (`ood_asr_mean`).
 OOD_ASR_TASKS = ("ood_es", "ood_zh", "ood_ar", "ood_sbcsae")
-#: The SUPERB-SG tasks built in so far (VC, when it comes, joins this tuple): never counted in the SUPERB score,
-#: only in superbench's own SG score.
-SUPERB_SG_TASKS = ("se", "ss", "st", *OOD_ASR_TASKS)
+#: The SUPERB-SG tasks: never counted in the SUPERB score, only in superbench's own SG score. VC declares no paper
+#: points (the paper's numbers come from another vocoder and recogniser), so it counts there in `local` mode only,
+#: by its main metric, MCD.
+SUPERB_SG_TASKS = ("se", "ss", "st", *OOD_ASR_TASKS, "vc")
 #: The score suites: "superb" (SUPERB's tasks and plugin tasks) and "sg" (`SUPERB_SG_TASKS`).
 SUITES = ("superb", "sg")
 #: What the SG score is, said in every output that shows it.

@@ -58,7 +58,8 @@ class Objective:
     `begin_predictions(role)`, told before dev or test predictions (default: nothing);
     `shown(target, prediction)`, what the record's predictions file says of an utterance (default: the target
     and the prediction as they are); `waveforms(target, prediction)`, the audio a prediction gives back, for
-    kinds whose output is audio (default: none).
+    kinds whose output is audio (default: none); `scorers()`, what besides the head turned predictions into the
+    scores (VC's vocoder and recogniser), kept in the record's `versions` (default: none).
     """
 
     metric: str
@@ -98,4 +99,9 @@ class Objective:
     def waveforms(self, target: Any, prediction: Any) -> Mapping[str, Any]:
         """{name: 1-D float audio at 16 kHz} an utterance's prediction gives back (SE/SS: the estimated sources
         and the mixture), written beside the record for `--keep-audio`; {} for kinds whose output is not audio."""
+        return {}
+
+    def scorers(self) -> dict[str, str]:
+        """{role: identity} of the models besides the head that scored the predictions (a vocoder, a recogniser):
+        they change every number, so the record keeps them in `versions`; {} for most kinds."""
         return {}

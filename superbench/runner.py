@@ -84,8 +84,9 @@ def extract(plan: TaskPlan, opts: RunOptions,
 
 
 def record(plan: TaskPlan, seed: int, chosen: Selection, extraction_seconds: float,
-           opts: RunOptions) -> ResultRecord:
-    """Write the seed's result record (atomically), hand it on, and clear its checkpoints."""
+           opts: RunOptions, scorers: dict[str, str] | None = None) -> ResultRecord:
+    """Write the seed's result record (atomically), hand it on, and clear its checkpoints; `scorers` (the
+    objective's vocoder, recogniser, ...) join the package versions."""
     folds = chosen.folds
     n_layers = len(next(iter(folds.values())).layer_weights)
     weights = [round(statistics.fmean(r.layer_weights[i] for r in folds.values()), 6) for i in range(n_layers)]
@@ -105,7 +106,7 @@ def record(plan: TaskPlan, seed: int, chosen: Selection, extraction_seconds: flo
                  **({"secondary": r.secondary} if r.secondary else {})}
                 for lr, by_fold in chosen.trials.items() for fold, r in by_fold.items()],
         wall_time={"extraction": round(extraction_seconds, 3), "training": round(chosen.training_seconds, 3)},
-        versions=environment_versions(), git_hash=git_hash(), created_at=now_iso(),
+        versions={**environment_versions(), **(scorers or {})}, git_hash=git_hash(), created_at=now_iso(),
         features_fingerprint=plan.upstream_fingerprint, upstream_source=plan.upstream_source,
         audio_fingerprint=plan.audio_fingerprint,
         overrides=json.loads(json.dumps(plan.recipe.overrides, default=str)), artifacts=artifacts,
@@ -199,7 +200,7 @@ def _execute_claimed(plan: TaskPlan, opts: RunOptions, features: tuple[FeatureSo
     out = list(plan.done)
     grid = sweep(plan, setup, source, plan.todo, opts, executor)
     for seed in plan.todo:
-        out.append(record(plan, seed, select(plan, grid.of_seed(seed)), extraction, opts))
+        out.append(record(plan, seed, select(plan, grid.of_seed(seed)), extraction, opts, setup.objective.scorers()))
         extraction = 0.0  # paid once, by the first seed's record
     return out
 

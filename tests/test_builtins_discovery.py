@@ -125,9 +125,9 @@ def write(p, out, fill, common, extra_common):
 
 def test_the_five_demo_parts_keep_their_draw_order():
     # their draws come one after another from one generator: the order is what keeps the audio unchanged, and
-    # later parts (SE, SS, then the OOD-ASR languages and ST) draw after them
+    # later parts (SE, SS, then the OOD-ASR languages and ST, then VC) draw after them
     assert [part.TASK for part in demo.demo_parts()] == ["ic", "sf", "sv", "qbe", "sd", "se", "ss",
-                                                         "ood_es", "ood_zh", "ood_ar", "st"]
+                                                         "ood_es", "ood_zh", "ood_ar", "st", "vc"]
 
 
 def test_a_new_or_changed_demo_part_regenerates_existing_corpora(extra_package_dir, tmp_path, monkeypatch):

@@ -25,7 +25,8 @@ def test_tiny_demo_scores_pass_the_committed_baseline_and_a_worse_score_fails(tm
     assert set(written) == builtin_task_names - set(NO_DEMO_PART)  # `all` on the demo skips what it has no part for
     # recipe versions as in the baseline: bumped where the superb profile changed (asr twice, pr, ks, sid)
     versions = {"pr": "2", "asr": "3", "ks": "2", "sid": "2", "er": "1", "ic": "1", "sf": "1", "sv": "1", "qbe": "1",
-                "sd": "1", "se": "1", "ss": "1", "st": "1", "ood_es": "1", "ood_zh": "1", "ood_ar": "1"}
+                "sd": "1", "se": "1", "ss": "1", "st": "1", "ood_es": "1", "ood_zh": "1", "ood_ar": "1",
+                "vc": "1"}
     assert {task: p.relative_to(results).parts[:3] for task, p in written.items()} == {
         task: ("hubert-tiny-random", read_record(written["ks"]).upstream_fingerprint, f"ci-r{v}")
         for task, v in versions.items()}
@@ -33,11 +34,11 @@ def test_tiny_demo_scores_pass_the_committed_baseline_and_a_worse_score_fails(tm
     assert main(["check", "--baseline", str(BASELINE), "--db", str(db), "--tolerance", TOLERANCE]) == 0
     out = capsys.readouterr().out
     assert "no regression" in out and "size rule only" not in out  # every metric had its paired test
-    assert "over the 21 metric(s) tested" in out
+    assert "over the 25 metric(s) tested" in out
 
     # A real regression, not a faked number: ER (5 folds x 24 utterances) gets 12 utterances wrong that the
     # model got right, so its per-utterance scores, its accuracy (10 points lower) and its interval agree.
-    # The paired test against the baseline's units finds the drop significant even after Holm over 21 metrics.
+    # The paired test against the baseline's units finds the drop significant even after Holm over 25 metrics.
     er = read_record(written["er"])
     out = _check_with(flipped(er, down=12), tmp_path / "real", db, capsys, expect=1)
     er_line = next(line for line in out.splitlines() if line.startswith("er "))

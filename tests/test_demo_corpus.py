@@ -47,6 +47,8 @@ def test_unknown_voice_is_a_clear_error():
 
 #: The SUPERB-SG OOD-ASR tasks with a demo part (SBCSAE has none).
 OOD_DEMO_TASKS = tuple(t for t in OOD_TASKS if t not in NO_DEMO_PART)
+#: Built-in parts added after the SUPERB-SG part 2 ones: they draw after them, so every earlier part keeps its draws.
+LATER_PARTS = ("vc",)
 
 
 @pytest.fixture
@@ -209,7 +211,7 @@ def test_cross_lingual_parts_speak_their_language_to_unseen_voices(tiny):
         assert not speakers["train"] & speakers["test"] and not speakers["dev"] & speakers["test"]
         assert m.extra["voice"] == part.VOICE
         (step,) = {p.ORDER for p in (part,)}
-        assert step > max(p.ORDER for p in demo.demo_parts() if p.TASK not in SG_PART2_TASKS)
+        assert step > max(p.ORDER for p in demo.demo_parts() if p.TASK not in SG_PART2_TASKS + LATER_PARTS)
 
 
 def test_translation_part_pairs_english_speech_with_its_german_translation(tiny):
@@ -218,7 +220,8 @@ def test_translation_part_pairs_english_speech_with_its_german_translation(tiny)
     out, _ = tiny
     m = load_task_manifest(out / "st")
     assert m.label_field == "translation"
-    assert demo_st.ORDER > max(p.ORDER for p in demo.demo_parts() if p is not demo_st)  # drawn last
+    assert demo_st.ORDER > max(p.ORDER for p in demo.demo_parts()  # drawn after every part before it
+                               if p is not demo_st and p.TASK not in LATER_PARTS)
     assert tuple(len(m.splits[s]) for s in ("train", "dev", "test")) == demo_st.SIZES["tiny"][0]
     rows = m.utterances()
     english = [u.targets["transcript"] for u in rows]
@@ -264,3 +267,19 @@ def test_translation_grammar_pairs_each_template_with_a_correct_german_sentence(
     assert demo_st.render(4, {"adv": 0, "adj": 0, "noun": 0, "verb": 0, "noun2": 3}) == \
         ("Today the old dog sees the man.", "Heute sieht der alte Hund den Mann.")
     assert demo_st.parse("The dog sees the dog.") is None  # not a template: no adjective
+
+
+@pytest.mark.parametrize("size", ["tiny", "default", "large"])
+def test_voice_conversion_part_reads_unseen_test_sentences_with_every_voice(size):
+    from recipes.prepare import demo_vc
+
+    plan = demo._Plan(demo.SIZES[size], demo.Jitter(), np.random.default_rng(0), size)
+    items = plan.vc_items
+    n_targets, (n_train, n_dev), n_sources, n_test = demo_vc.SIZES[size]
+    assert len(items["targets"]) == n_targets and len(items["sources"]) == n_sources
+    trained = {j["text"] for e in items["targets"] for j in e["train"] + e["dev"]}
+    assert all(len(e["train"]) == n_train and len(e["dev"]) == n_dev for e in items["targets"])
+    assert len(trained) == n_targets * (n_train + n_dev)  # no sentence twice
+    assert len(set(items["sentences"])) == n_test and not set(items["sentences"]) & trained
+    voices = [e["speaker"] for e in items["targets"]] + items["sources"]
+    assert {v: [j["text"] for j in items["readings"][v]] for v in voices} == {v: items["sentences"] for v in voices}

@@ -393,9 +393,9 @@ def test_baseline_secondary_entries_are_validated(tmp_path):
 def test_committed_ci_baseline_loads_unchanged(tmp_path):
     raw = json.loads(BASELINE_CI.read_text())
     base = load_baseline(BASELINE_CI)
-    # SF, SE and SS declare secondary metrics, and the committed baseline checks them
+    # SF, SE, SS and VC declare secondary metrics, and the committed baseline checks them
     assert {t: set(tb.secondary) for t, tb in base.tasks.items() if tb.secondary} == {
-        "sf": {"cer"}, "se": {"stoi", "sisdri"}, "ss": {"stoi", "pesq"}}
+        "sf": {"cer"}, "se": {"stoi", "sisdri"}, "ss": {"stoi", "pesq"}, "vc": {"wer", "asv", "ddur"}}
     # written back, every entry keeps its shape and values
     again = json.loads(write_baseline(base, tmp_path / "again.json").read_text())["tasks"]
     assert again == raw["tasks"]
