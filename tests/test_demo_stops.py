@@ -97,7 +97,13 @@ def test_a_synthesis_worker_on_a_full_disk_names_the_file(tmp_path, full_disk):
 def _start(out: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "superbench", "data", "demo", "--size", "tiny", "--out", str(out)],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_sigint_as_in_a_terminal)
+
+
+def _sigint_as_in_a_terminal() -> None:
+    # A shell starts a background job (`make test &`) with SIGINT ignored, the child inherits that and Python
+    # then installs no KeyboardInterrupt handler: restore the default a terminal's foreground command has.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wavs(out: Path) -> int:
