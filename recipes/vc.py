@@ -16,7 +16,7 @@ from superbench.tasks import SecondaryMetric, Task
 
 TASK = Task(name="vc", description="Voice conversion: a source speaker's utterance in the target speaker's voice",
             metric="mcd", higher_is_better=False, target="conversion", kind=VoiceConversion(),
-            recipe=Path(__file__).with_suffix(".yaml"), order=13, metric_range=(0.0, 1000.0), metric_unit="dB",
+            recipe=Path(__file__).with_suffix(".yaml"), order=18, metric_range=(0.0, 1000.0), metric_unit="dB",
             secondary_metrics=(SecondaryMetric("wer", False, range=ERROR_RATE, unit="%"),
                                SecondaryMetric("asv", True, range=PERCENT, unit="%"),
                                SecondaryMetric("ddur", False, range=UNBOUNDED, unit="s")))
