@@ -10,9 +10,9 @@ import soundfile as sf
 
 from recipes.prepare import demo
 from recipes.prepare.espeak import EXCLUDED_VARIANTS, Engine, list_variants, tokenize_ipa
+from recipes.prepare.no_demo_part import NO_DEMO_PART
 from recipes.se import TASK as SE
 from recipes.ss import TASK as SS
-from recipes.prepare.no_demo_part import NO_DEMO_PART
 from recipes.superb_sg import OOD_TASKS, SG_PART2_TASKS
 from superbench.manifest import load_task_manifest
 

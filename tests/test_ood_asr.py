@@ -1,5 +1,5 @@
-"""SUPERB-SG out-of-domain ASR (built-ins `recipes/ood_*.py`, group `ood_asr`): the task declarations, their recipes, CER,
-the training-transcript character inventory and s3prl's RNN projection on the CTC head."""
+"""SUPERB-SG out-of-domain ASR (built-ins `recipes/ood_*.py`, group `ood_asr`): the task declarations, their
+recipes, CER, the training-transcript character inventory and s3prl's RNN projection on the CTC head."""
 
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ def test_group_name_expands_to_its_tasks_once_each_in_column_order() -> None:
 
 def test_a_group_named_as_a_task_is_refused() -> None:
     clash = Task(name=OOD_ASR_GROUP, description="a task named as the group", metric="wer", higher_is_better=False,
-                 target="text", kind=CTCTranscription(unit="chars"), recipe=Path(recipes.__file__).with_name("asr.yaml"))
+                 target="text", kind=CTCTranscription(unit="chars"),
+                 recipe=Path(recipes.__file__).with_name("asr.yaml"))
     with TASKS.scoped():
         TASKS.register(OOD_ASR_GROUP, clash, source="a test")
         with pytest.raises(ValueError, match=r"task group 'ood_asr' \(tasks ood_es, ood_zh, ood_ar, ood_sbcsae\) "

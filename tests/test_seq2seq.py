@@ -23,7 +23,6 @@ from downstreams.seq2seq import (  # noqa: E402
     Seq2SeqHeadConfig,
     Seq2SeqTranslation,
     TranslationObjective,
-    Seq2SeqHead,
     beam_search,
     beam_search_batch,
     greedy_batch,

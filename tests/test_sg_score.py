@@ -240,7 +240,8 @@ def test_import_published_superb_sg_paper(tmp_path, capsys):
     table = {r["row"]: r for r in shown["rows"]}
     assert table["WavLM Large (published)"]["sg_score"]["value"] == pytest.approx(1000.0)
     assert table["FBANK (published)"]["sg_score"]["value"] == pytest.approx(0.0)
-    assert table["FBANK (published)"]["ood_asr"]["value"] == 63.58 and "Tsai et al." in table["FBANK (published)"]["source"]
+    fbank = table["FBANK (published)"]
+    assert fbank["ood_asr"]["value"] == 63.58 and "Tsai et al." in fbank["source"]
     assert table["HuBERT Base (published)"]["ood_asr"]["value"] is None
     assert table["WavLM Large (published)"]["superb_score"]["value"] is None  # SG tasks only: no SUPERB score
     hubert = table["HuBERT Base (published)"]
