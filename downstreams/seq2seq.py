@@ -250,29 +250,21 @@ def beam_search(step: Callable[[torch.Tensor], torch.Tensor], beam: int, max_len
     for t in range(max(1, max_len)):
         logp = step(torch.tensor(hyps, dtype=torch.long)).float().cpu()
         if t == max(1, max_len) - 1:
-            forced = torch.full_like(logp, float("-inf"))
-            forced[:, eos] = logp[:, eos]
-            logp = forced
-        cand = torch.tensor(scores)[:, None] + logp
-        vocab = cand.shape[1]
-        top = cand.view(-1).topk(min(2 * beam, cand.numel()))
-        live, live_scores = [], []
-        for rank, (score, index) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
-            if score == float("-inf"):
-                break
-            k, token = divmod(index, vocab)
-            if token == eos:
-                if rank < beam:
-                    finished.append((score / len(hyps[k]), hyps[k][1:]))
-            elif len(live) < beam:
-                live.append(hyps[k] + [token])
-                live_scores.append(score)
+            logp = _only_eos(logp, eos)
+        live = _beam_step(torch.tensor(scores)[:, None] + logp, hyps, beam, eos, finished)
         if len(finished) >= beam or not live:
             break
-        hyps, scores = live, live_scores
+        hyps, scores = [hyps[k] + [token] for k, token, _ in live], [score for _, _, score in live]
     if not finished:
         finished = [(s / len(h), h[1:]) for h, s in zip(hyps, scores)]
     return max(finished, key=lambda f: f[0])[1]
+
+
+def _only_eos(logp: torch.Tensor, eos: int) -> torch.Tensor:
+    """`logp` with every token but </s> impossible: the length limit forces the hypotheses to end."""
+    forced = torch.full_like(logp, float("-inf"))
+    forced[:, eos] = logp[:, eos]
+    return forced
 
 
 def _beam_step(cand: torch.Tensor, hyps: list[list[int]], beam: int, eos: int,
@@ -320,9 +312,7 @@ def beam_search_batch(output: EncoderOutput, beam: int, max_lens: Sequence[int],
             k = len(hyps[u])
             lp = logp[offset:offset + k]
             if t == limits[u] - 1:
-                forced = torch.full_like(lp, float("-inf"))
-                forced[:, eos] = lp[:, eos]
-                lp = forced
+                lp = _only_eos(lp, eos)
             live = _beam_step(torch.tensor(scores[u])[:, None] + lp, hyps[u], beam, eos, finished[u])
             if len(finished[u]) >= beam or not live or t + 1 >= limits[u]:
                 if not finished[u]:
