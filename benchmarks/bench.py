@@ -797,6 +797,23 @@ def section_13(args: argparse.Namespace) -> None:
 ST_SUPERB_STEPS, ST_GRAD_ACCUM = 32_000, 8
 
 
+def _median_update_s(head, optim, loss_of, clip: float, updates: int) -> float:
+    """Median wall seconds of one training update (zero_grad, `loss_of()`, backward, gradient clip at `clip`,
+    step) over `updates` updates, after one that warms up."""
+    import torch
+
+    times = []
+    for step in range(updates + 1):
+        start = time.perf_counter()
+        optim.zero_grad()
+        loss_of().backward()
+        torch.nn.utils.clip_grad_norm_(head.parameters(), clip)
+        optim.step()
+        if step:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def section_14(args: argparse.Namespace) -> None:
     import torch
 
@@ -813,17 +830,8 @@ def section_14(args: argparse.Namespace) -> None:
     target = torch.randint(4, vocab, (batch, chars))
     target[:, -1] = EOS
     prev = torch.cat([torch.full((batch, 1), EOS), target[:, :-1]], dim=1)
-    times = []
-    for step in range(args.sg_updates + 1):
-        start = time.perf_counter()
-        optim.zero_grad()
-        loss = label_smoothed_nll(head(feats, lengths).logits(prev), target, 0.1)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(head.parameters(), 10.0)
-        optim.step()
-        if step:
-            times.append(time.perf_counter() - start)
-    per_batch = statistics.median(times)
+    per_batch = _median_update_s(head, optim, lambda: label_smoothed_nll(head(feats, lengths).logits(prev), target,
+                                                                         0.1), 10.0, args.sg_updates)
     params = sum(p.numel() for p in head.parameters())
     print(f"\n14. SUPERB-SG ST, superb s2t_transformer ({params / 1e6:.1f} M parameters), batch {batch} x "
           f"{args.st_seconds:g} s (HuBERT Base-sized frames, {chars} target characters), "
@@ -857,18 +865,11 @@ def section_15(args: argparse.Namespace) -> None:
         feats = torch.randn(layers, batch, frames, dim)
         lengths = torch.full((batch,), frames)
         target = torch.randn(batch, int(head.output_lengths(lengths)[0]), cfg.n_mels)
-        times = []
-        for step in range(args.sg_updates + 1):
-            start = time.perf_counter()
-            optim.zero_grad()
+        def l1_loss(head=head, feats=feats, lengths=lengths, target=target):
             out = head(feats, lengths)
-            loss = (out.decode(target[:, :out.states.shape[1]]) - target[:, :out.states.shape[1]]).abs().mean()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
-            optim.step()
-            if step:
-                times.append(time.perf_counter() - start)
-        per_update = statistics.median(times)
+            return (out.decode(target[:, :out.states.shape[1]]) - target[:, :out.states.shape[1]]).abs().mean()
+
+        per_update = _median_update_s(head, optim, l1_loss, 1.0, args.sg_updates)
         head.eval()
         with torch.no_grad():
             start = time.perf_counter()
