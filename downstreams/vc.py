@@ -14,7 +14,8 @@ what is reproduced here:
   dropout 0.5 applied in training *and* inference, as Tacotron 2) of the previous frame, concatenated with the
   encoder state, through 2 LSTMP cells (LSTMCell(hidden_dim) -> dropout 0.2 -> tanh(Linear(hidden_dim,
   hidden_dim)); s3prl's `lstmp_proj_dim` is unused by its code, so the projection keeps hidden_dim) -> a
-  Linear to the n_mels log-mel. Teacher forcing in training; the previous frame is standardised with the
+  Linear to the n_mels log-mel (`standardised_output`: to the standardised log-mel, de-standardised with the
+  target speaker's statistics; the fast profile's choice). Teacher forcing in training; the previous frame is standardised with the
   target speaker's training statistics before the prenet (the first step sees zeros). No reduction factor and no
   stop token: the output has the (resampled) input's frame count, as s3prl's.
 * Loss (`expert.py` `Loss`): L1 between prediction and target log-mel, both standardised with the target
@@ -92,6 +93,11 @@ class VCHeadConfig:
     asr: str = "pocketsphinx"
     #: Layer-normalise each upstream layer before the weighted sum (s3prl's upstream_feature_normalize).
     feature_layer_norm: bool = False
+    #: The output layer predicts the standardised log-mel, de-standardised with the target speaker's statistics
+    #: (False: it predicts the raw log-mel, as s3prl's). The loss is the same; True starts from the speaker's mean
+    #: frame instead of 0 and scales each band's step by its spread, so a short schedule learns in hundreds of
+    #: updates what the raw output needs thousands for (its bias climbs to a log-mel mean at about lr per update).
+    standardised_output: bool = False
 
     def __post_init__(self) -> None:
         _ = self.mel  # validates the mel settings
@@ -209,6 +215,8 @@ class Taco2ARHead(Head):
                 new_z, c[i] = cell(x if i == 0 else z[i - 1], (z[i], c[i]))
                 z[i] = torch.tanh(projection(F.dropout(new_z, dropout, training=self.training)))
             frame = self.proj(z[-1])
+            if self.cfg.standardised_output:
+                frame = frame * self.target_scale + self.target_mean
             out.append(frame)
             prev = (teacher[:, t] if teacher is not None else frame)
             prev = (prev - self.target_mean) / self.target_scale

@@ -55,6 +55,27 @@ def test_head_runs_at_the_mel_frame_rate_and_decodes_autoregressively():
     assert not torch.allclose(other[:, 1:], free[:, 1:]) and torch.allclose(other[:, 0], free[:, 0])
 
 
+def test_standardised_output_is_de_standardised_with_the_target_statistics():
+    features, lengths = torch.randn(1, 2, 12, 4), torch.tensor([12, 7])
+    mean, scale = torch.linspace(-5.0, -1.0, 80), torch.linspace(0.5, 2.0, 80)
+    outputs = {}
+    for flag in (False, True):
+        torch.manual_seed(0)
+        head = Taco2ARHead(1, 4, replace(SMALL, standardised_output=flag), 1.0).eval()
+        head.set_stats(mean, scale)
+        with torch.no_grad():
+            outputs[flag] = head(features, lengths).decode(None)
+            head.proj.weight.zero_()
+            head.proj.bias.zero_()
+            zero = head(features, lengths).decode(None)
+        # an output layer of zeros gives the speaker's mean frame when it predicts the standardised log-mel
+        torch.testing.assert_close(zero, (mean if flag else torch.zeros(80)).expand(2, 12, 80))
+    # same weights: the first frame (its prenet input is zeros either way) is the raw one times scale plus mean
+    torch.testing.assert_close(outputs[True][:, 0], outputs[False][:, 0] * scale + mean)
+    assert get_task("vc").load_recipe("fast").head.standardised_output
+    assert not get_task("vc").load_recipe("superb").head.standardised_output
+
+
 def test_prenet_dropout_at_inference_is_seeded():
     cfg = replace(SMALL, prenet_dropout=0.5)
     head = Taco2ARHead(1, 4, cfg, 1.0).eval()
