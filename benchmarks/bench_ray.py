@@ -78,7 +78,35 @@ def er_grid_rows(up, data: Path, work: Path, over: dict) -> list[str]:
                 f"15 in {r1.wall_time['training']:.1f} s, {r1.wall_time['training'] / mean:.2f}x a 2-worker group's "
                 f"mean ({mean:.1f} s): the speed-up of the training itself; 1-worker driver outside training "
                 f"{t1 - r1.wall_time['training']:.1f} s")
+    rows += group_cost_rows(up, data, work, over, len(rl.trials), r1.wall_time["training"], t1 / t2)
     return rows
+
+
+def group_cost_rows(up, data: Path, work: Path, over: dict, k_all: int, g_all: float, speedup: float) -> list[str]:
+    """The training time g(K) of one stacked group of K trials on one worker (K = 5 and 10: the grid with one and
+    two of its learning rates; K = 15 from the 1-worker run), a least-squares line g(K) = a + b K through the three,
+    and the 2-worker bound it sets: two workers train groups of ceil(15 / 2) = 8 and 7, so their training cannot
+    beat g(15) / g(8), whatever the start-up and the transfers cost."""
+    import numpy as np
+
+    from superbench.tasks import get_task
+
+    grid = list(get_task("er").load_recipe("superb").train.lr_grid)
+    ks, gs = [], []
+    for n_lr in range(1, len(grid)):
+        _, rec, _ = ray_er_grid(up, data, work, {**over, "train.lr_grid": grid[:n_lr]}, 1)
+        ks.append(len(rec.trials))
+        gs.append(rec.wall_time["training"])
+    ks.append(k_all)
+    gs.append(g_all)
+    b, a = np.polyfit(ks, gs, 1)
+    half = -(-k_all // 2)
+    bound = (a + b * k_all) / (a + b * half)
+    return ["one stacked group on one worker: " + ", ".join(f"K={k} {g:.1f} s" for k, g in zip(ks, gs))
+            + f"; g(K) = {a:.1f} s + {b:.2f} s x K (a: what a group pays whatever its size: the per-update "
+            f"loop, the batch draws, the evaluations' passes, the resident features)",
+            f"bound on 2 workers (groups of {half} and {k_all - half}): g({k_all}) / g({half}) = x{bound:.2f}; "
+            f"measured x{speedup:.2f}"]
 
 
 def er_shaped_corpus(root: Path, clips_per_class: int) -> Path:

@@ -15,9 +15,9 @@ what is reproduced here:
   encoder state, through 2 LSTMP cells (LSTMCell(hidden_dim) -> dropout 0.2 -> tanh(Linear(hidden_dim,
   hidden_dim)); s3prl's `lstmp_proj_dim` is unused by its code, so the projection keeps hidden_dim) -> a
   Linear to the n_mels log-mel (`standardised_output`: to the standardised log-mel, de-standardised with the
-  target speaker's statistics; the fast profile's choice). Teacher forcing in training; the previous frame is standardised with the
-  target speaker's training statistics before the prenet (the first step sees zeros). No reduction factor and no
-  stop token: the output has the (resampled) input's frame count, as s3prl's.
+  target speaker's statistics; the fast profile's choice). Teacher forcing in training; the previous frame is
+  standardised with the target speaker's training statistics before the prenet (the first step sees zeros). No
+  reduction factor and no stop token: the output has the (resampled) input's frame count, as s3prl's.
 * Loss (`expert.py` `Loss`): L1 between prediction and target log-mel, both standardised with the target
   speaker's training mean and scale (sklearn StandardScaler), over the frames both have.
 * Waveforms: a vocoder (`downstreams.vocoders`): Griffin-Lim by default (64 iterations, s3prl's training-time
