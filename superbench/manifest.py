@@ -38,6 +38,7 @@ import hashlib
 import json
 import logging
 import os
+import zlib
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -142,10 +143,11 @@ def _rows_fingerprint(splits: dict[str, list[dict[str, Any]]], task_dir: Path | 
                       sidecars: Sequence[str] = ()) -> str:
     """Digest of the rows and of the sidecar files' bytes (e.g. SV's trial lists): what the task learns from."""
     h = hashlib.sha256()
+    encode = json.JSONEncoder(sort_keys=True).encode  # json.dumps(row, sort_keys=True), without a new encoder per row
     for split in sorted(splits):
         h.update(split.encode())
         for row in splits[split]:
-            h.update(json.dumps(row, sort_keys=True).encode())
+            h.update(encode(row).encode())
     for name in sidecars:  # none for most tasks: their fingerprints stay what they were
         path = Path(task_dir or ".") / name
         if not path.is_file():
@@ -268,26 +270,40 @@ def _read_meta(meta_path: Path) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class FileProbe:
-    """What one open of an audio file tells the manifest checks: its size and a digest of its first bytes
-    (how `find_identical_audio` tells most equal-sized files apart without reading them whole)."""
+    """What one open of an audio file tells the manifest checks: its size and a CRC-32 of its first bytes
+    (how `find_identical_audio` tells most equal-sized files apart without reading them whole; equal CRCs are
+    only candidates, confirmed by a digest of the whole files, so a CRC collision costs a read, never a verdict)."""
 
     size: int
-    head: str
+    head: int
+
+    @classmethod
+    def read(cls, path: str) -> tuple[FileProbe, bytes]:
+        """The probe and the first HEADER_BYTES of `path` (OSError when it cannot be opened). `os.open` and a CRC
+        rather than a file object and a cryptographic digest: on 148k files that is seconds of a manifest's load."""
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            size, head = os.fstat(fd).st_size, os.read(fd, HEADER_BYTES)
+        finally:
+            os.close(fd)
+        return cls(size, zlib.crc32(head)), head
+
+
+#: The probe of a file that exists but cannot be read.
+UNREADABLE = FileProbe(-1, 0)
 
 
 def _probe_file(u: Utterance) -> tuple[FileProbe | None, list[str]]:
-    """Open the file once: size, head digest, and the declared sample rate and length against its header
+    """Open the file once: size, head CRC, and the declared sample rate and length against its header
     (parsed from the first bytes for WAV and FLAC, else `soundfile.info`); the probe (None when the file
     is missing) and the header's disagreements with the row.
 
     A file that exists but cannot be read or parsed is left to extraction, whose error names it."""
     try:
-        with open(u.audio, "rb", buffering=0) as fh:
-            size = os.fstat(fh.fileno()).st_size
-            head = fh.read(HEADER_BYTES)
+        probe, head = FileProbe.read(u.audio)
     except OSError:
-        return (FileProbe(-1, "") if os.path.isfile(u.audio) else None), []
-    probe = FileProbe(size, hashlib.blake2b(head, digest_size=16).hexdigest())
+        return (UNREADABLE if os.path.isfile(u.audio) else None), []
+    size = probe.size
     info = header_info(head, size)
     if info is None:
         import soundfile as sf
@@ -345,7 +361,7 @@ def _short(value: Any, limit: int = 40) -> str:
 def find_identical_audio(manifest: TaskManifest, probes: Mapping[str, FileProbe] | None = None) -> list[str]:
     """Rows of a fold's dev/test whose audio is byte-identical to a train row's (one line per pair).
 
-    Files are grouped by size, then by a digest of their first HEADER_BYTES (`probes`, by path, as
+    Files are grouped by size, then by a CRC-32 of their first HEADER_BYTES (`probes`, by path, as
     `load_task_manifest` read them; else read here), and only files equal in both are hashed whole: on a
     large corpus many files share a size, few share their first bytes."""
     probes = dict(probes or {})
@@ -354,11 +370,9 @@ def find_identical_audio(manifest: TaskManifest, probes: Mapping[str, FileProbe]
     def probe(path: str) -> FileProbe:
         if path not in probes:
             try:
-                with open(path, "rb") as fh:
-                    probes[path] = FileProbe(os.fstat(fh.fileno()).st_size,
-                                             hashlib.blake2b(fh.read(HEADER_BYTES), digest_size=16).hexdigest())
+                probes[path] = FileProbe.read(path)[0]
             except OSError:
-                probes[path] = FileProbe(-1, "")
+                probes[path] = UNREADABLE
         return probes[path]
 
     def digest(path: str) -> str:
