@@ -65,18 +65,10 @@ PRENET_SEED = 0
 
 
 @dataclass(frozen=True)
-class VCHeadConfig:
-    """A recipe's `head` section for voice conversion: s3prl's `fbank_config` (mel settings) and `modelrc`, the
-    vocoder and the recogniser that score the output."""
+class VCHeadConfig(MelConfig):
+    """A recipe's `head` section for voice conversion: s3prl's `fbank_config` (the mel settings, inherited from
+    `MelConfig`, so the section stays flat) and `modelrc`, the vocoder and the recogniser that score the output."""
 
-    sample_rate: int = 24000
-    n_fft: int = 1024
-    hop: int = 256
-    win_length: int | None = None
-    n_mels: int = 80
-    fmin: float = 80.0
-    fmax: float = 7600.0
-    gl_iters: int = 64
     hidden_dim: int = 1024
     econv_layers: int = 3
     econv_chans: int = 512
@@ -100,7 +92,7 @@ class VCHeadConfig:
     standardised_output: bool = False
 
     def __post_init__(self) -> None:
-        _ = self.mel  # validates the mel settings
+        super().__post_init__()  # the mel settings
         if min(self.hidden_dim, self.econv_chans, self.prenet_dim, self.lstmp_layers) < 1 or self.econv_filts % 2 == 0:
             raise ValueError("hidden_dim, econv_chans, prenet_dim and lstmp_layers must be >= 1 and econv_filts odd")
         if self.hidden_dim % 2:
@@ -112,6 +104,7 @@ class VCHeadConfig:
 
     @property
     def mel(self) -> MelConfig:
+        """The mel settings alone (what a vocoder's identity and its checks see)."""
         return MelConfig(**{f.name: getattr(self, f.name) for f in fields(MelConfig)})
 
 
