@@ -82,10 +82,10 @@ class STFTConfig:
         dtype = like.real.dtype if like.is_complex() else like.dtype
         return torch.hann_window(self.win_length, periodic=True, device=like.device, dtype=dtype)
 
-    def stft(self, wav: torch.Tensor) -> torch.Tensor:
-        """Complex STFT (..., frames, bins) of (..., samples) audio."""
+    def stft(self, wav: torch.Tensor, pad_mode: str = "reflect") -> torch.Tensor:
+        """Complex STFT (..., frames, bins) of (..., samples) audio; `pad_mode` of the centring padding."""
         spec = torch.stft(wav, self.n_fft, hop_length=self.hop, win_length=self.win_length,
-                          window=self.window(wav), center=True, pad_mode="reflect", return_complex=True)
+                          window=self.window(wav), center=True, pad_mode=pad_mode, return_complex=True)
         return spec.transpose(-1, -2)
 
     def istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:

@@ -25,6 +25,8 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 import torch
 
+from downstreams.stft_mask import STFTConfig
+
 #: Floor of the mel magnitude before the log (ESPnet's eps).
 MEL_FLOOR = 1e-10
 
@@ -89,29 +91,18 @@ def mel_filterbank(cfg: MelConfig) -> np.ndarray:
 
 
 class MelSpectrogram:
-    """Log10-mel spectrogram (T, n_mels) of a waveform, and its inverse to a linear magnitude (T, bins)."""
+    """Log10-mel spectrogram (T, n_mels) of a waveform, and its inverse to a linear magnitude (T, bins); `transform`
+    is the STFT both sides use (the STFT-mask tasks' `STFTConfig`, a periodic Hann window of the window length)."""
 
     def __init__(self, cfg: MelConfig) -> None:
         self.cfg = cfg
-        self.basis = torch.from_numpy(mel_filterbank(cfg)).float()
-        self.inverse = torch.from_numpy(np.linalg.pinv(mel_filterbank(cfg))).float()
-
-    def window(self, like: torch.Tensor) -> torch.Tensor:
-        return torch.hann_window(self.cfg.window_length, periodic=True, dtype=like.real.dtype, device=like.device)
-
-    def stft(self, wav: torch.Tensor, pad_mode: str = "reflect") -> torch.Tensor:
-        """Complex STFT (..., frames, bins) of (..., samples) audio."""
-        c = self.cfg
-        return torch.stft(wav, c.n_fft, hop_length=c.hop, win_length=c.window_length, window=self.window(wav),
-                          center=True, pad_mode=pad_mode, return_complex=True).transpose(-1, -2)
-
-    def istft(self, spec: torch.Tensor, length: int | None = None) -> torch.Tensor:
-        c = self.cfg
-        return torch.istft(spec.transpose(-1, -2), c.n_fft, hop_length=c.hop, win_length=c.window_length,
-                           window=self.window(spec), center=True, length=length)
+        self.transform = STFTConfig(hop=cfg.hop, n_fft=cfg.n_fft, win_length=cfg.window_length)
+        basis = mel_filterbank(cfg)
+        self.basis = torch.from_numpy(basis).float()
+        self.inverse = torch.from_numpy(np.linalg.pinv(basis)).float()
 
     def __call__(self, wav: torch.Tensor) -> torch.Tensor:
-        magnitude = self.stft(wav.float()).abs()
+        magnitude = self.transform.stft(wav.float()).abs()
         return torch.log10(torch.clamp(magnitude @ self.basis.to(magnitude).T, min=MEL_FLOOR))
 
     def linear_magnitude(self, logmel: torch.Tensor) -> torch.Tensor:
@@ -130,12 +121,13 @@ def griffin_lim(magnitude: torch.Tensor, mel: MelSpectrogram, iterations: int, m
     angles = torch.polar(torch.ones_like(s), 2 * np.pi * torch.rand(s.shape, generator=gen, dtype=s.dtype))
     previous = torch.zeros_like(angles)
     length = (s.shape[0] - 1) * mel.cfg.hop
+    stft = mel.transform
     for _ in range(iterations):
-        rebuilt = mel.stft(mel.istft(s * angles, length), pad_mode="constant")[: s.shape[0]]
+        rebuilt = stft.stft(stft.istft(s * angles, length), pad_mode="constant")[: s.shape[0]]
         angles = rebuilt - (momentum / (1 + momentum)) * previous
         angles = angles / (angles.abs() + 1e-16)
         previous = rebuilt
-    return mel.istft(s * angles, length)
+    return stft.istft(s * angles, length)
 
 
 class Vocoder(Protocol):
