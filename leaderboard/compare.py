@@ -86,6 +86,7 @@ from superbench.uncertainty import (
     SEED,
     PairedTest,
     UnitScores,
+    bootstrap_p,
     holm,
     percentile_interval,
     units_word,
@@ -488,9 +489,7 @@ def _ood_asr_comparison(out: Comparison, rows: list[MetricComparison]) -> ScoreC
     draws_b = metric_draws({r.column: r.seeds_b for r in rows}, out.resamples, out.seed)
     diff = np.mean([draws_a[c] for c in columns], axis=0) - np.mean([draws_b[c] for c in columns], axis=0)
     low, high = percentile_interval(diff, out.level)
-    observed = a - b
-    finite = diff[np.isfinite(diff)]
-    p = float((1 + np.sum(np.abs(finite - observed) >= abs(observed) - 1e-12)) / (finite.size + 1))
+    p = bootstrap_p(diff, a - b)
     return ScoreComparison(columns, columns, out.reference, a, b, low, high, p,
                            notes=["each task resampled independently with the same draw for A and B; not a score, "
                                   "lower is better, and in neither the SUPERB nor the SG score"],
@@ -559,9 +558,7 @@ def _score_comparison(out: Comparison, rows: list[MetricComparison], records: li
     draws_b = score_draws(metric_draws({c: units_b[c] for c in columns}, out.resamples, out.seed), refs)
     diff = draws_a - draws_b
     low, high = percentile_interval(diff, out.level)
-    observed = point_a.score - point_b.score
-    finite = diff[np.isfinite(diff)]
-    p = float((1 + np.sum(np.abs(finite - observed) >= abs(observed) - 1e-12)) / (finite.size + 1))
+    p = bootstrap_p(diff, point_a.score - point_b.score)
     if why_not:
         notes.append(f"not counted, no {out.reference} reference point: {left_out}")
     notes.append("over the tasks compared here only, each resampled independently with the same draw for A and "

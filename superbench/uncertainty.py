@@ -354,6 +354,14 @@ def bootstrap(seeds: Seeds, resamples: int = RESAMPLES, seed: int | Sequence[int
     return np.concatenate(out) if out else np.zeros(0)
 
 
+def bootstrap_p(draws: np.ndarray, observed: float) -> float:
+    """Two-sided p-value of `observed` (a difference) from bootstrap `draws` of it: the share of draws, centred on
+    `observed`, at least as far from it as `observed` is from 0 (plus one, to count the observation; undefined
+    draws ignored)."""
+    finite = draws[np.isfinite(draws)]
+    return float((1 + np.sum(np.abs(finite - observed) >= abs(observed) - 1e-12)) / (finite.size + 1))
+
+
 def percentile_interval(draws: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
     """The (low, high) percentile interval of `draws`, ignoring undefined (nan) ones."""
     finite = draws[np.isfinite(draws)]
@@ -471,8 +479,7 @@ def paired_test(a: Seeds, b: Seeds, resamples: int = RESAMPLES, level: float = L
         boot.append(_delta(a, b, counts, counts))
     draws = np.concatenate(boot)
     low, high = percentile_interval(draws, level)
-    finite = draws[np.isfinite(draws)]
-    p_boot = float((1 + np.sum(np.abs(finite - observed) >= abs(observed) - 1e-12)) / (finite.size + 1))
+    p_boot = bootstrap_p(draws, observed)
     p_perm, exact = _permutation_p(a, b, observed, sizes, resamples, rng)
     return PairedTest(round(va, 4), round(vb, 4), round(observed, 4), round(low, 4), round(high, 4),
                       round(p_boot, 6), round(p_perm, 6), a[0][0].unit, sum(sizes), resamples, level,
