@@ -34,6 +34,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from superbench.extras import MissingExtraPackage, import_from_extra, require_extra
+from superbench.io import file_blake2b
 from superbench.metrics import _roc
 
 #: The extra that installs the voice-conversion metric packages.
@@ -333,13 +334,10 @@ def make_recogniser(spec: str) -> Recogniser:
 
 
 def files_digest(files: Sequence[Path]) -> str:
-    """blake2b (12 hex) of the names and bytes of `files`: which weights scored a record."""
+    """blake2b (12 hex) of the names and the digests of `files`: which weights scored a record."""
     h = hashlib.blake2b(digest_size=6)
     for f in files:
-        h.update(Path(f).name.encode() + b"\0")
-        with open(f, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                h.update(block)
+        h.update(Path(f).name.encode() + b"\0" + file_blake2b(f).encode())
     return h.hexdigest()
 
 
