@@ -733,23 +733,21 @@ def section_12(args: argparse.Namespace) -> None:
           f"difference {test.delta:+.2f} [{test.low:.2f}, {test.high:.2f}], p {test.p_permutation:.3f}")
 
 
-#: Updates of the superb profile of SE and SS (s3prl's total_steps) and the train-set sizes they project onto.
-SG_SUPERB_STEPS = 150_000
-
-
 def section_13(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
     from downstreams.stft_mask import MaskObjective, SepRNNHead, STFTConfig
+    from superbench.tasks import get_task
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     rng = np.random.default_rng(0)
-    batch = 8
+    train = get_task("se").load_recipe("superb").train  # SS's superb schedule is the same (s3prl's total_steps)
+    batch, superb_steps = train.batch_size, train.steps
     print(f"\n13. SUPERB-SG SE/SS, superb head (3-layer BLSTM 896, dropout 0.5), batch {batch}, "
           f"{torch.get_num_threads()} thread(s); median of {args.sg_updates} updates")
     print(f"   {'case':<46} {'s/update':>9} {'STFT share':>10} {'frames B/s':>11} {'STFT B/s':>10} "
-          f"{'150k updates':>13}")
+          f"{f'{superb_steps // 1000}k updates':>13}")
     upstreams = {"fbank (240-d, 10 ms)": (1, 240, 160), "HuBERT Base-sized (13 x 768, 20 ms)": (13, 768, 320)}
     for task, sources, seconds in (("se", 1, args.sg_seconds[0]), ("ss", 2, args.sg_seconds[1])):
         samples = int(seconds * 16000)
@@ -788,15 +786,12 @@ def section_13(args: argparse.Namespace) -> None:
             stft_bytes = (1 + sources) * stft.bins * 8 * frames_per_s  # complex64 mixture + sources
             print(f"   {task + ', ' + f'{seconds:g} s, ' + name:<46} {per_update:9.2f} "
                   f"{statistics.median(stft_times) / per_update:9.1%} {cache_bytes:11,.0f} {stft_bytes:10,.0f} "
-                  f"{per_update * SG_SUPERB_STEPS / 3600:11.1f} h")
+                  f"{per_update * superb_steps / 3600:11.1f} h")
     print("   STFTs are computed per update from audio held in memory: caching them would add the 'STFT B/s' column "
           "to the frame cache's bytes to save the 'STFT share' of each update")
 
 
 #: s3prl's speech_translation superb schedule: updates and batches per update (gradient accumulation).
-ST_SUPERB_STEPS, ST_GRAD_ACCUM = 32_000, 8
-
-
 def _median_update_s(head, optim, loss_of, clip: float, updates: int) -> float:
     """Median wall seconds of one training update (zero_grad, `loss_of()`, backward, gradient clip at `clip`,
     step) over `updates` updates, after one that warms up."""
@@ -818,10 +813,12 @@ def section_14(args: argparse.Namespace) -> None:
     import torch
 
     from downstreams.seq2seq import EOS, Seq2SeqHead, Seq2SeqHeadConfig, label_smoothed_nll
+    from superbench.tasks import get_task
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     torch.manual_seed(0)
-    batch, layers, dim, vocab, chars = 16, 13, 768, 100, int(args.st_seconds * 16)  # ~16 characters per second
+    train = get_task("st").load_recipe("superb").train
+    batch, layers, dim, vocab, chars = train.batch_size, 13, 768, 100, int(args.st_seconds * 16)  # ~16 chars/s
     frames = int(args.st_seconds * 50)  # a 20 ms upstream
     head = Seq2SeqHead(layers, dim, vocab, Seq2SeqHeadConfig())
     optim = torch.optim.Adam(head.parameters(), lr=1e-3)
@@ -836,23 +833,21 @@ def section_14(args: argparse.Namespace) -> None:
     print(f"\n14. SUPERB-SG ST, superb s2t_transformer ({params / 1e6:.1f} M parameters), batch {batch} x "
           f"{args.st_seconds:g} s (HuBERT Base-sized frames, {chars} target characters), "
           f"{torch.get_num_threads()} thread(s); median of {args.sg_updates}")
-    print(f"   {per_batch:.2f} s per batch; {ST_SUPERB_STEPS:,} updates x {ST_GRAD_ACCUM} batches: "
-          f"{per_batch * ST_SUPERB_STEPS * ST_GRAD_ACCUM / 3600:.0f} h of training (dev/test decoding not included)")
-
-
-VC_SUPERB_STEPS, VC_TARGETS = 10_000, 4
+    print(f"   {per_batch:.2f} s per batch; {train.steps:,} updates x {train.grad_accum} batches: "
+          f"{per_batch * train.steps * train.grad_accum / 3600:.0f} h of training (dev/test decoding not included)")
 
 
 def section_15(args: argparse.Namespace) -> None:
     import torch
 
     from downstreams.vc import Taco2ARHead
+    from recipes.prepare.vcc2020 import TARGETS
     from superbench.tasks import get_task
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     torch.manual_seed(0)
-    cfg = get_task("vc").load_recipe("superb").head
-    batch = 6
+    recipe = get_task("vc").load_recipe("superb")
+    cfg, batch, superb_steps = recipe.head, recipe.train.batch_size, recipe.train.steps
     mel_frames = int(args.vc_seconds * cfg.sample_rate / cfg.hop)
     print(f"\n15. SUPERB-SG VC, superb Taco2-AR (hidden {cfg.hidden_dim}, {cfg.sample_rate} Hz mel, hop {cfg.hop}), "
           f"batch {batch} x {args.vc_seconds:g} s ({mel_frames} mel frames), {torch.get_num_threads()} thread(s); "
@@ -876,8 +871,8 @@ def section_15(args: argparse.Namespace) -> None:
             head(feats[:, :1], lengths[:1]).decode(None)
             decode = time.perf_counter() - start
         params = sum(p.numel() for p in head.parameters())
-        print(f"   {name}: {params / 1e6:.1f} M parameters, {per_update:.2f} s per update; {VC_SUPERB_STEPS:,} "
-              f"updates x {VC_TARGETS} targets: {per_update * VC_SUPERB_STEPS * VC_TARGETS / 3600:.1f} h of training; "
+        print(f"   {name}: {params / 1e6:.1f} M parameters, {per_update:.2f} s per update; {superb_steps:,} "
+              f"updates x {len(TARGETS)} targets: {per_update * superb_steps * len(TARGETS) / 3600:.1f} h of training; "
               f"autoregressive decoding of one utterance {decode:.2f} s (vocoding and metrics not included)")
 
 
